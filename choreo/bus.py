@@ -1,0 +1,100 @@
+"""The NATS connection and idempotent JetStream provisioning.
+
+Each service provisions what it owns at start-up: its own stream, the DLQ
+stream, and its durable consumers. Provisioning is "create or update", so it is
+safe to run on every start and on every replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from choreo.settings import ServiceSettings
+from choreo.subjects import STREAM_SUBJECTS
+
+log = logging.getLogger(__name__)
+
+#: JetStream drops a re-published Nats-Msg-Id seen within this window.
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+async def connect(settings: ServiceSettings, *, name: str | None = None, **options: Any) -> NATS:
+    """Connects to any of the configured NATS servers and reconnects forever.
+
+    Args:
+        settings: Gives the URLs and the credentials.
+        name: Connection name shown by the server's monitoring.
+        options: Passed to ``nats.connect`` (override the defaults below).
+    """
+
+    async def on_disconnect() -> None:
+        log.warning("disconnected from NATS")
+
+    async def on_reconnect() -> None:
+        log.warning("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS error: %r", exc)
+
+    kwargs: dict[str, Any] = {
+        "servers": settings.nats_servers,
+        "name": name or settings.service_name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        "error_cb": on_error,
+        # Keep publishing into the client buffer through a short outage.
+        "pending_size": 64 * 1024 * 1024,
+    }
+    if settings.nats_user:
+        kwargs["user"] = settings.nats_user
+        kwargs["password"] = settings.nats_password.get_secret_value() if settings.nats_password else ""
+    if settings.nats_creds:
+        kwargs["user_credentials"] = settings.nats_creds
+    kwargs.update(options)
+    nc = await nats.connect(**kwargs)
+    return nc
+
+
+def stream_config(name: str, replicas: int = 1) -> StreamConfig:
+    """The configuration of one of choreo's streams (file storage, de-duplication)."""
+    return StreamConfig(
+        name=name,
+        subjects=STREAM_SUBJECTS[name],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        # Lets readers fetch a message by subject without a consumer.
+        allow_direct=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, name: str, replicas: int = 1) -> None:
+    """Creates the stream, or updates it to the wanted configuration."""
+    config = stream_config(name, replicas)
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("created stream %s", name, extra={"stream": name})
+            return
+        except BadRequestError:
+            # Another replica created it between our lookup and our create.
+            info = await js.stream_info(name)
+    current = info.config
+    if current.subjects != config.subjects or current.num_replicas != config.num_replicas:
+        await js.update_stream(config)
+        log.info("updated stream %s", name, extra={"stream": name})

@@ -1,0 +1,254 @@
+"""Durable pull consumer: batches, one transaction per batch, retries, dead letters.
+
+Each round fetches up to ``batch_size`` events and commits all their effects in
+one transaction (inbox records, handler writes, outbox rows). If that fails, the
+events are replayed one transaction each, so one bad event cannot hold the
+others back. A failing event is nak'ed with a growing delay; after
+``max_deliveries`` it goes to the DLQ. An event that cannot be decoded, or whose
+type no route knows, goes to the DLQ at once. The consumer always moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from google.protobuf.message import DecodeError, Message
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo.dlq import dead_letter
+from choreo.envelope import Envelope, EnvelopeError
+from choreo.handler import HandlerContext, Route
+from choreo.inbox import already_processed, record_processed
+from choreo.logs import log_context
+from choreo.outbox import add_to_outbox
+from choreo.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Delivery:
+    msg: Msg
+    envelope: Envelope
+    message: Message
+    route: Route
+    sequence: int
+    deliveries: int
+    prepared: Any = None
+    error: BaseException | None = None
+
+
+class EventConsumer:
+    """Consumes one stream through a durable pull consumer.
+
+    Args:
+        js: JetStream context.
+        engine: The service's database (inbox, handler writes, outbox).
+        stream: Stream to consume.
+        durable: Durable consumer name; replicas sharing it share the work.
+        subjects: Subject filters.
+        routes: The event types handled; any other type is dead-lettered.
+        source: This service's name, stamped on emitted facts.
+        retry: Backoff and maximum deliveries.
+        batch_size: Events fetched and committed together.
+        concurrency: ``prepare`` steps run at once.
+        ack_wait_seconds: Time before JetStream redelivers an unacknowledged event.
+        on_commit: Called after each commit that queued outgoing events
+            (wakes the outbox relay).
+    """
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        engine: AsyncEngine,
+        stream: str,
+        durable: str,
+        subjects: Sequence[str],
+        routes: Iterable[Route],
+        source: str,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 256,
+        concurrency: int = 64,
+        ack_wait_seconds: float = 30.0,
+        fetch_timeout: float = 1.0,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._js = js
+        self._engine = engine
+        self.stream = stream
+        self.durable = durable
+        self._subjects = list(subjects)
+        self._routes = {r.type_name: r for r in routes}
+        self._source = source
+        self._retry = retry or RetryPolicy()
+        self._batch_size = batch_size
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._ack_wait = ack_wait_seconds
+        self._fetch_timeout = fetch_timeout
+        self._on_commit = on_commit
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            # We dead-letter ourselves; the server must never silently stop redelivering.
+            max_deliver=-1,
+            filter_subjects=self._subjects,
+            max_ack_pending=max(1000, self._batch_size * 4),
+        )
+
+    async def provision(self) -> None:
+        """Creates or updates the durable consumer."""
+        await self._js.add_consumer(self.stream, self.config())
+
+    def stop(self) -> None:
+        """Finishes the batch in hand, then makes ``run`` return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Fetches and handles events until ``stop`` is called."""
+        await self.provision()
+        psub = await self._js.pull_subscribe_bind(self.durable, self.stream)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(self._batch_size, timeout=self._fetch_timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                except Exception as exc:  # disconnected, consumer lost, server restarting
+                    if self._stopping.is_set():
+                        break
+                    log.warning("fetch from %s/%s failed: %r", self.stream, self.durable, exc)
+                    await asyncio.sleep(1.0)
+                    psub = await self._rebind(psub)
+                    continue
+                await self.handle_batch(msgs)
+        finally:
+            try:
+                await psub.unsubscribe()
+            except Exception:  # the connection may already be closed on shutdown
+                pass
+
+    async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        try:
+            await self.provision()
+            await psub.unsubscribe()
+            return await self._js.pull_subscribe_bind(self.durable, self.stream)
+        except Exception as exc:
+            log.warning("re-provisioning %s failed: %r", self.durable, exc)
+            return psub
+
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        """Handles one fetched batch: decode, prepare, commit, then ack or retry."""
+        deliveries: list[_Delivery] = []
+        for msg in msgs:
+            delivery = await self._decode(msg)
+            if delivery is not None:
+                deliveries.append(delivery)
+        if not deliveries:
+            return
+        await self._prepare(deliveries)
+        ready = [d for d in deliveries if d.error is None]
+        try:
+            await self._commit(ready)
+        except Exception as exc:
+            log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
+            for d in ready:
+                try:
+                    await self._commit([d])
+                except Exception as one_exc:
+                    d.error = one_exc
+        for d in deliveries:
+            if d.error is None:
+                await d.msg.ack()
+                self.processed += 1
+            else:
+                await self._retry_or_dead_letter(d)
+
+    async def _decode(self, msg: Msg) -> _Delivery | None:
+        meta = msg.metadata
+        try:
+            env = Envelope.from_headers(msg.subject, msg.headers, msg.data)
+            route = self._routes.get(env.type)
+            if route is None:
+                raise EnvelopeError(f"unknown event type {env.type!r} for consumer {self.durable}")
+            message = env.decode(route.message_type)
+        except (EnvelopeError, DecodeError) as exc:
+            await self._dead_letter(msg, f"undecodable: {exc}")
+            return None
+        if meta.num_delivered > self._retry.max_deliveries:
+            # It crashed the process (or timed out) on every delivery: stop trying.
+            await self._dead_letter(msg, f"gave up after {meta.num_delivered - 1} deliveries")
+            return None
+        return _Delivery(msg, env, message, route, meta.sequence.stream, meta.num_delivered)
+
+    async def _prepare(self, deliveries: list[_Delivery]) -> None:
+        async def one(d: _Delivery) -> None:
+            if d.route.prepare is None:
+                return
+            async with self._semaphore:
+                with log_context(**self._log_fields(d)):
+                    try:
+                        d.prepared = await d.route.prepare(d.message, d.envelope)
+                    except Exception as exc:
+                        d.error = exc
+
+        await asyncio.gather(*(one(d) for d in deliveries))
+
+    async def _commit(self, deliveries: list[_Delivery]) -> None:
+        if not deliveries:
+            return
+        outgoing = []
+        async with self._engine.begin() as conn:
+            seen = await already_processed(conn, self.durable, (d.envelope.id for d in deliveries))
+            fresh: list[tuple[str, int]] = []
+            for d in deliveries:
+                if d.envelope.id in seen:
+                    log.info("duplicate %s skipped", d.envelope.id, extra=self._log_fields(d))
+                    continue
+                seen.add(d.envelope.id)
+                ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared)
+                with log_context(**self._log_fields(d)):
+                    await d.route.handle(d.message, ctx)
+                outgoing.extend(ctx.outgoing)
+                fresh.append((d.envelope.id, d.sequence))
+            await record_processed(conn, self.durable, fresh)
+            await add_to_outbox(conn, outgoing)
+        if outgoing and self._on_commit is not None:
+            self._on_commit()
+
+    async def _retry_or_dead_letter(self, d: _Delivery) -> None:
+        error = f"{type(d.error).__name__}: {d.error}"
+        if self._retry.exhausted(d.deliveries):
+            await self._dead_letter(d.msg, f"failed {d.deliveries} deliveries, last error {error}")
+            return
+        delay = self._retry.delay(d.deliveries)
+        log.warning("handler failed, retry in %.1fs: %s", delay, error, extra=self._log_fields(d))
+        await d.msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        self.dead_lettered += 1
+        await dead_letter(self._js, msg, self.durable, error)
+
+    def _log_fields(self, d: _Delivery) -> dict[str, Any]:
+        return {
+            "correlation_id": d.envelope.correlation_id,
+            "event_type": d.envelope.type,
+            "event_id": d.envelope.id,
+            "stream": self.stream,
+            "stream_seq": d.sequence,
+        }

@@ -1,0 +1,103 @@
+"""Database engines: SQLite (WAL) by default, PostgreSQL when the URL says so.
+
+Hot paths use SQLAlchemy Core statements against tables that sqlmodel defines;
+one transaction commits a whole batch of events, which is what makes SQLite fast
+enough (one commit costs about as much as a hundred inserts).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, Table, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
+
+#: Auto-increment id that is a rowid alias on SQLite and a BIGSERIAL elsewhere.
+BigIntId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def big_int(*, index: bool = False, default: int | None = None) -> Any:
+    """A sqlmodel field stored as BIGINT (timestamps in microseconds, sequences)."""
+    from sqlmodel import Field
+
+    column = Column(BigInteger, nullable=False, index=index)
+    return Field(default=default, sa_column=column)
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds since the epoch.
+
+    Times are stored this way everywhere: portable across SQLite and
+    PostgreSQL, cheap to compare, and exact.
+    """
+    return time.time_ns() // 1000
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def normalize_url(url: str) -> str:
+    """Accepts plain ``sqlite:///`` and ``postgresql://`` URLs and picks the async driver."""
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEngine:
+    """Creates the engine for a service's own database.
+
+    Args:
+        url: SQLAlchemy URL; SQLite files get their folder created.
+        writer: On SQLite, start every transaction with ``BEGIN IMMEDIATE`` so two
+            read-then-write transactions never deadlock on lock upgrade. Readers
+            pass ``False`` and keep WAL's concurrent snapshot reads.
+        pool_size: Connections kept open (PostgreSQL).
+    """
+    url = normalize_url(url)
+    if not is_sqlite(url):
+        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours to issue.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+async def create_tables(engine: AsyncEngine, tables: Sequence[Table]) -> None:
+    """Creates the given tables (only these: each service owns its own schema)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: tables[0].metadata.create_all(sync, tables=list(tables)))
+
+
+async def durability_settings(conn: AsyncConnection) -> dict[str, str]:
+    """What the database does on commit, for benchmark reports."""
+    if conn.dialect.name == "sqlite":
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        sync = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return {"engine": "sqlite", "journal_mode": str(mode), "synchronous": names.get(int(sync or 0), "?")}
+    commit = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+    return {"engine": conn.dialect.name, "synchronous_commit": str(commit)}

@@ -1,0 +1,53 @@
+"""Dead letters: a message that cannot be handled is kept, with why, and skipped.
+
+The copy keeps the original subject, headers and body, and adds where it came
+from and the error, so an operator can inspect it and re-publish it. Only after
+the copy is stored is the original terminated, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from choreo.subjects import DLQ_STREAM, dlq_subject
+
+log = logging.getLogger(__name__)
+
+H_ORIGINAL_SUBJECT = "choreo-dlq-subject"
+H_ORIGINAL_STREAM = "choreo-dlq-stream"
+H_ORIGINAL_SEQUENCE = "choreo-dlq-sequence"
+H_CONSUMER = "choreo-dlq-consumer"
+H_DELIVERIES = "choreo-dlq-deliveries"
+H_ERROR = "choreo-dlq-error"
+
+
+async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, error: str) -> None:
+    """Copies ``msg`` to the DLQ stream, then terminates it so it is never redelivered."""
+    meta = msg.metadata
+    stream = meta.stream
+    seq = meta.sequence.stream
+    headers = dict(msg.headers or {})
+    # Our own id, so a retried dead-lettering is de-duplicated by JetStream.
+    headers["Nats-Msg-Id"] = f"dlq:{stream}:{seq}:{consumer}"
+    headers.update(
+        {
+            H_ORIGINAL_SUBJECT: msg.subject,
+            H_ORIGINAL_STREAM: stream,
+            H_ORIGINAL_SEQUENCE: str(seq),
+            H_CONSUMER: consumer,
+            H_DELIVERIES: str(meta.num_delivered),
+            H_ERROR: error[:1000].replace("\r", " ").replace("\n", " "),
+        }
+    )
+    await js.publish(dlq_subject(stream, consumer), msg.data, headers=headers, stream=DLQ_STREAM)
+    await msg.term()
+    log.error(
+        "dead-lettered %s seq %d: %s",
+        msg.subject,
+        seq,
+        error,
+        extra={"stream": stream, "stream_seq": seq, "consumer": consumer},
+    )

@@ -1,0 +1,80 @@
+"""A tiny HTTP endpoint for liveness and readiness probes of worker services.
+
+Workers have no web framework; this answers ``GET /healthz`` and ``GET /readyz``
+with 200 when every check passes and 503 naming the failing ones otherwise.
+Checks are async callables returning ``None`` (healthy) or a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[str | None]]
+
+
+class HealthServer:
+    """Serves ``/healthz`` (liveness) and ``/readyz`` (readiness).
+
+    Args:
+        host: Address to bind.
+        port: Port to bind (0 picks a free one; see ``port`` after ``start``).
+        checks: Named checks run on every probe.
+    """
+
+    def __init__(self, host: str, port: int, checks: dict[str, Check]) -> None:
+        self.host = host
+        self.port = port
+        self._checks = checks
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("health endpoint on http://%s:%d/healthz", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def evaluate(self) -> dict[str, str]:
+        """Failing checks by name (empty when healthy)."""
+        failures: dict[str, str] = {}
+        for name, check in self._checks.items():
+            try:
+                reason = await asyncio.wait_for(check(), 2.0)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason:
+                failures[name] = reason
+        return failures
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5.0)
+            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode(errors="replace").split()
+            path = parts[1].split("?")[0] if len(parts) > 1 else ""
+            if path in ("/healthz", "/readyz", "/livez"):
+                failures = await self.evaluate()
+                status = "503 Service Unavailable" if failures else "200 OK"
+                body = json.dumps({"status": "unavailable" if failures else "ok", "failures": failures})
+            else:
+                status, body = "404 Not Found", json.dumps({"error": "not found"})
+            payload = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()

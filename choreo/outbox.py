@@ -1,0 +1,166 @@
+"""Transactional outbox: facts are written with the state change, published after.
+
+A handler never publishes to NATS directly. Its outgoing events are inserted
+into ``outbox`` in the same transaction as its writes, so a fact is published if
+and only if the state change committed. The relay publishes them in id order,
+pipelined, with ``Nats-Msg-Id`` = event id (JetStream drops a re-publish after a
+crash between publish and delete), then deletes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from nats.js import JetStreamContext
+from sqlalchemy import Column, LargeBinary, Text, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import Field, SQLModel
+
+from choreo.db import BigIntId, big_int, now_us
+from choreo.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A fact waiting to be published."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    event_id: str = Field(max_length=64)
+    subject: str = Field(max_length=255)
+    headers: str = Field(sa_column=Column(Text, nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at_us: int = big_int()
+
+
+outbox_table = OutboxRow.__table__  # type: ignore[attr-defined]
+
+
+async def add_to_outbox(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """Queues events for publishing inside the caller's transaction."""
+    if not envelopes:
+        return
+    now = now_us()
+    await conn.execute(
+        insert(outbox_table),
+        [
+            {
+                "event_id": e.id,
+                "subject": e.subject,
+                "headers": json.dumps(e.headers()),
+                "payload": e.data,
+                "created_at_us": now,
+            }
+            for e in envelopes
+        ],
+    )
+
+
+class OutboxRelay:
+    """Publishes the outbox to JetStream right after each commit, and by polling.
+
+    Args:
+        engine: The service's database.
+        js: JetStream context to publish with.
+        batch_size: Rows published (pipelined) per round.
+        poll_interval: Seconds between polls when nobody calls ``notify`` - the
+            fallback that catches rows left by a crash or a NATS outage.
+        publish_timeout: Seconds to wait for JetStream's acknowledgements.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._js = js
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._publish_timeout = publish_timeout
+        self._wake = asyncio.Event()
+        self._stopping = False
+        #: Called with (event_id, created_at_us) after JetStream acknowledged it.
+        self.on_published: list[Any] = []
+
+    def notify(self) -> None:
+        """Tells the relay that a transaction with outbox rows just committed."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until ``stop``; drains what is left before returning."""
+        failures = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.publish_pending():
+                    pass
+                failures = 0
+            except Exception as exc:  # NATS or database down: keep the rows, retry later
+                failures += 1
+                delay = min(self._poll_interval * 2**failures, 10.0)
+                log.warning("outbox publish failed, retrying in %.1fs: %r", delay, exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(delay)
+                continue
+            if self._stopping:
+                return
+
+    async def publish_pending(self) -> int:
+        """Publishes one batch; returns how many rows were published."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        outbox_table.c.id,
+                        outbox_table.c.event_id,
+                        outbox_table.c.subject,
+                        outbox_table.c.headers,
+                        outbox_table.c.payload,
+                        outbox_table.c.created_at_us,
+                    )
+                    .order_by(outbox_table.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await conn.rollback()
+        if not rows:
+            return 0
+        # Pipelined: every publish is on the wire before the first ack is awaited.
+        futures = [
+            await self._js.publish_async(row.subject, row.payload, headers=json.loads(row.headers))
+            for row in rows
+        ]
+        results = await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), self._publish_timeout
+        )
+        done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+        if done:
+            async with self._engine.begin() as conn:
+                await conn.execute(delete(outbox_table).where(outbox_table.c.id.in_([r.id for r in done])))
+            for callback in self.on_published:
+                for row in done:
+                    callback(row.event_id, row.created_at_us)
+        failed = [res for res in results if isinstance(res, BaseException)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(rows)} publishes failed: {failed[0]!r}")
+        return len(done)

@@ -1,0 +1,85 @@
+"""Wiring shared by the worker services: connection, streams, database, relay.
+
+A service's ``build(settings)`` calls ``open_runtime`` for the parts every
+service has, then adds its own consumers and command servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo.bus import connect, ensure_stream
+from choreo.consumer import EventConsumer
+from choreo.db import create_tables, make_engine
+from choreo.handler import Route
+from choreo.health import HealthServer
+from choreo.inbox import inbox_table
+from choreo.outbox import OutboxRelay, outbox_table
+from choreo.retry import RetryPolicy
+from choreo.service import Component, Service, database_check, nats_check
+from choreo.settings import ServiceSettings
+from choreo.subjects import DLQ_STREAM
+
+
+@dataclass
+class Runtime:
+    """The connection, database and outbox relay of one service process."""
+
+    settings: ServiceSettings
+    nc: NATS
+    js: JetStreamContext
+    engine: AsyncEngine
+    relay: OutboxRelay
+
+    def consumer(self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]) -> EventConsumer:
+        """A durable consumer configured from the settings, committing into this database."""
+        s = self.settings
+        return EventConsumer(
+            js=self.js,
+            engine=self.engine,
+            stream=stream,
+            durable=durable,
+            subjects=subjects,
+            routes=routes,
+            source=s.service_name,
+            retry=RetryPolicy(s.max_deliveries, s.retry_backoff_seconds, s.retry_backoff_max_seconds),
+            batch_size=s.batch_size,
+            ack_wait_seconds=s.ack_wait_seconds,
+            on_commit=self.relay.notify,
+        )
+
+    def service(self, components: list[Component]) -> Service:
+        """The runnable service, with health checks on NATS and the database."""
+        s = self.settings
+        health = None
+        if s.health_port:
+            health = HealthServer(
+                s.health_host, s.health_port, {"nats": nats_check(self.nc), "database": database_check(self.engine)}
+            )
+        return Service(
+            name=s.service_name,
+            settings=s,
+            nc=self.nc,
+            engine=self.engine,
+            components=components,
+            relay=self.relay,
+            health=health,
+        )
+
+
+async def open_runtime(settings: ServiceSettings, *, own_stream: str, tables: Sequence[Table]) -> Runtime:
+    """Connects, provisions the service's stream and the DLQ, and creates its tables."""
+    nc = await connect(settings)
+    js = nc.jetstream()
+    await ensure_stream(js, own_stream, settings.stream_replicas)
+    await ensure_stream(js, DLQ_STREAM, settings.stream_replicas)
+    engine = make_engine(settings.database_url)
+    await create_tables(engine, [*tables, outbox_table, inbox_table])
+    relay = OutboxRelay(engine, js)
+    return Runtime(settings, nc, js, engine, relay)

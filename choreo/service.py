@@ -1,0 +1,173 @@
+"""Running a service: start its parts, wait for a signal, shut down gracefully.
+
+Each service's ``build(settings)`` assembles a ``Service`` from runtime parts;
+its ``__main__`` calls ``run_main``. Shutdown order matters: first stop taking
+work (command subscriptions, consumers finish their batch), then publish what
+the outbox still holds, then drain the NATS connection, then close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from nats.aio.client import Client as NATS
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo.health import HealthServer
+from choreo.logs import configure_logging
+from choreo.outbox import OutboxRelay
+from choreo.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A long-running part of a service (consumer, command server, ...)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Service:
+    """A service's running parts, owned together so they stop together.
+
+    Attributes:
+        name: Service name (logs, NATS connection name).
+        settings: The settings it was built from.
+        nc: NATS connection (drained on stop).
+        engine: Its database (disposed on stop), if it has one.
+        components: Parts that take work; stopped first.
+        relay: The outbox relay; stopped after the components, so facts they
+            committed are still published.
+        health: Probe endpoint, if configured.
+    """
+
+    name: str
+    settings: ServiceSettings
+    nc: NATS
+    engine: AsyncEngine | None = None
+    components: list[Component] = field(default_factory=list)
+    relay: OutboxRelay | None = None
+    health: HealthServer | None = None
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _relay_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts every part in the background."""
+        if self.relay is not None:
+            self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox")
+        self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self.components]
+        if self.health is not None:
+            await self.health.start()
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Returns when ``stop`` is set or a part crashes (which is then re-raised)."""
+        stopper = asyncio.create_task(stop.wait())
+        watched: set[asyncio.Task[None] | asyncio.Task[bool]] = {stopper, *self._tasks}
+        if self._relay_task is not None:
+            watched.add(self._relay_task)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown within ``grace`` seconds."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        for component in self.components:
+            component.stop()
+        await _finish(self._tasks, deadline - loop.time())
+        if self.relay is not None and self._relay_task is not None:
+            self.relay.stop()
+            await _finish([self._relay_task], max(1.0, deadline - loop.time()))
+        for hook in self.on_stop:
+            await hook()
+        if self.health is not None:
+            await self.health.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), max(1.0, deadline - loop.time()))
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("%s stopped", self.name)
+
+
+async def _finish(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=max(0.1, timeout))
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+
+
+def nats_check(nc: NATS) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return None if nc.is_connected else "not connected to NATS"
+
+    return check
+
+
+def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return None
+
+    return check
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(settings_cls: type[S]) -> S:
+    """Reads the settings once; exits with a readable message when one is wrong."""
+    try:
+        return settings_cls()
+    except ValidationError as exc:
+        prefix = str(settings_cls.model_config.get("env_prefix", ""))
+        lines = [f"invalid configuration for {settings_cls.__name__}:"]
+        for err in exc.errors():
+            name = prefix + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']}")
+        sys.exit("\n".join(lines))
+
+
+def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) -> None:
+    """Entry point of a service process: settings, logging, event loop, signals."""
+    settings = load_settings(settings_cls)
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        service = await build(settings)
+        await service.start()
+        log.info("%s started", service.name)
+        try:
+            await service.wait(stop)
+        finally:
+            await service.stop()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

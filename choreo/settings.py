@@ -1,0 +1,65 @@
+"""Settings shared by every service; each service subclasses with its env prefix.
+
+Read once at start-up (``Settings()``), then passed down explicitly. A value
+that fails validation stops the process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Common configuration. Environment variables are ``<PREFIX>_<FIELD>``."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    #: One or more NATS URLs, comma-separated (any node of a cluster will do).
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    #: Path to a NATS .creds file (JWT auth), as mounted from a Secret.
+    nats_creds: str | None = None
+    #: SQLAlchemy URL; ``sqlite+aiosqlite:///path.db`` or ``postgresql+asyncpg://...``.
+    database_url: str = "sqlite+aiosqlite:///./var/service.db"
+    #: Replicas of the streams this service owns (1 locally, 3 on a cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Port of the HTTP health endpoint (/healthz, /readyz); 0 disables it.
+    health_port: int = Field(default=0, ge=0, le=65535)
+    health_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    #: ``json`` (one object per line) or ``text``.
+    log_format: str = "json"
+    #: Messages fetched (and committed in one transaction) per consumer round.
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    #: Deliveries before a failing event is dead-lettered.
+    max_deliveries: int = Field(default=5, ge=1, le=100)
+    ack_wait_seconds: float = Field(default=30.0, gt=0)
+    retry_backoff_seconds: float = Field(default=0.5, gt=0)
+    retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    #: Seconds allowed for in-flight work to finish on SIGTERM.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("nats_url")
+    @classmethod
+    def _check_urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("at least one NATS URL is required")
+        for url in urls:
+            if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"not a NATS URL: {url!r}")
+        return ",".join(urls)
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("must be 'json' or 'text'")
+        return value
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return self.nats_url.split(",")
