@@ -26,6 +26,16 @@ H_ERROR = "choreo-dlq-error"
 
 async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, error: str) -> None:
     """Copies ``msg`` to the DLQ stream, then terminates it so it is never redelivered."""
+    await copy_to_dlq(js, msg, consumer, error)
+    await msg.term()
+
+
+async def copy_to_dlq(js: JetStreamContext, msg: Msg, consumer: str, error: str) -> None:
+    """Stores a copy of a JetStream message in the DLQ stream, with where it came from and why.
+
+    Consumers without acknowledgements (ordered consumers of a projection) use
+    this directly and then skip the message.
+    """
     meta = msg.metadata
     stream = meta.stream
     seq = meta.sequence.stream
@@ -43,7 +53,6 @@ async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, error: str)
         }
     )
     await js.publish(dlq_subject(stream, consumer), msg.data, headers=headers, stream=DLQ_STREAM)
-    await msg.term()
     log.error(
         "dead-lettered %s seq %d: %s",
         msg.subject,
