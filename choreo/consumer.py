@@ -11,6 +11,7 @@ type no route knows, goes to the DLQ at once. The consumer always moves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -121,8 +122,9 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Fetches and handles events until ``stop`` is called."""
-        await self.provision()
-        psub = await self._js.pull_subscribe_bind(self.durable, self.stream)
+        psub = await self._bind()
+        if psub is None:
+            return
         try:
             while not self._stopping.is_set():
                 try:
@@ -142,6 +144,25 @@ class EventConsumer:
                 await psub.unsubscribe()
             except Exception:  # the connection may already be closed on shutdown
                 pass
+
+    async def _bind(self) -> JetStreamContext.PullSubscription | None:
+        """Provisions and binds, waiting while the stream does not exist yet.
+
+        The stream belongs to the service that publishes it, which may start
+        later than this one; waiting (instead of crashing) keeps start-up order free.
+        """
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self.provision()
+                return await self._js.pull_subscribe_bind(self.durable, self.stream)
+            except Exception as exc:
+                if attempt % 10 == 0:
+                    log.warning("cannot consume %s yet (%r); waiting", self.stream, exc)
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), min(2.0, 0.2 * attempt))
+        return None
 
     async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
         try:

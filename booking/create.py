@@ -1,0 +1,216 @@
+"""Creating bookings: validate, save PENDING with ``BookingCreated``, reply.
+
+Commands arrive in batches (``choreo.commands.CommandServer``); a batch is one
+transaction, so under load one commit serves hundreds of bookings. The booking
+row and its ``BookingCreated`` fact (in the outbox) commit together: the fact is
+published if and only if the booking exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from booking.domain import BookingStatus
+from booking.tables import bookings
+from choreo.booking.v1 import commands_pb2, events_pb2
+from choreo.clock import to_timestamp
+from choreo.db import now_us
+from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.outbox import add_to_outbox
+from choreo.subjects import BOOKING_CREATED
+from choreo.validation import validate_booking_request
+
+log = logging.getLogger(__name__)
+
+Reply = commands_pb2.CreateBookingReply
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """A decoded, valid create command and the workflow it starts."""
+
+    command: commands_pb2.CreateBookingCommand
+    correlation_id: str
+    command_id: str
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        return (self.command.user_id, self.command.idempotency_key) if self.command.idempotency_key else None
+
+    def fingerprint(self) -> str:
+        c = self.command
+        return hashlib.sha256(f"{c.amount_cents}|{c.currency}|{c.payment_token}".encode()).hexdigest()[:32]
+
+
+def error_reply(code: commands_pb2.CommandErrorCode.ValueType, message: str, field: str = "") -> Reply:
+    return Reply(error=commands_pb2.CommandError(code=code, message=message, field=field))
+
+
+def parse_request(msg: Msg) -> CreateRequest | Reply:
+    """Decodes and validates one request; returns an error reply when it is not acceptable."""
+    command = commands_pb2.CreateBookingCommand()
+    try:
+        command.ParseFromString(msg.data)
+    except DecodeError as exc:
+        return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, f"undecodable command: {exc}")
+    error = validate_booking_request(
+        command.user_id, command.amount_cents, command.currency, command.payment_token, command.idempotency_key
+    )
+    if error is not None:
+        return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, str(error), error.field)
+    headers = msg.headers or {}
+    command_id = headers.get(H_ID) or new_id()
+    return CreateRequest(command, headers.get(H_CORRELATION) or new_id(), command_id)
+
+
+def record_from_row(row: Any) -> commands_pb2.BookingRecord:
+    """The reply's view of a stored booking (``row`` is a mapping of the bookings columns)."""
+    return commands_pb2.BookingRecord(
+        booking_id=row["booking_id"],
+        user_id=row["user_id"],
+        amount_cents=row["amount_cents"],
+        currency=row["currency"],
+        state=BookingStatus(row["status"]).to_proto(),
+        correlation_id=row["correlation_id"],
+        payment_id=row["payment_id"],
+        cancellation_reason=row["cancellation_reason"],
+        created_at=to_timestamp(row["created_at_us"]),
+        updated_at=to_timestamp(row["updated_at_us"]),
+    )
+
+
+async def create_bookings(conn: AsyncConnection, requests: Sequence[CreateRequest], source: str) -> list[Reply]:
+    """Saves the new bookings of a batch and their ``BookingCreated`` facts, in the caller's transaction.
+
+    A request whose idempotency key was already used by the same user replays
+    the stored booking (or is refused if its parameters differ).
+    """
+    known = await _existing_by_key(conn, [r.key for r in requests if r.key is not None])
+    replies: list[Reply] = []
+    rows: list[dict[str, Any]] = []
+    facts: list[Envelope] = []
+    for req in requests:
+        key = req.key
+        if key is not None and key in known:
+            replies.append(_replay(known[key], req))
+            continue
+        c = req.command
+        now = now_us()
+        row = {
+            "booking_id": str(uuid.uuid4()),
+            "user_id": c.user_id,
+            "amount_cents": c.amount_cents,
+            "currency": c.currency,
+            "status": BookingStatus.PENDING.value,
+            "correlation_id": req.correlation_id,
+            "payment_id": "",
+            "cancellation_reason": "",
+            "idempotency_key": c.idempotency_key or None,
+            "request_hash": req.fingerprint(),
+            "created_at_us": now,
+            "updated_at_us": now,
+        }
+        rows.append(row)
+        if key is not None:
+            known[key] = row
+        event = events_pb2.BookingCreated(
+            booking_id=row["booking_id"],
+            user_id=c.user_id,
+            amount_cents=c.amount_cents,
+            currency=c.currency,
+            payment_token=c.payment_token,
+            created_at=to_timestamp(now),
+        )
+        facts.append(
+            Envelope.wrap(
+                event,
+                source=source,
+                subject=BOOKING_CREATED,
+                correlation_id=req.correlation_id,
+                causation_id=req.command_id,
+            )
+        )
+        replies.append(Reply(booking=record_from_row(row)))
+    if rows:
+        await conn.execute(insert(bookings), rows)
+        await add_to_outbox(conn, facts)
+    return replies
+
+
+def _replay(row: Any, req: CreateRequest) -> Reply:
+    if row["request_hash"] != req.fingerprint():
+        return error_reply(
+            commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT,
+            "idempotency_key was already used with different parameters",
+            "idempotency_key",
+        )
+    return Reply(booking=record_from_row(row), replayed=True)
+
+
+async def _existing_by_key(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    if not keys:
+        return {}
+    result = await conn.execute(select(bookings).where(bookings.c.idempotency_key.in_({k for _, k in keys})))
+    wanted = set(keys)
+    found = {}
+    for row in result.mappings():
+        key = (row["user_id"], row["idempotency_key"])
+        if key in wanted:
+            found[key] = dict(row)
+    return found
+
+
+class CreateBookingHandler:
+    """Serves batches of ``cmd.booking.create`` requests.
+
+    Args:
+        engine: The booking database.
+        source: ``ce-source`` of the facts (the service name).
+        on_commit: Called after a commit that queued facts (wakes the outbox relay).
+    """
+
+    def __init__(self, engine: AsyncEngine, source: str, on_commit: Callable[[], None]) -> None:
+        self._engine = engine
+        self._source = source
+        self._on_commit = on_commit
+
+    async def __call__(self, msgs: Sequence[Msg]) -> list[bytes]:
+        replies: list[Reply | None] = []
+        accepted: list[tuple[int, CreateRequest]] = []
+        for i, msg in enumerate(msgs):
+            parsed = parse_request(msg)
+            if isinstance(parsed, CreateRequest):
+                accepted.append((i, parsed))
+                replies.append(None)
+            else:
+                replies.append(parsed)
+        if accepted:
+            try:
+                async with self._engine.begin() as conn:
+                    results = await create_bookings(conn, [r for _, r in accepted], self._source)
+            except Exception as exc:
+                # e.g. a concurrent replica took the same idempotency key: settle each on its own.
+                log.warning("create batch of %d failed (%r); retrying one by one", len(accepted), exc)
+                results = [await self._create_one(req) for _, req in accepted]
+            self._on_commit()
+            for (i, _), reply in zip(accepted, results, strict=True):
+                replies[i] = reply
+        return [r.SerializeToString() for r in replies if r is not None]
+
+    async def _create_one(self, req: CreateRequest) -> Reply:
+        try:
+            async with self._engine.begin() as conn:
+                return (await create_bookings(conn, [req], self._source))[0]
+        except Exception as exc:
+            log.exception("create failed", extra={"correlation_id": req.correlation_id})
+            return error_reply(commands_pb2.COMMAND_ERROR_CODE_INTERNAL, f"could not save the booking: {exc}")

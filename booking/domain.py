@@ -1,0 +1,39 @@
+"""The booking state machine, free of I/O so it can be tested on its own.
+
+PENDING -> CONFIRMED when the payment succeeded; PENDING -> CANCELLED when it
+failed. Terminal states never change: a late or repeated payment fact is a
+no-op, which is what makes the handlers safe to run twice.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from choreo.booking.v1 import commands_pb2
+
+
+class BookingStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not BookingStatus.PENDING
+
+    def to_proto(self) -> commands_pb2.BookingState.ValueType:
+        return _TO_PROTO[self]
+
+
+_TO_PROTO = {
+    BookingStatus.PENDING: commands_pb2.BOOKING_STATE_PENDING,
+    BookingStatus.CONFIRMED: commands_pb2.BOOKING_STATE_CONFIRMED,
+    BookingStatus.CANCELLED: commands_pb2.BOOKING_STATE_CANCELLED,
+}
+
+
+def on_payment(current: BookingStatus, succeeded: bool) -> BookingStatus | None:
+    """The status a payment outcome moves a booking to, or ``None`` to leave it alone."""
+    if current.terminal:
+        return None
+    return BookingStatus.CONFIRMED if succeeded else BookingStatus.CANCELLED

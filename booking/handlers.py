@@ -1,0 +1,66 @@
+"""Reactions of the booking service to payment facts."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+
+from booking.domain import BookingStatus, on_payment
+from booking.tables import bookings
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import to_timestamp
+from choreo.db import now_us
+from choreo.handler import HandlerContext, Route
+from choreo.payment.v1 import events_pb2 as payment_events
+
+log = logging.getLogger(__name__)
+
+
+class UnknownBookingError(LookupError):
+    """A payment fact names a booking this service never created."""
+
+
+async def on_payment_succeeded(event: payment_events.PaymentSucceeded, ctx: HandlerContext) -> None:
+    """CONFIRMED, and ``BookingConfirmed``."""
+    await _settle(ctx, event.booking_id, succeeded=True, payment_id=event.payment_id, reason="")
+
+
+async def on_payment_failed(event: payment_events.PaymentFailed, ctx: HandlerContext) -> None:
+    """CANCELLED with the reason, and the compensating ``BookingCancelled``."""
+    await _settle(ctx, event.booking_id, succeeded=False, payment_id=event.payment_id, reason=event.reason)
+
+
+async def _settle(ctx: HandlerContext, booking_id: str, *, succeeded: bool, payment_id: str, reason: str) -> None:
+    current = (
+        await ctx.conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
+    ).scalar_one_or_none()
+    if current is None:
+        raise UnknownBookingError(f"no booking {booking_id!r}")
+    status = on_payment(BookingStatus(current), succeeded)
+    if status is None:
+        log.info("booking %s is already %s; payment outcome ignored", booking_id, current)
+        return
+    now = now_us()
+    await ctx.conn.execute(
+        update(bookings)
+        .where(bookings.c.booking_id == booking_id, bookings.c.status == current)
+        .values(status=status.value, payment_id=payment_id, cancellation_reason=reason, updated_at_us=now)
+    )
+    if status is BookingStatus.CONFIRMED:
+        ctx.emit(
+            booking_events.BookingConfirmed(
+                booking_id=booking_id, payment_id=payment_id, confirmed_at=to_timestamp(now)
+            )
+        )
+    else:
+        ctx.emit(
+            booking_events.BookingCancelled(booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now))
+        )
+    log.info("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})
+
+
+ROUTES = [
+    Route(payment_events.PaymentSucceeded, on_payment_succeeded),
+    Route(payment_events.PaymentFailed, on_payment_failed),
+]
