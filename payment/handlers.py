@@ -1,0 +1,84 @@
+"""Reaction of the payment service to a new booking."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import insert, select
+
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import to_timestamp
+from choreo.db import now_us
+from choreo.envelope import Envelope
+from choreo.handler import HandlerContext, Route
+from choreo.payment.v1 import events_pb2 as payment_events
+from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
+from payment.tables import payments
+
+log = logging.getLogger(__name__)
+
+
+async def charge(provider: PaymentProvider, event: booking_events.BookingCreated) -> ChargeResult:
+    """Charges the booking; the booking id is the idempotency key, so a retry never charges twice."""
+    return await provider.charge(
+        ChargeRequest(
+            idempotency_key=event.booking_id,
+            amount_cents=event.amount_cents,
+            currency=event.currency,
+            payment_token=event.payment_token,
+        )
+    )
+
+
+async def record_payment(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
+    """Records the charge's outcome and publishes ``PaymentSucceeded`` or ``PaymentFailed``."""
+    result: ChargeResult = ctx.prepared
+    exists = (
+        await ctx.conn.execute(select(payments.c.payment_id).where(payments.c.booking_id == event.booking_id))
+    ).scalar_one_or_none()
+    if exists is not None:
+        log.info("booking %s already has payment %s", event.booking_id, exists)
+        return
+    now = now_us()
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    await ctx.conn.execute(
+        insert(payments).values(
+            booking_id=event.booking_id,
+            payment_id=payment_id,
+            amount_cents=event.amount_cents,
+            currency=event.currency,
+            succeeded=result.succeeded,
+            failure_reason=result.failure_reason,
+            provider_charge_id=result.charge_id,
+            created_at_us=now,
+        )
+    )
+    if result.succeeded:
+        ctx.emit(
+            payment_events.PaymentSucceeded(
+                payment_id=payment_id,
+                booking_id=event.booking_id,
+                amount_cents=event.amount_cents,
+                currency=event.currency,
+                succeeded_at=to_timestamp(now),
+            )
+        )
+    else:
+        ctx.emit(
+            payment_events.PaymentFailed(
+                payment_id=payment_id,
+                booking_id=event.booking_id,
+                reason=result.failure_reason,
+                failed_at=to_timestamp(now),
+            )
+        )
+
+
+def routes(provider: PaymentProvider) -> list[Route]:
+    """The payment service's routes, bound to its provider."""
+
+    async def prepare(event: booking_events.BookingCreated, _env: Envelope) -> ChargeResult:
+        return await charge(provider, event)
+
+    return [Route(booking_events.BookingCreated, record_payment, prepare=prepare)]

@@ -1,0 +1,56 @@
+"""The payment-provider adapter interface.
+
+The payment service talks to a provider (a PSP) only through this interface,
+so a real PSP client can replace the simulator without touching the handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """A charge to make.
+
+    Attributes:
+        idempotency_key: The provider charges at most once per key; the booking id.
+        amount_cents: Amount in minor units.
+        currency: ISO 4217 code.
+        payment_token: The customer's tokenized payment method.
+    """
+
+    idempotency_key: str
+    amount_cents: int
+    currency: str
+    payment_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """What the provider did.
+
+    Attributes:
+        charge_id: The provider's id of the charge attempt.
+        succeeded: True when the money was taken.
+        failure_reason: Why not, e.g. ``card_declined``; empty on success.
+        replayed: True when the provider answered from an earlier call with the same key.
+    """
+
+    charge_id: str
+    succeeded: bool
+    failure_reason: str = ""
+    replayed: bool = False
+
+
+class PaymentProvider(Protocol):
+    """A payment provider (PSP)."""
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charges the amount, or returns the result of the earlier call with the same key."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections."""
+        ...
