@@ -1,0 +1,98 @@
+"""The ``choreo`` command line and how ``choreo up`` configures the services."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from choreo import local_stack
+from choreo.cli import build_parser, load_subcommands, main
+from choreo.local_stack import Ports, endpoints_for, process_specs, service_environments
+
+PORTS = Ports(grpc=50051, http=8080, booking_health=8081, payment_health=8082)
+
+
+def test_up_options_parse() -> None:
+    parser = build_parser(load_subcommands())
+    args = parser.parse_args(
+        [
+            "up",
+            "--demo",
+            "--nats-url",
+            "nats://h:4222",
+            "--data-dir",
+            "/d",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "1",
+        ]
+    )
+    assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.http_port) == (
+        True,
+        "nats://h:4222",
+        "/d",
+        0,
+        1,
+    )
+    args = parser.parse_args(["up"])
+    assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.payment_latency_ms) == (
+        False,
+        None,
+        "./var",
+        None,
+        None,
+    )
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_console_script_lists_up() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "choreo.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "up" in out and "run nats-server and every service" in out
+
+
+def test_environment_forces_what_up_decides_and_defaults_the_rest(tmp_path: Path) -> None:
+    base = {
+        "PATH": "/bin",
+        "BOOKING_DATABASE_URL": "postgresql+asyncpg://db/booking",
+        "BOOKING_NATS_URL": "nats://elsewhere:4222",
+        "GATEWAY_GRPC_PORT": "1",
+        "PAYMENT_PROVIDER_LATENCY_MS": "900",
+    }
+    envs = service_environments(base, "nats://127.0.0.1:4333", PORTS, tmp_path, None)
+    booking, payment, gateway = envs["booking"], envs["payment"], envs["gateway"]
+    assert booking["BOOKING_DATABASE_URL"] == "postgresql+asyncpg://db/booking", "an exported URL wins"
+    assert booking["BOOKING_NATS_URL"] == "nats://127.0.0.1:4333", "up's NATS wins"
+    assert booking["BOOKING_HEALTH_PORT"] == "8081"
+    assert payment["PAYMENT_HEALTH_PORT"] == "8082"
+    assert payment["PAYMENT_DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}"
+    assert payment["PAYMENT_PROVIDER_LEDGER_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'psp-ledger.db'}"
+    assert payment["PAYMENT_PROVIDER_LATENCY_MS"] == "900", "kept without --payment-latency-ms"
+    assert (gateway["GATEWAY_GRPC_PORT"], gateway["GATEWAY_HTTP_PORT"]) == ("50051", "8080")
+    assert gateway["GATEWAY_DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    assert all(env["PATH"] == "/bin" and env["PYTHONUNBUFFERED"] == "1" for env in envs.values())
+    latency = service_environments(base, "nats://x:1", PORTS, tmp_path, 2000)["payment"]
+    assert latency["PAYMENT_PROVIDER_LATENCY_MS"] == "2000"
+
+
+def test_services_run_as_modules_of_this_interpreter(tmp_path: Path) -> None:
+    endpoints = endpoints_for("nats://127.0.0.1:4222", PORTS, tmp_path, tmp_path / "nats" / "nats-server.log")
+    envs = service_environments({}, endpoints.nats_url, PORTS, tmp_path, None)
+    specs = {spec.name: spec for spec in process_specs(endpoints, envs)}
+    assert list(specs) == list(local_stack.SERVICES)
+    assert specs["booking"].argv == [sys.executable, "-m", "booking"]
+    assert specs["gateway"].ready_url == "http://127.0.0.1:8080/readyz"
+    assert specs["payment"].ready_url == "http://127.0.0.1:8082/readyz"
+    assert specs["booking"].log_file == tmp_path / "logs" / "booking.log"
+    assert endpoints.logs["nats"] == tmp_path / "nats" / "nats-server.log"
