@@ -64,7 +64,11 @@ def parse_request(msg: Msg) -> CreateRequest | Reply:
     except DecodeError as exc:
         return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, f"undecodable command: {exc}")
     error = validate_booking_request(
-        command.user_id, command.amount_cents, command.currency, command.payment_token, command.idempotency_key
+        command.user_id,
+        command.amount_cents,
+        command.currency,
+        command.payment_token,
+        command.idempotency_key,
     )
     if error is not None:
         return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, str(error), error.field)
@@ -89,7 +93,9 @@ def record_from_row(row: Any) -> commands_pb2.BookingRecord:
     )
 
 
-async def create_bookings(conn: AsyncConnection, requests: Sequence[CreateRequest], source: str) -> list[Reply]:
+async def create_bookings(
+    conn: AsyncConnection, requests: Sequence[CreateRequest], source: str
+) -> list[Reply]:
     """Saves the new bookings of a batch and their ``BookingCreated`` facts, in the caller's transaction.
 
     A request whose idempotency key was already used by the same user replays
@@ -106,7 +112,7 @@ async def create_bookings(conn: AsyncConnection, requests: Sequence[CreateReques
             continue
         c = req.command
         now = now_us()
-        row = {
+        row: dict[str, Any] = {
             "booking_id": str(uuid.uuid4()),
             "user_id": c.user_id,
             "amount_cents": c.amount_cents,

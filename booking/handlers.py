@@ -31,7 +31,9 @@ async def on_payment_failed(event: payment_events.PaymentFailed, ctx: HandlerCon
     await _settle(ctx, event.booking_id, succeeded=False, payment_id=event.payment_id, reason=event.reason)
 
 
-async def _settle(ctx: HandlerContext, booking_id: str, *, succeeded: bool, payment_id: str, reason: str) -> None:
+async def _settle(
+    ctx: HandlerContext, booking_id: str, *, succeeded: bool, payment_id: str, reason: str
+) -> None:
     current = (
         await ctx.conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
     ).scalar_one_or_none()
@@ -55,7 +57,9 @@ async def _settle(ctx: HandlerContext, booking_id: str, *, succeeded: bool, paym
         )
     else:
         ctx.emit(
-            booking_events.BookingCancelled(booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now))
+            booking_events.BookingCancelled(
+                booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now)
+            )
         )
     log.info("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})
 

@@ -34,7 +34,9 @@ class CommandServer:
         max_batch: Most requests handled in one batch.
     """
 
-    def __init__(self, nc: NATS, subject: str, queue: str, handler: BatchHandler, max_batch: int = 256) -> None:
+    def __init__(
+        self, nc: NATS, subject: str, queue: str, handler: BatchHandler, max_batch: int = 256
+    ) -> None:
         self._nc = nc
         self._subject = subject
         self._queue_group = queue
@@ -92,6 +94,6 @@ class CommandServer:
 
     async def _drain(self, sub: Subscription) -> None:
         try:
-            await sub.drain()
+            await sub.drain()  # type: ignore[no-untyped-call]
         except Exception as exc:
             log.debug("drain of %s failed: %r", self._subject, exc)

@@ -7,10 +7,11 @@ also sent as ``Nats-Msg-Id`` so JetStream drops a re-published duplicate.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -26,6 +27,8 @@ H_CORRELATION = "ce-correlationid"
 H_CAUSATION = "ce-causationid"
 H_CONTENT_TYPE = "content-type"
 H_MSG_ID = "Nats-Msg-Id"
+
+M = TypeVar("M", bound=Message)
 
 
 class EnvelopeError(ValueError):
@@ -126,7 +129,7 @@ class Envelope:
             time=hdrs.get(H_TIME, ""),
         )
 
-    def decode(self, message_type: type[Any]) -> Any:
+    def decode(self, message_type: builtins.type[M]) -> M:
         """Parses the body as ``message_type``; raises ``DecodeError`` on garbage."""
         message = message_type()
         message.ParseFromString(self.data)

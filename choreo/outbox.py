@@ -10,6 +10,7 @@ crash between publish and delete), then deletes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -105,10 +106,8 @@ class OutboxRelay:
         """Runs until ``stop``; drains what is left before returning."""
         failures = 0
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 while await self.publish_pending():

@@ -69,6 +69,12 @@ class Service:
         if self.relay is not None:
             self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox")
         self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self.components]
+        for component in self.components:
+            # Parts that take requests (command servers) say when they are subscribed;
+            # start() returns only then, so the service is never "up" but deaf.
+            ready = getattr(component, "ready", None)
+            if isinstance(ready, asyncio.Event):
+                await asyncio.wait_for(ready.wait(), 30)
         if self.health is not None:
             await self.health.start()
 

@@ -77,7 +77,9 @@ class SimulatedProvider:
                 await conn.execute(select(ledger).where(ledger.c.idempotency_key == request.idempotency_key))
             ).first()
             if earlier is not None:
-                return ChargeResult(earlier.charge_id, earlier.succeeded, earlier.failure_reason, replayed=True)
+                return ChargeResult(
+                    earlier.charge_id, earlier.succeeded, earlier.failure_reason, replayed=True
+                )
             reason = outcome_for(request.payment_token)
             charge_id = f"ch_{uuid.uuid4().hex}"
             await conn.execute(

@@ -1,0 +1,42 @@
+import pytest
+
+from choreo.validation import MAX_AMOUNT_CENTS, validate_booking_request
+
+GOOD = {"user_id": "u-1", "amount_cents": 1500, "currency": "EUR", "payment_token": "tok_visa"}
+
+
+def test_valid_request_passes() -> None:
+    assert validate_booking_request(**GOOD) is None
+    assert validate_booking_request(**GOOD, idempotency_key="k-123") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"user_id": "has space"}, "user_id"),
+        ({"amount_cents": 0}, "amount_cents"),
+        ({"amount_cents": -5}, "amount_cents"),
+        ({"amount_cents": MAX_AMOUNT_CENTS + 1}, "amount_cents"),
+        ({"currency": "EU"}, "currency"),
+        ({"currency": "EURO"}, "currency"),
+        ({"currency": "eur"}, "currency"),
+        ({"currency": "E1R"}, "currency"),
+        ({"payment_token": ""}, "payment_token"),
+        ({"payment_token": "visa"}, "payment_token"),
+        ({"payment_token": "tok_"}, "payment_token"),
+        ({"payment_token": "tok_bad-chars"}, "payment_token"),
+        ({"payment_token": "tok_" + "a" * 200}, "payment_token"),
+    ],
+)
+def test_each_bad_field_is_named(change: dict[str, object], field: str) -> None:
+    error = validate_booking_request(**{**GOOD, **change})  # type: ignore[arg-type]
+    assert error is not None
+    assert error.field == field
+    assert field in str(error)
+
+
+def test_over_long_idempotency_key_is_refused() -> None:
+    error = validate_booking_request(**GOOD, idempotency_key="k" * 129)
+    assert error is not None and error.field == "idempotency_key"
