@@ -82,7 +82,8 @@ class Outcome:
 
 def status_name(status: int) -> str:
     """``CONFIRMED`` for ``BOOKING_STATUS_CONFIRMED``."""
-    return gateway_pb2.BookingStatus.Name(status).removeprefix("BOOKING_STATUS_")
+    value = gateway_pb2.BookingStatus.DESCRIPTOR.values_by_number.get(status)
+    return value.name.removeprefix("BOOKING_STATUS_") if value is not None else str(status)
 
 
 async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:

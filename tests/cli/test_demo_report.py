@@ -1,0 +1,47 @@
+"""The demo's checks and tables (the demo itself runs in test_up.py against the real system)."""
+
+from __future__ import annotations
+
+from choreo.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table, trace_problems
+from choreo.gateway.v1 import gateway_pb2
+
+
+def event(event_id: str, event_type: str, cause: str = "") -> gateway_pb2.TraceEvent:
+    return gateway_pb2.TraceEvent(event_id=event_id, event_type=event_type, causation_id=cause)
+
+
+def test_a_causal_chain_has_no_problems() -> None:
+    chain = [event("a", "Created"), event("b", "Failed", "a"), event("c", "Cancelled", "b")]
+    assert trace_problems(chain) == []
+
+
+def test_broken_or_empty_traces_are_named() -> None:
+    assert trace_problems([]) == ["the trace is empty"]
+    out_of_order = [event("b", "Failed", "a"), event("a", "Created")]
+    assert trace_problems(out_of_order) == [
+        "the first fact Failed has a cause a",
+        "Created was not caused by Failed",
+    ]
+
+
+def test_outcome_checks_status_and_reason() -> None:
+    case = DemoCase("tok_chargeDeclined", CANCELLED, "card_declined")
+    assert Outcome(case, "b1", CANCELLED, "card_declined", 12.0).ok
+    assert not Outcome(case, "b1", CANCELLED, "insufficient_funds", 12.0).ok
+    assert not Outcome(case, "b1", CONFIRMED, "", 12.0).ok
+    assert not Outcome(case, error="UNAVAILABLE: down").ok
+
+
+def test_table_shows_each_outcome_and_what_was_expected() -> None:
+    good = Outcome(CASES[0], "b-1", CONFIRMED, "", 7.4)
+    bad = Outcome(CASES[2], "b-2", CONFIRMED, "", 9.0)
+    lines = outcomes_table([good, bad]).splitlines()
+    assert lines[0].split() == ["booking", "id", "via", "token", "status", "reason", "ms", "check"]
+    assert lines[2].split() == ["b-1", "grpc", "tok_visa", "CONFIRMED", "-", "7", "ok"]
+    assert lines[3].split()[-2:] == ["EXPECTED", "CANCELLED/card_declined"]
+
+
+def test_the_cases_cover_success_each_decline_and_http() -> None:
+    reasons = {case.expected_reason for case in CASES}
+    assert reasons == {"", "card_declined", "insufficient_funds", "invalid_payment_token"}
+    assert {case.via for case in CASES} == {"grpc", "http"}
