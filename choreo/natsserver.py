@@ -82,7 +82,9 @@ class NatsServer:
         port: int | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self.process.returncode}: {self._tail(offset)}")
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}: {self._tail(offset)}"
+                )
             text = self._read_from(offset)
             match = _LISTEN.search(text)
             if match:

@@ -37,7 +37,9 @@ class Runtime:
     engine: AsyncEngine
     relay: OutboxRelay
 
-    def consumer(self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]) -> EventConsumer:
+    def consumer(
+        self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]
+    ) -> EventConsumer:
         """A durable consumer configured from the settings, committing into this database."""
         s = self.settings
         return EventConsumer(
@@ -60,7 +62,9 @@ class Runtime:
         health = None
         if s.health_port:
             health = HealthServer(
-                s.health_host, s.health_port, {"nats": nats_check(self.nc), "database": database_check(self.engine)}
+                s.health_host,
+                s.health_port,
+                {"nats": nats_check(self.nc), "database": database_check(self.engine)},
             )
         return Service(
             name=s.service_name,
