@@ -85,6 +85,8 @@ def service_environments(
         }
         for name in SERVICES
     }
+    # Locally the gateway listens on loopback only; export GATEWAY_HOST=0.0.0.0 to expose it.
+    defaults["gateway"]["HOST"] = LOCALHOST
     defaults["payment"]["PROVIDER_LEDGER_URL"] = f"sqlite+aiosqlite:///{data_dir / 'psp-ledger.db'}"
     forced: dict[str, dict[str, str]] = {name: {"NATS_URL": nats_url} for name in SERVICES}
     forced["booking"]["HEALTH_PORT"] = str(ports.booking_health)

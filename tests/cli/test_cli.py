@@ -80,6 +80,7 @@ def test_environment_forces_what_up_decides_and_defaults_the_rest(tmp_path: Path
     assert payment["PAYMENT_PROVIDER_LEDGER_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'psp-ledger.db'}"
     assert payment["PAYMENT_PROVIDER_LATENCY_MS"] == "900", "kept without --payment-latency-ms"
     assert (gateway["GATEWAY_GRPC_PORT"], gateway["GATEWAY_HTTP_PORT"]) == ("50051", "8080")
+    assert gateway["GATEWAY_HOST"] == "127.0.0.1"
     assert gateway["GATEWAY_DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     assert all(env["PATH"] == "/bin" and env["PYTHONUNBUFFERED"] == "1" for env in envs.values())
     latency = service_environments(base, "nats://x:1", PORTS, tmp_path, 2000)["payment"]
