@@ -1,0 +1,59 @@
+# One image definition for every choreo service; the service is chosen by the command.
+#
+#   docker build --build-arg SERVICE=booking -t choreo/booking:0.1.0 .
+#   docker build --build-arg SERVICE=payment -t choreo/payment:0.1.0 .
+#   docker build --build-arg SERVICE=gateway -t choreo/gateway:0.1.0 .
+#
+# The three images share every layer but the last; each service is tagged (and so rolled)
+# on its own. SERVICE only sets the default command: Kubernetes sets `python -m <service>`
+# explicitly. The runtime stage has no compiler, no pip cache and no source tree.
+
+# Both stages use the same base, so the venv built in one runs in the other (same paths,
+# same libc and Python). Bump both together.
+FROM python:3.11-slim-bookworm AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt
+COPY . .
+# --no-deps: the dependencies are already there; a missing one would fail the import check below.
+RUN pip install --no-deps . \
+    && python -m compileall -q /opt/venv/lib \
+    && python -c "import choreo, booking, payment, gateway"
+
+FROM python:3.11-slim-bookworm AS runtime
+ARG SERVICE=gateway
+LABEL org.opencontainers.image.title="choreo-${SERVICE}" \
+      org.opencontainers.image.description="choreo ${SERVICE} service" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot without reading /etc/passwd.
+RUN groupadd --system --gid 10001 choreo \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin choreo \
+    && mkdir -p /app/var \
+    && chown 10001:10001 /app/var
+COPY --from=builder /opt/venv /opt/venv
+# The root filesystem is read-only in Kubernetes: no bytecode writes, HOME and TMPDIR on /tmp
+# (an emptyDir there). ./var is only for `docker run` with the default SQLite databases.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    CHOREO_SERVICE=${SERVICE}
+WORKDIR /app
+USER 10001:10001
+# gateway: gRPC 50051, HTTP 8080; booking health 8081; payment health 8082.
+EXPOSE 50051 8080 8081 8082
+# Kubernetes probes the services itself (see k8s/); an image-level check would need a
+# service-specific port, so the image defines none.
+HEALTHCHECK NONE
+# `exec` replaces the shell, so the service itself is PID 1 and receives SIGTERM.
+CMD ["/bin/sh", "-c", "exec python -m \"$CHOREO_SERVICE\""]

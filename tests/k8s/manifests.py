@@ -1,0 +1,148 @@
+"""Rendering the kustomizations and looking things up in what they render."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+OVERLAYS = ("dev", "prod")
+
+Obj = dict[str, Any]
+
+#: Kinds whose pods come from ``spec.template``.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+def kustomization_dirs() -> list[Path]:
+    """Every directory under k8s/ holding a Kustomization (components cannot render alone)."""
+    found = []
+    for path in sorted(K8S.rglob("kustomization.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        if doc.get("kind", "Kustomization") == "Kustomization":
+            found.append(path.parent)
+    return found
+
+
+def render(kubectl: str, directory: Path) -> list[Obj]:
+    """``kubectl kustomize DIR`` as a list of objects; fails with kustomize's message."""
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An environment variable read from a Secret."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """An environment variable read from the pod (downward API)."""
+
+    path: str
+
+
+EnvValue = str | SecretRef | FieldRef
+
+
+class Manifests:
+    """The objects one kustomization renders, indexed by kind and name."""
+
+    def __init__(self, objects: list[Obj]) -> None:
+        self.objects = objects
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o.get("kind") == kind]
+
+    def find(self, kind: str, name: str) -> Obj | None:
+        for obj in self.of_kind(kind):
+            if obj["metadata"]["name"] == name:
+                return obj
+        return None
+
+    def get(self, kind: str, name: str) -> Obj:
+        obj = self.find(kind, name)
+        if obj is None:
+            raise AssertionError(f"no {kind} named {name!r} is rendered")
+        return obj
+
+    def workloads(self) -> Iterator[Obj]:
+        for obj in self.objects:
+            if obj.get("kind") in WORKLOAD_KINDS:
+                yield obj
+
+    def workload(self, name: str) -> Obj:
+        for obj in self.workloads():
+            if obj["metadata"]["name"] == name:
+                return obj
+        raise AssertionError(f"no workload named {name!r} is rendered")
+
+    def container_env(self, container: Obj) -> dict[str, EnvValue]:
+        """The container's environment as Kubernetes builds it: envFrom first, then env.
+
+        ConfigMap values are resolved; Secret and downward-API values are left as references.
+        """
+        env: dict[str, EnvValue] = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                data = self.get("ConfigMap", source["configMapRef"]["name"]).get("data", {})
+                prefix = source.get("prefix", "")
+                env.update({prefix + k: str(v) for k, v in data.items()})
+            elif "secretRef" in source:
+                raise AssertionError("envFrom secretRef is not used by choreo's manifests")
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = str(var["value"])
+                continue
+            ref = var["valueFrom"]
+            if "secretKeyRef" in ref:
+                env[var["name"]] = SecretRef(ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"])
+            elif "configMapKeyRef" in ref:
+                data = self.get("ConfigMap", ref["configMapKeyRef"]["name"]).get("data", {})
+                env[var["name"]] = str(data[ref["configMapKeyRef"]["key"]])
+            elif "fieldRef" in ref:
+                env[var["name"]] = FieldRef(ref["fieldRef"]["fieldPath"])
+            else:
+                raise AssertionError(f"unsupported env source for {var['name']}: {ref}")
+        return env
+
+    def secret_value(self, ref: SecretRef) -> str | None:
+        """The value of a rendered Secret's key, or None when the Secret is not rendered."""
+        secret = self.find("Secret", ref.name)
+        if secret is None:
+            return None
+        if ref.key in secret.get("stringData", {}):
+            return str(secret["stringData"][ref.key])
+        return base64.b64decode(secret["data"][ref.key]).decode()
+
+    def configmap_file(self, base_name: str, key: str) -> str:
+        """A file of a generated ConfigMap (its rendered name carries a hash suffix)."""
+        for cm in self.of_kind("ConfigMap"):
+            name = cm["metadata"]["name"]
+            if (name == base_name or name.rsplit("-", 1)[0] == base_name) and key in cm.get("data", {}):
+                return str(cm["data"][key])
+        raise AssertionError(f"no ConfigMap {base_name} with key {key}")
+
+
+def containers(workload: Obj) -> list[Obj]:
+    return list(workload["spec"]["template"]["spec"]["containers"])
+
+
+def only_container(workload: Obj) -> Obj:
+    found = containers(workload)
+    assert len(found) == 1, f"{workload['metadata']['name']} has {len(found)} containers"
+    return found[0]

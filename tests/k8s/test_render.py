@@ -1,0 +1,44 @@
+"""Every kustomization renders, and every rendered object is valid Kubernetes 1.32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from tests.k8s.manifests import K8S, Manifests, kustomization_dirs, render
+
+KUBERNETES_VERSION = "1.32.0"
+
+
+@pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda p: str(p.relative_to(K8S)))
+def test_kustomization_renders_valid_objects(kubectl: str, directory: Path) -> None:
+    objects = render(kubectl, directory)
+    assert objects, f"{directory} renders nothing"
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not errors, "\n".join(errors)
+
+
+def test_every_overlay_and_base_is_found() -> None:
+    found = {str(p.relative_to(K8S)) for p in kustomization_dirs()}
+    assert {"base", "overlays/dev", "overlays/prod"} <= found
+    assert {"base/booking", "base/payment", "base/gateway", "base/nats", "base/postgres"} <= found
+
+
+def test_strict_validation_rejects_an_unknown_field(overlays: dict[str, Manifests]) -> None:
+    deployment = dict(overlays["dev"].get("Deployment", "booking"))
+    deployment["spec"] = {**deployment["spec"], "replica": 2}
+    with pytest.raises(kubernetes_validate.ValidationError, match="replica"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_schemas_are_bundled_for_offline_use() -> None:
+    # kubernetes-validate ships the schemas: nothing is downloaded, so CI needs no network.
+    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    assert (root / f"v{KUBERNETES_VERSION}-local-strict" / "deployment-apps-v1.json").exists()
