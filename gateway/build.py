@@ -1,0 +1,123 @@
+"""Assembling the gateway from its parts (``build(settings)`` for ``choreo.service.run_main``).
+
+Components, in stop order: the gRPC server and the HTTP server (stop taking
+requests, end watches, let in-flight calls finish), then the stream feeds
+(finish the batch in hand). ``Service.stop`` then drains NATS and disposes
+of the database engines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from choreo.bus import connect, ensure_stream
+from choreo.db import is_sqlite, make_engine, normalize_url
+from choreo.service import Component, Service
+from choreo.subjects import DLQ_STREAM
+from gateway.command_client import BookingCommands
+from gateway.core import GatewayCore
+from gateway.feed import StreamFeed
+from gateway.grpc_api import GrpcServer
+from gateway.http_api import HttpServer, create_app
+from gateway.readiness import Readiness
+from gateway.settings import GatewaySettings
+from gateway.store import ReadModel
+from gateway.watchers import Watchers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayService(Service):
+    """The running gateway; its parts are exposed for operations and tests."""
+
+    core: GatewayCore | None = None
+    store: ReadModel | None = None
+    readiness: Readiness | None = None
+    feeds: list[StreamFeed] = field(default_factory=list)
+    grpc_port: int = 0
+    http_port: int = 0
+
+
+async def build(settings: GatewaySettings) -> GatewayService:
+    """Connects, opens the read model, and wires the servers and the feeds."""
+    nc = await connect(settings)
+    engines: list[AsyncEngine] = []
+    servers: list[GrpcServer | HttpServer] = []
+    try:
+        js = nc.jetstream()
+        # Poison facts are copied there; every service provisions it the same way.
+        await ensure_stream(js, DLQ_STREAM, settings.stream_replicas)
+        writer = make_engine(settings.database_url)
+        engines.append(writer)
+        reader = writer
+        if is_sqlite(normalize_url(settings.database_url)):
+            # WAL readers never wait for the writer; they need their own (non-IMMEDIATE) engine.
+            reader = make_engine(settings.database_url, writer=False)
+            engines.append(reader)
+        watchers = Watchers()
+        store = ReadModel(writer, reader, on_commit=watchers.notify)
+        await store.create_tables()
+        feeds = [
+            StreamFeed(
+                nc=nc,
+                js=js,
+                stream=name,
+                store=store,
+                batch_size=settings.projection_batch_size,
+                heartbeat=settings.projection_heartbeat_seconds,
+            )
+            for name in settings.stream_names
+        ]
+        core = GatewayCore(
+            store=store,
+            commands=BookingCommands(nc, settings.command_timeout_seconds, settings.service_name),
+            watchers=watchers,
+            max_wait_seconds=settings.max_wait_seconds,
+        )
+        readiness = Readiness(nc, store, feeds)
+        grace = settings.shutdown_grace_seconds
+        grpc_server = GrpcServer(core, readiness, host=settings.host, port=settings.grpc_port, grace=grace)
+        servers.append(grpc_server)
+        http_server = HttpServer(
+            create_app(core, readiness), core, host=settings.host, port=settings.http_port, grace=grace
+        )
+        servers.append(http_server)
+    except BaseException:
+        for server in servers:
+            if isinstance(server, HttpServer):
+                server.close()
+        for engine in engines:
+            await engine.dispose()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    components: list[Component] = [grpc_server, http_server, *feeds]
+    service = GatewayService(
+        name=settings.service_name,
+        settings=settings,
+        nc=nc,
+        engine=writer,
+        components=components,
+        core=core,
+        store=store,
+        readiness=readiness,
+        feeds=feeds,
+        grpc_port=grpc_server.port,
+        http_port=http_server.port,
+    )
+    if reader is not writer:
+        service.on_stop.append(reader.dispose)
+    log.info(
+        "gateway: gRPC on %s:%d, HTTP on %s:%d, projecting %s",
+        settings.host,
+        grpc_server.port,
+        settings.host,
+        http_server.port,
+        settings.streams,
+    )
+    return service

@@ -1,0 +1,278 @@
+"""The gateway's application logic, shared by the gRPC and the HTTP API.
+
+The API layers only translate: requests into these calls, results into
+messages, and ``GatewayError`` into a gRPC status or an HTTP error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from choreo.booking.v1 import commands_pb2
+from choreo.gateway.v1 import gateway_pb2
+from choreo.logs import log_context
+from choreo.validation import validate_booking_request
+from gateway.causal import causal_order
+from gateway.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
+from gateway.convert import change_from_record
+from gateway.facts import TraceRecord
+from gateway.merge import BookingView, Status, merge
+from gateway.paging import Cursor, InvalidPageToken, decode_page_token, encode_page_token
+from gateway.store import ReadModel, WriteBatch
+from gateway.watchers import Watchers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_ID_LENGTH = 128
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
+
+
+class ErrorCode(StrEnum):
+    """Why a call failed; named after the gRPC status codes they map to."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class GatewayError(Exception):
+    """A failed call, with what the client needs to fix or retry it.
+
+    Attributes:
+        code: The kind of failure.
+        message: Human-readable explanation.
+        field: The offending request field, when there is one.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """The outcome of CreateBooking.
+
+    Attributes:
+        booking: The booking as the booking service saved it.
+        replayed: An earlier request with the same idempotency key created it.
+    """
+
+    booking: BookingView
+    replayed: bool
+
+
+def check_id(field: str, value: str) -> None:
+    """Raises INVALID_ARGUMENT unless ``value`` is a plausible identifier."""
+    if not value:
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "is required", field)
+    if len(value) > MAX_ID_LENGTH:
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, f"must be at most {MAX_ID_LENGTH} characters", field)
+    if not _PRINTABLE.fullmatch(value):
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "must be printable ASCII without spaces", field)
+
+
+_COMMAND_ERRORS = {
+    commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
+    # The key was used for a different booking: the existing one wins, this request conflicts.
+    commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT: ErrorCode.ALREADY_EXISTS,
+    commands_pb2.COMMAND_ERROR_CODE_INTERNAL: ErrorCode.INTERNAL,
+}
+
+
+class GatewayCore:
+    """Creates bookings through the booking service and answers reads from the read model.
+
+    Args:
+        store: The read model.
+        commands: Client of the booking service.
+        watchers: Change notification of the read model.
+        max_wait_seconds: Longest ``wait`` allowed.
+    """
+
+    def __init__(
+        self, *, store: ReadModel, commands: BookingCommands, watchers: Watchers, max_wait_seconds: float
+    ) -> None:
+        self._store = store
+        self._commands = commands
+        self._watchers = watchers
+        self.max_wait_seconds = max_wait_seconds
+
+    def shut_down(self) -> None:
+        """Ends every watch and wait now, so servers can stop without waiting for them."""
+        self._watchers.close()
+
+    async def create(self, request: gateway_pb2.CreateBookingRequest, *, correlation_id: str = "") -> Created:
+        """Validates, sends the command, and records the booking in the read model.
+
+        Args:
+            request: The booking to create.
+            correlation_id: The client's workflow id (new one when empty).
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT (nothing sent), ALREADY_EXISTS (idempotency key
+                reused with other parameters), UNAVAILABLE (retry), INTERNAL.
+        """
+        invalid = validate_booking_request(
+            request.user_id,
+            request.amount_cents,
+            request.currency,
+            request.payment_token,
+            request.idempotency_key,
+        )
+        if invalid is not None:
+            raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, invalid.field)
+        if correlation_id:
+            check_id("correlation_id", correlation_id)
+        else:
+            correlation_id = str(uuid.uuid4())
+        command_id = str(uuid.uuid4())
+        command = commands_pb2.CreateBookingCommand(
+            user_id=request.user_id,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            payment_token=request.payment_token,
+            idempotency_key=request.idempotency_key,
+        )
+        with log_context(correlation_id=correlation_id, command_id=command_id):
+            try:
+                reply = await self._commands.create(
+                    command, command_id=command_id, correlation_id=correlation_id
+                )
+            except CommandUnavailable as exc:
+                log.warning("create booking unavailable: %s", exc)
+                raise GatewayError(ErrorCode.UNAVAILABLE, str(exc)) from None
+            except CommandReplyInvalid as exc:
+                log.error("%s", exc)
+                raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
+            if reply.WhichOneof("result") == "error":
+                error = reply.error
+                code = _COMMAND_ERRORS.get(error.code, ErrorCode.INTERNAL)
+                log.info("booking service refused the booking: %s %s", error.field, error.message)
+                # The booking service may prefix the message with the field name; say it once.
+                message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+                raise GatewayError(code, message or "the booking service refused the command", error.field)
+            if reply.WhichOneof("result") != "booking" or not reply.booking.booking_id:
+                raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty reply")
+            change = change_from_record(reply.booking)
+            try:
+                # Before answering, so a read right after this create finds the booking.
+                await self._store.write(WriteBatch(changes=[change]))
+            except Exception as exc:
+                # The booking exists; the projection will bring it in from the stream.
+                log.warning("could not record booking %s in the read model: %r", change.booking_id, exc)
+            log.info(
+                "booking %s created%s",
+                change.booking_id,
+                " (idempotent replay)" if reply.replayed else "",
+                extra={"correlation_id": change.correlation_id or correlation_id},
+            )
+            return Created(merge(None, change), reply.replayed)
+
+    async def get(self, booking_id: str) -> BookingView:
+        """The booking; NOT_FOUND when the read model has never heard of it."""
+        check_id("booking_id", booking_id)
+        view = await self._store.get(booking_id)
+        if view is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id")
+        return view
+
+    async def list_bookings(
+        self, *, user_id: str, status: Status | None, page_size: int, page_token: str
+    ) -> tuple[list[BookingView], str]:
+        """One page of bookings, newest first, and the token of the next page ("" at the end)."""
+        if user_id:
+            check_id("user_id", user_id)
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise GatewayError(
+                ErrorCode.INVALID_ARGUMENT, f"must be between 0 and {MAX_PAGE_SIZE}", "page_size"
+            )
+        size = page_size or DEFAULT_PAGE_SIZE
+        status_key = str(status) if status else ""
+        after: Cursor | None = None
+        if page_token:
+            try:
+                after = decode_page_token(page_token, user_id=user_id, status=status_key)
+            except InvalidPageToken as exc:
+                raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "page_token") from None
+        # One more than asked tells whether another page exists.
+        views = await self._store.list_bookings(user_id=user_id, status=status, limit=size + 1, after=after)
+        if len(views) <= size:
+            return views, ""
+        views = views[:size]
+        last = views[-1]
+        token = encode_page_token(
+            Cursor(last.created_at_us, last.booking_id), user_id=user_id, status=status_key
+        )
+        return views, token
+
+    async def watch(self, booking_id: str) -> AsyncIterator[BookingView]:
+        """The booking now, then after each change; ends after a terminal state.
+
+        Raises:
+            GatewayError: NOT_FOUND, or UNAVAILABLE when the gateway shuts down.
+        """
+        check_id("booking_id", booking_id)
+        with self._watchers.watch(booking_id) as changed:
+            last = await self.get(booking_id)
+            yield last
+            while not last.is_terminal:
+                await changed.wait()
+                changed.clear()
+                if self._watchers.closed:
+                    raise GatewayError(ErrorCode.UNAVAILABLE, "the gateway is shutting down; watch again")
+                view = await self._store.get(booking_id)
+                if view is not None and view != last:
+                    last = view
+                    yield view
+
+    async def wait(self, booking_id: str, seconds: float) -> BookingView:
+        """The booking once terminal, or as it is after ``seconds`` (or at shutdown)."""
+        check_id("booking_id", booking_id)
+        if not 0 <= seconds <= self.max_wait_seconds:
+            raise GatewayError(
+                ErrorCode.INVALID_ARGUMENT, f"must be between 0 and {self.max_wait_seconds:g} seconds", "wait"
+            )
+        with self._watchers.watch(booking_id) as changed:
+            view = await self.get(booking_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    while not view.is_terminal and not self._watchers.closed:
+                        await changed.wait()
+                        changed.clear()
+                        view = await self._store.get(booking_id) or view
+        return view
+
+    async def trace(self, *, booking_id: str = "", correlation_id: str = "") -> tuple[str, list[TraceRecord]]:
+        """The workflow's correlation id and its facts in causal order; NOT_FOUND when none."""
+        if booking_id:
+            check_id("booking_id", booking_id)
+            found = await self._store.correlation_of(booking_id)
+            if found is None:
+                raise GatewayError(ErrorCode.NOT_FOUND, f"no facts about booking {booking_id}", "booking_id")
+            correlation_id = found
+        elif correlation_id:
+            check_id("correlation_id", correlation_id)
+        else:
+            raise GatewayError(
+                ErrorCode.INVALID_ARGUMENT, "booking_id or correlation_id is required", "booking_id"
+            )
+        events = await self._store.trace(correlation_id)
+        if not events:
+            raise GatewayError(
+                ErrorCode.NOT_FOUND, f"no facts for correlation id {correlation_id}", "correlation_id"
+            )
+        return correlation_id, causal_order(events)

@@ -1,0 +1,260 @@
+"""Reading facts off the streams: the trace entry and the booking change of each.
+
+Pure functions of a message's subject, headers, body and stream position, so
+the projection's decisions are unit-testable without NATS. The trace needs only
+the CloudEvents headers, so a fact of any type (from any service's stream) is
+indexed; only the types below also change a booking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.envelope import Envelope, EnvelopeError
+from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.subjects import subject_for
+from gateway.merge import Change, Status
+
+#: Longest identifier the read model stores; a fact with a longer one is refused (DLQ).
+MAX_ID_LENGTH = 128
+#: Longest type, source or subject name.
+MAX_NAME_LENGTH = 255
+MAX_REASON_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One fact of a workflow, as indexed for traces (a row of ``trace_events``)."""
+
+    event_id: str
+    correlation_id: str
+    booking_id: str
+    event_type: str
+    source: str
+    subject: str
+    stream: str
+    stream_sequence: int
+    causation_id: str
+    occurred_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What the projection does with one message.
+
+    Attributes:
+        trace: The trace entry, or ``None`` when the headers do not make it an event.
+        change: The booking change, or ``None`` when the fact changes no booking.
+        error: Why the message is poison (it is then copied to the DLQ), else ``None``.
+    """
+
+    trace: TraceRecord | None
+    change: Change | None
+    error: str | None = None
+
+
+def timestamp_us(ts: Timestamp) -> int:
+    """A protobuf Timestamp in microseconds since the epoch (0 when unset)."""
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def parse_time_us(value: str) -> int | None:
+    """An RFC 3339 time (``ce-time``) in microseconds, or ``None`` if unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _booking_created(m: booking_events.BookingCreated, at: int) -> Change:
+    created = timestamp_us(m.created_at) or at
+    return Change(
+        booking_id=m.booking_id,
+        at_us=created,
+        status=Status.PENDING,
+        user_id=m.user_id,
+        amount_cents=m.amount_cents,
+        currency=m.currency,
+        created_at_us=created,
+    )
+
+
+def _booking_confirmed(m: booking_events.BookingConfirmed, at: int) -> Change:
+    return Change(
+        booking_id=m.booking_id,
+        at_us=timestamp_us(m.confirmed_at) or at,
+        status=Status.CONFIRMED,
+        payment_id=m.payment_id,
+    )
+
+
+def _booking_cancelled(m: booking_events.BookingCancelled, at: int) -> Change:
+    return Change(
+        booking_id=m.booking_id,
+        at_us=timestamp_us(m.cancelled_at) or at,
+        status=Status.CANCELLED,
+        cancellation_reason=m.reason,
+        reason_is_final=True,
+    )
+
+
+def _payment_succeeded(m: payment_events.PaymentSucceeded, at: int) -> Change:
+    # A payment exists only for a booking that exists: at least PENDING.
+    return Change(
+        booking_id=m.booking_id,
+        at_us=timestamp_us(m.succeeded_at) or at,
+        status=Status.PENDING,
+        payment_id=m.payment_id,
+        amount_cents=m.amount_cents,
+        currency=m.currency,
+    )
+
+
+def _payment_failed(m: payment_events.PaymentFailed, at: int) -> Change:
+    return Change(
+        booking_id=m.booking_id,
+        at_us=timestamp_us(m.failed_at) or at,
+        status=Status.PENDING,
+        payment_id=m.payment_id,
+        cancellation_reason=m.reason,
+    )
+
+
+_Reader = tuple[type[Message], Callable[[Any, int], Change]]
+
+#: The fact types that change a booking, by ``ce-type``.
+READERS: dict[str, _Reader] = {
+    booking_events.BookingCreated.DESCRIPTOR.full_name: (booking_events.BookingCreated, _booking_created),
+    booking_events.BookingConfirmed.DESCRIPTOR.full_name: (
+        booking_events.BookingConfirmed,
+        _booking_confirmed,
+    ),
+    booking_events.BookingCancelled.DESCRIPTOR.full_name: (
+        booking_events.BookingCancelled,
+        _booking_cancelled,
+    ),
+    payment_events.PaymentSucceeded.DESCRIPTOR.full_name: (
+        payment_events.PaymentSucceeded,
+        _payment_succeeded,
+    ),
+    payment_events.PaymentFailed.DESCRIPTOR.full_name: (payment_events.PaymentFailed, _payment_failed),
+}
+
+
+#: The packages whose facts the projection understands, and the subject of each type.
+KNOWN_PACKAGES = frozenset(t.rsplit(".", 1)[0] for t in READERS)
+SUBJECT_TYPES = {subject_for(message_type()): type_name for type_name, (message_type, _) in READERS.items()}
+
+
+def _unknown_type(env: Envelope) -> str | None:
+    """Why a fact's type is unknown, or ``None``.
+
+    Facts of the booking and payment contracts must be types the projection
+    reads, on their own subject. Facts of other services (streams added by
+    configuration) are indexed for the trace only: they are not errors.
+    """
+    expected = SUBJECT_TYPES.get(env.subject)
+    if expected is not None and env.type != expected:
+        return f"unknown type {env.type!r} on subject {env.subject} (expected {expected})"
+    if env.type not in READERS and env.type.rsplit(".", 1)[0] in KNOWN_PACKAGES:
+        return f"unknown type {env.type!r}"
+    return None
+
+
+def _too_long(env: Envelope) -> str | None:
+    for name, value, limit in (
+        ("ce-id", env.id, MAX_ID_LENGTH),
+        ("ce-correlationid", env.correlation_id, MAX_ID_LENGTH),
+        ("ce-causationid", env.causation_id, MAX_ID_LENGTH),
+        ("ce-type", env.type, MAX_NAME_LENGTH),
+        ("ce-source", env.source, MAX_NAME_LENGTH),
+        ("subject", env.subject, MAX_NAME_LENGTH),
+    ):
+        if len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
+
+
+def _check_change(change: Change) -> str | None:
+    if not change.booking_id:
+        return "booking_id is empty"
+    for name, value, limit in (
+        ("booking_id", change.booking_id, MAX_ID_LENGTH),
+        ("user_id", change.user_id, MAX_ID_LENGTH),
+        ("payment_id", change.payment_id, MAX_ID_LENGTH),
+        ("currency", change.currency, 8),
+        ("cancellation_reason", change.cancellation_reason, MAX_REASON_LENGTH),
+    ):
+        if len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
+
+
+def read_fact(
+    *,
+    stream: str,
+    sequence: int,
+    subject: str,
+    headers: dict[str, str] | None,
+    data: bytes,
+    stored_at_us: int,
+) -> Fact:
+    """Reads one message of ``stream`` at ``sequence``.
+
+    Args:
+        stream: The stream it was read from.
+        sequence: Its stream sequence.
+        subject: Its subject.
+        headers: Its NATS headers (the CloudEvents attributes).
+        data: The protobuf body.
+        stored_at_us: When JetStream stored it (used when ``ce-time`` is missing).
+    """
+    try:
+        env = Envelope.from_headers(subject, headers, data)
+    except EnvelopeError as exc:
+        return Fact(None, None, f"not an event: {exc}")
+    problem = _too_long(env)
+    if problem:
+        return Fact(None, None, f"not indexable: {problem}")
+    at = parse_time_us(env.time) or stored_at_us
+    reader = READERS.get(env.type)
+    change: Change | None = None
+    error = _unknown_type(env)
+    if reader is not None and error is None:
+        message_type, to_change = reader
+        try:
+            change = to_change(env.decode(message_type), at)
+        except DecodeError as exc:
+            error = f"undecodable {env.type}: {exc}"
+        else:
+            error = _check_change(change)
+            if error is None:
+                # Every fact of a workflow carries its correlation id, so any of them can fill it.
+                change = replace(change, correlation_id=env.correlation_id)
+            else:
+                error, change = f"invalid {env.type}: {error}", None
+    trace = TraceRecord(
+        event_id=env.id,
+        correlation_id=env.correlation_id,
+        booking_id=change.booking_id if change else "",
+        event_type=env.type,
+        source=env.source,
+        subject=subject,
+        stream=stream,
+        stream_sequence=sequence,
+        causation_id=env.causation_id,
+        occurred_at_us=at,
+    )
+    return Fact(trace, change, error)

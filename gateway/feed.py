@@ -1,0 +1,196 @@
+"""Feeding the read model from one stream: read in order, apply in batches, commit with the checkpoint.
+
+One ``StreamFeed`` per projected stream. It resumes from its checkpoint, so a
+restart of the gateway or of NATS loses and repeats nothing, and deleting the
+gateway's database rebuilds the same state by replaying the streams. A message
+that cannot be read (no CloudEvents headers, a garbage body, an unknown type of
+a known contract) is indexed in the trace when its headers allow, copied to the
+DLQ, and passed over: it never blocks the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from choreo.dlq import copy_to_dlq
+from choreo.logs import log_context
+from gateway.facts import read_fact
+from gateway.pull import OrderedPull
+from gateway.store import ReadModel, WriteBatch
+
+log = logging.getLogger(__name__)
+
+#: Consumer name on the DLQ copies the projection makes (``dlq.<stream>.gateway-projection``).
+DLQ_CONSUMER = "gateway-projection"
+
+
+class StreamFeed:
+    """Projects one stream into the read model (a ``choreo.service.Component``).
+
+    Args:
+        nc: NATS connection.
+        js: JetStream context.
+        stream: The stream to project.
+        store: The read model.
+        batch_size: Most messages applied in one transaction.
+        heartbeat: Idle heartbeat of the pull consumer (failure detection).
+
+    Attributes:
+        caught_up: Set once the feed has applied everything the stream held when it started.
+        position: Last stream sequence committed to the read model.
+        target: The stream's last sequence when the feed started.
+    """
+
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        js: JetStreamContext,
+        stream: str,
+        store: ReadModel,
+        batch_size: int = 1000,
+        heartbeat: float = 1.0,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self.stream = stream
+        self._store = store
+        self._batch_size = batch_size
+        self._heartbeat = heartbeat
+        self._stopping = asyncio.Event()
+        self._pull: OrderedPull | None = None
+        self.caught_up = asyncio.Event()
+        self.position = 0
+        self.target = 0
+        self.applied = 0
+        self.dead_lettered = 0
+
+    def stop(self) -> None:
+        """Finishes the batch in hand, then makes ``run`` return."""
+        self._stopping.set()
+        if self._pull is not None:
+            self._pull.interrupt()
+
+    def status(self) -> str | None:
+        """``None`` once caught up, else how far the initial replay is."""
+        if self.caught_up.is_set():
+            return None
+        return f"replaying {self.stream}: {self.position}/{self.target}"
+
+    async def run(self) -> None:
+        """Projects until ``stop``; survives NATS outages and restarts."""
+        self.position = await self._store.checkpoint(self.stream)
+        await self._find_target()
+        failures = 0
+        while not self._stopping.is_set():
+            pull = OrderedPull(
+                self._nc, self._js, self.stream, batch=self._batch_size, heartbeat=self._heartbeat
+            )
+            try:
+                await pull.open(self.position + 1)
+                self._pull = pull
+                if self._stopping.is_set():
+                    break
+                log.info("projecting %s from sequence %d", self.stream, self.position + 1)
+                failures = 0
+                while not self._stopping.is_set():
+                    msgs = await pull.next_batch(self._batch_size)
+                    if msgs:
+                        await self._apply(msgs)
+                        failures = 0
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                level = logging.INFO if isinstance(exc, NotFoundError) else logging.WARNING
+                if failures == 1 or failures % 30 == 0:
+                    log.log(
+                        level, "projection of %s paused (%r); resuming from its checkpoint", self.stream, exc
+                    )
+                await self._pause(min(2.0, 0.05 * 2**failures))
+            finally:
+                self._pull = None
+                await pull.close()
+
+    async def _find_target(self) -> None:
+        """Reads where the stream ends now: readiness waits until the feed gets there."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                info = await self._js.stream_info(self.stream)
+            except NotFoundError:
+                # Nothing published yet: nothing to catch up with.
+                self.target = 0
+                break
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("cannot read stream %s yet (%r)", self.stream, exc)
+                await self._pause(min(2.0, 0.05 * 2**failures))
+                continue
+            state = info.state
+            self.target = int(state.last_seq) if state.messages else 0
+            if self.position > int(state.last_seq):
+                # The stream was re-created behind our back: keep what we have, read what comes next.
+                log.error(
+                    "stream %s ends at %d but the read model is at %d: "
+                    "delete the gateway database to rebuild",
+                    self.stream,
+                    state.last_seq,
+                    self.position,
+                )
+                self.position = int(state.last_seq)
+            break
+        if self.position >= self.target:
+            self.caught_up.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _apply(self, msgs: list[Msg]) -> None:
+        batch = WriteBatch()
+        last = self.position
+        for msg in msgs:
+            meta = msg.metadata
+            last = meta.sequence.stream
+            fact = read_fact(
+                stream=self.stream,
+                sequence=last,
+                subject=msg.subject,
+                headers=msg.headers,
+                data=msg.data,
+                stored_at_us=int(meta.timestamp.timestamp() * 1_000_000),
+            )
+            if fact.trace is not None:
+                batch.trace.append(fact.trace)
+            if fact.change is not None:
+                batch.changes.append(fact.change)
+            if fact.error is not None:
+                # Stored before the checkpoint moves past it; a repeat is de-duplicated by the DLQ.
+                with log_context(correlation_id=fact.trace.correlation_id if fact.trace else None):
+                    await copy_to_dlq(self._js, msg, DLQ_CONSUMER, fact.error)
+                self.dead_lettered += 1
+        batch.checkpoints[self.stream] = last
+        await self._store.write(batch)
+        self.position = last
+        self.applied += len(msgs)
+        if log.isEnabledFor(logging.DEBUG):
+            for change in batch.changes:
+                log.debug(
+                    "booking %s: %s",
+                    change.booking_id,
+                    change.status,
+                    extra={"correlation_id": change.correlation_id, "stream": self.stream},
+                )
+        if not self.caught_up.is_set() and self.position >= self.target:
+            log.info("read model caught up with %s at sequence %d", self.stream, self.position)
+            self.caught_up.set()

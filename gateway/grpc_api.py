@@ -1,0 +1,224 @@
+"""The gRPC API: ``choreo.gateway.v1.BookingGatewayService``, health checking and reflection.
+
+The servicer only translates between messages and ``GatewayCore`` calls.
+Health reports SERVING only while the gateway is ready (see ``readiness``), so
+a Kubernetes gRPC probe on this port means what it says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.convert import booking_message, status_from_proto, trace_message
+from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.readiness import Readiness
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = gateway_pb2.DESCRIPTOR.services_by_name["BookingGatewayService"].full_name
+#: Metadata key a client may set to choose the workflow's correlation id.
+CORRELATION_METADATA = "x-correlation-id"
+#: Trailing metadata naming the invalid field of an INVALID_ARGUMENT.
+FIELD_METADATA = "error-field"
+
+_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort(context: Context, error: GatewayError) -> None:
+    if error.field:
+        context.set_trailing_metadata(((FIELD_METADATA, error.field),))
+    details = f"{error.field}: {error.message}" if error.field else error.message
+    await context.abort(_STATUS[error.code], details)
+
+
+def _metadata(context: Context, key: str) -> str:
+    for item in context.invocation_metadata() or ():
+        if item[0] == key:
+            return str(item[1])
+    return ""
+
+
+class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
+    """Implements ``BookingGatewayService`` on top of ``GatewayCore``."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self._core = core
+
+    async def CreateBooking(
+        self, request: gateway_pb2.CreateBookingRequest, context: Context
+    ) -> gateway_pb2.CreateBookingResponse:
+        try:
+            created = await self._core.create(
+                request, correlation_id=_metadata(context, CORRELATION_METADATA)
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+        if created.replayed:
+            await context.send_initial_metadata((("idempotent-replayed", "true"),))
+        return gateway_pb2.CreateBookingResponse(booking=booking_message(created.booking))
+
+    async def GetBooking(
+        self, request: gateway_pb2.GetBookingRequest, context: Context
+    ) -> gateway_pb2.GetBookingResponse:
+        try:
+            view = await self._core.get(request.booking_id)
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise
+        return gateway_pb2.GetBookingResponse(booking=booking_message(view))
+
+    async def ListBookings(
+        self, request: gateway_pb2.ListBookingsRequest, context: Context
+    ) -> gateway_pb2.ListBookingsResponse:
+        try:
+            try:
+                status = status_from_proto(request.status)
+            except ValueError as exc:
+                raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "status") from None
+            views, token = await self._core.list_bookings(
+                user_id=request.user_id,
+                status=status,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise
+        return gateway_pb2.ListBookingsResponse(
+            bookings=[booking_message(v) for v in views], next_page_token=token
+        )
+
+    async def WatchBooking(
+        self, request: gateway_pb2.WatchBookingRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.WatchBookingResponse]:
+        try:
+            async for view in self._core.watch(request.booking_id):
+                yield gateway_pb2.WatchBookingResponse(booking=booking_message(view))
+        except GatewayError as exc:
+            await _abort(context, exc)
+
+    async def GetWorkflowTrace(
+        self, request: gateway_pb2.GetWorkflowTraceRequest, context: Context
+    ) -> gateway_pb2.GetWorkflowTraceResponse:
+        try:
+            correlation_id, events = await self._core.trace(
+                booking_id=request.booking_id, correlation_id=request.correlation_id
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise
+        return gateway_pb2.GetWorkflowTraceResponse(
+            correlation_id=correlation_id, events=[trace_message(e) for e in events]
+        )
+
+
+class GrpcServer:
+    """The gRPC server as a service component: serves until ``stop``, then drains.
+
+    The port is bound on construction, so a bad port fails the start-up and
+    ``port`` is known at once (0 picks a free one).
+
+    Args:
+        core: Application logic.
+        readiness: Drives the health status.
+        host: Address to bind.
+        port: Port to bind.
+        grace: Seconds in-flight calls get on shutdown.
+        health_interval: Seconds between readiness evaluations.
+    """
+
+    def __init__(
+        self,
+        core: GatewayCore,
+        readiness: Readiness,
+        *,
+        host: str,
+        port: int,
+        grace: float,
+        health_interval: float = 1.0,
+    ) -> None:
+        self._core = core
+        self._readiness = readiness
+        self._grace = grace
+        self._health_interval = health_interval
+        self._stopping = asyncio.Event()
+        self.server = grpc.aio.server()
+        gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
+            BookingGatewayServicer(core), self.server
+        )
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port: int = self.server.add_insecure_port(f"{_bracket(host)}:{port}")
+        if not self.port:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+
+    async def run(self) -> None:
+        # The aio servicer starts SERVING; nothing is served before readiness says so.
+        await self._set_health(False)
+        await self.server.start()
+        log.info("gRPC on port %d", self.port)
+        reporter = asyncio.create_task(self._report_health())
+        try:
+            await self._stopping.wait()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(self._grace)
+            log.info("gRPC stopped")
+
+    def stop(self) -> None:
+        """Stops taking calls; in-flight calls get the grace period, watches end now."""
+        self._core.shut_down()
+        self._stopping.set()
+
+    async def _report_health(self) -> None:
+        ready = False
+        caught_up = asyncio.create_task(self._readiness.wait_caught_up())
+        try:
+            while True:
+                now_ready = not await self._readiness.failures()
+                if now_ready != ready:
+                    ready = now_ready
+                    await self._set_health(ready)
+                    log.info("gateway %s", "ready" if ready else "not ready")
+                # Re-evaluate periodically, and at once when the initial replay completes.
+                if caught_up.done():
+                    await asyncio.sleep(self._health_interval)
+                else:
+                    await asyncio.wait({caught_up}, timeout=self._health_interval)
+        finally:
+            caught_up.cancel()
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

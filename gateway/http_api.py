@@ -1,0 +1,284 @@
+"""The HTTP API (FastAPI): the same operations as the gRPC API, as JSON.
+
+Handlers only translate between HTTP and ``GatewayCore``; bodies are the
+protobuf JSON mapping of the gRPC messages. Errors are always
+``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
+code (400, 404, 409, 503, 500). The server runs in the gateway's event loop,
+next to the gRPC server, under uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import uvicorn
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from choreo.gateway.v1 import gateway_pb2
+from gateway.convert import booking_message, status_from_name, trace_message
+from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.http_models import (
+    BookingJson,
+    CreateBookingBody,
+    ErrorJson,
+    HealthJson,
+    ListBookingsJson,
+    WorkflowTraceJson,
+)
+from gateway.readiness import Readiness
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.ALREADY_EXISTS: 409,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorJson, "description": "Invalid request; `field` names the culprit."},
+    404: {"model": ErrorJson, "description": "Not found."},
+}
+_LOCATIONS = {"body", "query", "path", "header"}
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """The protobuf JSON mapping of ``message``, with the .proto field names and every field."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def error_response(code: str, message: str, field: str = "", status: int = 400) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}}, status, headers=headers
+    )
+
+
+def _gateway_error(error: GatewayError) -> JSONResponse:
+    return error_response(error.code, error.message, error.field, HTTP_STATUS[error.code])
+
+
+def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
+    """The FastAPI application of the gateway."""
+    app = FastAPI(
+        title="choreo gateway",
+        version="1.0.0",
+        description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
+    )
+
+    @app.exception_handler(GatewayError)
+    async def on_gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        return _gateway_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        names = [str(p) for p in first.get("loc", ()) if isinstance(p, str) and p not in _LOCATIONS]
+        kind = first.get("type", "")
+        if kind == "json_invalid":
+            return error_response(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON")
+        if kind == "missing" and not names:
+            return error_response(ErrorCode.INVALID_ARGUMENT, "a JSON object body is required")
+        message = str(first.get("msg", "is invalid"))
+        if kind == "extra_forbidden":
+            message = "is not a field of this request"
+        return error_response(ErrorCode.INVALID_ARGUMENT, message, names[-1] if names else "")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}.get(exc.status_code, "UNKNOWN")
+        return error_response(code, str(exc.detail), status=exc.status_code)
+
+    @app.post(
+        "/v1/bookings",
+        status_code=201,
+        response_model=BookingJson,
+        responses={
+            **_ERRORS,
+            409: {"model": ErrorJson, "description": "The idempotency key was used for another booking."},
+            503: {
+                "model": ErrorJson,
+                "description": "The booking service is unavailable; retry with the same key.",
+            },
+        },
+        summary="Create a booking (PENDING; payment follows asynchronously)",
+    )
+    async def create_booking(
+        body: CreateBookingBody,
+        idempotency_key: Annotated[
+            str | None, Header(description="Same as the body's idempotency_key.")
+        ] = None,
+        x_correlation_id: Annotated[
+            str | None, Header(description="Workflow id to use (default: new).")
+        ] = None,
+    ) -> Response:
+        key = body.idempotency_key
+        if idempotency_key is not None:
+            if key and key != idempotency_key:
+                raise GatewayError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "differs from the Idempotency-Key header; send one or make them equal",
+                    "idempotency_key",
+                )
+            key = idempotency_key
+        request = gateway_pb2.CreateBookingRequest(
+            user_id=body.user_id,
+            amount_cents=body.amount_cents,
+            currency=body.currency,
+            payment_token=body.payment_token,
+            idempotency_key=key,
+        )
+        created = await core.create(request, correlation_id=x_correlation_id or "")
+        booking_id = created.booking.booking_id
+        headers = {"Location": f"/v1/bookings/{quote(booking_id, safe='')}"}
+        if created.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(to_json(booking_message(created.booking)), 201, headers=headers)
+
+    @app.get(
+        "/v1/bookings/{booking_id}",
+        response_model=BookingJson,
+        responses=_ERRORS,
+        summary="Read a booking; with ?wait=SECONDS, hold until it is terminal or the time passes",
+    )
+    async def get_booking(
+        booking_id: str,
+        wait: Annotated[float | None, Query(description="Seconds to wait for a terminal state.")] = None,
+    ) -> Response:
+        view = await (core.get(booking_id) if wait is None else core.wait(booking_id, wait))
+        return JSONResponse(to_json(booking_message(view)))
+
+    @app.get(
+        "/v1/bookings",
+        response_model=ListBookingsJson,
+        responses=_ERRORS,
+        summary="List bookings, newest first",
+    )
+    async def list_bookings(
+        user_id: str = "",
+        status: Annotated[str, Query(description="BOOKING_STATUS_CONFIRMED (or CONFIRMED), ...")] = "",
+        page_size: Annotated[int, Query(description="Default 50, at most 500.")] = 0,
+        page_token: str = "",
+    ) -> Response:
+        try:
+            wanted = status_from_name(status)
+        except ValueError as exc:
+            raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "status") from None
+        views, token = await core.list_bookings(
+            user_id=user_id, status=wanted, page_size=page_size, page_token=page_token
+        )
+        response = gateway_pb2.ListBookingsResponse(
+            bookings=[booking_message(v) for v in views], next_page_token=token
+        )
+        return JSONResponse(to_json(response))
+
+    @app.get(
+        "/v1/bookings/{booking_id}/trace",
+        response_model=WorkflowTraceJson,
+        responses=_ERRORS,
+        summary="The booking's workflow: every fact, in causal order",
+    )
+    async def booking_trace(booking_id: str) -> Response:
+        return _trace_response(*await core.trace(booking_id=booking_id))
+
+    @app.get(
+        "/v1/traces/{correlation_id}",
+        response_model=WorkflowTraceJson,
+        responses=_ERRORS,
+        summary="A workflow by correlation id: every fact, in causal order",
+    )
+    async def workflow_trace(correlation_id: str) -> Response:
+        return _trace_response(*await core.trace(correlation_id=correlation_id))
+
+    @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok", "failures": {}})
+
+    @app.get(
+        "/readyz",
+        response_model=HealthJson,
+        responses={503: {"model": HealthJson, "description": "Not ready; `failures` says why."}},
+        summary="Readiness: NATS connected, database answering, read model caught up",
+    )
+    async def readyz() -> Response:
+        failures = await readiness.failures()
+        return JSONResponse(
+            {"status": "unavailable" if failures else "ok", "failures": failures}, 503 if failures else 200
+        )
+
+    return app
+
+
+def _trace_response(correlation_id: str, events: list[Any]) -> Response:
+    response = gateway_pb2.GetWorkflowTraceResponse(
+        correlation_id=correlation_id, events=[trace_message(e) for e in events]
+    )
+    return JSONResponse(to_json(response))
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The service's run_main owns SIGTERM/SIGINT and stops every component in order.
+        yield
+
+
+class HttpServer:
+    """Uvicorn serving the app, as a service component.
+
+    The socket is bound on construction (a bad port fails the start-up; 0 picks
+    a free one, see ``port``).
+
+    Args:
+        app: The ASGI application.
+        core: Told to end waits on shutdown.
+        host: Address to bind.
+        port: Port to bind.
+        grace: Seconds open requests get on shutdown.
+    """
+
+    def __init__(self, app: FastAPI, core: GatewayCore, *, host: str, port: int, grace: float) -> None:
+        self._core = core
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(grace)),
+        )
+        self._server = _Uvicorn(config)
+        self._socket: socket.socket = config.bind_socket()
+        self.port: int = self._socket.getsockname()[1]
+
+    async def run(self) -> None:
+        log.info("HTTP on port %d", self.port)
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self.close()
+            log.info("HTTP stopped")
+
+    def stop(self) -> None:
+        """Stops accepting connections; open requests finish, waits end now."""
+        self._core.shut_down()
+        self._server.should_exit = True
+
+    def close(self) -> None:
+        """Releases the socket (also when the server never ran)."""
+        self._socket.close()

@@ -1,0 +1,125 @@
+"""Pydantic models of the HTTP API: the request body, and the responses for OpenAPI.
+
+Responses are the protobuf JSON mapping of the gRPC messages (field names as
+in the .proto, every field printed, int64 and uint64 as decimal strings,
+enums by name, timestamps in RFC 3339), produced by ``json_format`` from the
+messages themselves; these models document that shape in ``/openapi.json``
+(the tests check real responses against them).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")
+
+
+def _int64(value: Any) -> int:
+    """An int64 as the protobuf JSON mapping accepts it: a JSON number or a decimal string."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    integral_float = isinstance(value, float) and value.is_integer()
+    if integral_float or (isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)):
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError("must be an integer (a JSON number or a decimal string)")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("is outside the int64 range")
+    return value
+
+
+Int64 = Annotated[
+    int,
+    BeforeValidator(_int64),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}),
+]
+
+BookingStatusName = Literal[
+    "BOOKING_STATUS_UNSPECIFIED",
+    "BOOKING_STATUS_PENDING",
+    "BOOKING_STATUS_CONFIRMED",
+    "BOOKING_STATUS_CANCELLED",
+]
+
+
+class CreateBookingBody(BaseModel):
+    """``POST /v1/bookings``: the fields of ``CreateBookingRequest``."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    user_id: str = ""
+    amount_cents: Int64 = Field(default=0, description="Price in minor units of the currency (cents).")
+    currency: str = Field(default="", description="ISO 4217 code, upper case, e.g. USD.")
+    payment_token: str = Field(default="", description="tok_visa, tok_chargeDeclined, ...")
+    idempotency_key: str = Field(
+        default="",
+        description="A retry with the same key returns the same booking (or use the Idempotency-Key header).",
+    )
+
+
+class BookingJson(BaseModel):
+    """A ``choreo.gateway.v1.Booking``."""
+
+    booking_id: str
+    user_id: str
+    amount_cents: str = Field(description="int64 minor units, as a decimal string (protobuf JSON mapping).")
+    currency: str
+    status: BookingStatusName
+    correlation_id: str
+    payment_id: str
+    cancellation_reason: str
+    created_at: str | None = Field(default=None, description="RFC 3339.")
+    updated_at: str | None = Field(default=None, description="RFC 3339.")
+
+
+class ListBookingsJson(BaseModel):
+    """A ``choreo.gateway.v1.ListBookingsResponse``."""
+
+    bookings: list[BookingJson]
+    next_page_token: str = Field(description="Empty when there are no more pages.")
+
+
+class TraceEventJson(BaseModel):
+    """A ``choreo.gateway.v1.TraceEvent``."""
+
+    event_id: str
+    event_type: str
+    source: str
+    subject: str
+    stream: str
+    stream_sequence: str = Field(description="uint64, as a decimal string (protobuf JSON mapping).")
+    causation_id: str
+    occurred_at: str | None = Field(default=None, description="RFC 3339.")
+
+
+class WorkflowTraceJson(BaseModel):
+    """A ``choreo.gateway.v1.GetWorkflowTraceResponse``: the facts in causal order."""
+
+    correlation_id: str
+    events: list[TraceEventJson]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, ..."
+    )
+    message: str
+    field: str = Field(default="", description="The offending request field, when there is one.")
+
+
+class ErrorJson(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+class HealthJson(BaseModel):
+    """``/healthz`` and ``/readyz``."""
+
+    status: Literal["ok", "unavailable"]
+    failures: dict[str, str] = Field(default_factory=dict)

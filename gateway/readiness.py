@@ -1,0 +1,52 @@
+"""Readiness: may this gateway take traffic?
+
+Only when it is connected to NATS, its database answers, and every feed has
+caught up with what its stream held at start-up (so reads are not stale after
+a restart or a rebuild). ``/readyz`` and the gRPC health service both use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NATS
+
+from gateway.feed import StreamFeed
+from gateway.store import ReadModel
+
+
+class Readiness:
+    """Evaluates the gateway's readiness checks.
+
+    Args:
+        nc: NATS connection.
+        store: The read model (its database must answer).
+        feeds: The stream feeds (each must have caught up).
+        timeout: Longest a database check may take.
+    """
+
+    def __init__(self, nc: NATS, store: ReadModel, feeds: Sequence[StreamFeed], timeout: float = 2.0) -> None:
+        self._nc = nc
+        self._store = store
+        self._feeds = list(feeds)
+        self._timeout = timeout
+
+    async def failures(self) -> dict[str, str]:
+        """Failing checks by name, with why (empty when ready)."""
+        failures: dict[str, str] = {}
+        if not self._nc.is_connected:
+            failures["nats"] = "not connected to NATS"
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._store.ping()
+        except Exception as exc:
+            failures["database"] = f"{type(exc).__name__}: {exc}"[:300]
+        lagging = [s for s in (f.status() for f in self._feeds) if s]
+        if lagging:
+            failures["projection"] = "; ".join(lagging)
+        return failures
+
+    async def wait_caught_up(self) -> None:
+        """Returns once every feed has caught up (or immediately if it has)."""
+        await asyncio.gather(*(f.caught_up.wait() for f in self._feeds))

@@ -1,0 +1,74 @@
+"""The read model's tables, in the gateway's own database.
+
+They live in their own SQLAlchemy metadata: the booking service also has a
+``bookings`` table, and both packages may be imported in one process (tests).
+Times are integer microseconds since the epoch (BIGINT).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Index, Table
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from choreo.db import big_int
+
+
+class ReadModelBase(SQLModel, registry=registry()):
+    """Base of the gateway's tables (a metadata of their own)."""
+
+
+class BookingRow(ReadModelBase, table=True):
+    """A booking's current state, merged from every fact about it."""
+
+    __tablename__ = "bookings"
+    __table_args__ = (
+        # Keyset pagination, newest first, with and without a user filter.
+        Index("ix_bookings_created", "created_at_us", "booking_id"),
+        Index("ix_bookings_user_created", "user_id", "created_at_us", "booking_id"),
+    )
+
+    booking_id: str = Field(primary_key=True, max_length=128)
+    user_id: str = Field(default="", max_length=128)
+    amount_cents: int = big_int(default=0)
+    currency: str = Field(default="", max_length=8)
+    #: PENDING, CONFIRMED or CANCELLED (``gateway.merge.Status``).
+    status: str = Field(default="UNSPECIFIED", max_length=16)
+    correlation_id: str = Field(default="", max_length=128, index=True)
+    payment_id: str = Field(default="", max_length=128)
+    cancellation_reason: str = Field(default="", max_length=256)
+    created_at_us: int = big_int(default=0)
+    updated_at_us: int = big_int(default=0)
+
+
+class TraceEventRow(ReadModelBase, table=True):
+    """One fact of a workflow, indexed from its CloudEvents headers."""
+
+    __tablename__ = "trace_events"
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    correlation_id: str = Field(max_length=128, index=True)
+    booking_id: str = Field(default="", max_length=128, index=True)
+    event_type: str = Field(max_length=255)
+    source: str = Field(max_length=128)
+    subject: str = Field(max_length=255)
+    stream: str = Field(max_length=64)
+    stream_sequence: int = big_int()
+    causation_id: str = Field(default="", max_length=128)
+    occurred_at_us: int = big_int()
+
+
+class CheckpointRow(ReadModelBase, table=True):
+    """The last stream sequence whose effect is committed in the read model."""
+
+    __tablename__ = "checkpoints"
+
+    stream: str = Field(primary_key=True, max_length=64)
+    last_sequence: int = big_int(default=0)
+
+
+bookings_table: Table = BookingRow.__table__  # type: ignore[attr-defined]
+trace_events_table: Table = TraceEventRow.__table__  # type: ignore[attr-defined]
+checkpoints_table: Table = CheckpointRow.__table__  # type: ignore[attr-defined]
+
+TABLES: list[Table] = [bookings_table, trace_events_table, checkpoints_table]

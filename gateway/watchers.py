@@ -1,0 +1,59 @@
+"""In-process change notification: who is waiting for which booking.
+
+WatchBooking and ``?wait=`` register an event for their booking; each commit
+of the read model sets the events of the bookings it changed. Nobody polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+
+class Watchers:
+    """A registry of ``asyncio.Event`` per booking id."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextmanager
+    def watch(self, booking_id: str) -> Iterator[asyncio.Event]:
+        """An event that is set whenever the booking changes (clear it after each wake-up).
+
+        Register before reading the current state, so no change can slip in between.
+        """
+        event = asyncio.Event()
+        if self._closed:
+            event.set()
+        waiting = self._events.setdefault(booking_id, set())
+        waiting.add(event)
+        try:
+            yield event
+        finally:
+            waiting.discard(event)
+            if not waiting and self._events.get(booking_id) is waiting:
+                del self._events[booking_id]
+
+    def notify(self, booking_ids: Iterable[str]) -> None:
+        """Wakes the watchers of these bookings."""
+        if not self._events:
+            return
+        for booking_id in booking_ids:
+            for event in self._events.get(booking_id, ()):
+                event.set()
+
+    def close(self) -> None:
+        """Wakes every watcher for good (shutdown); they see ``closed`` and finish."""
+        self._closed = True
+        for waiting in self._events.values():
+            for event in waiting:
+                event.set()
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._events.values())
