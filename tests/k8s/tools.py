@@ -13,19 +13,21 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-def find_tool(name: str, env_var: str) -> str | None:
-    """The tool named by ``env_var``, else the one beside this Python, else the one on PATH."""
+def find_tool(name: str, env_var: str, *candidates: Path) -> str | None:
+    """The tool named by ``env_var``, else beside this Python, else a candidate, else on PATH."""
     explicit = os.environ.get(env_var)
     if explicit:
         return explicit if Path(explicit).exists() else None
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
+    for path in (Path(sys.executable).parent / name, *candidates):
+        if path.exists():
+            return str(path)
     return shutil.which(name)
 
 
@@ -37,9 +39,9 @@ def missing(what: str, hint: str) -> None:
     pytest.skip(message)
 
 
-def require_tool(name: str, env_var: str, hint: str) -> str:
+def require_tool(name: str, env_var: str, hint: str, *candidates: Path) -> str:
     """The path of a tool, or a CI failure / local skip that says how to install it."""
-    path = find_tool(name, env_var)
+    path = find_tool(name, env_var, *candidates)
     if path is None:
         missing(f"`{name}` (or ${env_var})", hint)
         raise AssertionError("unreachable")  # pragma: no cover - missing() never returns
@@ -52,10 +54,11 @@ def kubectl() -> str:
 
 def checkov() -> str:
     # checkov pins packaging<24 while pytest>=9 needs packaging>=24, so it lives in its own
-    # virtualenv: python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30
+    # virtualenv, by default .venv-checkov at the top of the repository.
     return require_tool(
         "checkov",
         "CHOREO_CHECKOV",
-        "install checkov in its own virtualenv and point CHOREO_CHECKOV at its `checkov` "
-        "(python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30)",
+        "python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30 "
+        "(or point CHOREO_CHECKOV at a checkov executable)",
+        REPO / ".venv-checkov" / "bin" / "checkov",
     )

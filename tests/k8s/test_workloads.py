@@ -1,0 +1,228 @@
+"""Project rules for every workload: hardened pods, network isolation, and manifests that
+match what the services really read (their settings, ports, grace periods, image user)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from tests.k8s.dockerfile import parse
+from tests.k8s.manifests import REPO, Manifests, Obj, SecretRef, containers, only_container
+from tests.k8s.semantics import selector_matches
+
+OVERLAYS = ("dev", "prod")
+SERVICES = ("booking", "payment", "gateway")
+SETTINGS = {
+    "booking": "booking.settings.BookingSettings",
+    "payment": "payment.settings.PaymentSettings",
+    "gateway": "gateway.settings.GatewaySettings",
+}
+#: Seconds the process needs, after its own grace period, to exit before SIGKILL.
+EXIT_MARGIN = (5, 15)
+
+
+def settings_class(service: str) -> type[BaseSettings]:
+    module, _, name = SETTINGS[service].rpartition(".")
+    try:
+        cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
+    except ImportError as exc:  # pragma: no cover - the service is not written yet
+        pytest.fail(f"{SETTINGS[service]} cannot be imported: {exc}")
+    return cls
+
+
+def pod_spec(workload: Obj) -> Obj:
+    spec: Obj = workload["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_hardened(overlays: dict[str, Manifests], overlay: str) -> None:
+    problems = []
+    for w in overlays[overlay].workloads():
+        name, pod = w["metadata"]["name"], pod_spec(w)
+        ctx = pod.get("securityContext", {})
+        if ctx.get("runAsNonRoot") is not True or not ctx.get("runAsUser"):
+            problems.append(f"{name}: pod must set runAsNonRoot and a non-zero runAsUser")
+        if ctx.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{name}: seccompProfile RuntimeDefault")
+        if pod.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: automountServiceAccountToken must be false")
+        sa = overlays[overlay].get("ServiceAccount", pod.get("serviceAccountName", "default"))
+        if sa.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: its ServiceAccount must not mount a token either")
+        for c in containers(w):
+            sc = c.get("securityContext", {})
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{name}/{c['name']}: readOnlyRootFilesystem")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{name}/{c['name']}: allowPrivilegeEscalation false")
+            if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+                problems.append(f"{name}/{c['name']}: drop ALL capabilities and add none")
+            if sc.get("privileged"):
+                problems.append(f"{name}/{c['name']}: privileged")
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                if set(resources.get(kind, {})) < {"cpu", "memory"}:
+                    problems.append(f"{name}/{c['name']}: {kind} for cpu and memory")
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    problems.append(f"{name}/{c['name']}: {probe}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespace_enforces_restricted_pod_security(overlays: dict[str, Manifests], overlay: str) -> None:
+    labels = overlays[overlay].get("Namespace", "choreo")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {
+        o["metadata"].get("namespace") for o in overlays[overlay].objects if o["kind"] != "Namespace"
+    } == {"choreo"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_isolated_by_network_policies(overlays: dict[str, Manifests], overlay: str) -> None:
+    policies = overlays[overlay].of_kind("NetworkPolicy")
+    deny = next(p for p in policies if p["spec"]["podSelector"] == {})
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"], "default-deny allows nothing"
+    for w in overlays[overlay].workloads():
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        own = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"] and selector_matches(p["spec"]["podSelector"], labels)
+        ]
+        assert own, f"{w['metadata']['name']} has no NetworkPolicy of its own"
+
+
+def _egress_ports(overlay: Manifests, app: str) -> set[tuple[str, int]]:
+    """(peer app or 'dns', port) pairs a service's NetworkPolicy lets it connect to."""
+    policy = overlay.get("NetworkPolicy", app)
+    allowed = set()
+    for rule in policy["spec"].get("egress", []):
+        for peer in rule["to"]:
+            target = peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name") or peer["podSelector"][
+                "matchLabels"
+            ].get("k8s-app")
+            allowed |= {(target, p["port"]) for p in rule["ports"]}
+    return allowed
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_reach_only_nats_their_database_and_dns(
+    overlays: dict[str, Manifests], service: str
+) -> None:
+    overlay = overlays["prod"]
+    assert _egress_ports(overlay, service) == {("nats", 4222), ("postgres", 5432), ("kube-dns", 53)}
+    ingress = overlay.get("NetworkPolicy", service)["spec"].get("ingress", [])
+    if service == "gateway":
+        assert [sorted(p["port"] for p in rule["ports"]) for rule in ingress] == [["grpc", "http"]]
+        assert all("from" not in rule for rule in ingress), "the gateway is public"
+    else:
+        assert ingress == [], f"{service} accepts no connection"
+    pod_labels = overlay.get("Deployment", service)["spec"]["template"]["metadata"]["labels"]
+    # The NATS and PostgreSQL policies admit clients by these labels.
+    assert pod_labels["nats.choreo.io/client"] == "true"
+    assert pod_labels["postgres.choreo.io/client"] == "true"
+
+
+def _env(overlay: Manifests, service: str) -> dict[str, Any]:
+    return dict(overlay.container_env(only_container(overlay.get("Deployment", service))))
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_deployment_runs_the_service_package(
+    overlays: dict[str, Manifests], overlay_name: str, service: str
+) -> None:
+    deployment = overlays[overlay_name].get("Deployment", service)
+    container = only_container(deployment)
+    assert container["command"] == ["python", "-m", service]
+    assert (REPO / service / "__main__.py").exists(), f"python -m {service} needs {service}/__main__.py"
+    image_user = parse(REPO / "Dockerfile")[-1].args("USER")[-1]
+    ctx = pod_spec(deployment)["securityContext"]
+    assert f"{ctx['runAsUser']}:{ctx['runAsGroup']}" == image_user, "the pod's uid/gid is the image's"
+    tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp and any(
+        v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod_spec(deployment)["volumes"]
+    ), "an emptyDir on /tmp (the only writable place)"
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_configuration_names_real_settings(
+    overlays: dict[str, Manifests], overlay_name: str, service: str
+) -> None:
+    # pydantic-settings ignores unknown variables: a typo here would silently fall back to a default.
+    cls = settings_class(service)
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    env = _env(overlays[overlay_name], service)
+    fields = {prefix + name.upper() for name in cls.model_fields}
+    unknown = sorted(set(env) - fields)
+    assert not unknown, f"{service}: not settings of {cls.__name__}: {unknown}"
+    # Every value is valid for the settings (secrets replaced by placeholders of the right form).
+    values = {k: ("secret" if isinstance(v, SecretRef) else v) for k, v in env.items()}
+    for key in values:
+        if key.endswith("_URL") and isinstance(env[key], SecretRef):
+            values[key] = "sqlite+aiosqlite:///:memory:"
+    settings = cls.model_validate({k[len(prefix) :].lower(): v for k, v in values.items()})
+    for secret in ("NATS_PASSWORD", "DATABASE_URL"):
+        assert isinstance(env[f"{prefix}{secret}"], SecretRef), f"{prefix}{secret} must come from a Secret"
+    assert settings.model_dump()["log_format"] == "json"
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_probed_ports_are_the_ports_the_service_binds(
+    overlays: dict[str, Manifests], overlay_name: str, service: str
+) -> None:
+    container = only_container(overlays[overlay_name].get("Deployment", service))
+    env = _env(overlays[overlay_name], service)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    prefix = service.upper() + "_"
+    if service == "gateway":
+        assert {"grpc": int(env[prefix + "GRPC_PORT"]), "http": int(env[prefix + "HTTP_PORT"])} == ports
+        assert container["livenessProbe"]["grpc"]["port"] == ports["grpc"]
+        assert container["startupProbe"]["grpc"]["port"] == ports["grpc"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    else:
+        assert {"health": int(env[prefix + "HEALTH_PORT"])} == ports
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert env[prefix + "HEALTH_HOST"] == "0.0.0.0", "the kubelet probes the pod IP"
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_grace_period_covers_the_graceful_drain(
+    overlays: dict[str, Manifests], overlay_name: str, service: str
+) -> None:
+    deployment = overlays[overlay_name].get("Deployment", service)
+    grace = float(_env(overlays[overlay_name], service)[f"{service.upper()}_SHUTDOWN_GRACE_SECONDS"])
+    pre_stop = (
+        only_container(deployment).get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    )
+    period = pod_spec(deployment)["terminationGracePeriodSeconds"]
+    low, high = grace + pre_stop + EXIT_MARGIN[0], grace + pre_stop + EXIT_MARGIN[1]
+    assert low <= period <= high, (
+        f"{service}: {period}s, expected {low}-{high}s (grace {grace} + preStop {pre_stop})"
+    )
+
+
+def test_prod_scales_and_spreads_the_stateless_services(overlays: dict[str, Manifests]) -> None:
+    prod = overlays["prod"]
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in prod.of_kind("HorizontalPodAutoscaler")}
+    assert set(hpas) == set(SERVICES), "an HPA for each stateless service, none for NATS or PostgreSQL"
+    pdbs = {p["metadata"]["name"] for p in prod.of_kind("PodDisruptionBudget")}
+    assert pdbs == {*SERVICES, "nats"}
+    for service in SERVICES:
+        assert hpas[service]["spec"]["minReplicas"] >= 2
+        deployment = prod.get("Deployment", service)
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        keys = {c["topologyKey"] for c in pod_spec(deployment)["topologySpreadConstraints"]}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    dev = overlays["dev"]
+    assert not dev.of_kind("HorizontalPodAutoscaler") and not dev.of_kind("PodDisruptionBudget")
