@@ -178,12 +178,16 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
 
 
 def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
-    """What is wrong with a trace of one workflow (empty when each fact was caused by the one before)."""
+    """What is wrong with a trace of one workflow (empty when each fact was caused by the one before).
+
+    The first fact's cause is the command that started the workflow (not a fact
+    in any stream), or nothing; it must not be a fact of the trace itself.
+    """
     if not events:
         return ["the trace is empty"]
     problems = []
-    if events[0].causation_id:
-        problems.append(f"the first fact {events[0].event_type} has a cause {events[0].causation_id}")
+    if events[0].causation_id in {e.event_id for e in events}:
+        problems.append(f"the first fact {events[0].event_type} was caused by a later one")
     for before, after in itertools.pairwise(events):
         if after.causation_id != before.event_id:
             problems.append(f"{after.event_type} was not caused by {before.event_type}")
@@ -192,6 +196,7 @@ def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
 
 def trace_table(events: Sequence[gateway_pb2.TraceEvent]) -> str:
     first = events[0].occurred_at.ToDatetime() if events else None
+    facts = {event.event_id for event in events}
     rows = []
     for number, event in enumerate(events, 1):
         offset = (event.occurred_at.ToDatetime() - first).total_seconds() * 1000 if first else 0.0
@@ -204,11 +209,18 @@ def trace_table(events: Sequence[gateway_pb2.TraceEvent]) -> str:
                 f"{event.stream}#{event.stream_sequence}",
                 event.subject,
                 event.event_id,
-                event.causation_id or "-",
+                _cause(event.causation_id, facts),
             ]
         )
     headers = ["#", "at", "type (ce-type)", "source", "stream#seq", "subject", "event id", "caused by"]
     return format_table(headers, rows)
+
+
+def _cause(causation_id: str, facts: set[str]) -> str:
+    if not causation_id:
+        return "-"
+    # A cause outside the trace is the command that started the workflow.
+    return causation_id if causation_id in facts else f"{causation_id} (command)"
 
 
 async def show_trace(stub: Any, outcome: Outcome, console: Console) -> bool:

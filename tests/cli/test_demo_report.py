@@ -13,13 +13,15 @@ def event(event_id: str, event_type: str, cause: str = "") -> gateway_pb2.TraceE
 def test_a_causal_chain_has_no_problems() -> None:
     chain = [event("a", "Created"), event("b", "Failed", "a"), event("c", "Cancelled", "b")]
     assert trace_problems(chain) == []
+    started_by_a_command = [event("a", "Created", "command-1"), event("b", "Failed", "a")]
+    assert trace_problems(started_by_a_command) == []
 
 
 def test_broken_or_empty_traces_are_named() -> None:
     assert trace_problems([]) == ["the trace is empty"]
     out_of_order = [event("b", "Failed", "a"), event("a", "Created")]
     assert trace_problems(out_of_order) == [
-        "the first fact Failed has a cause a",
+        "the first fact Failed was caused by a later one",
         "Created was not caused by Failed",
     ]
 

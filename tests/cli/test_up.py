@@ -1,0 +1,208 @@
+"""``choreo up`` end to end: real nats-server, the real services as processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import nats
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from choreo.natsserver import NatsServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANY_PORT = [
+    "--grpc-port",
+    "0",
+    "--http-port",
+    "0",
+    "--booking-health-port",
+    "0",
+    "--payment-health-port",
+    "0",
+]
+SERVICES = ("booking", "payment", "gateway")
+
+
+class Up:
+    """A running ``choreo up`` whose console output is collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "choreo.cli", "up", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0, after: int = 0) -> re.Match[str]:
+        """The first line from index ``after`` matching ``pattern``; fails at the deadline or on exit."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
+
+    def endpoint(self, label: str) -> str:
+        return self.wait_for(rf"^  {label}\s+(\S+)").group(1)
+
+    def service_pids(self) -> dict[str, int]:
+        pids = {}
+        for line in self.lines:
+            match = re.search(r" (booking|payment|gateway)\s+started \(pid (\d+)\)", line)
+            if match:
+                pids[match.group(1)] = int(match.group(2))
+        return pids
+
+    def interrupt(self, timeout: float = 60.0) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        """Clean-up after a failed test: no process may outlive it."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in self.service_pids().values():
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator[type[Up]]:
+    started: list[Up] = []
+
+    class Started(Up):
+        def __init__(self, *args: str) -> None:
+            super().__init__("--data-dir", str(tmp_path / "var"), *ANY_PORT, *args)
+            started.append(self)
+
+    yield Started
+    for up in started:
+        up.kill()
+
+
+def assert_ready(up: Up) -> None:
+    for name in SERVICES:
+        url = up.wait_for(rf"^  health\s+{name}\s+(\S+)").group(1)
+        assert httpx.get(url, timeout=5).status_code == 200, url
+    with grpc.insecure_channel(up.endpoint("gRPC")) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    openapi = httpx.get(up.endpoint("OpenAPI"), timeout=5)
+    assert "/v1/bookings" in openapi.json()["paths"]
+
+
+def assert_stopped_cleanly(up: Up, code: int) -> None:
+    assert code == 0, up.output
+    for name in SERVICES:
+        assert re.search(rf" {name}\s+stopped \(exit 0\)", up.output), name
+    assert not [pid for pid in up.service_pids().values() if alive(pid)]
+
+
+async def test_up_starts_everything_and_stops_on_sigint(start_up: type[Up], tmp_path: Path) -> None:
+    up = start_up()
+    up.wait_for("Press Ctrl-C to stop.", timeout=90)
+    nats_url = up.endpoint("NATS")
+    assert_ready(up)
+    nc = await nats.connect(nats_url)
+    try:
+        streams = {info.config.name for info in await nc.jetstream().streams_info()}
+    finally:
+        await nc.close()
+    assert {"BOOKING", "PAYMENT", "DLQ"} <= streams
+    data = tmp_path / "var"
+    for name in SERVICES:
+        assert (data / "logs" / f"{name}.log").stat().st_size > 0
+    assert (data / "booking.db").exists() and (data / "nats" / "jetstream").is_dir()
+    code = up.interrupt()
+    assert_stopped_cleanly(up, code)
+    assert re.search(r" nats\s+stopped", up.output)
+
+
+def test_a_killed_service_is_restarted(start_up: type[Up], nats_server: NatsServer) -> None:
+    up = start_up("--nats-url", nats_server.url)
+    up.wait_for("Press Ctrl-C to stop.", timeout=90)
+    assert f"using {nats_server.url}" in up.output
+    first = up.service_pids()["payment"]
+    mark = len(up.lines)
+    os.kill(first, signal.SIGKILL)
+    up.wait_for(r"payment\s+killed by SIGKILL; restarting in 1\.0s", timeout=30, after=mark)
+    second = int(up.wait_for(r"payment\s+ready \(pid (\d+)", timeout=60, after=mark).group(1))
+    assert second != first and alive(second)
+    assert_ready(up)
+    code = up.interrupt()
+    assert_stopped_cleanly(up, code)
+    assert nats_server.running, "a server given by --nats-url is not ours to stop"
+
+
+def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up]) -> None:
+    up = start_up("--demo")
+    code = up.process.wait(180)
+    up._reader.join(5)
+    out = up.output
+    assert code == 0, out
+    expected = {
+        "tok_visa": "CONFIRMED",
+        "tok_chargeDeclined": "CANCELLED  card_declined",
+        "tok_chargeDeclinedInsufficientFunds": "CANCELLED  insufficient_funds",
+        "tok_xyz123": "CANCELLED  invalid_payment_token",
+    }
+    rows = [line for line in out.splitlines() if re.search(r"\s(grpc|http)\s+tok_", line)]
+    assert len(rows) == 6, out
+    for row in rows:
+        token = row.split()[2]
+        assert re.sub(r"\s+", " ", expected[token]) in re.sub(r"\s+", " ", row), row
+        assert row.rstrip().endswith("ok"), row
+    assert any(" http " in row for row in rows)
+    trace = out[out.index("Trace of booking") :]
+    types = [
+        "choreo.booking.v1.BookingCreated",
+        "choreo.payment.v1.PaymentFailed",
+        "choreo.booking.v1.BookingCancelled",
+    ]
+    positions = [trace.index(t) for t in types]
+    assert positions == sorted(positions), "the trace is in causal order"
+    assert "Demo passed." in out
+    assert_stopped_cleanly(up, code)
