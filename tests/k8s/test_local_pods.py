@@ -1,0 +1,75 @@
+"""What the manifests run is real: each Deployment's command and environment start the
+service, and its probes pass, against the rendered NATS config and the first-start
+database script (Secrets replaced by local equivalents, ports by free ones)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.localpod import LocalPod
+from tests.k8s.manifests import Manifests, SecretRef
+from tests.k8s.pgsetup import ServiceDatabases, service_databases
+from tests.k8s.stack import SERVICES, nats_passwords, single_nats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def databases() -> Iterator[ServiceDatabases]:
+    with service_databases() as dbs:
+        result = dbs.run_script()
+        assert result.returncode == 0, result.stderr
+        yield dbs
+
+
+def test_each_deployment_starts_and_becomes_ready(
+    overlays: dict[str, Manifests], databases: ServiceDatabases, tmp_path: Path
+) -> None:
+    dev = overlays["dev"]
+    passwords = nats_passwords(dev)
+    with single_nats(dev, tmp_path / "nats", passwords) as nats:
+        pods = []
+        for service in SERVICES:
+            env = dev.container_env(
+                dev.get("Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+            )
+            secrets: dict[SecretRef, str] = {}
+            replace = {f"{service.upper()}_NATS_URL": nats.url}
+            for key, value in env.items():
+                if not isinstance(value, SecretRef):
+                    continue
+                secret = dev.secret_value(value)
+                assert secret is not None
+                if key.endswith("_URL"):
+                    # The dev Secret's own URL, pointed at the test server's prefixed role and database.
+                    replace[key] = databases.local_url(secret)
+                else:
+                    secrets[value] = secret
+            pods.append(LocalPod(dev, service, tmp_path / service, secrets=secrets, replace=replace))
+        try:
+            for pod in pods:
+                pod.start()
+            for pod in pods:
+                pod.wait_probe("startupProbe")
+                pod.wait_probe("readinessProbe", timeout=10)
+                ok, detail = pod.probe("livenessProbe")
+                assert ok, f"{pod.name} liveness: {detail}"
+            for service in SERVICES:
+                # Each service created its tables in its own database, as its own role.
+                role = databases.prefix + service
+                tables = databases.sql(
+                    role, role, "SELECT count(*) FROM pg_tables WHERE tableowner = current_user"
+                )
+                assert int(tables.stdout or 0) > 0, (service, tables.stderr)
+            connections: list[dict[str, str]] = nats.monitor("/connz?auth=true")["connections"]  # type: ignore[assignment]
+            users = sorted(c.get("authorized_user", "") for c in connections)
+            assert users == sorted(SERVICES), "each service connected to NATS as its own user"
+            # SIGTERM: each drains and exits cleanly within its terminationGracePeriodSeconds.
+            for pod in reversed(pods):
+                assert pod.terminate() == 0, pod.log_tail()
+        finally:
+            for pod in pods:
+                pod.kill()

@@ -1,0 +1,225 @@
+"""NATS permissions, as auth.conf ships them, against a real nats-server and the real services.
+
+The services complete bookings (every API call they make is allowed: the server
+logs no violation), while each service's user is refused what belongs to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+from choreo.bus import ensure_stream
+from tests.k8s import client
+from tests.k8s.localpod import LocalPod
+from tests.k8s.manifests import Manifests
+from tests.k8s.natsproc import ConfiguredNats
+from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
+
+#: How nats-server logs a refused publish or subscription.
+VIOLATION = re.compile(r"(Publish|Subscription) Violation")
+
+
+@dataclass
+class Session:
+    """A connection as one user, recording the errors the server sends it."""
+
+    nc: NATS
+    errors: list[str] = field(default_factory=list)
+
+    async def denied(self, what: str, timeout: float = 5.0) -> bool:
+        """Whether the server reported a permissions violation mentioning ``what``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            # nats-py lower-cases the server's error text.
+            if any("permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+
+@pytest.fixture
+def dev_nats(
+    overlays: dict[str, Manifests], tmp_path: Path
+) -> Iterator[tuple[ConfiguredNats, dict[str, str]]]:
+    dev = overlays["dev"]
+    passwords = nats_passwords(dev)
+    with single_nats(dev, tmp_path, passwords) as node:
+        yield node, user_passwords(dev, passwords)
+
+
+@pytest.fixture
+async def connect(dev_nats: tuple[ConfiguredNats, dict[str, str]]) -> AsyncIterator[object]:
+    node, passwords = dev_nats
+    sessions: list[Session] = []
+
+    async def as_user(user: str) -> Session:
+        session = Session(nc=NATS())
+
+        async def on_error(exc: Exception) -> None:
+            session.errors.append(str(exc))
+
+        session.nc = await nats.connect(
+            node.url, user=user, password=passwords[user], error_cb=on_error, allow_reconnect=False
+        )
+        sessions.append(session)
+        return session
+
+    yield as_user
+    for session in sessions:
+        await session.nc.close()
+
+
+async def test_booking_cannot_publish_payment_facts(  # type: ignore[no-untyped-def]
+    connect, dev_nats: tuple[ConfiguredNats, dict[str, str]]
+) -> None:
+    booking: Session = await connect("booking")
+    await booking.nc.publish("payment.succeeded", b"forged")
+    await booking.nc.flush()
+    assert await booking.denied('"payment.succeeded"')
+    # The server logs it the way the workflow test looks for.
+    logged = [line for line in dev_nats[0].log_text().splitlines() if VIOLATION.search(line)]
+    assert any(
+        'user:booking" - Publish Violation - Subject "payment.succeeded"' in line for line in logged
+    ), logged
+
+
+async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # type: ignore[no-untyped-def]
+    booking: Session = await connect("booking")
+    payment: Session = await connect("payment")
+    gateway: Session = await connect("gateway")
+    attempts = [
+        (payment, "booking.created"),
+        (gateway, "booking.created"),
+        (gateway, "payment.failed"),
+        (booking, "dlq.booking.payment"),
+        (payment, "cmd.booking.create"),
+        # JetStream API: another service's stream, another's durable consumer, deleting a stream.
+        (booking, "$JS.API.STREAM.CREATE.PAYMENT"),
+        (booking, "$JS.API.STREAM.DELETE.BOOKING"),
+        (gateway, "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment"),
+        (payment, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT.booking"),
+        (gateway, "$JS.API.STREAM.PURGE.BOOKING"),
+    ]
+    for session, subject in attempts:
+        await session.nc.publish(subject, b"{}")
+    for session in (booking, payment, gateway):
+        await session.nc.flush()
+    for session, subject in attempts:
+        assert await session.denied(f'"{subject}"'), f"{subject} was not refused: {session.errors}"
+    await payment.nc.subscribe("cmd.booking.create")
+    await gateway.nc.subscribe("booking.>")
+    assert await payment.denied('"cmd.booking.create"')
+    assert await gateway.denied('"booking.>"')
+
+
+async def test_each_user_may_provision_only_its_own_stream(connect) -> None:  # type: ignore[no-untyped-def]
+    booking: Session = await connect("booking")
+    js = booking.nc.jetstream(timeout=1.0)
+    await ensure_stream(js, "BOOKING")
+    await ensure_stream(js, "DLQ")
+    ack = await js.publish("booking.created", b"x", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    assert ack.stream == "BOOKING"
+    with pytest.raises(nats.errors.TimeoutError):
+        await ensure_stream(js, "PAYMENT")
+    assert await booking.denied('"$JS.API.STREAM.INFO.PAYMENT"')
+
+
+async def test_unknown_user_and_wrong_password_are_refused(
+    dev_nats: tuple[ConfiguredNats, dict[str, str]],
+) -> None:
+    node, passwords = dev_nats
+    for user, password in (("booking", "wrong"), ("admin", passwords["booking"]), (None, None)):
+        with pytest.raises((nats.errors.Error, OSError)):
+            await nats.connect(
+                node.url, user=user, password=password, allow_reconnect=False, max_reconnect_attempts=0
+            )
+
+
+@pytest.mark.slow
+async def test_services_work_under_their_permissions(overlays: dict[str, Manifests], tmp_path: Path) -> None:
+    dev = overlays["dev"]
+    passwords = nats_passwords(dev)
+    with single_nats(dev, tmp_path / "nats", passwords) as node:
+        pods = [
+            LocalPod(
+                dev,
+                service,
+                tmp_path / service,
+                secrets=passwords,
+                replace={
+                    f"{service.upper()}_NATS_URL": node.url,
+                    **sqlite_urls(dev, service, tmp_path / service),
+                },
+            )
+            for service in SERVICES
+        ]
+        try:
+            for pod in pods:
+                pod.start()
+            for pod in pods:
+                pod.wait_probe("readinessProbe")
+            gateway = pods[-1]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.ports['grpc']}") as channel:
+                stub = client.stub(channel)
+                created = [
+                    (token, await client.create(stub, token, key=uuid.uuid4().hex))
+                    for token in ("tok_visa", "tok_chargeDeclined", "tok_visa")
+                ]
+                for token, booking in created:
+                    final = await client.wait_terminal(stub, booking.booking_id, timeout=30)
+                    assert final.status == client.EXPECTED[token], final
+            refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
+            assert not refused, "a service was refused something it needs:\n" + "\n".join(refused)
+            # The same booking user the service runs as is refused the payment service's subjects.
+            violations: list[str] = []
+
+            async def on_error(exc: Exception) -> None:
+                violations.append(str(exc))
+
+            users = user_passwords(dev, passwords)
+            nc = await nats.connect(
+                node.url, user="booking", password=users["booking"], error_cb=on_error, allow_reconnect=False
+            )
+            # The payment user may read its own stream: the count must not move.
+            owner = await nats.connect(
+                node.url, user="payment", password=users["payment"], allow_reconnect=False
+            )
+            try:
+                payment_js = owner.jetstream()
+                before = (await payment_js.stream_info("PAYMENT")).state.messages
+                await nc.publish("payment.succeeded", b"forged")
+                await nc.flush()
+                assert await _eventually(lambda: any("payment.succeeded" in v for v in violations)), (
+                    violations
+                )
+                assert (await payment_js.stream_info("PAYMENT")).state.messages == before
+            finally:
+                await nc.close()
+                await owner.close()
+            for pod in reversed(pods):
+                assert pod.terminate() == 0, pod.log_tail()
+        finally:
+            for pod in pods:
+                pod.kill()
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.02)
+    return True
