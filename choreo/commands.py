@@ -44,6 +44,7 @@ class CommandServer:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()
         self._sub: Subscription | None = None
+        self._stopping = False
         self.ready = asyncio.Event()
 
     async def _enqueue(self, msg: Msg) -> None:
@@ -51,6 +52,8 @@ class CommandServer:
 
     async def run(self) -> None:
         """Serves until ``stop``; requests already received are still answered."""
+        if self._stopping:  # stopped before it started: never take a request
+            return
         self._sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
         await self._nc.flush()
         self.ready.set()
@@ -69,6 +72,10 @@ class CommandServer:
             await self._serve(batch)
             if stop_after:
                 break
+        if self._sub is not None:
+            # stop() came while we were subscribing, so it could not unsubscribe.
+            sub, self._sub = self._sub, None
+            await self._drain(sub)
 
     async def _serve(self, batch: list[Msg]) -> None:
         try:
@@ -85,6 +92,7 @@ class CommandServer:
 
     def stop(self) -> None:
         """Stops taking requests; other replicas of the queue group get them from now on."""
+        self._stopping = True
         if self._sub is not None:
             sub, self._sub = self._sub, None
             task = asyncio.ensure_future(self._drain(sub))
