@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
 from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -30,6 +30,7 @@ from choreo.handler import HandlerContext, Route
 from choreo.inbox import already_processed, record_processed
 from choreo.logs import log_context
 from choreo.outbox import add_to_outbox
+from choreo.pull import PullReader, PullStalled
 from choreo.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EventConsumer:
 
     Args:
         js: JetStream context.
+        nc: The connection to pull on (default: the one ``js`` uses).
         engine: The service's database (inbox, handler writes, outbox).
         stream: Stream to consume.
         durable: Durable consumer name; replicas sharing it share the work.
@@ -71,6 +73,7 @@ class EventConsumer:
         *,
         js: JetStreamContext,
         engine: AsyncEngine,
+        nc: NATS | None = None,
         stream: str,
         durable: str,
         subjects: Sequence[str],
@@ -80,10 +83,11 @@ class EventConsumer:
         batch_size: int = 256,
         concurrency: int = 64,
         ack_wait_seconds: float = 30.0,
-        fetch_timeout: float = 1.0,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._js = js
+        self._nc: NATS = nc if nc is not None else js._nc
+        self._reader: PullReader | None = None
         self._engine = engine
         self.stream = stream
         self.durable = durable
@@ -94,7 +98,6 @@ class EventConsumer:
         self._batch_size = batch_size
         self._semaphore = asyncio.Semaphore(concurrency)
         self._ack_wait = ack_wait_seconds
-        self._fetch_timeout = fetch_timeout
         self._on_commit = on_commit
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -119,59 +122,49 @@ class EventConsumer:
     def stop(self) -> None:
         """Finishes the batch in hand, then makes ``run`` return."""
         self._stopping.set()
+        if self._reader is not None:
+            self._reader.interrupt()
 
     async def run(self) -> None:
-        """Fetches and handles events until ``stop`` is called."""
-        psub = await self._bind()
-        if psub is None:
+        """Pulls and handles events until ``stop`` is called."""
+        reader = PullReader(self._nc, self.stream, self.durable, batch=self._batch_size)
+        self._reader = reader
+        if not await self._open(reader):
             return
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = await psub.fetch(self._batch_size, timeout=self._fetch_timeout)
-                except nats.errors.TimeoutError:
+                    msgs = await reader.next_batch(self._batch_size)
+                except PullStalled as exc:
+                    # Server restarted, consumer deleted, or the connection is down: start over.
+                    log.warning("consumer %s/%s stalled (%s); re-opening", self.stream, self.durable, exc)
+                    await self._open(reader)
                     continue
-                except Exception as exc:  # disconnected, consumer lost, server restarting
-                    if self._stopping.is_set():
-                        break
-                    log.warning("fetch from %s/%s failed: %r", self.stream, self.durable, exc)
-                    await asyncio.sleep(1.0)
-                    psub = await self._rebind(psub)
-                    continue
-                await self.handle_batch(msgs)
+                if msgs:
+                    await self.handle_batch(msgs)
         finally:
-            try:
-                await psub.unsubscribe()
-            except Exception:  # the connection may already be closed on shutdown
-                pass
+            await reader.stop()
 
-    async def _bind(self) -> JetStreamContext.PullSubscription | None:
-        """Provisions and binds, waiting while the stream does not exist yet.
+    async def _open(self, reader: PullReader) -> bool:
+        """Provisions the consumer and starts pulling, waiting while that is impossible.
 
         The stream belongs to the service that publishes it, which may start
-        later than this one; waiting (instead of crashing) keeps start-up order free.
+        later than this one, and NATS may be down for a while: waiting (instead
+        of crashing) keeps start-up order free and rides out outages.
         """
         attempt = 0
         while not self._stopping.is_set():
             try:
                 await self.provision()
-                return await self._js.pull_subscribe_bind(self.durable, self.stream)
+                await reader.start()
+                return True
             except Exception as exc:
                 if attempt % 10 == 0:
                     log.warning("cannot consume %s yet (%r); waiting", self.stream, exc)
                 attempt += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), min(2.0, 0.2 * attempt))
-        return None
-
-    async def _rebind(self, psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
-        try:
-            await self.provision()
-            await psub.unsubscribe()
-            return await self._js.pull_subscribe_bind(self.durable, self.stream)
-        except Exception as exc:
-            log.warning("re-provisioning %s failed: %r", self.durable, exc)
-            return psub
+        return False
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """Handles one fetched batch: decode, prepare, commit, then ack or retry."""
@@ -187,7 +180,12 @@ class EventConsumer:
         try:
             await self._commit(ready)
         except Exception as exc:
-            log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
+            if len(ready) == 1:
+                # Nothing to separate: running the handler again would only double its attempts.
+                ready[0].error = exc
+                ready = []
+            else:
+                log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
             for d in ready:
                 try:
                     await self._commit([d])

@@ -44,6 +44,7 @@ class Runtime:
         s = self.settings
         return EventConsumer(
             js=self.js,
+            nc=self.nc,
             engine=self.engine,
             stream=stream,
             durable=durable,
