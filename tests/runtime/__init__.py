@@ -1,0 +1,1 @@
+"""Conformance suite of the choreo runtime, run against real NATS and both databases."""

@@ -1,0 +1,116 @@
+"""CommandServer: request/reply, group commit of concurrent requests, draining stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from choreo.commands import CommandServer
+from tests.runtime.harness import running
+
+SUBJECT = "cmd.test.echo"
+
+
+class Echo:
+    """A batch handler that answers ``echo:<body>`` and records batch sizes."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+        self.started = asyncio.Event()
+
+    async def __call__(self, msgs: Sequence[Msg]) -> list[bytes]:
+        self.batches.append(len(msgs))
+        self.started.set()
+        await asyncio.sleep(self.delay)
+        return [b"echo:" + m.data for m in msgs]
+
+
+async def test_request_reply(nc: NATS) -> None:
+    handler = Echo()
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        reply = await nc.request(SUBJECT, b"hello", timeout=2)
+    assert reply.data == b"echo:hello"
+    assert handler.batches == [1]
+
+
+async def test_concurrent_requests_are_handled_in_one_batch(nc: NATS) -> None:
+    handler = Echo(delay=0.2)
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        first = asyncio.create_task(nc.request(SUBJECT, b"first", timeout=5))
+        await asyncio.wait_for(handler.started.wait(), 5)
+        # These arrive while the first batch is "committing": they form the next batch together.
+        rest = [asyncio.create_task(nc.request(SUBJECT, str(i).encode(), timeout=5)) for i in range(20)]
+        replies = await asyncio.gather(first, *rest)
+    assert [r.data for r in replies] == [b"echo:first", *(f"echo:{i}".encode() for i in range(20))]
+    assert handler.batches == [1, 20]
+
+
+async def test_max_batch_splits_large_bursts(nc: NATS) -> None:
+    handler = Echo(delay=0.1)
+    server = CommandServer(nc, SUBJECT, "test", handler, max_batch=8)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        replies = await asyncio.gather(*(nc.request(SUBJECT, b"x", timeout=5) for _ in range(20)))
+    assert all(r.data == b"echo:x" for r in replies)
+    assert max(handler.batches) <= 8
+    assert sum(handler.batches) == 20
+
+
+async def test_failed_batch_gets_no_reply_and_the_server_goes_on(nc: NATS) -> None:
+    calls = 0
+
+    async def flaky(msgs: Sequence[Msg]) -> list[bytes]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database down")
+        return [b"ok" for _ in msgs]
+
+    server = CommandServer(nc, SUBJECT, "test", flaky)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.request(SUBJECT, b"a", timeout=0.5)
+        assert (await nc.request(SUBJECT, b"b", timeout=2)).data == b"ok"
+
+
+async def test_stop_answers_what_was_received_then_stops_taking_requests(nc: NATS) -> None:
+    handler = Echo(delay=0.3)
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    task = asyncio.create_task(server.run())
+    await asyncio.wait_for(server.ready.wait(), 5)
+
+    in_flight = [asyncio.create_task(nc.request(SUBJECT, str(i).encode(), timeout=5)) for i in range(5)]
+    await asyncio.wait_for(handler.started.wait(), 5)
+    queued = [asyncio.create_task(nc.request(SUBJECT, f"q{i}".encode(), timeout=5)) for i in range(5)]
+    await asyncio.sleep(0)  # let the request tasks publish
+    await nc.flush()
+    server.stop()  # while the first batch is still being handled
+
+    replies = await asyncio.gather(*in_flight, *queued)
+    assert sorted(r.data for r in replies) == sorted(
+        [f"echo:{i}".encode() for i in range(5)] + [f"echo:q{i}".encode() for i in range(5)]
+    )
+    assert len(handler.batches) >= 2, "requests queued behind the in-flight batch were answered after stop()"
+    await asyncio.wait_for(task, 5)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await nc.request(SUBJECT, b"late", timeout=1)
+
+
+async def test_stop_before_run_has_subscribed_leaves_no_subscription(nc: NATS) -> None:
+    """A SIGTERM during start-up: stop() lands before run() has subscribed."""
+    server = CommandServer(nc, SUBJECT, "test", Echo())
+    server.stop()
+    await asyncio.wait_for(server.run(), 5)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await nc.request(SUBJECT, b"late", timeout=1)
