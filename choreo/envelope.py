@@ -28,6 +28,9 @@ H_CAUSATION = "ce-causationid"
 H_CONTENT_TYPE = "content-type"
 H_MSG_ID = "Nats-Msg-Id"
 
+#: Longest event, correlation and causation id accepted: the width of every id column.
+MAX_ID_LENGTH = 64
+
 M = TypeVar("M", bound=Message)
 
 
@@ -110,12 +113,17 @@ class Envelope:
         """Reads an envelope back from a NATS message.
 
         Raises:
-            EnvelopeError: a required ``ce-`` header is missing.
+            EnvelopeError: a required ``ce-`` header is missing, or an id is
+                longer than ``MAX_ID_LENGTH`` (PostgreSQL would refuse to store
+                it where SQLite would not, so it is rejected everywhere).
         """
         hdrs = headers or {}
         missing = [h for h in (H_ID, H_TYPE, H_SOURCE) if not hdrs.get(h)]
         if missing:
             raise EnvelopeError(f"missing header(s): {', '.join(missing)}")
+        too_long = [h for h in (H_ID, H_CORRELATION, H_CAUSATION) if len(hdrs.get(h, "")) > MAX_ID_LENGTH]
+        if too_long:
+            raise EnvelopeError(f"header(s) longer than {MAX_ID_LENGTH} characters: {', '.join(too_long)}")
         event_id = hdrs[H_ID]
         return cls(
             id=event_id,
