@@ -62,6 +62,15 @@ def test_missing_headers_are_rejected() -> None:
         Envelope.from_headers("booking.created", None, b"")
 
 
+def test_over_long_ids_are_rejected() -> None:
+    headers = envelope_for("b-1").headers()
+    Envelope.from_headers("booking.created", {**headers, "ce-correlationid": "c" * 64}, b"")
+    with pytest.raises(EnvelopeError, match="ce-correlationid"):
+        Envelope.from_headers("booking.created", {**headers, "ce-correlationid": "c" * 65}, b"")
+    with pytest.raises(EnvelopeError, match="ce-causationid"):
+        Envelope.from_headers("booking.created", {**headers, "ce-causationid": "c" * 65}, b"")
+
+
 def test_event_without_correlation_starts_its_own_workflow() -> None:
     env = Envelope.from_headers("s", {"ce-id": "e-1", "ce-type": "t", "ce-source": "src"}, b"")
     assert env.correlation_id == "e-1"

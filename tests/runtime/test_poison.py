@@ -26,7 +26,7 @@ from tests.runtime.harness import (
 TRUNCATED_BODY = b"\x0a\x7fnot protobuf"
 
 
-CASES = ["garbage-body", "no-headers", "missing-ce-type", "unknown-ce-type"]
+CASES = ["garbage-body", "no-headers", "missing-ce-type", "unknown-ce-type", "over-long-id"]
 
 
 def poison(case: str) -> tuple[bytes, dict[str, str] | None, str]:
@@ -40,6 +40,10 @@ def poison(case: str) -> tuple[bytes, dict[str, str] | None, str]:
     if case == "missing-ce-type":
         del headers["ce-type"]
         return env.data, headers, "missing header(s): ce-type"
+    if case == "over-long-id":
+        # Would fit SQLite's inbox but not PostgreSQL's VARCHAR(64): rejected on both, up front.
+        headers["ce-id"] = headers["Nats-Msg-Id"] = "x" * 100
+        return env.data, headers, "header(s) longer than 64 characters: ce-id"
     assert case == "unknown-ce-type"
     headers["ce-type"] = "choreo.booking.v1.NoSuchEvent"
     return env.data, headers, "unknown event type 'choreo.booking.v1.NoSuchEvent'"
