@@ -244,22 +244,27 @@ async def run_stack(
     policy = RestartPolicy(stop_grace=args.stop_grace)
     supervisor = Supervisor(process_specs(endpoints, envs), policy, report)
     tail_task = asyncio.create_task(tail.run())
+    # An interrupted demo did not show what it should: that is not a success.
+    interrupted = 130 if after_ready is not None else 0
     result = 0
     try:
         supervisor.start()
-        result = await _until_stopped(_ready_then(supervisor, endpoints, console, args, after_ready), stop)
+        ready_then = _ready_then(supervisor, endpoints, console, args, after_ready)
+        result = await _until_stopped(ready_then, stop, interrupted)
     finally:
-        console.event("choreo", "stopping services")
-        # Services warn that NATS disconnected as they drain; only errors matter now.
-        tail.min_level = max(tail.min_level, logging.ERROR)
-        codes = await supervisor.stop()
-        tail_task.cancel()
-        await asyncio.gather(tail_task, return_exceptions=True)
-        for name, code in codes.items():
-            console.event(name, "stopped" if code is None else f"stopped ({describe_exit(code)})")
-        if nats is not None:
-            await asyncio.to_thread(nats.stop)
-            console.event("nats", "stopped")
+        try:
+            console.event("choreo", "stopping services")
+            # Services warn that NATS disconnected as they drain; only errors matter now.
+            tail.min_level = max(tail.min_level, logging.ERROR)
+            codes = await supervisor.stop()
+            tail_task.cancel()
+            await asyncio.gather(tail_task, return_exceptions=True)
+            for name, code in codes.items():
+                console.event(name, "stopped" if code is None else f"stopped ({describe_exit(code)})")
+        finally:
+            if nats is not None:
+                await asyncio.to_thread(nats.stop)
+                console.event("nats", "stopped")
     unclean = [name for name, code in codes.items() if code not in (None, 0, -signal.SIGTERM)]
     if unclean:
         console.event("choreo", f"did not stop cleanly: {', '.join(unclean)} (see their logs)")
@@ -267,8 +272,8 @@ async def run_stack(
     return result
 
 
-async def _until_stopped(work: Awaitable[int], stop: asyncio.Event) -> int:
-    """``work``'s result, or 0 once ``stop`` is set first (the work is then cancelled)."""
+async def _until_stopped(work: Awaitable[int], stop: asyncio.Event, interrupted: int) -> int:
+    """``work``'s result, or ``interrupted`` when ``stop`` is set first (the work is then cancelled)."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -278,7 +283,7 @@ async def _until_stopped(work: Awaitable[int], stop: asyncio.Event) -> int:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    return 0
+    return interrupted
 
 
 async def _ready_then(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Receives (service name, summary line).
@@ -61,11 +63,19 @@ class LogTail:
         min_level: Least level of JSON records shown.
     """
 
-    def __init__(self, files: Mapping[str, Path], emit: Emit, min_level: int = logging.WARNING) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, Path],
+        emit: Emit,
+        min_level: int = logging.WARNING,
+        repeat_every: float = 30.0,
+    ) -> None:
         self.files = dict(files)
         self.emit = emit
         self.min_level = min_level
+        self.repeat_every = repeat_every
         self._offsets = dict.fromkeys(self.files, 0)
+        self._repeats = {name: _Repeats() for name in self.files}
 
     def skip_existing(self) -> None:
         """Starts from the current end of each file (earlier runs are not replayed)."""
@@ -86,7 +96,27 @@ class LogTail:
             for raw in chunk[:complete].splitlines():
                 summary = summarize(raw.decode(errors="replace"), self.min_level)
                 if summary is not None:
-                    self.emit(name, summary)
+                    self._show(name, summary)
+
+    def _show(self, name: str, summary: str) -> None:
+        """Emits ``summary``, collapsing a run of identical ones (a service retrying a connection)."""
+        repeats = self._repeats[name]
+        now = time.monotonic()
+        if summary == repeats.last:
+            repeats.count += 1
+            if now - repeats.since >= self.repeat_every:
+                self.emit(name, f"{summary} (again, {_times(repeats.count)} since)")
+                repeats.count, repeats.since = 0, now
+            return
+        self._flush(name)
+        self.emit(name, summary)
+        repeats.last, repeats.count, repeats.since = summary, 0, now
+
+    def _flush(self, name: str) -> None:
+        repeats = self._repeats[name]
+        if repeats.count:
+            self.emit(name, f"(the previous line came {_times(repeats.count)} more)")
+            repeats.count = 0
 
     async def run(self, interval: float = 0.25) -> None:
         """Polls until cancelled, then reads what is left."""
@@ -96,3 +126,18 @@ class LogTail:
                 await asyncio.sleep(interval)
         finally:
             self.poll()
+            for name in self.files:
+                self._flush(name)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+@dataclass
+class _Repeats:
+    """The last summary shown for one service, and how often it came again since."""
+
+    last: str = ""
+    count: int = 0
+    since: float = 0.0

@@ -49,3 +49,30 @@ def test_tail_reads_only_new_complete_lines(tmp_path: Path) -> None:
         f.write("\n")
     tail.poll()
     assert seen[-1] == ("booking", "ERROR sec")
+
+
+def test_a_run_of_identical_lines_is_collapsed(tmp_path: Path) -> None:
+    log = tmp_path / "booking.log"
+    seen: list[str] = []
+    tail = LogTail({"booking": log}, lambda n, m: seen.append(m), repeat_every=3600)
+    refused = line(level="WARNING", msg="NATS error: refused")
+    log.write_text("\n".join([refused] * 5 + [line(level="WARNING", msg="connected")]) + "\n")
+    tail.poll()
+    assert seen == [
+        "WARNING NATS error: refused",
+        "(the previous line came 4 times more)",
+        "WARNING connected",
+    ]
+
+
+def test_a_long_run_is_still_reported_now_and_then(tmp_path: Path) -> None:
+    log = tmp_path / "booking.log"
+    seen: list[str] = []
+    tail = LogTail({"booking": log}, lambda n, m: seen.append(m), repeat_every=0)
+    log.write_text("\n".join([line(level="WARNING", msg="refused")] * 3) + "\n")
+    tail.poll()
+    assert seen == [
+        "WARNING refused",
+        "WARNING refused (again, once since)",
+        "WARNING refused (again, once since)",
+    ]

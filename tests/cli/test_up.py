@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from choreo.natsserver import NatsServer
+from choreo.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -206,3 +207,15 @@ def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up]) -> None:
     assert positions == sorted(positions), "the trace is in causal order"
     assert "Demo passed." in out
     assert_stopped_cleanly(up, code)
+
+
+def test_services_that_never_get_ready_are_reported_with_their_logs(start_up: type[Up]) -> None:
+    unreachable = f"nats://127.0.0.1:{free_port()}"
+    # A short grace: services still connecting to NATS do not act on SIGTERM yet (see the report).
+    up = start_up("--nats-url", unreachable, "--ready-timeout", "2", "--stop-grace", "2")
+    code = up.process.wait(60)
+    up._reader.join(5)
+    assert code == 1, up.output
+    assert re.search(r"booking\s+not ready after 2s; last lines of .*booking\.log:", up.output)
+    assert "choreo is up" not in up.output
+    assert not [pid for pid in up.service_pids().values() if alive(pid)]
