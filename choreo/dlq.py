@@ -22,6 +22,8 @@ H_ORIGINAL_SEQUENCE = "choreo-dlq-sequence"
 H_CONSUMER = "choreo-dlq-consumer"
 H_DELIVERIES = "choreo-dlq-deliveries"
 H_ERROR = "choreo-dlq-error"
+#: Prefix of the original's JetStream (``Nats-*``) headers in the copy.
+H_ORIGINAL_PREFIX = "choreo-dlq-original-"
 
 
 async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, error: str) -> None:
@@ -39,7 +41,14 @@ async def copy_to_dlq(js: JetStreamContext, msg: Msg, consumer: str, error: str)
     meta = msg.metadata
     stream = meta.stream
     seq = meta.sequence.stream
-    headers = dict(msg.headers or {})
+    # JetStream acts on Nats-* headers when a message is published (expected last
+    # sequence, rollup, TTL...): copied as they are, they could make the DLQ refuse
+    # the copy, and the consumer would fail on the same message forever. They are
+    # kept under another name instead.
+    headers = {
+        (H_ORIGINAL_PREFIX + name if name.lower().startswith("nats-") else name): value
+        for name, value in (msg.headers or {}).items()
+    }
     # Our own id, so a retried dead-lettering is de-duplicated by JetStream.
     headers["Nats-Msg-Id"] = f"dlq:{stream}:{seq}:{consumer}"
     headers.update(
