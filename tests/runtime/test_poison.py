@@ -73,6 +73,32 @@ async def test_poison_goes_to_dlq_at_once_and_consumer_continues(
     assert dead_headers["choreo-dlq-subject"] == "booking.created"
     assert error in dead_headers["choreo-dlq-error"]
     for name, value in (headers or {}).items():
-        if name != "Nats-Msg-Id":
-            assert dead_headers[name] == value
+        copied = f"choreo-dlq-original-{name}" if name == "Nats-Msg-Id" else name
+        assert dead_headers[copied] == value, name
     assert consumer.dead_lettered == 1
+
+
+async def test_poison_with_jetstream_publish_headers_is_dead_lettered(
+    rt: Runtime, js: JetStreamContext, probe: Probe
+) -> None:
+    """``Nats-Expected-*`` headers of the original must not make the DLQ refuse the copy."""
+    await publish(js, envelope_for("first"))
+    # Valid when published (BOOKING's last sequence is 1); wrong for the DLQ stream, which is empty.
+    headers = {"Nats-Expected-Last-Sequence": "1", "Nats-Msg-Id": "poison-1"}
+    poison_seq = await publish_raw(js, "booking.created", TRUNCATED_BODY, headers)
+    await publish(js, envelope_for("after"))
+
+    consumer = consumer_for(rt, probe.routes())
+    async with running(consumer) as tasks:
+        await wait_until(
+            lambda: consumer.processed == 2 or tasks[0].done(), message="events around the poison"
+        )
+        assert not tasks[0].done(), tasks[0].exception()
+        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="poison terminated")
+
+    [dead] = await dlq_messages(js)
+    dead_headers = dead.headers or {}
+    assert dead_headers["choreo-dlq-sequence"] == str(poison_seq)
+    assert dead_headers["choreo-dlq-original-Nats-Expected-Last-Sequence"] == "1"
+    assert dead_headers["choreo-dlq-original-Nats-Msg-Id"] == "poison-1"
+    assert "Nats-Expected-Last-Sequence" not in dead_headers

@@ -72,8 +72,8 @@ async def test_always_failing_event_is_dead_lettered_while_others_flow(
     assert dead.data == bad.data
     headers = dead.headers or {}
     for name, value in bad.headers().items():
-        if name != "Nats-Msg-Id":
-            assert headers[name] == value, name
+        copied = f"choreo-dlq-original-{name}" if name == "Nats-Msg-Id" else name
+        assert headers[copied] == value, name
     assert headers["choreo-dlq-subject"] == "booking.created"
     assert headers["choreo-dlq-stream"] == BOOKING_STREAM
     assert headers["choreo-dlq-sequence"] == str(bad_seq)
