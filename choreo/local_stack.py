@@ -145,7 +145,7 @@ def print_endpoints(console: Console, ep: Endpoints) -> None:
         "choreo is up:",
         f"  NATS        {ep.nats_url}",
         f"  gRPC        {ep.grpc_target}   (grpcurl -plaintext {ep.grpc_target} list)",
-        f"  HTTP        {ep.http_base}/v1/bookings",
+        f"  HTTP        {ep.http_base}   (POST/GET {ep.http_base}/v1/bookings)",
         f"  OpenAPI     {ep.http_base}/openapi.json   (docs: {ep.http_base}/docs)",
         *(f"  health      {name:<8} {url}" for name, url in ep.health.items()),
         f"  gRPC health grpcurl -plaintext {host}:{port} grpc.health.v1.Health/Check",
