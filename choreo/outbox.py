@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError
 from sqlalchemy import Column, LargeBinary, Text, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
@@ -25,6 +26,9 @@ from choreo.db import BigIntId, big_int, now_us
 from choreo.envelope import Envelope
 
 log = logging.getLogger(__name__)
+
+#: Publish errors that are answers from a reachable JetStream, not an outage.
+_REFUSALS = (NoStreamResponseError, APIError)
 
 
 class OutboxRow(SQLModel, table=True):
@@ -160,6 +164,18 @@ class OutboxRelay:
                 for row in done:
                     callback(row.event_id, row.created_at_us)
         failed = [res for res in results if isinstance(res, BaseException)]
-        if failed:
+        # JetStream answered "no" (no stream for the subject, an API error): NATS is up,
+        # so backing off would only delay every later fact. Such rows stay, and are
+        # retried and reported each round, without slowing the others down.
+        refused = [(row, res) for row, res in zip(rows, results, strict=True) if isinstance(res, _REFUSALS)]
+        for row, res in refused:
+            log.error(
+                "JetStream refused outbox row %d (%s on %s): %r; it stays in the outbox",
+                row.id,
+                row.event_id,
+                row.subject,
+                res,
+            )
+        if len(failed) > len(refused):
             raise RuntimeError(f"{len(failed)} of {len(rows)} publishes failed: {failed[0]!r}")
         return len(done)
