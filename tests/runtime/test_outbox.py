@@ -160,3 +160,29 @@ async def test_survives_nats_outage_and_publishes_each_event_once(
     stored = await published_ids(js)
     assert sorted(stored) == sorted(e.id for e in before + during), "each event exactly once"
     assert stored[:5] == [e.id for e in before]
+
+
+async def test_an_unroutable_row_does_not_hold_back_later_facts(rt: Runtime, js: JetStreamContext) -> None:
+    """A fact on a subject no stream captures is refused by JetStream; it stays, loudly, alone."""
+    stray = Envelope.wrap(
+        payment_events.PaymentSucceeded(payment_id="p-stray"),
+        source=SERVICE,
+        subject="nowhere.captured",
+        correlation_id="wf-stray",
+    )
+    async with running(rt.relay):
+        await commit_events(rt, [payment_event(0), stray])
+        rt.relay.notify()
+        await wait_until(lambda: stream_count(js, PAYMENT_STREAM), message="the routable fact")
+        # Every later fact still goes out right after its commit, not after a backoff.
+        for n in range(1, 4):
+            await commit_events(rt, [payment_event(n)])
+            rt.relay.notify()
+            await wait_until(
+                lambda n=n: _count_is(js, n + 1), timeout=1.0, message=f"fact {n} published promptly"
+            )
+    assert await outbox_size(rt.engine) == 1, "the refused row is kept, not dropped"
+
+
+async def _count_is(js: JetStreamContext, n: int) -> bool:
+    return await stream_count(js, PAYMENT_STREAM) == n
