@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -96,10 +97,11 @@ class ConfiguredNats:
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not ready in {timeout}s ({last}): {self.log_tail()}")
 
-    def monitor(self, path: str) -> dict[str, object]:
+    def monitor(self, path: str) -> dict[str, Any]:
+        """A monitoring endpoint's JSON (/varz, /jsz, /connz ...)."""
         response = httpx.get(f"http://127.0.0.1:{self.monitor_port}{path}", timeout=5)
         response.raise_for_status()
-        data: dict[str, object] = response.json()
+        data: dict[str, Any] = response.json()
         return data
 
     def kill(self) -> None:

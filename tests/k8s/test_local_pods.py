@@ -64,7 +64,7 @@ def test_each_deployment_starts_and_becomes_ready(
                     role, role, "SELECT count(*) FROM pg_tables WHERE tableowner = current_user"
                 )
                 assert int(tables.stdout or 0) > 0, (service, tables.stderr)
-            connections: list[dict[str, str]] = nats.monitor("/connz?auth=true")["connections"]  # type: ignore[assignment]
+            connections = nats.monitor("/connz?auth=true")["connections"]
             users = sorted(c.get("authorized_user", "") for c in connections)
             assert users == sorted(SERVICES), "each service connected to NATS as its own user"
             # SIGTERM: each drains and exits cleanly within its terminationGracePeriodSeconds.

@@ -1,0 +1,147 @@
+"""The prod overlay's three-node JetStream cluster on loopback, with the real services.
+
+Three nats-server processes run the rendered prod configuration (cluster.conf
+routes pointed at loopback ports), the services run with the prod ConfigMaps
+(every node in NATS_URL, R3 streams). Bookings flow through the gateway while
+the BOOKING stream's leader is killed and later restarted: every booking the
+gateway acknowledged reaches its final state, every replica ends with the same
+facts, and none is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from choreo.gateway.v1 import gateway_pb2 as gw
+from tests.k8s import client
+from tests.k8s.localpod import LocalPod
+from tests.k8s.manifests import Manifests
+from tests.k8s.natsproc import ConfiguredNats, LocalCluster
+from tests.k8s.stack import SERVICES, nats_cluster, nats_passwords, sqlite_urls, user_passwords
+
+pytestmark = pytest.mark.slow
+
+BOOKINGS = 60
+KILL_AFTER = 15
+RESTART_AFTER = 35
+#: Bookings are started at a steady pace (open loop), so the crash lands mid-flow.
+INTERVAL = 0.08
+#: The killed node stays down at least this long, so bookings flow on the two others.
+MIN_DOWNTIME = 2.0
+TOKENS = ("tok_visa", "tok_chargeDeclined")
+#: Facts each booking leaves in each stream: created + confirmed/cancelled; one payment outcome.
+FACTS_PER_BOOKING = {"BOOKING": 2, "PAYMENT": 1}
+
+
+def stream_state(node: ConfiguredNats, stream: str) -> tuple[int, int]:
+    """(messages, last sequence) of this node's replica of a stream."""
+    jsz = node.monitor("/jsz?streams=true")
+    for account in jsz.get("account_details", []):
+        for detail in account.get("stream_detail", []):
+            if detail["name"] == stream:
+                return int(detail["state"]["messages"]), int(detail["state"]["last_seq"])
+    return 0, 0
+
+
+async def replicas_agree(cluster: LocalCluster, expected: dict[str, int], timeout: float = 30.0) -> None:
+    """Waits until every node holds exactly ``expected`` messages of each stream."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    states: dict[str, list[tuple[int, int]]] = {}
+    while loop.time() < end:
+        states = {s: [stream_state(n, s) for n in cluster.nodes] for s in expected}
+        if all(all(st[0] == expected[s] for st in states[s]) and len(set(states[s])) == 1 for s in expected):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"replicas disagree or facts are missing: {states}, expected {expected}")
+
+
+async def test_bookings_survive_a_nats_node_crash(overlays: dict[str, Manifests], tmp_path: Path) -> None:
+    prod = overlays["prod"]
+    passwords = nats_passwords(prod)
+    with nats_cluster(prod, tmp_path / "nats", passwords) as cluster:
+        assert len(cluster.nodes) == 3
+        urls = ",".join(cluster.urls)
+        pods = [
+            LocalPod(
+                prod,
+                service,
+                tmp_path / service,
+                secrets=passwords,
+                replace={
+                    f"{service.upper()}_NATS_URL": urls,
+                    **sqlite_urls(prod, service, tmp_path / service),
+                },
+            )
+            for service in SERVICES
+        ]
+        try:
+            for pod in pods:
+                pod.start()
+            for pod in pods:
+                pod.wait_probe("readinessProbe")
+            await _flow(cluster, pods[-1], user_passwords(prod, passwords)["booking"])
+            for pod in reversed(pods):
+                assert pod.terminate() == 0, pod.log_tail()
+        finally:
+            for pod in pods:
+                pod.kill()
+
+
+async def _flow(cluster: LocalCluster, gateway: LocalPod, booking_password: str) -> None:
+    nc = await nats.connect(cluster.urls, user="booking", password=booking_password)
+    try:
+        info = await nc.jetstream().stream_info("BOOKING")
+    finally:
+        await nc.close()
+    assert info.config.num_replicas == 3, "STREAM_REPLICAS=3 from the prod ConfigMap"
+    assert info.cluster is not None and info.cluster.leader
+    leader = cluster.node(info.cluster.leader)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.ports['grpc']}") as channel:
+        stub = client.stub(channel)
+        created: list[tuple[str, gw.Booking]] = []
+
+        async def one(i: int) -> None:
+            token = TOKENS[i % len(TOKENS)]
+            await asyncio.sleep(i * INTERVAL)
+            booking = await client.create(stub, token, key=f"k8s-{uuid.uuid4().hex}")
+            created.append((token, booking))
+
+        tasks = [asyncio.create_task(one(i)) for i in range(BOOKINGS)]
+        await _until(lambda: len(created) >= KILL_AFTER)
+        leader.kill()  # the BOOKING stream's leader crashes mid-flow
+        killed_at = asyncio.get_running_loop().time()
+        await _until(lambda: len(created) >= RESTART_AFTER)
+        await asyncio.sleep(max(0.0, killed_at + MIN_DOWNTIME - asyncio.get_running_loop().time()))
+        assert len(created) < BOOKINGS, "the node must come back while bookings still flow"
+        leader.start()
+        await asyncio.gather(*tasks)
+        leader.wait_ready()
+
+        for token, booking in created:
+            final = await client.wait_terminal(stub, booking.booking_id, timeout=60)
+            assert final.status == client.EXPECTED[token], final
+        for _, booking in created[:10]:
+            trace = await stub.GetWorkflowTrace(
+                gw.GetWorkflowTraceRequest(booking_id=booking.booking_id), timeout=5
+            )
+            assert len(trace.events) == sum(FACTS_PER_BOOKING.values()), trace
+    # Every acknowledged booking's facts are on every replica, once (the restarted node caught up).
+    await replicas_agree(cluster, {s: n * BOOKINGS for s, n in FACTS_PER_BOOKING.items()} | {"DLQ": 0})
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("the bookings stopped progressing")
+        await asyncio.sleep(0.01)
