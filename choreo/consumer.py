@@ -66,6 +66,9 @@ class EventConsumer:
         ack_wait_seconds: Time before JetStream redelivers an unacknowledged event.
         on_commit: Called after each commit that queued outgoing events
             (wakes the outbox relay).
+        max_in_flight_batches: Batches handled at once; by default 4 when a
+            route has a ``prepare`` step (their prepare steps overlap, their
+            commits still take turns), else 1.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class EventConsumer:
         concurrency: int = 64,
         ack_wait_seconds: float = 30.0,
         on_commit: Callable[[], None] | None = None,
+        max_in_flight_batches: int | None = None,
     ) -> None:
         self._js = js
         self._nc: NATS = nc if nc is not None else js._nc
@@ -93,6 +97,9 @@ class EventConsumer:
         self.durable = durable
         self._subjects = list(subjects)
         self._routes = {r.type_name: r for r in routes}
+        has_prepare = any(r.prepare is not None for r in self._routes.values())
+        self._max_in_flight = max_in_flight_batches or (4 if has_prepare else 1)
+        self._commit_turn = asyncio.Lock()
         self._source = source
         self._retry = retry or RetryPolicy()
         self._batch_size = batch_size
@@ -131,6 +138,7 @@ class EventConsumer:
         self._reader = reader
         if not await self._open(reader):
             return
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
                 try:
@@ -140,9 +148,21 @@ class EventConsumer:
                     log.warning("consumer %s/%s stalled (%s); re-opening", self.stream, self.durable, exc)
                     await self._open(reader)
                     continue
-                if msgs:
+                if not msgs:
+                    continue
+                if self._max_in_flight == 1:
                     await self.handle_batch(msgs)
+                    continue
+                # A slow prepare step (a provider call) must not hold back the events that
+                # arrive meanwhile: their batch starts preparing at once.
+                task = asyncio.create_task(self.handle_batch(msgs))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if len(in_flight) >= self._max_in_flight:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
             await reader.stop()
 
     async def _open(self, reader: PullReader) -> bool:
@@ -177,20 +197,21 @@ class EventConsumer:
             return
         await self._prepare(deliveries)
         ready = [d for d in deliveries if d.error is None]
-        try:
-            await self._commit(ready)
-        except Exception as exc:
-            if len(ready) == 1:
-                # Nothing to separate: running the handler again would only double its attempts.
-                ready[0].error = exc
-                ready = []
-            else:
-                log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
-            for d in ready:
-                try:
-                    await self._commit([d])
-                except Exception as one_exc:
-                    d.error = one_exc
+        async with self._commit_turn:
+            try:
+                await self._commit(ready)
+            except Exception as exc:
+                if len(ready) == 1:
+                    # Nothing to separate: running the handler again would only double its attempts.
+                    ready[0].error = exc
+                    ready = []
+                else:
+                    log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
+                for d in ready:
+                    try:
+                        await self._commit([d])
+                    except Exception as one_exc:
+                        d.error = one_exc
         for d in deliveries:
             if d.error is None:
                 await d.msg.ack()

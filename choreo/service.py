@@ -163,7 +163,18 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        service = await build(settings)
+        # Building connects to NATS and the database, which may retry for a long
+        # time; a SIGTERM meanwhile must still stop the process promptly.
+        building = asyncio.ensure_future(build(settings))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({building, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not building.done():
+            building.cancel()
+            await asyncio.gather(building, return_exceptions=True)
+            log.info("stopped before start-up completed")
+            return
+        stopping.cancel()
+        service = building.result()
         await service.start()
         log.info("%s started", service.name)
         try:

@@ -329,7 +329,7 @@ class TraceEvent(_message.Message):
     stream: _builtins.str
     stream_sequence: _builtins.int
     causation_id: _builtins.str
-    """ce-id of the fact that caused this one; empty for the first fact."""
+    """ce-id of the fact, or for the first fact the command, that caused this one."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
