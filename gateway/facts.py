@@ -9,7 +9,7 @@ indexed; only the types below also change a booking.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -78,10 +78,11 @@ def parse_time_us(value: str) -> int | None:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
-def _booking_created(m: booking_events.BookingCreated, at: int) -> Change:
+def _booking_created(m: booking_events.BookingCreated, at: int, correlation_id: str) -> Change:
     created = timestamp_us(m.created_at) or at
     return Change(
         booking_id=m.booking_id,
+        correlation_id=correlation_id,
         at_us=created,
         status=Status.PENDING,
         user_id=m.user_id,
@@ -91,18 +92,20 @@ def _booking_created(m: booking_events.BookingCreated, at: int) -> Change:
     )
 
 
-def _booking_confirmed(m: booking_events.BookingConfirmed, at: int) -> Change:
+def _booking_confirmed(m: booking_events.BookingConfirmed, at: int, correlation_id: str) -> Change:
     return Change(
         booking_id=m.booking_id,
+        correlation_id=correlation_id,
         at_us=timestamp_us(m.confirmed_at) or at,
         status=Status.CONFIRMED,
         payment_id=m.payment_id,
     )
 
 
-def _booking_cancelled(m: booking_events.BookingCancelled, at: int) -> Change:
+def _booking_cancelled(m: booking_events.BookingCancelled, at: int, correlation_id: str) -> Change:
     return Change(
         booking_id=m.booking_id,
+        correlation_id=correlation_id,
         at_us=timestamp_us(m.cancelled_at) or at,
         status=Status.CANCELLED,
         cancellation_reason=m.reason,
@@ -110,10 +113,11 @@ def _booking_cancelled(m: booking_events.BookingCancelled, at: int) -> Change:
     )
 
 
-def _payment_succeeded(m: payment_events.PaymentSucceeded, at: int) -> Change:
+def _payment_succeeded(m: payment_events.PaymentSucceeded, at: int, correlation_id: str) -> Change:
     # A payment exists only for a booking that exists: at least PENDING.
     return Change(
         booking_id=m.booking_id,
+        correlation_id=correlation_id,
         at_us=timestamp_us(m.succeeded_at) or at,
         status=Status.PENDING,
         payment_id=m.payment_id,
@@ -122,9 +126,10 @@ def _payment_succeeded(m: payment_events.PaymentSucceeded, at: int) -> Change:
     )
 
 
-def _payment_failed(m: payment_events.PaymentFailed, at: int) -> Change:
+def _payment_failed(m: payment_events.PaymentFailed, at: int, correlation_id: str) -> Change:
     return Change(
         booking_id=m.booking_id,
+        correlation_id=correlation_id,
         at_us=timestamp_us(m.failed_at) or at,
         status=Status.PENDING,
         payment_id=m.payment_id,
@@ -132,7 +137,7 @@ def _payment_failed(m: payment_events.PaymentFailed, at: int) -> Change:
     )
 
 
-_Reader = tuple[type[Message], Callable[[Any, int], Change]]
+_Reader = tuple[type[Message], Callable[[Any, int, str], Change]]
 
 #: The fact types that change a booking, by ``ce-type``.
 READERS: dict[str, _Reader] = {
@@ -235,15 +240,12 @@ def read_fact(
     if reader is not None and error is None:
         message_type, to_change = reader
         try:
-            change = to_change(env.decode(message_type), at)
+            change = to_change(env.decode(message_type), at, env.correlation_id)
         except DecodeError as exc:
             error = f"undecodable {env.type}: {exc}"
         else:
             error = _check_change(change)
-            if error is None:
-                # Every fact of a workflow carries its correlation id, so any of them can fill it.
-                change = replace(change, correlation_id=env.correlation_id)
-            else:
+            if error is not None:
                 error, change = f"invalid {env.type}: {error}", None
     trace = TraceRecord(
         event_id=env.id,

@@ -13,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from choreo.dlq import copy_to_dlq
 from choreo.logs import log_context
 from gateway.facts import read_fact
-from gateway.pull import OrderedPull
+from gateway.pull import Delivery, OrderedPull
 from gateway.store import ReadModel, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -100,20 +100,18 @@ class StreamFeed:
                     break
                 log.info("projecting %s from sequence %d", self.stream, self.position + 1)
                 failures = 0
-                while not self._stopping.is_set():
-                    msgs = await pull.next_batch(self._batch_size)
-                    if msgs:
-                        await self._apply(msgs)
-                        failures = 0
+                await self._project(pull)
             except Exception as exc:
                 if self._stopping.is_set():
                     break
                 failures += 1
-                level = logging.INFO if isinstance(exc, NotFoundError) else logging.WARNING
                 if failures == 1 or failures % 30 == 0:
-                    log.log(
-                        level, "projection of %s paused (%r); resuming from its checkpoint", self.stream, exc
-                    )
+                    if isinstance(exc, NotFoundError):
+                        log.info("stream %s does not exist yet; projecting it once it does", self.stream)
+                    else:
+                        log.warning(
+                            "projection of %s paused (%r); resuming from its checkpoint", self.stream, exc
+                        )
                 await self._pause(min(2.0, 0.05 * 2**failures))
             finally:
                 self._pull = None
@@ -156,19 +154,44 @@ class StreamFeed:
             async with asyncio.timeout(seconds):
                 await self._stopping.wait()
 
-    async def _apply(self, msgs: list[Msg]) -> None:
+    async def _project(self, pull: OrderedPull) -> None:
+        """Reads, prepares and commits batches, one commit in flight at a time.
+
+        The next batch is read and prepared while the previous one commits (the
+        database works in its own thread meanwhile), which is what makes a replay
+        fast; when nothing else is waiting the commit is finished at once, so live
+        facts reach the read model (and the watchers) without delay.
+        """
+        in_flight: _Commit | None = None
+        try:
+            while not self._stopping.is_set():
+                deliveries = await pull.next_batch(self._batch_size)
+                if not deliveries:
+                    continue
+                batch = await self._prepare(deliveries)
+                if in_flight is not None:
+                    await self._finish(in_flight)
+                in_flight = _Commit(asyncio.ensure_future(self._store.write(batch)), batch, len(deliveries))
+                if not pull.buffered:
+                    await self._finish(in_flight)
+                    in_flight = None
+        finally:
+            if in_flight is not None:
+                # Leave with the position of what is really committed.
+                with contextlib.suppress(Exception):
+                    await self._finish(in_flight)
+
+    async def _prepare(self, deliveries: list[Delivery]) -> WriteBatch:
+        """The batch of writes for ``deliveries``; poison is copied to the DLQ on the way."""
         batch = WriteBatch()
-        last = self.position
-        for msg in msgs:
-            meta = msg.metadata
-            last = meta.sequence.stream
+        for msg, sequence, stored_at_us in deliveries:
             fact = read_fact(
                 stream=self.stream,
-                sequence=last,
+                sequence=sequence,
                 subject=msg.subject,
                 headers=msg.headers,
                 data=msg.data,
-                stored_at_us=int(meta.timestamp.timestamp() * 1_000_000),
+                stored_at_us=stored_at_us,
             )
             if fact.trace is not None:
                 batch.trace.append(fact.trace)
@@ -179,12 +202,16 @@ class StreamFeed:
                 with log_context(correlation_id=fact.trace.correlation_id if fact.trace else None):
                     await copy_to_dlq(self._js, msg, DLQ_CONSUMER, fact.error)
                 self.dead_lettered += 1
-        batch.checkpoints[self.stream] = last
-        await self._store.write(batch)
-        self.position = last
-        self.applied += len(msgs)
+        batch.checkpoints[self.stream] = deliveries[-1].sequence
+        return batch
+
+    async def _finish(self, commit: _Commit) -> None:
+        """Waits for a commit and moves the feed's position past it."""
+        await commit.future
+        self.position = commit.batch.checkpoints[self.stream]
+        self.applied += commit.messages
         if log.isEnabledFor(logging.DEBUG):
-            for change in batch.changes:
+            for change in commit.batch.changes:
                 log.debug(
                     "booking %s: %s",
                     change.booking_id,
@@ -194,3 +221,10 @@ class StreamFeed:
         if not self.caught_up.is_set() and self.position >= self.target:
             log.info("read model caught up with %s at sequence %d", self.stream, self.position)
             self.caught_up.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    future: asyncio.Future[None]
+    batch: WriteBatch
+    messages: int

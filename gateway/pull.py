@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import uuid
+from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -34,6 +35,33 @@ log = logging.getLogger(__name__)
 _STATUS = "Status"
 _DESCRIPTION = "Description"
 _PENDING_MESSAGES = "Nats-Pending-Messages"
+
+
+class Delivery(NamedTuple):
+    """A message with its place in the stream."""
+
+    msg: Msg
+    #: Stream sequence.
+    sequence: int
+    #: When JetStream stored it (microseconds since the epoch).
+    stored_at_us: int
+
+
+def parse_reply(reply: str) -> tuple[int, int, int] | None:
+    """(stream sequence, consumer sequence, stored-at ns) from a JetStream message's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>``, or the
+    newer form with ``<domain>.<account hash>`` after ``ACK`` (and a trailing token).
+    Parsed here once per message, far cheaper than ``Msg.metadata``.
+    """
+    tokens = reply.split(".")
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        return None
+    base = 5 if len(tokens) == 9 else 7
+    try:
+        return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 2])
+    except (ValueError, IndexError):
+        return None
 
 
 class PullInterrupted(Exception):
@@ -74,7 +102,7 @@ class OrderedPull:
         self._api_prefix = api_prefix
         self.consumer = ""
         self._sub: Subscription | None = None
-        self._buffer: list[Msg] = []
+        self._buffer: list[Delivery] = []
         self._arrived = asyncio.Event()
         self._credit = 0
         self._expected = 1
@@ -107,7 +135,7 @@ class OrderedPull:
         self._last_activity = asyncio.get_running_loop().time()
         await self._request()
 
-    async def next_batch(self, limit: int) -> list[Msg]:
+    async def next_batch(self, limit: int) -> list[Delivery]:
         """Waits for messages and returns up to ``limit`` of them, in order.
 
         Returns an empty list when ``interrupt`` was called.
@@ -122,7 +150,7 @@ class OrderedPull:
                 raise PullInterrupted(self._problem)
             if self._buffer:
                 taken, self._buffer = self._buffer[:limit], self._buffer[limit:]
-                if self._credit <= self._batch // 2 and len(self._buffer) < self._batch:
+                if self._credit <= self._batch and len(self._buffer) < self._batch * 2:
                     await self._request()
                 return taken
             if self._interrupted:
@@ -136,6 +164,11 @@ class OrderedPull:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet taken."""
+        return len(self._buffer)
 
     def interrupt(self) -> None:
         """Makes a waiting ``next_batch`` return (used on shutdown)."""
@@ -171,17 +204,17 @@ class OrderedPull:
         status = headers.get(_STATUS) if headers else None
         if status:
             self._on_status(status, headers or {})
-        elif not msg.reply:
-            self._problem = "a message without JetStream metadata"
         else:
-            sequence = msg.metadata.sequence.consumer
-            if sequence != self._expected:
+            position = parse_reply(msg.reply) if msg.reply else None
+            if position is None:
+                self._problem = f"a message without JetStream metadata (reply {msg.reply!r})"
+            elif position[1] != self._expected:
                 # A message was lost on the way (slow consumer, reconnect): start over from the checkpoint.
-                self._problem = f"consumer sequence {sequence}, expected {self._expected}"
+                self._problem = f"consumer sequence {position[1]}, expected {self._expected}"
             else:
                 self._expected += 1
                 self._credit -= 1
-                self._buffer.append(msg)
+                self._buffer.append(Delivery(msg, position[0], position[2] // 1000))
         self._arrived.set()
 
     def _on_status(self, status: str, headers: dict[str, str]) -> None:

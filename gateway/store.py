@@ -8,7 +8,8 @@ many small writes into one commit under load. A projection batch and its
 stream checkpoint always commit in the same transaction, so the read model is
 exactly-once with respect to the streams.
 
-Hot paths are SQLAlchemy Core statements with ``executemany``.
+Hot paths are SQLAlchemy Core statements compiled once and run with
+``executemany`` (see ``gateway.bulk``).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, select, text, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.db import create_tables
+from gateway.bulk import BulkStatement, insert_new, upsert
 from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
 from gateway.paging import Cursor
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 
 #: Ids per ``IN (...)`` lookup (well under every database's parameter limit).
 _LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    stream: str
+    last_sequence: int
 
 
 @dataclass(slots=True)
@@ -50,10 +57,6 @@ class WriteBatch:
     checkpoints: dict[str, int] = field(default_factory=dict)
 
 
-def _insert(table: Table, dialect: str) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 def _view(row: Any) -> BookingView:
     return BookingView(
         booking_id=row.booking_id,
@@ -69,8 +72,11 @@ def _view(row: Any) -> BookingView:
     )
 
 
+_TRACE_FIELDS = TraceRecord.__slots__
+
+
 def _trace(row: Any) -> TraceRecord:
-    return TraceRecord(**{name: getattr(row, name) for name in TraceRecord.__slots__})
+    return TraceRecord(**{name: getattr(row, name) for name in _TRACE_FIELDS})
 
 
 class ReadModel:
@@ -91,7 +97,13 @@ class ReadModel:
         self._writer = writer
         self._reader = reader
         self._on_commit = on_commit
-        self._dialect = writer.dialect.name
+        dialect = writer.dialect
+        # Trace rows and booking views map onto their tables column for column.
+        self._insert_trace = BulkStatement(insert_new(trace_events_table, dialect.name, "event_id"), dialect)
+        self._upsert_bookings = BulkStatement(
+            upsert(bookings_table, dialect.name, "booking_id"), dialect, {"status": "status.value"}
+        )
+        self._upsert_checkpoints = BulkStatement(upsert(checkpoints_table, dialect.name, "stream"), dialect)
         self._pending: list[tuple[WriteBatch, asyncio.Future[None]]] = []
         self._writer_task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -132,25 +144,18 @@ class ReadModel:
                 self._on_commit(changed)
 
     async def _commit(self, batches: Sequence[WriteBatch]) -> set[str]:
-        trace = [asdict(t) for b in batches for t in b.trace]
+        trace = [t for b in batches for t in b.trace]
         changes = [c for b in batches for c in b.changes]
         checkpoints: dict[str, int] = {}
         for b in batches:
             for stream, seq in b.checkpoints.items():
                 checkpoints[stream] = max(seq, checkpoints.get(stream, 0))
         async with self._writer.begin() as conn:
-            if trace:
-                stmt = _insert(trace_events_table, self._dialect).on_conflict_do_nothing(
-                    index_elements=["event_id"]
-                )
-                await conn.execute(stmt, trace)
+            await self._insert_trace.execute(conn, trace)
             changed = await self._apply_changes(conn, changes)
-            if checkpoints:
-                ins = _insert(checkpoints_table, self._dialect)
-                stmt = ins.on_conflict_do_update(
-                    index_elements=["stream"], set_={"last_sequence": ins.excluded.last_sequence}
-                )
-                await conn.execute(stmt, [{"stream": s, "last_sequence": q} for s, q in checkpoints.items()])
+            await self._upsert_checkpoints.execute(
+                conn, [_Checkpoint(stream, seq) for stream, seq in checkpoints.items()]
+            )
         return changed
 
     async def _apply_changes(self, conn: AsyncConnection, changes: list[Change]) -> set[str]:
@@ -170,17 +175,9 @@ class ReadModel:
                     extra={"correlation_id": change.correlation_id},
                 )
             after[change.booking_id] = merge(current, change)
-        rows = [asdict(v) for k, v in after.items() if before.get(k) != v]
-        if rows:
-            for row in rows:
-                row["status"] = str(row["status"])
-            ins = _insert(bookings_table, self._dialect)
-            stmt = ins.on_conflict_do_update(
-                index_elements=["booking_id"],
-                set_={c.name: ins.excluded[c.name] for c in bookings_table.columns if c.name != "booking_id"},
-            )
-            await conn.execute(stmt, rows)
-        return {row["booking_id"] for row in rows}
+        changed = [view for booking_id, view in after.items() if before.get(booking_id) != view]
+        await self._upsert_bookings.execute(conn, changed)
+        return {view.booking_id for view in changed}
 
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, BookingView]:
         found: dict[str, BookingView] = {}
