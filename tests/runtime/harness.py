@@ -68,6 +68,8 @@ class Probe:
         fail_times: Booking ids whose handler raises this many more times.
         always_fail: Booking ids whose handler always raises.
         prepare_delay: Seconds each ``prepare`` call sleeps.
+        handle_delay: Seconds each handler call sleeps (inside the transaction).
+        prepare_fail_times: Booking ids whose ``prepare`` raises this many more times.
         calls: ``(booking_id, monotonic time)`` of every handler invocation.
         prepare_calls: Booking ids passed to ``prepare``, in call order.
         prepare_peak: Most ``prepare`` calls in flight at once.
@@ -76,6 +78,8 @@ class Probe:
     fail_times: dict[str, int] = field(default_factory=dict)
     always_fail: set[str] = field(default_factory=set)
     prepare_delay: float = 0.0
+    handle_delay: float = 0.0
+    prepare_fail_times: dict[str, int] = field(default_factory=dict)
     calls: list[tuple[str, float]] = field(default_factory=list)
     prepare_calls: list[str] = field(default_factory=list)
     prepare_peak: int = 0
@@ -88,6 +92,7 @@ class Probe:
         """Records the effect and emits ``PaymentSucceeded`` (or fails as scripted)."""
         booking_id = message.booking_id
         self.calls.append((booking_id, time.monotonic()))
+        await asyncio.sleep(self.handle_delay)
         if booking_id in self.always_fail:
             raise Boom(f"always failing {booking_id}")
         left = self.fail_times.get(booking_id, 0)
@@ -120,6 +125,10 @@ class Probe:
             await asyncio.sleep(self.prepare_delay)
         finally:
             self._prepare_inflight -= 1
+        left = self.prepare_fail_times.get(message.booking_id, 0)
+        if left > 0:
+            self.prepare_fail_times[message.booking_id] = left - 1
+            raise Boom(f"provider unavailable for {message.booking_id}")
         return f"prepared:{message.booking_id}:{envelope.id}"
 
     def routes(self, *, with_prepare: bool = False) -> list[Route]:

@@ -84,3 +84,20 @@ async def test_prepare_runs_concurrently_and_reaches_the_handler(
     assert sum(batches) == 20
     stored = {e["booking_id"]: e["prepared"] for e in await effects(rt.engine)}
     assert stored == {f"b-{i:02d}": f"prepared:b-{i:02d}:{env.id}" for i, env in enumerate(envs)}
+
+
+async def test_failed_prepare_retries_only_that_event(
+    rt: Runtime, js: JetStreamContext, probe: Probe
+) -> None:
+    probe.prepare_fail_times["b-2"] = 1
+    for i in range(5):
+        await publish(js, envelope_for(f"b-{i}"))
+
+    consumer = consumer_for(rt, probe.routes(with_prepare=True))
+    async with running(consumer):
+        await wait_until(lambda: consumer.processed == 5, timeout=5.0, message="all five, one after a retry")
+
+    assert probe.prepare_calls.count("b-2") == 2
+    assert all(probe.prepare_calls.count(f"b-{i}") == 1 for i in (0, 1, 3, 4))
+    assert len(probe.calls_for("b-2")) == 1, "the handler never ran for the failed prepare"
+    assert sorted(e["booking_id"] for e in await effects(rt.engine)) == [f"b-{i}" for i in range(5)]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.runtime import Runtime
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -19,6 +20,7 @@ from tests.runtime.harness import (
     envelope_for,
     outbox_size,
     publish,
+    running,
     stream_messages,
     wait_until,
 )
@@ -60,3 +62,30 @@ async def test_wait_reraises_a_crashed_component(rt: Runtime) -> None:
     with pytest.raises(RuntimeError, match="component crashed"):
         await asyncio.wait_for(service.wait(asyncio.Event()), 5)
     await asyncio.wait_for(service.stop(grace=3.0), 5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="EventConsumer/PullReader drop buffered, never-handled messages on stop without nak: "
+    "they wait out ack_wait before another replica gets them",
+)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_stop_hands_back_events_it_buffered_but_never_handled(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+) -> None:
+    """A rolling restart must not delay events by ack_wait (30 s by default)."""
+    rt = await make_runtime(batch_size=5, ack_wait_seconds=30.0)
+    probe.handle_delay = 0.05
+    for i in range(20):
+        await publish(js, envelope_for(f"b-{i:02d}"))
+    first = consumer_for(rt, probe.routes())
+    async with running(first):
+        await wait_until(lambda: len(probe.calls) >= 1, message="first batch in flight")
+    assert first.processed < 20, "the first consumer should stop with events still buffered"
+
+    second = consumer_for(rt, probe.routes())
+    async with running(second):
+        await wait_until(
+            lambda: first.processed + second.processed >= 20, timeout=5.0, message="the rest, promptly"
+        )
+    assert len(await effects(rt.engine)) == 20
