@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 import pytest
 from nats.js import JetStreamContext
@@ -179,7 +180,7 @@ async def test_an_unroutable_row_does_not_hold_back_later_facts(rt: Runtime, js:
             await commit_events(rt, [payment_event(n)])
             rt.relay.notify()
             await wait_until(
-                lambda n=n: _count_is(js, n + 1), timeout=1.0, message=f"fact {n} published promptly"
+                partial(_count_is, js, n + 1), timeout=1.0, message=f"fact {n} published promptly"
             )
     assert await outbox_size(rt.engine) == 1, "the refused row is kept, not dropped"
 
