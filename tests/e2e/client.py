@@ -37,9 +37,15 @@ async def wait_terminal(
 
 
 async def create_with_retry(
-    stub: gateway_pb2_grpc.BookingGatewayServiceStub, req: gw.CreateBookingRequest, deadline: float = 60.0
+    stub: gateway_pb2_grpc.BookingGatewayServiceStub,
+    req: gw.CreateBookingRequest,
+    deadline: float = 60.0,
+    retried: list[str] | None = None,
 ) -> gw.Booking:
-    """Retries UNAVAILABLE with the same idempotency key, as a well-behaved client does."""
+    """Retries UNAVAILABLE with the same idempotency key, as a well-behaved client does.
+
+    Each retry's cause is appended to ``retried`` when given.
+    """
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline
     delay = 0.05
@@ -51,5 +57,7 @@ async def create_with_retry(
                 raise
             if loop.time() > end:
                 raise
+            if retried is not None:
+                retried.append(exc.code().name)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)

@@ -47,9 +47,9 @@ class Stack:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.health_ports = {"booking": free_port(), "payment": free_port()}
-        self.database_urls = {
-            name: f"sqlite+aiosqlite:///{root / f'{name}.db'}" for name in SERVICES
-        } | (database_urls or {})
+        self.database_urls = {name: f"sqlite+aiosqlite:///{root / f'{name}.db'}" for name in SERVICES} | (
+            database_urls or {}
+        )
         self.ledger_url = f"sqlite+aiosqlite:///{root / 'psp-ledger.db'}"
         self.extra_env = env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -19,6 +19,7 @@ TOTAL = 200
 async def test_sigkill_payment_then_booking_while_bookings_flow(stack: Stack) -> None:
     tokens = [list(EXPECTED)[i % len(EXPECTED)] for i in range(TOTAL)]
     created: dict[int, gw.Booking] = {}
+    retried: list[str] = []
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
 
@@ -26,7 +27,7 @@ async def test_sigkill_payment_then_booking_while_bookings_flow(stack: Stack) ->
             for i in range(worker, TOTAL, 8):
                 # An idempotency key per booking makes the client's retries during the outage safe.
                 req = request(tokens[i], user="chaos", key=f"chaos-{i}")
-                created[i] = await create_with_retry(stub, req, deadline=90)
+                created[i] = await create_with_retry(stub, req, deadline=90, retried=retried)
                 await asyncio.sleep(0.01)
 
         async def chaos() -> None:
@@ -42,10 +43,13 @@ async def test_sigkill_payment_then_booking_while_bookings_flow(stack: Stack) ->
             await asyncio.to_thread(stack.start, "payment")
 
         await asyncio.gather(chaos(), *(client(w) for w in range(8)))
-        finals = await asyncio.gather(*(wait_terminal(stub, b.booking_id, timeout=60) for b in created.values()))
+        finals = await asyncio.gather(
+            *(wait_terminal(stub, b.booking_id, timeout=60) for b in created.values())
+        )
         listed = await _count_user(stub, "chaos")
 
     assert len(created) == TOTAL
+    assert "UNAVAILABLE" in retried, "the booking outage was not felt by any client: the test proves nothing"
     assert listed == TOTAL, "a retried create made a second booking"
     for i, final in zip(created, finals, strict=True):
         assert (final.status, final.cancellation_reason) == EXPECTED[tokens[i]], (i, tokens[i])

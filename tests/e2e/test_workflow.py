@@ -83,7 +83,10 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(stac
         (request("tok_visa", user=""), "user_id"),
         (request("tok_visa", amount=0), "amount_cents"),
         (request("tok_visa", amount=10**15), "amount_cents"),
-        (gw.CreateBookingRequest(user_id="u", amount_cents=5, currency="EURO", payment_token="tok_visa"), "currency"),
+        (
+            gw.CreateBookingRequest(user_id="u", amount_cents=5, currency="EURO", payment_token="tok_visa"),
+            "currency",
+        ),
         (request("card_4242"), "payment_token"),
         (request("tok_visa", key="k" * 300), "idempotency_key"),
     ]
@@ -94,11 +97,14 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(stac
         assert field in (err.value.details() or "")
     async with httpx.AsyncClient(base_url=stack.http_base) as http:
         resp = await http.post(
-            "/v1/bookings", json={"user_id": "u", "amount_cents": 5, "currency": "eu", "payment_token": "tok_visa"}
+            "/v1/bookings",
+            json={"user_id": "u", "amount_cents": 5, "currency": "eu", "payment_token": "tok_visa"},
         )
         assert resp.status_code in (400, 422)
         assert "currency" in resp.text
-        resp = await http.post("/v1/bookings", json={"user_id": "u", "amount_cents": "lots", "currency": "EUR"})
+        resp = await http.post(
+            "/v1/bookings", json={"user_id": "u", "amount_cents": "lots", "currency": "EUR"}
+        )
         assert resp.status_code in (400, 422)
         assert "amount_cents" in resp.text
     listed = await stub.ListBookings(gw.ListBookingsRequest())
@@ -139,7 +145,9 @@ async def _all_bookings(stub: Stub) -> list[gw.Booking]:
 
 async def test_deleted_read_model_is_rebuilt_by_replay(stack: Stack, stub: Stub) -> None:
     tokens = list(EXPECTED) * 5
-    created = [(await stub.CreateBooking(request(tok, user=f"u{i % 3}"))).booking for i, tok in enumerate(tokens)]
+    created = [
+        (await stub.CreateBooking(request(tok, user=f"u{i % 3}"))).booking for i, tok in enumerate(tokens)
+    ]
     for booking in created:
         await wait_terminal(stub, booking.booking_id)
     before = await _all_bookings(stub)
@@ -157,7 +165,8 @@ async def test_deleted_read_model_is_rebuilt_by_replay(stack: Stack, stub: Stub)
         fresh = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
         after = await _all_bookings(fresh)
         traces_after = [
-            await fresh.GetWorkflowTrace(gw.GetWorkflowTraceRequest(booking_id=b.booking_id)) for b in created[:4]
+            await fresh.GetWorkflowTrace(gw.GetWorkflowTraceRequest(booking_id=b.booking_id))
+            for b in created[:4]
         ]
     assert after == before
     assert traces_after == traces_before
