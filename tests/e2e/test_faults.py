@@ -20,6 +20,7 @@ async def test_sigkill_payment_then_booking_while_bookings_flow(stack: Stack) ->
     tokens = [list(EXPECTED)[i % len(EXPECTED)] for i in range(TOTAL)]
     created: dict[int, gw.Booking] = {}
     retried: list[str] = []
+    milestones = {40: asyncio.Event(), 80: asyncio.Event()}
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
 
@@ -28,14 +29,14 @@ async def test_sigkill_payment_then_booking_while_bookings_flow(stack: Stack) ->
                 # An idempotency key per booking makes the client's retries during the outage safe.
                 req = request(tokens[i], user="chaos", key=f"chaos-{i}")
                 created[i] = await create_with_retry(stub, req, deadline=90, retried=retried)
+                if len(created) in milestones:
+                    milestones[len(created)].set()
                 await asyncio.sleep(0.01)
 
         async def chaos() -> None:
-            while len(created) < 40:
-                await asyncio.sleep(0.01)
+            await milestones[40].wait()
             stack.kill("payment")
-            while len(created) < 80:
-                await asyncio.sleep(0.01)
+            await milestones[80].wait()
             stack.kill("booking")
             await asyncio.sleep(1.0)  # clients meet UNAVAILABLE and retry meanwhile
             await asyncio.to_thread(stack.start, "booking")
