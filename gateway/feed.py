@@ -112,7 +112,7 @@ class StreamFeed:
                         log.warning(
                             "projection of %s paused (%r); resuming from its checkpoint", self.stream, exc
                         )
-                await self._pause(min(2.0, 0.05 * 2**failures))
+                await self._pause(_backoff(failures))
             finally:
                 self._pull = None
                 await pull.close()
@@ -131,7 +131,7 @@ class StreamFeed:
                 failures += 1
                 if failures == 1:
                     log.warning("cannot read stream %s yet (%r)", self.stream, exc)
-                await self._pause(min(2.0, 0.05 * 2**failures))
+                await self._pause(_backoff(failures))
                 continue
             state = info.state
             self.target = int(state.last_seq) if state.messages else 0
@@ -221,6 +221,11 @@ class StreamFeed:
         if not self.caught_up.is_set() and self.position >= self.target:
             log.info("read model caught up with %s at sequence %d", self.stream, self.position)
             self.caught_up.set()
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before retry number ``failures``: 0.1, 0.2, 0.4, ... up to 2."""
+    return min(2.0, 0.05 * float(2 ** min(failures, 6)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import uvicorn
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -46,8 +47,11 @@ HTTP_STATUS = {
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_BAD_REQUEST: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorJson, "description": "Invalid request; `field` names the culprit."},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_BAD_REQUEST,
     404: {"model": ErrorJson, "description": "Not found."},
 }
 _LOCATIONS = {"body", "query", "path", "header"}
@@ -107,7 +111,7 @@ def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
         status_code=201,
         response_model=BookingJson,
         responses={
-            **_ERRORS,
+            **_BAD_REQUEST,
             409: {"model": ErrorJson, "description": "The idempotency key was used for another booking."},
             503: {
                 "model": ErrorJson,
@@ -126,7 +130,7 @@ def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
         ] = None,
     ) -> Response:
         key = body.idempotency_key
-        if idempotency_key is not None:
+        if idempotency_key:  # an empty header is no key
             if key and key != idempotency_key:
                 raise GatewayError(
                     ErrorCode.INVALID_ARGUMENT,
@@ -164,7 +168,7 @@ def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
     @app.get(
         "/v1/bookings",
         response_model=ListBookingsJson,
-        responses=_ERRORS,
+        responses=_BAD_REQUEST,
         summary="List bookings, newest first",
     )
     async def list_bookings(
@@ -219,7 +223,35 @@ def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
             {"status": "unavailable" if failures else "ok", "failures": failures}, 503 if failures else 200
         )
 
+    _document_errors_as_400(app)
     return app
+
+
+def _document_errors_as_400(app: FastAPI) -> None:
+    """Makes ``/openapi.json`` say what the API does: invalid input is a 400 ``ErrorJson``, never a 422."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {
+                            "description": "Invalid request; `field` names the culprit.",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorJson"}}
+                            },
+                        }
+            schemas = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _trace_response(correlation_id: str, events: list[Any]) -> Response:

@@ -214,5 +214,11 @@ async def test_health_readiness_and_openapi(http: httpx.AsyncClient) -> None:
     )
     params = {p["name"] for p in create["parameters"]}
     assert {"idempotency-key", "x-correlation-id"} <= params
+    for path in spec["paths"].values():
+        for operation in path.values():
+            assert "422" not in operation["responses"]  # invalid input is documented as it is: 400
+    assert spec["paths"]["/v1/bookings"]["get"]["responses"]["400"]["content"]["application/json"]["schema"][
+        "$ref"
+    ].endswith("/ErrorJson")
     booking_schema = spec["components"]["schemas"]["BookingJson"]
     assert "BOOKING_STATUS_CONFIRMED" in booking_schema["properties"]["status"]["enum"]

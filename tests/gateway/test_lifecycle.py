@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -79,7 +80,7 @@ async def test_shutdown_ends_watches_and_waits_promptly(
         grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}", timeout=10) as http,
     ):
-        stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+        stub: Any = gateway_pb2_grpc.BookingGatewayServiceStub(channel)  # typed for the sync API
         request = gw.CreateBookingRequest(
             user_id="u", amount_cents=5, currency="USD", payment_token="tok_visa"
         )
