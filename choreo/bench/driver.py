@@ -199,3 +199,25 @@ async def _open_loop(run: _Run, op: Op, rate: float) -> None:
         i += 1
     if tasks:
         await asyncio.gather(*tasks)
+
+
+async def run_count(op: Op, count: int, concurrency: int) -> LoadResult:
+    """Runs exactly ``count`` items with ``concurrency`` clients (e.g. to store a history).
+
+    The whole run is the window: throughput is ``count`` over the time it took.
+    """
+    spec = LoadSpec("closed", duration=0.0, warmup=0.0, concurrency=concurrency)
+    run = _Run(spec)
+    run.window_end = float("inf")
+    remaining = count
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await run.one(op, time.perf_counter())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    run.result.window_s = time.perf_counter() - started
+    return run.result

@@ -94,3 +94,21 @@ def process_costs(
             "peak_rss_mb": round(end.hwm_kb / 1024, 1),
         }
     return costs
+
+
+def read_busy_cpu_s(proc: Path = Path("/proc")) -> float:
+    """CPU seconds the whole machine has been busy (all cores, since boot).
+
+    The difference over a window, minus what the measured processes used,
+    is the load other programs put on the machine meanwhile.
+    """
+    fields = (proc / "stat").read_text().splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait.
+    values = [int(v) for v in fields[:8]]
+    busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+    return busy / _TICKS
+
+
+def machine_cores_used(busy_before: float, busy_after: float, window_s: float) -> float:
+    """Average cores busy over a window (all programs)."""
+    return (busy_after - busy_before) / window_s if window_s > 0 else 0.0

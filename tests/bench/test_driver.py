@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from choreo.bench.driver import LoadSpec, StillPending, run_load
+from choreo.bench.driver import LoadSpec, StillPending, run_count, run_load
 
 
 async def test_closed_loop_counts_every_outcome() -> None:
@@ -54,3 +54,13 @@ async def test_open_loop_starts_at_the_rate_and_charges_from_schedule() -> None:
     assert result.ended == 120 and result.errors == 0 and result.pending == 0
     assert min(result.latencies_ms) >= 10.0
     assert result.to_dict()["rate"] == 200
+
+
+async def test_run_count_runs_exactly_that_many() -> None:
+    async def op() -> str:
+        await asyncio.sleep(0.001)
+        return "CONFIRMED"
+
+    result = await run_count(op, 57, concurrency=8)
+    assert result.started == result.ended == result.in_window == 57
+    assert result.window_s > 0 and result.throughput_per_s > 0

@@ -1,0 +1,111 @@
+"""``choreo bench``: measure the system end to end against the raw NATS ceiling.
+
+Starts nats-server and the services on fresh data (as ``choreo up`` does), or
+targets a running system with ``--gateway`` and ``--nats-url``, then prints the
+report as tables and, with ``--json``, writes it as JSON. See
+docs/benchmarks.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from choreo.cli import Subcommand
+
+if TYPE_CHECKING:
+    from choreo.bench.runner import BenchOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measurement window")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each window")
+    parser.add_argument("--rate", type=float, default=1000.0, help="bookings/s of the open loop (0: skip)")
+    parser.add_argument(
+        "--low-rate", type=float, default=20.0, help="bookings/s of the low-load open loop (0: skip)"
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="clients of the closed loops")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=100_000,
+        help="bookings stored before the last scale measurement (0: skip)",
+    )
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
+    parser.add_argument("--no-replay", action="store_true", help="skip the read-model rebuild")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="skip the run with fsync on every JetStream write"
+    )
+    parser.add_argument("--no-stages", action="store_true", help="skip the stage breakdown")
+    parser.add_argument("--gateway", metavar="HOST:PORT", help="gRPC address of a running gateway")
+    parser.add_argument("--http", metavar="URL", help="HTTP base URL of that gateway (default: no HTTP run)")
+    parser.add_argument("--nats-url", help="NATS server of the running system (needed with --gateway)")
+    parser.add_argument("--data-dir", help="where the started systems keep their data (default: temporary)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the data directory afterwards")
+
+
+def options_from(args: argparse.Namespace) -> BenchOptions:
+    from choreo.bench.runner import BenchOptions  # heavy imports only when the command runs
+
+    return BenchOptions(
+        duration=args.duration,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        low_rate=args.low_rate,
+        http=not args.no_http,
+        scale=args.scale,
+        replay=not args.no_replay,
+        fsync=not args.no_fsync,
+        stages=not args.no_stages,
+        gateway=args.gateway,
+        http_url=args.http,
+        nats_url=args.nats_url,
+        data_dir=Path(args.data_dir).resolve() if args.data_dir else None,
+        keep_data=args.keep_data,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the benchmark; returns 0 when every booking completed, 1 otherwise."""
+    from choreo.bench.report import format_report
+    from choreo.bench.runner import run_bench
+
+    if args.gateway and not args.nats_url:
+        print("choreo bench: --gateway needs --nats-url", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(run_bench(options_from(args), progress))
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        progress(f"JSON report written to {args.json}")
+    return 0 if report_clean(report) else 1
+
+
+def report_clean(report: dict[str, object]) -> bool:
+    """True when no measured run had errors or bookings left pending."""
+    runs = [report.get(k) for k in ("e2e", "e2e_open", "e2e_low_load", "http")]
+    for figures in runs:
+        if isinstance(figures, dict) and (figures.get("errors") or figures.get("pending")):
+            return False
+    return not report.get("pending_in_read_model")
+
+
+SUBCOMMAND = Subcommand(
+    name="bench",
+    help="measure bookings/s and latency end to end against the raw NATS ceiling",
+    description=__doc__ or "",
+    add_arguments=add_arguments,
+    run=run,
+)

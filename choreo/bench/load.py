@@ -1,0 +1,174 @@
+"""Clients that book through the gateway and follow each booking to its end.
+
+Each client's ``book`` is a ``choreo.bench.driver.Op``: create one booking,
+then follow it on the gateway's read side until it is CONFIRMED or CANCELLED
+(gRPC: ``WatchBooking``; HTTP: ``GET /v1/bookings/{id}?wait=``). The client
+chooses the workflow's correlation id (``x-correlation-id``) and records when
+it sent the create, got the reply, and saw the terminal state (``Trip``), so
+the stage analysis (``choreo.bench.stages``) can place the services' own
+timestamps in between.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+
+from choreo.bench.driver import StillPending
+from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+_TERMINAL = {
+    gateway_pb2.BOOKING_STATUS_CONFIRMED: "CONFIRMED",
+    gateway_pb2.BOOKING_STATUS_CANCELLED: "CANCELLED",
+}
+_TERMINAL_JSON = {"BOOKING_STATUS_CONFIRMED": "CONFIRMED", "BOOKING_STATUS_CANCELLED": "CANCELLED"}
+
+#: What every benchmark booking asks for: a card the simulated provider accepts.
+BOOKING = {"user_id": "bench", "amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """One booking as its client saw it (wall-clock seconds, comparable with the services' clocks).
+
+    Attributes:
+        correlation_id: The workflow id the client chose.
+        sent: The create request left.
+        created: Its reply arrived.
+        terminal: The terminal state was seen on the read side.
+    """
+
+    correlation_id: str
+    sent: float
+    created: float
+    terminal: float
+
+
+class GrpcBookingClient:
+    """Books through ``BookingGatewayService`` over a few shared HTTP/2 channels.
+
+    Args:
+        target: ``host:port`` of the gateway's gRPC API.
+        channels: Channels used round-robin (one channel is one connection).
+        follow_timeout: Seconds a booking may stay PENDING before it counts as left pending.
+        create_timeout: Deadline of CreateBooking.
+    """
+
+    def __init__(
+        self, target: str, *, channels: int = 4, follow_timeout: float = 30.0, create_timeout: float = 10.0
+    ) -> None:
+        options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel, not shared
+        self._channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+        self._stubs = itertools.cycle([gateway_pb2_grpc.BookingGatewayServiceStub(c) for c in self._channels])
+        self._request = gateway_pb2.CreateBookingRequest(**BOOKING)  # type: ignore[arg-type]
+        self._follow_timeout = follow_timeout
+        self._create_timeout = create_timeout
+        self.trips: list[Trip] = []
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
+
+    async def book(self) -> str:
+        """Creates one booking and follows it; returns its terminal state."""
+        stub = next(self._stubs)
+        correlation_id = str(uuid.uuid4())
+        sent = time.time()
+        response = await stub.CreateBooking(
+            self._request, timeout=self._create_timeout, metadata=(("x-correlation-id", correlation_id),)
+        )
+        created = time.time()
+        state = _TERMINAL.get(response.booking.status)
+        if state is None:
+            state = await self._follow(stub, response.booking.booking_id)
+        self.trips.append(Trip(correlation_id, sent, created, time.time()))
+        return state
+
+    async def _follow(self, stub: gateway_pb2_grpc.BookingGatewayServiceStub, booking_id: str) -> str:
+        # grpc's type stubs describe the blocking API; the aio call is an async iterator.
+        call: Any = stub.WatchBooking(
+            gateway_pb2.WatchBookingRequest(booking_id=booking_id), timeout=self._follow_timeout
+        )
+        try:
+            async for update in call:
+                state = _TERMINAL.get(update.booking.status)
+                if state is not None:
+                    return state
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise StillPending(booking_id) from None
+            raise
+        finally:
+            call.cancel()
+        raise StillPending(booking_id)
+
+
+class HttpBookingClient:
+    """Books through the gateway's HTTP API: ``POST /v1/bookings``, then ``GET ...?wait=``.
+
+    Args:
+        base_url: The gateway's HTTP base URL.
+        connections: Most connections kept open (one per concurrent client is best).
+        follow_timeout: Seconds a booking may stay PENDING before it counts as left pending.
+    """
+
+    def __init__(self, base_url: str, *, connections: int = 64, follow_timeout: float = 30.0) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._http = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=follow_timeout + 10.0)
+        self._follow_timeout = follow_timeout
+        self.trips: list[Trip] = []
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def book(self) -> str:
+        """Creates one booking and follows it; returns its terminal state."""
+        correlation_id = str(uuid.uuid4())
+        sent = time.time()
+        response = await self._http.post(
+            "/v1/bookings", json=BOOKING, headers={"x-correlation-id": correlation_id}
+        )
+        _check(response, 201)
+        created = time.time()
+        booking: dict[str, Any] = response.json()
+        state = _TERMINAL_JSON.get(booking["status"])
+        if state is None:
+            response = await self._http.get(
+                f"/v1/bookings/{booking['booking_id']}", params={"wait": self._follow_timeout}
+            )
+            _check(response, 200)
+            state = _TERMINAL_JSON.get(response.json()["status"])
+            if state is None:
+                raise StillPending(booking["booking_id"])
+        self.trips.append(Trip(correlation_id, sent, created, time.time()))
+        return state
+
+
+def _check(response: httpx.Response, expected: int) -> None:
+    if response.status_code != expected:
+        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+async def count_pending(target: str, limit_pages: int = 20) -> int:
+    """Bookings the read side still shows PENDING (counted up to ``limit_pages`` pages of 500)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+        total, token = 0, ""
+        for _ in range(limit_pages):
+            page = await stub.ListBookings(
+                gateway_pb2.ListBookingsRequest(
+                    status=gateway_pb2.BOOKING_STATUS_PENDING, page_size=500, page_token=token
+                ),
+                timeout=30,
+            )
+            total += len(page.bookings)
+            token = page.next_page_token
+            if not token:
+                break
+        return total

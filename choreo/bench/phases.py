@@ -1,0 +1,118 @@
+"""One measured phase: load the system, sample its processes, split latency into stages.
+
+A phase applies one load (``choreo.bench.driver``) through one client
+(``choreo.bench.load``) and reports, besides the load figures, the CPU and
+memory of every process of the system and of the benchmark client itself, how
+busy the whole machine was (so load from other programs shows), and
+optionally the stage breakdown of ``choreo.bench.stages``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from choreo.bench.driver import LoadSpec, run_load
+from choreo.bench.load import Trip
+from choreo.bench.procstats import (
+    ProcSample,
+    machine_cores_used,
+    process_costs,
+    read_busy_cpu_s,
+    sample_all,
+)
+from choreo.bench.stages import analyze
+
+#: The name the benchmark's own process has in reports.
+CLIENT = "bench-client"
+
+
+class BookingClient(Protocol):
+    """What a phase needs of a client (``GrpcBookingClient``, ``HttpBookingClient``)."""
+
+    trips: list[Trip]
+
+    async def book(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """The system under test.
+
+    Attributes:
+        grpc: ``host:port`` of the gateway's gRPC API.
+        http: Base URL of its HTTP API.
+        nats_url: Its NATS server (for the ceiling and the stage analysis).
+        pids: Its processes by name (empty if unknown: no CPU figures then).
+    """
+
+    grpc: str
+    http: str
+    nats_url: str
+    pids: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Window:
+    """Samples taken when the measurement window opens and closes."""
+
+    pids: Mapping[str, int]
+    before: dict[str, ProcSample] = field(default_factory=dict)
+    after: dict[str, ProcSample] = field(default_factory=dict)
+    busy: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+    def mark(self) -> None:
+        samples = sample_all(self.pids)
+        if not self.wall:
+            self.before = samples
+        else:
+            self.after = samples
+        self.busy.append(read_busy_cpu_s())
+        self.wall.append(time.time())
+
+
+async def measure(
+    target: Target,
+    make_client: Callable[[], BookingClient],
+    spec: LoadSpec,
+    *,
+    stages: bool = False,
+) -> dict[str, Any]:
+    """Runs one phase and returns its figures.
+
+    Args:
+        target: The system.
+        make_client: Builds a fresh client (its trips are this phase's only).
+        spec: The load.
+        stages: Also split the latency of a sample of bookings into stages.
+
+    Returns:
+        ``choreo.bench.driver.LoadResult.to_dict`` plus ``processes`` (CPU and
+        memory per process, the client included), ``machine_cores_busy`` and
+        ``other_cores_busy`` (load from programs outside the system), and
+        ``stages`` when asked.
+    """
+    pids = {**target.pids, CLIENT: os.getpid()}
+    window = _Window(pids)
+    client = make_client()
+    try:
+        result = await run_load(client.book, spec, on_window_start=window.mark, on_window_end=window.mark)
+    finally:
+        await client.close()
+    figures = result.to_dict()
+    costs = process_costs(window.before, window.after, result.in_window, spec.duration)
+    figures["processes"] = costs
+    if len(window.busy) == 2:
+        machine = machine_cores_used(window.busy[0], window.busy[1], spec.duration)
+        ours = sum(c["cores"] or 0.0 for c in costs.values())
+        figures["machine_cores_busy"] = round(machine, 3)
+        figures["other_cores_busy"] = round(max(0.0, machine - ours), 3)
+    if stages and len(window.wall) == 2:
+        figures["stages"] = await analyze(target.nats_url, client.trips, (window.wall[0], window.wall[1]))
+    return figures
