@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 
+from tests.k8s import tools
 from tests.k8s.manifests import K8S, Manifests, kustomization_dirs, render
+
+kubernetes_validate = tools.import_module("kubernetes_validate", "pip install kubernetes-validate")
 
 KUBERNETES_VERSION = "1.32.0"
 
@@ -40,5 +42,5 @@ def test_strict_validation_rejects_an_unknown_field(overlays: dict[str, Manifest
 
 def test_schemas_are_bundled_for_offline_use() -> None:
     # kubernetes-validate ships the schemas: nothing is downloaded, so CI needs no network.
-    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    root = Path(str(kubernetes_validate.__file__)).parent / "kubernetes-json-schema"
     assert (root / f"v{KUBERNETES_VERSION}-local-strict" / "deployment-apps-v1.json").exists()

@@ -6,10 +6,12 @@ installs it) and fails them in CI (``CI`` set), so CI can never pass by skipping
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,12 +33,21 @@ def find_tool(name: str, env_var: str, *candidates: Path) -> str | None:
     return shutil.which(name)
 
 
-def missing(what: str, hint: str) -> None:
+def missing(what: str, hint: str, *, module_level: bool = False) -> None:
     """Fails in CI, skips elsewhere; never returns."""
     message = f"{what} is not available: {hint}"
     if in_ci():
         pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=module_level)
+
+
+def import_module(name: str, hint: str) -> ModuleType:
+    """Imports an optional test dependency at module level, or fails (CI) / skips the module."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"Python module {name}", hint, module_level=True)
+        raise
 
 
 def require_tool(name: str, env_var: str, hint: str, *candidates: Path) -> str:
