@@ -43,6 +43,7 @@ from choreo.booking.v1 import commands_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.pull import PullReader
 
 #: Durable consumer names, one per consuming process as in the real system.
 DURABLES = {"payment": "payment", "booking": "booking", "gateway": "gateway"}
@@ -88,40 +89,47 @@ def _wrap(message: object, subject: str, source: str, cause: Envelope) -> Envelo
 
 
 async def consume(
-    js: JetStreamContext,
+    nc: NATS,
     stream: str,
     durable: str,
     handle: Callable[[Envelope], Awaitable[asyncio.Future[PubAck] | None]],
     stop: asyncio.Event,
     batch_size: int,
 ) -> None:
-    """Fetches batches; for each, handles every event, waits for what it published, then acks.
+    """Pulls batches; for each, handles every event, waits for what it published, then acks.
+
+    Pulls through ``choreo.pull.PullReader``, the services' own streaming pull
+    (requests kept outstanding, no fetch round trip per batch), so the ceiling
+    and the services move messages the same way.
 
     Args:
-        js: JetStream context.
+        nc: NATS connection.
         stream: Stream the durable consumer belongs to.
         durable: The consumer.
         handle: Called per event; may return the ack future of an event it published.
         stop: Ends the loop.
-        batch_size: Events per fetch.
+        batch_size: Events per pull request and per batch.
     """
-    psub = await js.pull_subscribe_bind(durable, stream)
-    while not stop.is_set():
-        try:
-            msgs: Sequence[Msg] = await psub.fetch(batch_size, timeout=0.5)
-        except TimeoutError:
-            # nats-py raises both its own TimeoutError and asyncio's; both are this builtin.
-            continue
-        published = []
-        for msg in msgs:
-            envelope = Envelope.from_headers(msg.subject, msg.headers, msg.data)
-            future = await handle(envelope)
-            if future is not None:
-                published.append(future)
-        if published:
-            await asyncio.gather(*published)
-        for msg in msgs:
-            await msg.ack()
+    reader = PullReader(nc, stream, durable, batch=batch_size)
+    await reader.start()
+    stopper = asyncio.create_task(stop.wait())
+    stopper.add_done_callback(lambda _t: reader.interrupt())
+    try:
+        while not stop.is_set():
+            msgs = await reader.next_batch(batch_size)
+            published = []
+            for msg in msgs:
+                envelope = Envelope.from_headers(msg.subject, msg.headers, msg.data)
+                future = await handle(envelope)
+                if future is not None:
+                    published.append(future)
+            if published:
+                await asyncio.gather(*published)
+            for msg in msgs:
+                await msg.ack()
+    finally:
+        stopper.cancel()
+        await reader.stop()
 
 
 async def run_booking(nc: NATS, names: CeilingNames, stop: asyncio.Event, batch_size: int) -> None:
@@ -170,7 +178,7 @@ async def run_booking(nc: NATS, names: CeilingNames, stop: asyncio.Event, batch_
     await nc.subscribe(names.command, queue="booking", cb=on_request)
     await nc.flush()
     consumer = asyncio.create_task(
-        consume(js, names.payment_stream, DURABLES["booking"], on_payment, stop, batch_size)
+        consume(nc, names.payment_stream, DURABLES["booking"], on_payment, stop, batch_size)
     )
     _say("ready")
     await stop.wait()
@@ -193,7 +201,7 @@ async def run_payment(nc: NATS, names: CeilingNames, stop: asyncio.Event, batch_
         )
 
     consumer = asyncio.create_task(
-        consume(js, names.booking_stream, DURABLES["payment"], on_created, stop, batch_size)
+        consume(nc, names.booking_stream, DURABLES["payment"], on_created, stop, batch_size)
     )
     await nc.flush()
     _say("ready")
@@ -205,7 +213,6 @@ async def run_gateway(
     nc: NATS, names: CeilingNames, stop: asyncio.Event, batch_size: int, spec: LoadSpec
 ) -> None:
     """The gateway role: projects booking events and drives the load."""
-    js = nc.jetstream()
     waiters: dict[str, asyncio.Future[str]] = {}
     confirmed_type = booking_events.BookingConfirmed.DESCRIPTOR.full_name
 
@@ -220,7 +227,7 @@ async def run_gateway(
         return None
 
     consumer = asyncio.create_task(
-        consume(js, names.booking_stream, DURABLES["gateway"], on_booking_event, stop, batch_size)
+        consume(nc, names.booking_stream, DURABLES["gateway"], on_booking_event, stop, batch_size)
     )
     command = commands_pb2.CreateBookingCommand(
         user_id="bench", amount_cents=1999, currency="EUR", payment_token="tok_visa"

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", metavar="URL", help="HTTP base URL of that gateway (default: no HTTP run)")
     parser.add_argument("--nats-url", help="NATS server of the running system (needed with --gateway)")
     parser.add_argument("--data-dir", help="where the started systems keep their data (default: temporary)")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="one more closed loop with py-spy on every process; stacks to DIR"
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the data directory afterwards")
 
 
@@ -68,6 +71,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         http_url=args.http,
         nats_url=args.nats_url,
         data_dir=Path(args.data_dir).resolve() if args.data_dir else None,
+        profile_dir=Path(args.profile).resolve() if args.profile else None,
         keep_data=args.keep_data,
     )
 

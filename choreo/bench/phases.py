@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from choreo.bench.driver import LoadSpec, run_load
@@ -24,6 +25,7 @@ from choreo.bench.procstats import (
     read_busy_cpu_s,
     sample_all,
 )
+from choreo.bench.profile import Profiler, find_py_spy
 from choreo.bench.stages import analyze
 
 #: The name the benchmark's own process has in reports.
@@ -83,6 +85,7 @@ async def measure(
     spec: LoadSpec,
     *,
     stages: bool = False,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Runs one phase and returns its figures.
 
@@ -91,21 +94,33 @@ async def measure(
         make_client: Builds a fresh client (its trips are this phase's only).
         spec: The load.
         stages: Also split the latency of a sample of bookings into stages.
+        profile_dir: Also sample every Python process with py-spy during the
+            window, writing the stacks here (``choreo.bench.profile``).
 
     Returns:
         ``choreo.bench.driver.LoadResult.to_dict`` plus ``processes`` (CPU and
         memory per process, the client included), ``machine_cores_busy`` and
         ``other_cores_busy`` (load from programs outside the system), and
-        ``stages`` when asked.
+        ``stages`` and ``profile`` when asked.
     """
     pids = {**target.pids, CLIENT: os.getpid()}
     window = _Window(pids)
+    profiler = _profiler(profile_dir, pids)
+    on_start = window.mark
+    if profiler is not None:
+
+        def on_start() -> None:
+            window.mark()
+            profiler.start(spec.duration)
+
     client = make_client()
     try:
-        result = await run_load(client.book, spec, on_window_start=window.mark, on_window_end=window.mark)
+        result = await run_load(client.book, spec, on_window_start=on_start, on_window_end=window.mark)
     finally:
         await client.close()
     figures = result.to_dict()
+    if profile_dir is not None:
+        figures["profile"] = await profiler.finish() if profiler else {"error": "py-spy is not installed"}
     costs = process_costs(window.before, window.after, result.in_window, spec.duration)
     figures["processes"] = costs
     if len(window.busy) == 2:
@@ -116,3 +131,11 @@ async def measure(
     if stages and len(window.wall) == 2:
         figures["stages"] = await analyze(target.nats_url, client.trips, (window.wall[0], window.wall[1]))
     return figures
+
+
+def _profiler(profile_dir: Path | None, pids: Mapping[str, int]) -> Profiler | None:
+    py_spy = find_py_spy()
+    if profile_dir is None or py_spy is None:
+        return None
+    # py-spy reads Python stacks; nats-server is a Go program.
+    return Profiler(py_spy, profile_dir, {n: p for n, p in pids.items() if n != "nats-server"})

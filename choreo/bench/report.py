@@ -111,6 +111,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += _processes_section(report)
     lines += _stages_section(report)
     lines += _scale_section(report)
+    lines += _profile_section(report)
     replay = report.get("replay")
     if replay:
         lines.append("")
@@ -198,3 +199,21 @@ def _scale_section(report: dict[str, Any]) -> list[str]:
             ]
         )
     return lines + _table(header, rows)
+
+
+def _profile_section(report: dict[str, Any], top: int = 6) -> list[str]:
+    profiled = report.get("profile")
+    if not profiled or not profiled.get("profile"):
+        return []
+    lines = [
+        "",
+        f"profile (py-spy, gRPC closed loop at {profiled['throughput_per_s']:,.0f}/s): "
+        "busiest functions, share of busy samples on top of the stack",
+    ]
+    for name, result in profiled["profile"].items():
+        if "error" in result:
+            lines.append(f"  {name}: {result['error']}")
+            continue
+        lines.append(f"  {name} ({result['samples']} samples, stacks in {result['file']}):")
+        lines += [f"    {share:6.1%}  {frame}" for frame, share in result["self"][:top]]
+    return lines

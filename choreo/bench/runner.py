@@ -66,6 +66,7 @@ class BenchOptions:
         http_url: Base URL of that gateway's HTTP API.
         nats_url: That system's NATS server.
         data_dir: Where the started systems keep their data (default: a temporary folder).
+        profile_dir: Run one more gRPC closed loop with py-spy on every process, stacks here.
         keep_data: Keep ``data_dir`` afterwards.
     """
 
@@ -85,6 +86,7 @@ class BenchOptions:
     http_url: str | None = None
     nats_url: str | None = None
     data_dir: Path | None = None
+    profile_dir: Path | None = None
     keep_data: bool = False
 
     def spec(self, mode: str = "closed", rate: float | None = None) -> LoadSpec:
@@ -115,7 +117,9 @@ async def run_bench(options: BenchOptions, progress: Progress) -> dict[str, Any]
     try:
         report.update(await _own_system(root / "default", None, options, progress))
         if options.fsync:
-            fsync_options = _replace(options, http=False, scale=0, replay=False, low_rate=0.0, rate=0.0)
+            fsync_options = _replace(
+                options, http=False, scale=0, replay=False, low_rate=0.0, rate=0.0, profile_dir=None
+            )
             progress("durability: a fresh system with fsync on every JetStream write")
             fsynced = await _own_system(root / "fsync", "always", fsync_options, progress)
             report["durability"] = {"fsync_always": _durability_summary(fsynced)}
@@ -195,6 +199,11 @@ async def _core_phases(target: Target, options: BenchOptions, progress: Progress
 
         progress(f"e2e HTTP closed loop: {options.concurrency} clients, {options.duration:g}s")
         figures["http"] = await measure(target, http_client, options.spec())
+    if options.profile_dir is not None:
+        progress(f"profile: gRPC closed loop again, py-spy on every process -> {options.profile_dir}")
+        figures["profile"] = await measure(
+            target, grpc_client, options.spec(), profile_dir=options.profile_dir
+        )
     figures["pending_in_read_model"] = await count_pending(target.grpc)
     return figures
 
