@@ -160,7 +160,8 @@ class GrpcServer:
         self._grace = grace
         self._health_interval = health_interval
         self._stopping = asyncio.Event()
-        self.server = grpc.aio.server()
+        # No SO_REUSEPORT: a second process on the same port must fail, not share the traffic.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
             BookingGatewayServicer(core), self.server
         )
@@ -199,11 +200,16 @@ class GrpcServer:
         caught_up = asyncio.create_task(self._readiness.wait_caught_up())
         try:
             while True:
-                now_ready = not await self._readiness.failures()
-                if now_ready != ready:
-                    ready = now_ready
+                failures = await self._readiness.failures()
+                if (not failures) != ready:
+                    ready = not failures
                     await self._set_health(ready)
-                    log.info("gateway %s", "ready" if ready else "not ready")
+                    if ready:
+                        log.info("gateway ready")
+                    else:
+                        log.warning(
+                            "gateway not ready: %s", "; ".join(f"{k}: {v}" for k, v in failures.items())
+                        )
                 # Re-evaluate periodically, and at once when the initial replay completes.
                 if caught_up.done():
                     await asyncio.sleep(self._health_interval)

@@ -261,6 +261,18 @@ def _trace_response(correlation_id: str, events: list[Any]) -> Response:
     return JSONResponse(to_json(response))
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket; raises ``OSError`` (uvicorn's own would exit the process)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -295,7 +307,7 @@ class HttpServer:
             timeout_graceful_shutdown=max(1, int(grace)),
         )
         self._server = _Uvicorn(config)
-        self._socket: socket.socket = config.bind_socket()
+        self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
 
     async def run(self) -> None:

@@ -17,10 +17,12 @@ from pydantic import ValidationError
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from choreo.natsserver import NatsServer
 from choreo.subjects import BOOKING_STREAM
+from gateway.build import build
 from gateway.pull import parse_reply
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import StartGateway, eventually, stop_gateway
+from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.test_projection import ensure_streams, workflow_facts
 
@@ -97,6 +99,21 @@ async def test_shutdown_ends_watches_and_waits_promptly(
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         answered = await waiting
         assert answered.status_code == 200 and answered.json()["status"] == "BOOKING_STATUS_PENDING"
+
+
+@pytest.mark.parametrize("port", ["grpc_port", "http_port"])
+async def test_a_taken_port_fails_the_start_cleanly(
+    start_gateway: StartGateway, sqlite_url: str, nats_server: NatsServer, tmp_path: Path, port: str
+) -> None:
+    first = await start_gateway(sqlite_url)
+    settings = gateway_settings(
+        nats_server.url, f"sqlite+aiosqlite:///{tmp_path / 'second.db'}", **{port: getattr(first, port)}
+    )
+    with pytest.raises((OSError, RuntimeError)):
+        await build(settings)
+    # The first gateway is untouched and still answers.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.http_port}") as http:
+        assert (await http.get("/healthz")).status_code == 200
 
 
 async def test_a_deleted_consumer_is_replaced_from_the_checkpoint(
