@@ -11,6 +11,7 @@ timestamps in between.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -172,3 +173,20 @@ async def count_pending(target: str, limit_pages: int = 20) -> int:
             if not token:
                 break
         return total
+
+
+async def settle(target: str, timeout: float = 120.0, poll: float = 0.2) -> dict[str, float | int]:
+    """Waits until the read side shows no PENDING booking, so one phase's backlog cannot slow the next.
+
+    Returns:
+        ``seconds`` waited and ``pending`` left when the time ran out (0 when settled).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        pending = await count_pending(target, limit_pages=1)
+        waited = loop.time() - started
+        if pending == 0 or waited >= timeout:
+            return {"seconds": round(waited, 3), "pending": pending}
+        # The read side changes in another process: asking again is the only way to see it.
+        await asyncio.sleep(poll)

@@ -32,8 +32,8 @@ import nats
 from choreo.bench.ceiling import run_ceiling
 from choreo.bench.driver import LoadSpec, run_count
 from choreo.bench.durability import database_settings, jetstream_settings, machine
-from choreo.bench.load import GrpcBookingClient, HttpBookingClient, count_pending
-from choreo.bench.phases import Target, measure
+from choreo.bench.load import GrpcBookingClient, HttpBookingClient, count_pending, settle
+from choreo.bench.phases import BookingClient, Target, measure
 from choreo.bench.procstats import sample_all
 from choreo.bench.report import evaluate_targets
 from choreo.bench.stack import BenchStack, find_service_pids
@@ -174,7 +174,11 @@ async def _own_system(
 
 
 async def _core_phases(target: Target, options: BenchOptions, progress: Progress) -> dict[str, Any]:
-    """Ceiling, then end to end through gRPC (closed, open, low load) and HTTP."""
+    """Ceiling, then end to end through gRPC (closed, open, low load) and HTTP.
+
+    After each end-to-end phase the benchmark waits until the read side shows
+    no PENDING booking (``settled``), so a phase's backlog never slows the next.
+    """
     figures: dict[str, Any] = {}
     nats_pid = {k: v for k, v in target.pids.items() if k == "nats-server"}
     progress(f"ceiling: raw nats-py pipeline, {options.concurrency} in flight, {options.duration:g}s")
@@ -183,27 +187,39 @@ async def _core_phases(target: Target, options: BenchOptions, progress: Progress
     def grpc_client() -> GrpcBookingClient:
         return GrpcBookingClient(target.grpc)
 
-    progress(f"e2e gRPC closed loop: {options.concurrency} clients, {options.duration:g}s")
-    figures["e2e"] = await measure(target, grpc_client, options.spec(), stages=options.stages)
+    def http_client() -> HttpBookingClient:
+        return HttpBookingClient(target.http, connections=options.concurrency)
+
+    phases: list[tuple[str, str, Callable[[], BookingClient], LoadSpec, dict[str, Any]]] = [
+        ("e2e", f"gRPC closed loop: {options.concurrency} clients", grpc_client, options.spec(), {}),
+    ]
     if options.rate > 0:
-        progress(f"e2e gRPC open loop: {options.rate:g} bookings/s, {options.duration:g}s")
-        figures["e2e_open"] = await measure(target, grpc_client, options.spec("open"), stages=options.stages)
-    if options.low_rate > 0:
-        progress(f"e2e gRPC open loop at low load: {options.low_rate:g} bookings/s")
-        spec = options.spec("open", options.low_rate)
-        figures["e2e_low_load"] = await measure(target, grpc_client, spec, stages=options.stages)
-    if options.http and target.http:
-
-        def http_client() -> HttpBookingClient:
-            return HttpBookingClient(target.http, connections=options.concurrency)
-
-        progress(f"e2e HTTP closed loop: {options.concurrency} clients, {options.duration:g}s")
-        figures["http"] = await measure(target, http_client, options.spec())
-    if options.profile_dir is not None:
-        progress(f"profile: gRPC closed loop again, py-spy on every process -> {options.profile_dir}")
-        figures["profile"] = await measure(
-            target, grpc_client, options.spec(), profile_dir=options.profile_dir
+        phases.append(
+            ("e2e_open", f"gRPC open loop: {options.rate:g}/s", grpc_client, options.spec("open"), {})
         )
+    if options.low_rate > 0:
+        spec = options.spec("open", options.low_rate)
+        phases.append(("e2e_low_load", f"gRPC low load: {options.low_rate:g}/s", grpc_client, spec, {}))
+    if options.http and target.http:
+        phases.append(
+            ("http", f"HTTP closed loop: {options.concurrency} clients", http_client, options.spec(), {})
+        )
+    if options.profile_dir is not None:
+        extra = {"profile_dir": options.profile_dir}
+        phases.append(
+            (
+                "profile",
+                f"gRPC closed loop with py-spy -> {options.profile_dir}",
+                grpc_client,
+                options.spec(),
+                extra,
+            )
+        )
+    for key, title, client, spec, extra in phases:
+        progress(f"e2e {title}, {options.duration:g}s")
+        stages = options.stages and key.startswith("e2e")
+        figures[key] = await measure(target, client, spec, stages=stages, **extra)
+        figures[key]["settled"] = await settle(target.grpc)
     figures["pending_in_read_model"] = await count_pending(target.grpc)
     return figures
 
@@ -225,10 +241,13 @@ async def _scale(
                 await client.close()
             stored += filled.started
             fill = {k: v for k, v in filled.to_dict().items() if k not in ("mode", "concurrency", "window_s")}
+            fill["seconds"] = round(filled.window_s, 1)
+            fill["settled"] = await settle(target.grpc)
         else:
             fill = {}
         progress(f"scale: measuring with {stored:,} bookings stored")
         figures = await measure(target, lambda: GrpcBookingClient(target.grpc), options.spec())
+        figures["settled"] = await settle(target.grpc)
         levels.append({"stored": stored, "fill": fill, **figures})
     return {"levels": levels, "memory": _memory_growth(levels)}
 

@@ -57,6 +57,7 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert json.loads(json.dumps(report)) == report
     for key in ("e2e", "e2e_open", "e2e_low_load", "http"):
         check_run(report[key], processes=SERVICES)
+        assert report[key]["settled"]["pending"] == 0
     ceiling = report["ceiling"]
     assert ceiling["errors"] == 0 and ceiling["pending"] == 0 and ceiling["throughput_per_s"] > 0
     assert {"ceiling-booking", "ceiling-payment", "ceiling-gateway", "nats-server"} <= set(
