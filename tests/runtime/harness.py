@@ -182,7 +182,10 @@ async def close_runtime(rt: Runtime) -> None:
 
 @asynccontextmanager
 async def running(*components: Any) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Runs components (``run``/``stop``) in the background; stops them on exit."""
+    """Runs components (``run``/``stop``) in the background; stops them on exit.
+
+    A component that crashed meanwhile fails the test with its own exception.
+    """
     tasks = [asyncio.create_task(c.run()) for c in components]
     try:
         yield tasks
@@ -192,7 +195,11 @@ async def running(*components: Any) -> AsyncIterator[list[asyncio.Task[None]]]:
         _, pending = await asyncio.wait(tasks, timeout=10)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    crashed = [r for r in results if isinstance(r, Exception)]
+    if crashed:
+        raise crashed[0]
+    assert not pending, f"{len(pending)} component(s) did not stop within 10 s"
 
 
 def booking_created(booking_id: str, amount_cents: int = 1000) -> booking_events.BookingCreated:
