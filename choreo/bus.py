@@ -7,14 +7,17 @@ safe to run on every start and on every replica.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from choreo.settings import ServiceSettings
 from choreo.subjects import STREAM_SUBJECTS
@@ -79,6 +82,25 @@ def stream_config(name: str, replicas: int = 1) -> StreamConfig:
         # Lets readers fetch a message by subject without a consumer.
         allow_direct=True,
     )
+
+
+async def provision_stream(js: JetStreamContext, name: str, replicas: int = 1) -> None:
+    """``ensure_stream``, retried until JetStream answers.
+
+    A cluster that is still forming (no meta leader yet) or a node that is
+    restarting makes JetStream API calls time out for a while; a service that
+    starts meanwhile waits instead of crash-looping. A SIGTERM still stops it,
+    since ``run_main`` cancels a start-up in progress.
+    """
+    delay = 0.2
+    while True:
+        try:
+            await ensure_stream(js, name, replicas)
+            return
+        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError) as exc:
+            log.warning("JetStream not ready to provision %s (%r); retrying in %.1fs", name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def ensure_stream(js: JetStreamContext, name: str, replicas: int = 1) -> None:

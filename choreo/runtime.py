@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import connect, ensure_stream
+from choreo.bus import connect, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import create_tables, make_engine
 from choreo.handler import Route
@@ -82,8 +82,8 @@ async def open_runtime(settings: ServiceSettings, *, own_stream: str, tables: Se
     """Connects, provisions the service's stream and the DLQ, and creates its tables."""
     nc = await connect(settings)
     js = nc.jetstream()
-    await ensure_stream(js, own_stream, settings.stream_replicas)
-    await ensure_stream(js, DLQ_STREAM, settings.stream_replicas)
+    await provision_stream(js, own_stream, settings.stream_replicas)
+    await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
     engine = make_engine(settings.database_url)
     await create_tables(engine, [*tables, outbox_table, inbox_table])
     relay = OutboxRelay(engine, js)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import connect, ensure_stream
+from choreo.bus import connect, provision_stream
 from choreo.db import is_sqlite, make_engine, normalize_url
 from choreo.service import Component, Service
 from choreo.subjects import DLQ_STREAM
@@ -51,7 +51,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
     try:
         js = nc.jetstream()
         # Poison facts are copied there; every service provisions it the same way.
-        await ensure_stream(js, DLQ_STREAM, settings.stream_replicas)
+        await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
         writer = make_engine(settings.database_url)
         engines.append(writer)
         reader = writer
