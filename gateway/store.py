@@ -228,17 +228,10 @@ class ReadModel:
             return [_trace(row) for row in await conn.execute(stmt)]
 
     async def correlation_of(self, booking_id: str) -> str | None:
-        """The workflow a booking belongs to, from the booking or else from its facts."""
+        """The workflow a booking belongs to (every fact about it carries it)."""
         async with self._reader.connect() as conn:
             stmt = select(bookings_table.c.correlation_id).where(bookings_table.c.booking_id == booking_id)
             value = (await conn.execute(stmt)).scalar()
-            if not value:
-                stmt = (
-                    select(trace_events_table.c.correlation_id)
-                    .where(trace_events_table.c.booking_id == booking_id)
-                    .limit(1)
-                )
-                value = (await conn.execute(stmt)).scalar()
         return str(value) if value else None
 
     async def ping(self) -> None:

@@ -48,7 +48,7 @@ class TraceEventRow(ReadModelBase, table=True):
 
     event_id: str = Field(primary_key=True, max_length=128)
     correlation_id: str = Field(max_length=128, index=True)
-    booking_id: str = Field(default="", max_length=128, index=True)
+    booking_id: str = Field(default="", max_length=128)
     event_type: str = Field(max_length=255)
     source: str = Field(max_length=128)
     subject: str = Field(max_length=255)

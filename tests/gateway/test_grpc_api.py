@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from choreo.envelope import H_CORRELATION, H_ID
 from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway.build import GatewayService
+from gateway.merge import Change, Status
+from gateway.store import WriteBatch
 from tests.gateway.fakes import FakeBookingService
 
 # The generated stub is typed for the synchronous API; the tests use grpc.aio.
@@ -242,3 +244,19 @@ async def test_health_and_reflection(gateway: GatewayService) -> None:
         async for response in reflection.ServerReflectionInfo(iter([request])):
             names |= {s.name for s in response.list_services_response.service}
         assert {"choreo.gateway.v1.BookingGatewayService", "grpc.health.v1.Health"} <= names
+
+
+async def test_list_default_page_size_is_50(stub: Stub, gateway: GatewayService) -> None:
+    assert gateway.store is not None
+    changes = [
+        Change(booking_id=f"b{i:02}", at_us=i + 1, status=Status.PENDING, user_id="bulk", created_at_us=i + 1)
+        for i in range(55)
+    ]
+    await gateway.store.write(WriteBatch(changes=changes))
+    first = await stub.ListBookings(gw.ListBookingsRequest(user_id="bulk"))
+    assert len(first.bookings) == 50 and first.bookings[0].booking_id == "b54" and first.next_page_token
+    rest = await stub.ListBookings(gw.ListBookingsRequest(user_id="bulk", page_token=first.next_page_token))
+    assert [b.booking_id for b in rest.bookings] == ["b04", "b03", "b02", "b01", "b00"]
+    assert rest.next_page_token == ""
+    biggest = await stub.ListBookings(gw.ListBookingsRequest(user_id="bulk", page_size=500))
+    assert len(biggest.bookings) == 55
