@@ -163,7 +163,7 @@ class EventConsumer:
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            await reader.stop()
+            await _hand_back(await reader.stop())
 
     async def _open(self, reader: PullReader) -> bool:
         """Provisions the consumer and starts pulling, waiting while that is impossible.
@@ -176,7 +176,7 @@ class EventConsumer:
         while not self._stopping.is_set():
             try:
                 await self.provision()
-                await reader.start()
+                await _hand_back(await reader.start())
                 return True
             except Exception as exc:
                 if attempt % 10 == 0:
@@ -292,3 +292,10 @@ class EventConsumer:
             "stream": self.stream,
             "stream_seq": d.sequence,
         }
+
+
+async def _hand_back(msgs: Sequence[Msg]) -> None:
+    """Naks events that were received but not handled, so they are redelivered now, not after ack_wait."""
+    for msg in msgs:
+        with contextlib.suppress(Exception):  # the connection may be gone; ack_wait covers that
+            await msg.nak()

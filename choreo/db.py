@@ -8,7 +8,8 @@ enough (one commit costs about as much as a hundred inserts).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def big_int(*, index: bool = False, default: int | None = None) -> Any:
 
     column = Column(BigInteger, nullable=False, index=index)
     return Field(default=default, sa_column=column)
+
+
+#: Execution option: this transaction only reads, so on SQLite it must not take the write lock.
+READ_ONLY = "choreo_read_only"
+
+
+@asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads that never waits behind (or blocks) a writer on SQLite."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(**{READ_ONLY: True})
 
 
 def now_us() -> int:
@@ -81,7 +93,8 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer and not read_only else "BEGIN")
 
     return engine
 

@@ -22,7 +22,7 @@ from sqlalchemy import Column, LargeBinary, Text, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
-from choreo.db import BigIntId, big_int, now_us
+from choreo.db import BigIntId, big_int, now_us, read_only
 from choreo.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publishes one batch; returns how many rows were published."""
-        async with self._engine.connect() as conn:
+        async with read_only(self._engine) as conn:
             rows = (
                 await conn.execute(
                     select(

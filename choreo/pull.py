@@ -67,13 +67,19 @@ class PullReader:
         self._problem: str | None = None
         self._interrupted = False
 
-    async def start(self) -> None:
-        """Subscribes to a fresh inbox and sends the first pull request."""
-        await self.stop()
-        self._buffer, self._credit, self._problem = [], 0, None
+    async def start(self) -> list[Msg]:
+        """Subscribes to a fresh inbox and sends the first pull request.
+
+        Returns:
+            Messages buffered by the previous subscription and never handed out;
+            the caller should nak them so they are redelivered at once.
+        """
+        leftover = await self.stop()
+        self._credit, self._problem = 0, None
         self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=self._on_message)
         self._last_activity = asyncio.get_running_loop().time()
         await self._request()
+        return leftover
 
     async def next_batch(self, limit: int) -> list[Msg]:
         """Waits for at least one message; returns up to ``limit``.
@@ -111,12 +117,19 @@ class PullReader:
         self._interrupted = True
         self._arrived.set()
 
-    async def stop(self) -> None:
-        """Unsubscribes; undelivered requests expire on the server."""
+    async def stop(self) -> list[Msg]:
+        """Unsubscribes; outstanding requests expire on the server.
+
+        Returns:
+            Messages received but never handed out (nak them, or another
+            replica only gets them after the ack wait).
+        """
         if self._sub is not None:
             sub, self._sub = self._sub, None
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        leftover, self._buffer = self._buffer, []
+        return leftover
 
     async def _request(self) -> None:
         if self._sub is None or not self._nc.is_connected:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreo.db import read_only
 from choreo.health import HealthServer
 from choreo.logs import configure_logging
 from choreo.outbox import OutboxRelay
@@ -107,6 +108,10 @@ class Service:
             await self.health.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.drain(), max(1.0, deadline - loop.time()))
+        if not self.nc.is_closed:
+            # The drain failed (NATS down): close anyway, or the client keeps reconnecting.
+            with contextlib.suppress(Exception):
+                await self.nc.close()
         if self.engine is not None:
             await self.engine.dispose()
         log.info("%s stopped", self.name)
@@ -130,7 +135,8 @@ def nats_check(nc: NATS) -> Callable[[], Awaitable[str | None]]:
 
 def database_check(engine: AsyncEngine) -> Callable[[], Awaitable[str | None]]:
     async def check() -> str | None:
-        async with engine.connect() as conn:
+        # Read-only: a probe must never queue behind a long write transaction.
+        async with read_only(engine) as conn:
             await conn.execute(text("SELECT 1"))
         return None
 

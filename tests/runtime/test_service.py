@@ -67,11 +67,6 @@ async def test_wait_reraises_a_crashed_component(rt: Runtime) -> None:
     await asyncio.wait_for(service.stop(grace=3.0), 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EventConsumer/PullReader drop buffered, never-handled messages on stop without nak: "
-    "they wait out ack_wait before another replica gets them",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_stop_hands_back_events_it_buffered_but_never_handled(
     make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
@@ -118,11 +113,6 @@ async def effects_count(engine: AsyncEngine, n: int) -> bool:
     return len(await effects(engine)) == n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Service.stop suppresses a failed nc.drain() and never closes the connection, "
-    "which then keeps reconnecting in the background",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_stop_during_a_nats_outage_closes_the_connection(rt: Runtime, nats_server: NatsServer) -> None:
     service = rt.service([])
