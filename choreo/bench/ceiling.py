@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from choreo.bench.ceiling_worker import DURABLES, CeilingNames
 from choreo.bench.driver import LoadSpec
-from choreo.bench.procstats import ProcSample, process_costs, sample_all
+from choreo.bench.procstats import ProcSample, machine_cores_used, process_costs, read_busy_cpu_s, sample_all
 from choreo.bus import stream_config
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 
@@ -173,18 +173,28 @@ async def run_ceiling(
             before: dict[str, ProcSample] = {}
             after: dict[str, ProcSample] = {}
             result: dict[str, Any] | None = None
+            busy: list[float] = []
             timeout = spec.warmup + spec.duration + 120.0
             while result is None:
                 line = await gateway.line(timeout)
                 if line == "window-start":
                     before = sample_all(pids)
+                    busy.append(read_busy_cpu_s())
                 elif line == "window-end":
                     after = sample_all(pids)
+                    busy.append(read_busy_cpu_s())
                 elif line.startswith("result "):
                     result = json.loads(line[len("result ") :])
         finally:
             for worker in reversed(workers):
                 await worker.stop()
             await _remove(nats_url, names)
-    result["processes"] = process_costs(before, after, result["completed_in_window"], spec.duration)
+    costs = process_costs(before, after, result["completed_in_window"], spec.duration)
+    result["processes"] = costs
+    if len(busy) == 2:
+        machine = machine_cores_used(busy[0], busy[1], spec.duration)
+        result["machine_cores_busy"] = round(machine, 3)
+        result["other_cores_busy"] = round(
+            max(0.0, machine - sum(c["cores"] or 0.0 for c in costs.values())), 3
+        )
     return result

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100_000,
         help="bookings stored before the last scale measurement (0: skip)",
     )
+    parser.add_argument(
+        "--scale-first",
+        type=int,
+        default=10_000,
+        help="bookings stored at the first scale measurement (the memory baseline)",
+    )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP measurement")
     parser.add_argument("--no-replay", action="store_true", help="skip the read-model rebuild")
     parser.add_argument(
@@ -64,6 +70,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         low_rate=args.low_rate,
         http=not args.no_http,
         scale=args.scale,
+        scale_first=args.scale_first,
         replay=not args.no_replay,
         fsync=not args.no_fsync,
         stages=not args.no_stages,

@@ -99,7 +99,9 @@ async def measure(
 
     Returns:
         ``choreo.bench.driver.LoadResult.to_dict`` plus ``processes`` (CPU and
-        memory per process, the client included), ``machine_cores_busy`` and
+        memory per process, the client included), ``system_cpu_ms_per_item``
+        (CPU of every system process per booking) and ``cpu_bound_per_s`` (the
+        rate at which that CPU would fill every core), ``machine_cores_busy`` and
         ``other_cores_busy`` (load from programs outside the system), and
         ``stages`` and ``profile`` when asked.
     """
@@ -123,6 +125,12 @@ async def measure(
         figures["profile"] = await profiler.finish() if profiler else {"error": "py-spy is not installed"}
     costs = process_costs(window.before, window.after, result.in_window, spec.duration)
     figures["processes"] = costs
+    system = [c["cpu_ms_per_item"] for name, c in costs.items() if name != CLIENT and c["cpu_ms_per_item"]]
+    if system:
+        # What one booking costs the whole system, and the rate at which that would fill every core.
+        total = sum(system)
+        figures["system_cpu_ms_per_item"] = round(total, 3)
+        figures["cpu_bound_per_s"] = round((os.cpu_count() or 1) * 1000.0 / total, 1)
     if len(window.busy) == 2:
         machine = machine_cores_used(window.busy[0], window.busy[1], spec.duration)
         ours = sum(c["cores"] or 0.0 for c in costs.values())

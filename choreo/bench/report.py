@@ -77,6 +77,7 @@ def _load_row(name: str, figures: dict[str, Any]) -> list[str]:
         f"{figures['completed']:,}",
         str(figures["errors"]),
         str(figures["pending"]),
+        f"{figures['other_cores_busy']:.2f}" if "other_cores_busy" in figures else "-",
     ]
 
 
@@ -103,8 +104,21 @@ def format_report(report: dict[str, Any]) -> str:
     ):
         if key in report:
             rows.append(_load_row(name, report[key]))
-    header = ["run", "load", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "done", "errors", "pending"]
+    header = [
+        "run",
+        "load",
+        "per s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "done",
+        "errors",
+        "pending",
+        "other",
+    ]
     lines += _table(header, rows)
+    lines.append("(other: cores used by programs outside the system and the benchmark during the window)")
     if report.get("ratio") is not None:
         lines.append(f"end-to-end / ceiling: {report['ratio']:.2f}")
     lines.append(f"bookings PENDING on the read side after the runs: {report.get('pending_in_read_model')}")
@@ -156,6 +170,11 @@ def _processes_section(report: dict[str, Any]) -> list[str]:
     ]
     lines = ["", "per process, gRPC closed loop (CPU ms per completed booking):"]
     lines += _table(["process", "cores", "CPU ms/booking", "RSS MB", "peak MB"], rows)
+    if "system_cpu_ms_per_item" in e2e:
+        lines.append(
+            f"system CPU per booking {e2e['system_cpu_ms_per_item']:.2f} ms: all cores busy at "
+            f"{e2e['cpu_bound_per_s']:,.0f} bookings/s"
+        )
     if "other_cores_busy" in e2e:
         lines.append(
             f"machine busy {e2e['machine_cores_busy']:.2f} cores, of which other programs "

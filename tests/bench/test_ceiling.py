@@ -26,6 +26,7 @@ async def test_ceiling_completes_every_pipeline_and_cleans_up(nats_server: NatsS
         "nats-server",
     }
     assert all(p["peak_rss_mb"] > 0 for p in result["processes"].values())
+    assert result["machine_cores_busy"] >= 0 and result["other_cores_busy"] >= 0
 
     nc = await nats.connect(nats_server.url)
     try:
