@@ -18,7 +18,12 @@ from typing import Any
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("choreo_log", default=None)
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    # uvicorn adds an ANSI-coloured copy of the message; the JSON line has the plain one.
+    "color_message",
+}
 
 
 @contextmanager

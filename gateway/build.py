@@ -78,6 +78,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
             commands=BookingCommands(nc, settings.command_timeout_seconds, settings.service_name),
             watchers=watchers,
             max_wait_seconds=settings.max_wait_seconds,
+            not_found_grace_seconds=settings.not_found_grace_seconds,
         )
         readiness = Readiness(nc, store, feeds)
         grace = settings.shutdown_grace_seconds

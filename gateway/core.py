@@ -101,15 +101,24 @@ class GatewayCore:
         commands: Client of the booking service.
         watchers: Change notification of the read model.
         max_wait_seconds: Longest ``wait`` allowed.
+        not_found_grace_seconds: How long a read of an unknown booking waits for it
+            to arrive from another replica's create before answering NOT_FOUND.
     """
 
     def __init__(
-        self, *, store: ReadModel, commands: BookingCommands, watchers: Watchers, max_wait_seconds: float
+        self,
+        *,
+        store: ReadModel,
+        commands: BookingCommands,
+        watchers: Watchers,
+        max_wait_seconds: float,
+        not_found_grace_seconds: float = 0.0,
     ) -> None:
         self._store = store
         self._commands = commands
         self._watchers = watchers
         self.max_wait_seconds = max_wait_seconds
+        self.not_found_grace_seconds = not_found_grace_seconds
 
     def shut_down(self) -> None:
         """Ends every watch and wait now, so servers can stop without waiting for them."""
@@ -183,9 +192,24 @@ class GatewayCore:
             return Created(merge(None, change), reply.replayed)
 
     async def get(self, booking_id: str) -> BookingView:
-        """The booking; NOT_FOUND when the read model has never heard of it."""
+        """The booking; NOT_FOUND when the read model has never heard of it.
+
+        An unknown id waits up to ``not_found_grace_seconds`` for the projection:
+        with several gateway replicas, a booking created through another replica
+        reaches this one's read model a few milliseconds later, and a client that
+        reads its own write must not see a 404 in that window.
+        """
         check_id("booking_id", booking_id)
         view = await self._store.get(booking_id)
+        if view is None and self.not_found_grace_seconds > 0:
+            with self._watchers.watch(booking_id) as changed:
+                # Look again once registered, so a change between the two reads is not missed.
+                view = await self._store.get(booking_id)
+                if view is None and not self._watchers.closed:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.not_found_grace_seconds):
+                            await changed.wait()
+                    view = await self._store.get(booking_id)
         if view is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id")
         return view

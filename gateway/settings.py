@@ -28,6 +28,9 @@ class GatewaySettings(ServiceSettings):
     #: Streams projected into the read model and indexed for traces, comma-separated.
     #: The trace reads only CloudEvents headers, so a new service's stream is added here.
     streams: str = "BOOKING,PAYMENT"
+    #: A read of an unknown booking waits this long for it to reach the read model
+    #: (created through another replica) before answering NOT_FOUND.
+    not_found_grace_seconds: float = Field(default=0.5, ge=0, le=10)
     #: Longest ``?wait=`` a client may ask for (seconds).
     max_wait_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Most facts applied in one read-model transaction (replay speed).
