@@ -3,15 +3,15 @@
 ``Profiler`` attaches ``py-spy record`` to every Python process of the system
 for the length of the window (sampling, ``--nonblocking``: the processes are
 never paused). It keeps py-spy's collapsed stacks (``<name>.txt``, which
-speedscope.app or flamegraph.pl turn into a flame graph) and summarises them:
-the functions with the most samples on top of the stack (self) and anywhere in
-it (total). Idle samples (waiting in the event loop) are not recorded, so
-shares are of the time the process was busy.
+speedscope.app or flamegraph.pl turn into a flame graph) and summarises them
+(``summarize``). py-spy leaves out samples of threads it sees idle, so shares
+are of the time the process was busy, as far as py-spy can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import linecache
 import re
 import shutil
 import subprocess
@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 _LINE = re.compile(r":\d+\)$")
+_FRAME = re.compile(r"\(([^()]+):(\d+)\)$")
+
+#: The project's own packages: a sample is charged to the innermost of their frames.
+APP_PACKAGES = ("choreo", "booking", "payment", "gateway")
 
 
 def find_py_spy() -> str | None:
@@ -30,32 +34,54 @@ def find_py_spy() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def summarize(collapsed: str, top: int = 12) -> dict[str, Any]:
-    """The busiest functions of py-spy's collapsed stacks (``frame;frame;... count`` lines).
+def source_line(frame: str) -> str:
+    """The source text of a py-spy frame ``func (path/file.py:N)``, found on ``sys.path`` ("" if not)."""
+    match = _FRAME.search(frame)
+    if match is None:
+        return ""
+    path, number = match.group(1), int(match.group(2))
+    candidates = [Path(path)] if Path(path).is_absolute() else [Path(p) / path for p in sys.path if p]
+    for candidate in candidates:
+        if candidate.is_file():
+            return linecache.getline(str(candidate), number).strip()
+    return ""
 
-    ``self`` keeps the line (it tells a thread waiting in ``queue.get`` from the
-    same function running a database call: py-spy cannot always tell idle
-    native waits apart); ``total`` groups frames by function and file.
+
+def summarize(collapsed: str, top: int = 12, packages: tuple[str, ...] = APP_PACKAGES) -> dict[str, Any]:
+    """The busiest code of py-spy's collapsed stacks (``frame;frame;... count`` lines).
+
+    Returns:
+        ``samples``; ``self``: the frames most often on top of the stack, with
+        their line and its source text (py-spy cannot always tell a thread
+        blocked in native code from a busy one: the source tells a worker
+        waiting in ``queue.get()`` from the same worker running a SQLite call);
+        ``app``: samples charged to the innermost frame of the project's own
+        ``packages`` (stacks without one are charged to their top frame).
     """
     self_counts: Counter[str] = Counter()
-    total_counts: Counter[str] = Counter()
+    app_counts: Counter[str] = Counter()
     samples = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        raw = stack.split(";")
-        frames = [_LINE.sub(")", f) for f in raw]
+        frames = stack.split(";")
         samples += count
-        self_counts[raw[-1]] += count
-        for frame in set(frames):
-            total_counts[frame] += count
+        self_counts[frames[-1]] += count
+        own = [f for f in frames if any(f"({package}/" in f for package in packages)]
+        app_counts[_LINE.sub(")", own[-1]) if own else frames[-1]] += count
 
-    def share(counter: Counter[str]) -> list[list[Any]]:
-        return [[frame, round(n / samples, 3)] for frame, n in counter.most_common(top)] if samples else []
+    def share(counter: Counter[str], with_source: bool) -> list[list[Any]]:
+        rows: list[list[Any]] = []
+        for frame, n in counter.most_common(top):
+            row: list[Any] = [frame, round(n / samples, 3)]
+            if with_source:
+                row.append(source_line(frame))
+            rows.append(row)
+        return rows
 
-    return {"samples": samples, "self": share(self_counts), "total": share(total_counts)}
+    return {"samples": samples, "self": share(self_counts, True), "app": share(app_counts, False)}
 
 
 class Profiler:

@@ -226,13 +226,16 @@ def _profile_section(report: dict[str, Any], top: int = 6) -> list[str]:
         return []
     lines = [
         "",
-        f"profile (py-spy, gRPC closed loop at {profiled['throughput_per_s']:,.0f}/s): "
-        "busiest functions, share of busy samples on top of the stack",
+        f"profile (py-spy, gRPC closed loop at {profiled['throughput_per_s']:,.0f}/s), "
+        "shares of busy samples:",
     ]
     for name, result in profiled["profile"].items():
         if "error" in result:
             lines.append(f"  {name}: {result['error']}")
             continue
         lines.append(f"  {name} ({result['samples']} samples, stacks in {result['file']}):")
-        lines += [f"    {share:6.1%}  {frame}" for frame, share in result["self"][:top]]
+        lines.append("    on top of the stack:")
+        lines += [f"      {share:6.1%}  {frame}  | {source}" for frame, share, source in result["self"][:top]]
+        lines.append("    by the project's innermost function:")
+        lines += [f"      {share:6.1%}  {frame}" for frame, share in result["app"][:top]]
     return lines

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo.bench.profile import Profiler, find_py_spy, summarize
+from choreo.bench.profile import Profiler, find_py_spy, source_line, summarize
 
 
 def test_summary_counts_self_and_total_by_function() -> None:
@@ -18,12 +18,30 @@ def test_summary_counts_self_and_total_by_function() -> None:
             "garbage",
         ]
     )
-    summary = summarize(collapsed)
+    summary = summarize(collapsed, packages=("shop",))
     assert summary["samples"] == 10
-    assert summary["self"][0] == ["commit (db.py:5)", 0.6]
-    assert dict(map(tuple, summary["total"]))["handle (app.py)"] == 0.9
-    assert dict(map(tuple, summary["total"]))["main (app.py)"] == 1.0
+    assert summary["self"][0] == ["commit (db.py:5)", 0.6, ""]
     assert summarize("")["self"] == []
+
+
+def test_samples_are_charged_to_the_innermost_project_frame() -> None:
+    collapsed = "\n".join(
+        [
+            "run (asyncio/runners.py:118);handle (shop/orders.py:20);execute (sqlalchemy/engine.py:5) 6",
+            "run (asyncio/runners.py:118);handle (shop/orders.py:21) 3",
+            "run (asyncio/runners.py:118) 1",
+        ]
+    )
+    assert summarize(collapsed, packages=("shop",))["app"] == [
+        ["handle (shop/orders.py)", 0.9],
+        ["run (asyncio/runners.py:118)", 0.1],
+    ]
+
+
+def test_source_line_is_read_from_sys_path() -> None:
+    line = source_line("summarize (choreo/bench/profile.py:1)")
+    assert line == '"""Where each process spends its CPU during a measurement window (py-spy).'
+    assert source_line("no frame here") == ""
 
 
 @pytest.mark.skipif(find_py_spy() is None, reason="py-spy is not installed")
