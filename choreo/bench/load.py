@@ -51,6 +51,14 @@ class Trip:
     terminal: float
 
 
+class CallFailed(Exception):
+    """A gRPC call failed; the message names the call and its status (for the report's error samples)."""
+
+    def __init__(self, method: str, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(f"{method} {error.code().name}: {error.details()}")
+        self.code = error.code()
+
+
 class GrpcBookingClient:
     """Books through ``BookingGatewayService`` over a few shared HTTP/2 channels.
 
@@ -81,9 +89,12 @@ class GrpcBookingClient:
         stub = next(self._stubs)
         correlation_id = str(uuid.uuid4())
         sent = time.time()
-        response = await stub.CreateBooking(
-            self._request, timeout=self._create_timeout, metadata=(("x-correlation-id", correlation_id),)
-        )
+        try:
+            response = await stub.CreateBooking(
+                self._request, timeout=self._create_timeout, metadata=(("x-correlation-id", correlation_id),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise CallFailed("CreateBooking", exc) from None
         created = time.time()
         state = _TERMINAL.get(response.booking.status)
         if state is None:
@@ -104,7 +115,7 @@ class GrpcBookingClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise StillPending(booking_id) from None
-            raise
+            raise CallFailed("WatchBooking", exc) from None
         finally:
             call.cancel()
         raise StillPending(booking_id)
