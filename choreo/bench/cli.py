@@ -50,9 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-stages", action="store_true", help="skip the stage breakdown")
     parser.add_argument("--gateway", metavar="HOST:PORT", help="gRPC address of a running gateway")
-    parser.add_argument("--http", metavar="URL", help="HTTP base URL of that gateway (default: no HTTP run)")
+    parser.add_argument("--http", metavar="URL", help="HTTP base URL of that gateway (none: no HTTP run)")
     parser.add_argument("--nats-url", help="NATS server of the running system (needed with --gateway)")
-    parser.add_argument("--data-dir", help="where the started systems keep their data (default: temporary)")
+    parser.add_argument(
+        "--data-dir", help="where the started systems keep their data (none: a temporary folder)"
+    )
     parser.add_argument(
         "--profile", metavar="DIR", help="one more closed loop with py-spy on every process; stacks to DIR"
     )
