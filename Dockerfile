@@ -37,11 +37,13 @@ LABEL org.opencontainers.image.title="choreo-${SERVICE}" \
 RUN groupadd --system --gid 10001 choreo \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin choreo \
-    && mkdir -p /app/var \
-    && chown 10001:10001 /app/var
+    && mkdir -p /app/var /data \
+    && chown 10001:10001 /app/var /data
 COPY --from=builder /opt/venv /opt/venv
 # The root filesystem is read-only in Kubernetes: no bytecode writes, HOME and TMPDIR on /tmp
 # (an emptyDir there). ./var is only for `docker run` with the default SQLite databases.
+# /data is where the gateway's read model lives in Kubernetes (an emptyDir); owned by the
+# service user here so that a Docker named volume mounted there starts writable too.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -7,7 +7,11 @@ replaced, each replacement named explicitly by the caller:
 
 - Secrets, by local equivalents (``secrets``),
 - addresses (NATS URLs, database URLs), by local ones (``replace``),
-- listen ports, by free ports; listen hosts, by 127.0.0.1.
+- listen ports, by free ports; listen hosts, by 127.0.0.1,
+- the pod's emptyDir volumes, by local directories: ``/tmp`` is the working
+  directory (HOME and TMPDIR), any other emptyDir is ``<workdir>/<volume>``, and a
+  SQLite database URL is pointed at the same file there. A SQLite file outside
+  every emptyDir is refused: the root filesystem is read-only in the pod.
 
 The probes then run against those ports, on the same paths.
 """
@@ -15,6 +19,7 @@ The probes then run against those ports, on the same paths.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +36,34 @@ from tests.k8s.natsproc import free_port
 
 #: The image's ENV (Dockerfile, runtime stage) that matters to the process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+#: Longest a local process may take to pass a probe (seconds).
+LOCAL_START_SECONDS = 90.0
+#: A SQLAlchemy SQLite URL: driver part, then the file path (absolute when it starts with /).
+SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)(.*)$")
+
+
+def emptydir_mounts(workload: Obj, container: Obj) -> dict[str, str]:
+    """Mount path -> volume name, for the container's emptyDir volumes."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    return {
+        m["mountPath"]: m["name"]
+        for m in container.get("volumeMounts", [])
+        if "emptyDir" in volumes.get(m["name"], {})
+    }
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (``None`` for other databases and in-memory SQLite)."""
+    match = SQLITE_URL.match(url)
+    if match is None or match.group(2) in ("", ":memory:"):
+        return None
+    return match.group(2)
+
+
+def on_mount(path: str, mounts: Mapping[str, object]) -> str | None:
+    """The mount path ``path`` lies under (the deepest), or None."""
+    found = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+    return max(found, key=len) if found else None
 
 
 class LocalPod:
@@ -58,6 +91,12 @@ class LocalPod:
         self.deployment = overlay.get("Deployment", name)
         self.container = only_container(self.deployment)
         self.workdir = workdir
+        #: Mount path of each emptyDir -> the local directory standing in for it.
+        self.volumes: dict[str, Path] = {
+            path: workdir if path == "/tmp" else workdir / volume
+            for path, volume in emptydir_mounts(self.deployment, self.container).items()
+        }
+        assert "/tmp" in self.volumes, f"{name}: HOME and TMPDIR are /tmp, which needs an emptyDir"
         rendered = overlay.container_env(self.container)
         missing = sorted(set(replace) - set(rendered))
         assert not missing, f"{name}: the manifest has no {missing}; update the test with the manifest"
@@ -79,12 +118,30 @@ class LocalPod:
                 self.env[key] = str(port)
             elif key.endswith("_HOST") and value == "0.0.0.0":
                 self.env[key] = "127.0.0.1"
+            elif (path := sqlite_path(value)) is not None:
+                self.env[key] = self._local_sqlite(key, value, path)
             else:
                 self.env[key] = value
         unbound = set(container_ports.values()) - set(self.ports)
         assert not unbound, f"{name}: no setting binds container port(s) {unbound}"
         self.log_file = workdir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _local_sqlite(self, key: str, url: str, path: str) -> str:
+        """``url`` with its file moved from the pod's emptyDir to the local directory."""
+        mount = on_mount(path, self.volumes) if path.startswith("/") else None
+        assert mount is not None, (
+            f"{self.name}: {key} puts SQLite at {path!r}, outside every emptyDir "
+            f"({sorted(self.volumes)}); the pod's root filesystem is read-only"
+        )
+        local = self.volumes[mount] / os.path.relpath(path, mount)
+        return url[: len(url) - len(path)] + str(local)
+
+    def local_path(self, pod_path: str) -> Path:
+        """Where a file the pod writes under one of its emptyDirs is, for this process."""
+        mount = on_mount(pod_path, self.volumes)
+        assert mount is not None, f"{pod_path} is on no emptyDir of {self.name}"
+        return self.volumes[mount] / os.path.relpath(pod_path, mount)
 
     def command(self) -> list[str]:
         command = list(self.container["command"])
@@ -93,7 +150,11 @@ class LocalPod:
         return command
 
     def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Starts the process; again after ``kill`` or ``terminate``, it is a container restart
+        (the emptyDirs, here the local directories, keep their files)."""
+        for directory in self.volumes.values():
+            # The kubelet creates each emptyDir empty before the container starts.
+            directory.mkdir(parents=True, exist_ok=True)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.workdir),
@@ -141,10 +202,13 @@ class LocalPod:
         return self.ports[name]
 
     def wait_probe(self, kind: str = "readinessProbe", timeout: float | None = None) -> None:
-        """Polls a probe until it passes, within the startup probe's budget by default."""
+        """Polls a probe until it passes: by default within the startup probe's budget, but at
+        most ``LOCAL_START_SECONDS`` (the gateway's budget covers replaying millions of events;
+        the tests' streams hold a few hundred)."""
         if timeout is None:
             startup: Obj = self.container.get("startupProbe") or self.container[kind]
-            timeout = float(startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3))
+            budget = float(startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3))
+            timeout = min(budget, LOCAL_START_SECONDS)
         deadline = time.monotonic() + timeout
         detail = ""
         while time.monotonic() < deadline:

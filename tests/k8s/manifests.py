@@ -146,3 +146,17 @@ def only_container(workload: Obj) -> Obj:
     found = containers(workload)
     assert len(found) == 1, f"{workload['metadata']['name']} has {len(found)} containers"
     return found[0]
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def quantity_bytes(quantity: str | int) -> int:
+    """A storage or memory quantity (``8Gi``, ``500M``, ``1024``) in bytes."""
+    text = str(quantity)
+    for suffixes in (_BINARY, _DECIMAL):
+        for suffix, factor in suffixes.items():
+            if text.endswith(suffix):
+                return int(float(text[: -len(suffix)]) * factor)
+    return int(float(text))

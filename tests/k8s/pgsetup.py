@@ -16,8 +16,9 @@ from tests.k8s import tools
 from tests.k8s.manifests import K8S
 
 SCRIPT = K8S / "base" / "postgres" / "init-databases.sh"
-#: service -> the databases its role owns (the payment simulator keeps its own ledger).
-DATABASES = {"booking": ["booking"], "payment": ["payment", "payment_ledger"], "gateway": ["gateway"]}
+#: service -> the databases its role owns (the payment simulator keeps its own ledger). The
+#: gateway has none: its read model is SQLite on each of its pods' own volume.
+DATABASES = {"booking": ["booking"], "payment": ["payment", "payment_ledger"]}
 
 
 def psql() -> str:

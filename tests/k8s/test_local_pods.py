@@ -1,17 +1,19 @@
 """What the manifests run is real: each Deployment's command and environment start the
 service, and its probes pass, against the rendered NATS config and the first-start
-database script (Secrets replaced by local equivalents, ports by free ones)."""
+database script (Secrets replaced by local equivalents, ports by free ones, emptyDirs
+by local directories)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.k8s.localpod import LocalPod
+from tests.k8s.localpod import LocalPod, sqlite_path
 from tests.k8s.manifests import Manifests, SecretRef
-from tests.k8s.pgsetup import ServiceDatabases, service_databases
+from tests.k8s.pgsetup import DATABASES, ServiceDatabases, service_databases
 from tests.k8s.stack import SERVICES, nats_passwords, single_nats
 
 pytestmark = pytest.mark.slow
@@ -57,13 +59,20 @@ def test_each_deployment_starts_and_becomes_ready(
                 pod.wait_probe("readinessProbe", timeout=10)
                 ok, detail = pod.probe("livenessProbe")
                 assert ok, f"{pod.name} liveness: {detail}"
-            for service in SERVICES:
+            for service in DATABASES:
                 # Each service created its tables in its own database, as its own role.
                 role = databases.prefix + service
                 tables = databases.sql(
                     role, role, "SELECT count(*) FROM pg_tables WHERE tableowner = current_user"
                 )
                 assert int(tables.stdout or 0) > 0, (service, tables.stderr)
+            # The gateway's read model: the ConfigMap's SQLite file, on its emptyDir.
+            gateway = pods[SERVICES.index("gateway")]
+            pod_file = sqlite_path(str(dev.container_env(gateway.container)["GATEWAY_DATABASE_URL"]))
+            assert pod_file is not None
+            with sqlite3.connect(gateway.local_path(pod_file)) as db:
+                names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert {"bookings", "checkpoints", "trace_events"} <= names, names
             connections = nats.monitor("/connz?auth=true")["connections"]
             users = sorted(c.get("authorized_user", "") for c in connections)
             assert users == sorted(SERVICES), "each service connected to NATS as its own user"

@@ -111,6 +111,14 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
         (gateway, "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment"),
         (payment, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT.booking"),
         (gateway, "$JS.API.STREAM.PURGE.BOOKING"),
+        # The gateway's consumer rights cover any name on its streams (wildcards match whole
+        # tokens), except the other services' durables: the deny list.
+        (gateway, "$JS.API.CONSUMER.DELETE.BOOKING.payment"),
+        (gateway, "$JS.API.CONSUMER.CREATE.BOOKING.payment"),
+        (gateway, "$JS.API.CONSUMER.MSG.NEXT.BOOKING.payment"),
+        (gateway, "$JS.API.CONSUMER.CREATE.PAYMENT.booking"),
+        (gateway, "$JS.API.CONSUMER.DELETE.PAYMENT.booking"),
+        (gateway, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT.booking"),
     ]
     for session, subject in attempts:
         await session.nc.publish(subject, b"{}")
@@ -213,6 +221,57 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
         finally:
             for pod in pods:
                 pod.kill()
+
+
+@pytest.mark.slow
+async def test_gateway_dead_letters_and_cleans_up_under_its_permissions(
+    overlays: dict[str, Manifests], tmp_path: Path
+) -> None:
+    """The gateway's rarer calls: copying poison from each stream to the DLQ, and deleting its
+    consumers when it stops. The booking and payment users publish one garbage fact each."""
+    dev = overlays["dev"]
+    passwords = nats_passwords(dev)
+    users = user_passwords(dev, passwords)
+    with single_nats(dev, tmp_path / "nats", passwords) as node:
+        gateway = LocalPod(
+            dev, "gateway", tmp_path / "gateway", secrets=passwords, replace={"GATEWAY_NATS_URL": node.url}
+        )
+        owners = {
+            stream: await nats.connect(node.url, user=user, password=users[user], allow_reconnect=False)
+            for stream, user in (("BOOKING", "booking"), ("PAYMENT", "payment"))
+        }
+        try:
+            for stream, nc in owners.items():
+                await ensure_stream(nc.jetstream(), stream)
+            gateway.start()
+            gateway.wait_probe("readinessProbe")
+            for stream, nc in owners.items():
+                # No CloudEvents headers: the projection cannot read it and dead-letters it.
+                await nc.jetstream().publish(f"{stream.lower()}.created", b"\xff garbage")
+            inspector = owners["BOOKING"].jetstream()  # booking may read the DLQ stream's info
+
+            async def dead_lettered() -> set[str]:
+                info = await inspector.stream_info("DLQ", subjects_filter="dlq.>")
+                return set(info.state.subjects or {})
+
+            expected = {"dlq.booking.gateway-projection", "dlq.payment.gateway-projection"}
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 15
+            seen = await dead_lettered()
+            while seen != expected and loop.time() < end:
+                await asyncio.sleep(0.05)
+                seen = await dead_lettered()
+            assert seen == expected
+            assert gateway.terminate() == 0, gateway.log_tail()
+            for stream, nc in owners.items():
+                info = await nc.jetstream().stream_info(stream)
+                assert info.state.consumer_count == 0, f"the gateway left a consumer on {stream}"
+        finally:
+            gateway.kill()
+            for nc in owners.values():
+                await nc.close()
+        refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
+        assert not refused, "the gateway was refused something it needs:\n" + "\n".join(refused)
 
 
 async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

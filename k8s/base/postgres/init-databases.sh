@@ -1,6 +1,8 @@
 #!/bin/bash
-# Creates one login role and one database per service; each database is reachable only by
-# its owner (CONNECT revoked from PUBLIC), so a service cannot open another's data.
+# Creates one login role and one database per service that keeps its data in PostgreSQL
+# (booking, payment; the gateway has none: its read model is SQLite inside each of its pods).
+# Each database is reachable only by its owner (CONNECT revoked from PUBLIC), so a service
+# cannot open another's data.
 # Run by the postgres image on first start (/docker-entrypoint-initdb.d), as the superuser;
 # passwords come from each service's Secret `<service>-db` (key `password`).
 # Idempotent, so it can be re-run by hand after adding a service.
@@ -33,4 +35,3 @@ SQL
 create_owner booking "$BOOKING_DB_PASSWORD" booking
 # payment_ledger: the payment-provider simulator's own ledger (a real PSP keeps it on its side).
 create_owner payment "$PAYMENT_DB_PASSWORD" payment payment_ledger
-create_owner gateway "$GATEWAY_DB_PASSWORD" gateway
