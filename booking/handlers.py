@@ -34,21 +34,24 @@ async def on_payment_failed(event: payment_events.PaymentFailed, ctx: HandlerCon
 async def _settle(
     ctx: HandlerContext, booking_id: str, *, succeeded: bool, payment_id: str, reason: str
 ) -> None:
-    current = (
-        await ctx.conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
-    ).scalar_one_or_none()
-    if current is None:
-        raise UnknownBookingError(f"no booking {booking_id!r}")
-    status = on_payment(BookingStatus(current), succeeded)
-    if status is None:
-        log.info("booking %s is already %s; payment outcome ignored", booking_id, current)
-        return
+    # Only a PENDING booking moves (booking.domain.on_payment); the guard is in the UPDATE itself,
+    # so the common case costs one statement.
+    status = on_payment(BookingStatus.PENDING, succeeded)
+    assert status is not None
     now = now_us()
-    await ctx.conn.execute(
+    moved = await ctx.conn.execute(
         update(bookings)
-        .where(bookings.c.booking_id == booking_id, bookings.c.status == current)
+        .where(bookings.c.booking_id == booking_id, bookings.c.status == BookingStatus.PENDING.value)
         .values(status=status.value, payment_id=payment_id, cancellation_reason=reason, updated_at_us=now)
     )
+    if moved.rowcount == 0:
+        current = (
+            await ctx.conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
+        ).scalar_one_or_none()
+        if current is None:
+            raise UnknownBookingError(f"no booking {booking_id!r}")
+        log.info("booking %s is already %s; payment outcome ignored", booking_id, current)
+        return
     if status is BookingStatus.CONFIRMED:
         ctx.emit(
             booking_events.BookingConfirmed(
@@ -61,7 +64,7 @@ async def _settle(
                 booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now)
             )
         )
-    log.info("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})
+    log.debug("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})
 
 
 ROUTES = [

@@ -7,12 +7,18 @@ fails with ``card_declined``; ``tok_chargeDeclinedInsufficientFunds`` with
 own side (its ledger database), so a charge retried after the payment service
 crashed returns the first result instead of charging again. The ledger also
 lets tests count charges per booking.
+
+Charges that arrive together are written in one ledger transaction (group
+commit), as a PSP serving many merchants would: at load the ledger costs one
+commit per batch, not one per charge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -50,6 +56,8 @@ class LedgerCharge(SQLModel, table=True):
 
 ledger = LedgerCharge.__table__  # type: ignore[attr-defined]
 
+_Pending = tuple[ChargeRequest, "asyncio.Future[ChargeResult]"]
+
 
 class SimulatedProvider:
     """The simulator; see the module docstring for the test tokens.
@@ -62,6 +70,8 @@ class SimulatedProvider:
     def __init__(self, engine: AsyncEngine, latency_seconds: float = 0.0) -> None:
         self._engine = engine
         self._latency = latency_seconds
+        self._queue: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, ledger_url: str, latency_seconds: float = 0.0) -> SimulatedProvider:
@@ -72,28 +82,68 @@ class SimulatedProvider:
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         if self._latency:
             await asyncio.sleep(self._latency)
+        future: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        return await future
+
+    async def _write_queued(self) -> None:
+        # One writer at a time; whatever queued up while it committed is the next batch.
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._settle(batch)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _settle(self, batch: Sequence[_Pending]) -> list[ChargeResult]:
+        keys = {req.idempotency_key for req, _ in batch}
         async with self._engine.begin() as conn:
-            earlier = (
-                await conn.execute(select(ledger).where(ledger.c.idempotency_key == request.idempotency_key))
-            ).first()
-            if earlier is not None:
-                return ChargeResult(
-                    earlier.charge_id, earlier.succeeded, earlier.failure_reason, replayed=True
+            rows = await conn.execute(select(ledger).where(ledger.c.idempotency_key.in_(keys)))
+            known = {
+                row.idempotency_key: ChargeResult(
+                    row.charge_id, row.succeeded, row.failure_reason, replayed=True
                 )
-            reason = outcome_for(request.payment_token)
-            charge_id = f"ch_{uuid.uuid4().hex}"
-            await conn.execute(
-                insert(ledger).values(
-                    charge_id=charge_id,
-                    idempotency_key=request.idempotency_key,
-                    amount_cents=request.amount_cents,
-                    currency=request.currency,
-                    succeeded=not reason,
-                    failure_reason=reason,
-                    created_at_us=now_us(),
+                for row in rows
+            }
+            results: list[ChargeResult] = []
+            new_rows = []
+            for req, _ in batch:
+                earlier = known.get(req.idempotency_key)
+                if earlier is not None:
+                    results.append(earlier)
+                    continue
+                reason = outcome_for(req.payment_token)
+                result = ChargeResult(f"ch_{uuid.uuid4().hex}", not reason, reason)
+                # A later request with the same key in this very batch replays this one.
+                known[req.idempotency_key] = ChargeResult(
+                    result.charge_id, result.succeeded, reason, replayed=True
                 )
-            )
-        return ChargeResult(charge_id, not reason, reason)
+                results.append(result)
+                new_rows.append(
+                    {
+                        "charge_id": result.charge_id,
+                        "idempotency_key": req.idempotency_key,
+                        "amount_cents": req.amount_cents,
+                        "currency": req.currency,
+                        "succeeded": result.succeeded,
+                        "failure_reason": reason,
+                        "created_at_us": now_us(),
+                    }
+                )
+            if new_rows:
+                await conn.execute(insert(ledger), new_rows)
+        return results
 
     async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
         await self._engine.dispose()
