@@ -69,6 +69,19 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
     return nc
 
 
+async def flush_subscriptions(nc: NATS) -> None:
+    """Returns once the server has registered every subscription made so far.
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of
+    commands still in its pending buffer, so a single flush can come back
+    before the server has seen a SUB made just before it (a request sent then
+    finds "no responders"). The first round trip gives the client's flusher
+    task time to write the buffer; the second PING then travels behind the SUB.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 def stream_config(name: str, replicas: int = 1) -> StreamConfig:
     """The configuration of one of choreo's streams (file storage, de-duplication)."""
     return StreamConfig(

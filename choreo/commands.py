@@ -17,6 +17,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from choreo.bus import flush_subscriptions
+
 log = logging.getLogger(__name__)
 
 #: Handles a batch of requests and returns one reply payload per request, in order.
@@ -55,7 +57,7 @@ class CommandServer:
         if self._stopping:  # stopped before it started: never take a request
             return
         self._sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
-        await self._nc.flush()
+        await flush_subscriptions(self._nc)
         self.ready.set()
         while True:
             first = await self._queue.get()

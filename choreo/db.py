@@ -17,6 +17,8 @@ from sqlalchemy import BigInteger, Column, Integer, Table, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
+from choreo import sqlite_inline
+
 #: Auto-increment id that is a rowid alias on SQLite and a BIGSERIAL elsewhere.
 BigIntId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -70,7 +72,7 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
         writer: On SQLite, start every transaction with ``BEGIN IMMEDIATE`` so two
             read-then-write transactions never deadlock on lock upgrade. Readers
             pass ``False`` and keep WAL's concurrent snapshot reads.
-        pool_size: Connections kept open (PostgreSQL).
+        pool_size: Connections kept open (PostgreSQL, and SQLite readers).
     """
     url = normalize_url(url)
     if not is_sqlite(url):
@@ -78,7 +80,17 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
     path = url.split(":///", 1)[1] if ":///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+        # Statements run on the loop's thread (choreo.sqlite_inline). A writer engine has
+        # one connection, so the process's write transactions take turns in the pool and
+        # never wait on SQLite's lock, which would block the loop.
+        engine = create_async_engine(
+            url,
+            async_creator=sqlite_inline.creator(path, timeout=30.0),
+            pool_size=1 if writer else pool_size,
+            max_overflow=0,
+        )
+    else:
+        engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
