@@ -53,12 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", metavar="URL", help="HTTP base URL of that gateway (none: no HTTP run)")
     parser.add_argument("--nats-url", help="NATS server of the running system (needed with --gateway)")
     parser.add_argument(
-        "--data-dir", help="where the started systems keep their data (none: a temporary folder)"
+        "--data-dir",
+        help="where the started systems keep their data, kept afterwards (none: a temporary folder)",
     )
     parser.add_argument(
         "--profile", metavar="DIR", help="one more closed loop with py-spy on every process; stacks to DIR"
     )
-    parser.add_argument("--keep-data", action="store_true", help="keep the data directory afterwards")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data folder afterwards")
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:

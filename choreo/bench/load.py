@@ -67,10 +67,17 @@ class GrpcBookingClient:
         channels: Channels used round-robin (one channel is one connection).
         follow_timeout: Seconds a booking may stay PENDING before it counts as left pending.
         create_timeout: Deadline of CreateBooking.
+        record_trips: Keep a ``Trip`` per booking (for the stage analysis).
     """
 
     def __init__(
-        self, target: str, *, channels: int = 4, follow_timeout: float = 30.0, create_timeout: float = 10.0
+        self,
+        target: str,
+        *,
+        channels: int = 4,
+        follow_timeout: float = 30.0,
+        create_timeout: float = 10.0,
+        record_trips: bool = True,
     ) -> None:
         options = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel, not shared
         self._channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
@@ -78,6 +85,7 @@ class GrpcBookingClient:
         self._request = gateway_pb2.CreateBookingRequest(**BOOKING)  # type: ignore[arg-type]
         self._follow_timeout = follow_timeout
         self._create_timeout = create_timeout
+        self._record_trips = record_trips
         self.trips: list[Trip] = []
 
     async def close(self) -> None:
@@ -99,7 +107,8 @@ class GrpcBookingClient:
         state = _TERMINAL.get(response.booking.status)
         if state is None:
             state = await self._follow(stub, response.booking.booking_id)
-        self.trips.append(Trip(correlation_id, sent, created, time.time()))
+        if self._record_trips:
+            self.trips.append(Trip(correlation_id, sent, created, time.time()))
         return state
 
     async def _follow(self, stub: gateway_pb2_grpc.BookingGatewayServiceStub, booking_id: str) -> str:

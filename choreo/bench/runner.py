@@ -20,6 +20,7 @@ the benchmark cannot restart someone else's processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from choreo.bench.ceiling import run_ceiling
 from choreo.bench.driver import LoadSpec, run_count
 from choreo.bench.durability import database_settings, jetstream_settings, machine
 from choreo.bench.load import GrpcBookingClient, HttpBookingClient, count_pending, settle
-from choreo.bench.phases import BookingClient, Target, measure
+from choreo.bench.phases import CLIENT, BookingClient, Target, measure
 from choreo.bench.procstats import sample_all
 from choreo.bench.report import evaluate_targets
 from choreo.bench.stack import BenchStack, find_service_pids
@@ -65,9 +66,10 @@ class BenchOptions:
         gateway: ``host:port`` of a running gateway's gRPC API (with ``nats_url``).
         http_url: Base URL of that gateway's HTTP API.
         nats_url: That system's NATS server.
-        data_dir: Where the started systems keep their data (default: a temporary folder).
+        data_dir: Where the started systems keep their data, kept afterwards (default: a
+            temporary folder, deleted afterwards).
         profile_dir: Run one more gRPC closed loop with py-spy on every process, stacks here.
-        keep_data: Keep ``data_dir`` afterwards.
+        keep_data: Keep the temporary folder afterwards.
     """
 
     duration: float = 10.0
@@ -114,25 +116,26 @@ async def run_bench(options: BenchOptions, progress: Progress) -> dict[str, Any]
         _finish(report)
         return report
     root = options.data_dir or Path(tempfile.mkdtemp(prefix="choreo-bench-"))
+    # A folder the user named is never deleted; it must not hold an earlier run's data.
+    remove = options.data_dir is None and not options.keep_data
+    for sub in ("default", "fsync"):
+        if options.data_dir is not None and (root / sub).exists() and any((root / sub).iterdir()):
+            raise ValueError(f"{root / sub} already holds data: give an empty or new --data-dir")
     try:
         report.update(await _own_system(root / "default", None, options, progress))
         if options.fsync:
-            fsync_options = _replace(
+            fsync_options = dataclasses.replace(
                 options, http=False, scale=0, replay=False, low_rate=0.0, rate=0.0, profile_dir=None
             )
             progress("durability: a fresh system with fsync on every JetStream write")
             fsynced = await _own_system(root / "fsync", "always", fsync_options, progress)
             report["durability"] = {"fsync_always": _durability_summary(fsynced)}
     finally:
-        if not options.keep_data:
+        if remove:
             shutil.rmtree(root, ignore_errors=True)
     report["machine"]["load_average_after"] = machine().get("load_average")
     _finish(report)
     return report
-
-
-def _replace(options: BenchOptions, **changes: Any) -> BenchOptions:
-    return BenchOptions(**{**asdict(options), **changes})
 
 
 def _durability_summary(figures: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +237,7 @@ async def _scale(
         missing = checkpoint - stored
         if missing > 0:
             progress(f"scale: storing {missing:,} more bookings (to {checkpoint:,})")
-            client = GrpcBookingClient(target.grpc)
+            client = GrpcBookingClient(target.grpc, record_trips=False)
             try:
                 filled = await run_count(client.book, missing, options.scale_concurrency)
             finally:
@@ -258,7 +261,8 @@ def _memory_growth(levels: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     first, last = levels[0]["processes"], levels[-1]["processes"]
     growth = {}
-    for name in first.keys() & last.keys():
+    # The benchmark's own process is not part of the system.
+    for name in (first.keys() & last.keys()) - {CLIENT}:
         before, after = first[name]["rss_mb"], last[name]["rss_mb"]
         growth[name] = {
             "rss_mb_first": before,

@@ -78,3 +78,11 @@ async def test_a_running_system_can_be_measured(tmp_path: Path) -> None:
     assert report["settings"]["jetstream"]["sync_interval"].startswith("unknown")
     assert "scale" not in report and "replay" not in report and "durability" not in report
     assert report["pending_in_read_model"] == 0
+
+
+async def test_a_named_data_dir_must_not_hold_an_earlier_run(tmp_path: Path) -> None:
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "booking.db").write_bytes(b"old")
+    with pytest.raises(ValueError, match="already holds data"):
+        await run_bench(BenchOptions(data_dir=tmp_path), lambda _line: None)
+    assert (tmp_path / "default" / "booking.db").read_bytes() == b"old"
