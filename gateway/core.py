@@ -183,7 +183,8 @@ class GatewayCore:
             except Exception as exc:
                 # The booking exists; the projection will bring it in from the stream.
                 log.warning("could not record booking %s in the read model: %r", change.booking_id, exc)
-            log.info(
+            # DEBUG: one line per booking costs real CPU at load; the trace API is the per-workflow view.
+            log.debug(
                 "booking %s created%s",
                 change.booking_id,
                 " (idempotent replay)" if reply.replayed else "",
