@@ -99,7 +99,8 @@ class PullReader:
                 raise PullStalled(self._problem)
             if self._buffer:
                 taken, self._buffer = self._buffer[:limit], self._buffer[limit:]
-                if self._credit <= self._batch:
+                # Top up while about a batch is in flight, unless the caller is already behind.
+                if self._credit <= self._batch and len(self._buffer) < self._batch * 2:
                     await self._request()
                 return taken
             self._arrived.clear()
@@ -111,6 +112,11 @@ class PullReader:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet handed out."""
+        return len(self._buffer)
 
     def interrupt(self) -> None:
         """Makes a waiting ``next_batch`` return an empty list (shutdown)."""

@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-log = logging.getLogger(__name__)
+from choreo.pull import PullReader, PullStalled
 
-_STATUS = "Status"
-_DESCRIPTION = "Description"
-_PENDING_MESSAGES = "Nats-Pending-Messages"
+log = logging.getLogger(__name__)
 
 
 class Delivery(NamedTuple):
@@ -71,6 +67,10 @@ class PullInterrupted(Exception):
 class OrderedPull:
     """Reads ``stream`` in sequence order without acknowledgements.
 
+    The pulling itself (outstanding requests, heartbeats, status messages) is
+    ``choreo.pull.PullReader``'s; this adds the ephemeral consumer and the
+    check that no message was skipped.
+
     Args:
         nc: NATS connection.
         js: JetStream context (creates and deletes the consumer).
@@ -101,13 +101,8 @@ class OrderedPull:
         self._expires = max(expires, heartbeat * 4)
         self._api_prefix = api_prefix
         self.consumer = ""
-        self._sub: Subscription | None = None
-        self._buffer: list[Delivery] = []
-        self._arrived = asyncio.Event()
-        self._credit = 0
+        self._reader: PullReader | None = None
         self._expected = 1
-        self._last_activity = 0.0
-        self._problem: str | None = None
         self._interrupted = False
 
     async def open(self, start_sequence: int) -> None:
@@ -131,9 +126,18 @@ class OrderedPull:
             inactive_threshold=max(30.0, self._expires * 2),
         )
         await self._js.add_consumer(self.stream, config)
-        self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=self._on_message)
-        self._last_activity = asyncio.get_running_loop().time()
-        await self._request()
+        self._reader = PullReader(
+            self._nc,
+            self.stream,
+            self.consumer,
+            batch=self._batch,
+            heartbeat=self._heartbeat,
+            expires=self._expires,
+            api_prefix=self._api_prefix,
+        )
+        if self._interrupted:
+            self._reader.interrupt()
+        await self._reader.start()
 
     async def next_batch(self, limit: int) -> list[Delivery]:
         """Waits for messages and returns up to ``limit`` of them, in order.
@@ -143,88 +147,40 @@ class OrderedPull:
         Raises:
             PullInterrupted: the consumer lost its place (re-open from the checkpoint).
         """
-        loop = asyncio.get_running_loop()
-        stall_after = self._heartbeat * 3 + 0.5
-        while True:
-            if self._problem is not None:
-                raise PullInterrupted(self._problem)
-            if self._buffer:
-                taken, self._buffer = self._buffer[:limit], self._buffer[limit:]
-                if self._credit <= self._batch and len(self._buffer) < self._batch * 2:
-                    await self._request()
-                return taken
-            if self._interrupted:
-                return []
-            self._arrived.clear()
-            if self._credit <= 0:
-                await self._request()
-            remaining = stall_after - (loop.time() - self._last_activity)
-            if remaining <= 0:
-                raise PullInterrupted(f"no message or heartbeat from {self.stream} for {stall_after:.1f}s")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._arrived.wait()
+        if self._reader is None:
+            raise PullInterrupted("not open")
+        try:
+            msgs = await self._reader.next_batch(limit)
+        except PullStalled as exc:
+            raise PullInterrupted(str(exc)) from exc
+        deliveries = []
+        for msg in msgs:
+            position = parse_reply(msg.reply) if msg.reply else None
+            if position is None:
+                raise PullInterrupted(f"a message without JetStream metadata (reply {msg.reply!r})")
+            if position[1] != self._expected:
+                # A message was lost on the way (slow consumer, reconnect): start over from the checkpoint.
+                raise PullInterrupted(f"consumer sequence {position[1]}, expected {self._expected}")
+            self._expected += 1
+            deliveries.append(Delivery(msg, position[0], position[2] // 1000))
+        return deliveries
 
     @property
     def buffered(self) -> int:
         """Messages received and not yet taken."""
-        return len(self._buffer)
+        return self._reader.buffered if self._reader is not None else 0
 
     def interrupt(self) -> None:
         """Makes a waiting ``next_batch`` return (used on shutdown)."""
         self._interrupted = True
-        self._arrived.set()
+        if self._reader is not None:
+            self._reader.interrupt()
 
     async def close(self) -> None:
         """Stops reading and deletes the consumer (best effort: it expires on its own)."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        if self._reader is not None:
+            await self._reader.stop()
         if self.consumer and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self._js.delete_consumer(self.stream, self.consumer)
-
-    async def _request(self) -> None:
-        if self._sub is None:
-            return
-        request = {
-            "batch": self._batch,
-            "expires": int(self._expires * 1e9),
-            "idle_heartbeat": int(self._heartbeat * 1e9),
-        }
-        subject = f"{self._api_prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
-        await self._nc.publish(subject, json.dumps(request).encode(), reply=self._sub.subject)
-        self._credit += self._batch
-
-    async def _on_message(self, msg: Msg) -> None:
-        self._last_activity = asyncio.get_running_loop().time()
-        headers = msg.headers
-        status = headers.get(_STATUS) if headers else None
-        if status:
-            self._on_status(status, headers or {})
-        else:
-            position = parse_reply(msg.reply) if msg.reply else None
-            if position is None:
-                self._problem = f"a message without JetStream metadata (reply {msg.reply!r})"
-            elif position[1] != self._expected:
-                # A message was lost on the way (slow consumer, reconnect): start over from the checkpoint.
-                self._problem = f"consumer sequence {position[1]}, expected {self._expected}"
-            else:
-                self._expected += 1
-                self._credit -= 1
-                self._buffer.append(Delivery(msg, position[0], position[2] // 1000))
-        self._arrived.set()
-
-    def _on_status(self, status: str, headers: dict[str, str]) -> None:
-        if status == "100":
-            return  # idle heartbeat: the consumer is alive
-        description = headers.get(_DESCRIPTION, "")
-        pending = headers.get(_PENDING_MESSAGES)
-        if status in ("404", "408") or (status == "409" and pending is not None):
-            # A pull request ended (expired, or the leader changed); its unused credit is gone.
-            self._credit -= int(pending) if pending else self._batch
-            self._credit = max(self._credit, 0)
-            return
-        self._problem = f"status {status} {description}".strip()
