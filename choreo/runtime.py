@@ -78,11 +78,14 @@ class Runtime:
         )
 
 
-async def open_runtime(settings: ServiceSettings, *, own_stream: str, tables: Sequence[Table]) -> Runtime:
-    """Connects, provisions the service's stream and the DLQ, and creates its tables."""
+async def open_runtime(
+    settings: ServiceSettings, *, own_stream: str | None, tables: Sequence[Table]
+) -> Runtime:
+    """Connects, provisions the service's stream (if it publishes) and the DLQ, and creates its tables."""
     nc = await connect(settings)
     js = nc.jetstream()
-    await provision_stream(js, own_stream, settings.stream_replicas)
+    if own_stream is not None:
+        await provision_stream(js, own_stream, settings.stream_replicas)
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
     engine = make_engine(settings.database_url)
     await create_tables(engine, [*tables, outbox_table, inbox_table])

@@ -1,0 +1,92 @@
+"""A new service joins by subscribing: nothing in booking, payment or the gateway changes.
+
+This is the point of choreography. The "analytics" service below is written
+against the contracts (proto/) and the runtime (choreo/) only: its own durable
+consumer on the BOOKING stream, its own database, its own handler. The running
+services are the same processes as in every other end-to-end test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.gateway.v1 import gateway_pb2_grpc
+from choreo.handler import HandlerContext, Route
+from choreo.runtime import open_runtime
+from choreo.settings import ServiceSettings
+from tests.e2e.client import EXPECTED, request, wait_terminal
+from tests.e2e.stack import Stack
+from tests.support import eventually
+
+_metadata = MetaData()
+outcomes = Table(
+    "analytics_outcomes",
+    _metadata,
+    Column("booking_id", String(64), primary_key=True),
+    Column("outcome", String(32), nullable=False),
+    Column("correlation_id", String(64), nullable=False),
+)
+
+
+async def on_confirmed(event: booking_events.BookingConfirmed, ctx: HandlerContext) -> None:
+    await ctx.conn.execute(
+        insert(outcomes).values(
+            booking_id=event.booking_id, outcome="confirmed", correlation_id=ctx.envelope.correlation_id
+        )
+    )
+
+
+async def on_cancelled(event: booking_events.BookingCancelled, ctx: HandlerContext) -> None:
+    await ctx.conn.execute(
+        insert(outcomes).values(
+            booking_id=event.booking_id, outcome=event.reason, correlation_id=ctx.envelope.correlation_id
+        )
+    )
+
+
+async def test_an_analytics_service_joins_without_touching_the_others(stack: Stack, tmp_path: Path) -> None:
+    settings = ServiceSettings(
+        service_name="analytics",
+        nats_url=stack.nats_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}",
+        log_format="text",
+    )
+    # It publishes nothing (yet), so it owns no stream; it only reads BOOKING.
+    rt = await open_runtime(settings, own_stream=None, tables=[outcomes])
+    consumer = rt.consumer(
+        stream="BOOKING",
+        durable="analytics",
+        subjects=["booking.confirmed", "booking.cancelled"],
+        routes=[
+            Route(booking_events.BookingConfirmed, on_confirmed),
+            Route(booking_events.BookingCancelled, on_cancelled),
+        ],
+    )
+    service = rt.service([consumer])
+    await service.start()
+    try:
+        async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+            stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+            created = {tok: (await stub.CreateBooking(request(tok))).booking for tok in EXPECTED}
+            for booking in created.values():
+                await wait_terminal(stub, booking.booking_id)
+
+        async def seen() -> dict[str, tuple[str, str]]:
+            async with rt.engine.connect() as conn:
+                rows = (await conn.execute(select(outcomes))).all()
+            return (
+                {r.booking_id: (r.outcome, r.correlation_id) for r in rows}
+                if len(rows) == len(EXPECTED)
+                else {}
+            )
+
+        got = await eventually(seen, timeout=15)
+    finally:
+        await service.stop(grace=5)
+    for tok, booking in created.items():
+        _, reason = EXPECTED[tok]
+        assert got[booking.booking_id] == (reason or "confirmed", booking.correlation_id)
