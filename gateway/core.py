@@ -210,7 +210,7 @@ class GatewayCore:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.not_found_grace_seconds):
                             await changed.wait()
-                    view = await self._store.get(booking_id)
+                    view = self._watchers.latest(booking_id) or await self._store.get(booking_id)
         if view is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id")
         return view
@@ -259,7 +259,7 @@ class GatewayCore:
                 changed.clear()
                 if self._watchers.closed:
                     raise GatewayError(ErrorCode.UNAVAILABLE, "the gateway is shutting down; watch again")
-                view = await self._store.get(booking_id)
+                view = self._watchers.latest(booking_id) or await self._store.get(booking_id)
                 if view is not None and view != last:
                     last = view
                     yield view
@@ -278,7 +278,7 @@ class GatewayCore:
                     while not view.is_terminal and not self._watchers.closed:
                         await changed.wait()
                         changed.clear()
-                        view = await self._store.get(booking_id) or view
+                        view = self._watchers.latest(booking_id) or await self._store.get(booking_id) or view
         return view
 
     async def trace(self, *, booking_id: str = "", correlation_id: str = "") -> tuple[str, list[TraceRecord]]:

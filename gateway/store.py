@@ -85,14 +85,14 @@ class ReadModel:
     Args:
         writer: Engine for writes (on SQLite, its transactions ``BEGIN IMMEDIATE``).
         reader: Engine for reads (may be the same engine).
-        on_commit: Called after each commit with the ids of the bookings that changed.
+        on_commit: Called after each commit with the bookings that changed, as committed.
     """
 
     def __init__(
         self,
         writer: AsyncEngine,
         reader: AsyncEngine,
-        on_commit: Callable[[set[str]], None] | None = None,
+        on_commit: Callable[[dict[str, BookingView]], None] | None = None,
     ) -> None:
         self._writer = writer
         self._reader = reader
@@ -143,7 +143,7 @@ class ReadModel:
             if changed and self._on_commit is not None:
                 self._on_commit(changed)
 
-    async def _commit(self, batches: Sequence[WriteBatch]) -> set[str]:
+    async def _commit(self, batches: Sequence[WriteBatch]) -> dict[str, BookingView]:
         trace = [t for b in batches for t in b.trace]
         changes = [c for b in batches for c in b.changes]
         checkpoints: dict[str, int] = {}
@@ -158,9 +158,9 @@ class ReadModel:
             )
         return changed
 
-    async def _apply_changes(self, conn: AsyncConnection, changes: list[Change]) -> set[str]:
+    async def _apply_changes(self, conn: AsyncConnection, changes: list[Change]) -> dict[str, BookingView]:
         if not changes:
-            return set()
+            return {}
         ids = list(dict.fromkeys(c.booking_id for c in changes))
         before = await self._load(conn, ids)
         after = dict(before)
@@ -177,7 +177,7 @@ class ReadModel:
             after[change.booking_id] = merge(current, change)
         changed = [view for booking_id, view in after.items() if before.get(booking_id) != view]
         await self._upsert_bookings.execute(conn, changed)
-        return {view.booking_id for view in changed}
+        return {view.booking_id: view for view in changed}
 
     async def _load(self, conn: AsyncConnection, ids: Sequence[str]) -> dict[str, BookingView]:
         found: dict[str, BookingView] = {}

@@ -1,14 +1,18 @@
 """In-process change notification: who is waiting for which booking.
 
 WatchBooking and ``?wait=`` register an event for their booking; each commit
-of the read model sets the events of the bookings it changed. Nobody polls.
+of the read model sets the events of the bookings it changed, and hands over
+the committed view too, so a woken watcher need not read it back from the
+database. Nobody polls.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+
+from gateway.merge import BookingView
 
 
 class Watchers:
@@ -16,6 +20,8 @@ class Watchers:
 
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
+        #: The last committed view of each watched booking.
+        self._latest: dict[str, BookingView] = {}
         self._closed = False
 
     @property
@@ -39,14 +45,22 @@ class Watchers:
             waiting.discard(event)
             if not waiting and self._events.get(booking_id) is waiting:
                 del self._events[booking_id]
+                self._latest.pop(booking_id, None)
 
-    def notify(self, booking_ids: Iterable[str]) -> None:
-        """Wakes the watchers of these bookings."""
+    def latest(self, booking_id: str) -> BookingView | None:
+        """The booking as last committed, if it changed while watched."""
+        return self._latest.get(booking_id)
+
+    def notify(self, views: Mapping[str, BookingView]) -> None:
+        """Wakes the watchers of these bookings, with their committed views."""
         if not self._events:
             return
-        for booking_id in booking_ids:
-            for event in self._events.get(booking_id, ()):
-                event.set()
+        for booking_id, view in views.items():
+            waiting = self._events.get(booking_id)
+            if waiting:
+                self._latest[booking_id] = view
+                for event in waiting:
+                    event.set()
 
     def close(self) -> None:
         """Wakes every watcher for good (shutdown); they see ``closed`` and finish."""

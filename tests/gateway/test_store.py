@@ -20,7 +20,7 @@ async def store(database_url: str) -> AsyncIterator[tuple[ReadModel, list[set[st
     writer = make_engine(database_url)
     reader = make_engine(database_url, writer=False) if is_sqlite(normalize_url(database_url)) else writer
     notified: list[set[str]] = []
-    model = ReadModel(writer, reader, on_commit=notified.append)
+    model = ReadModel(writer, reader, on_commit=lambda views: notified.append(set(views)))
     await model.create_tables()
     yield model, notified
     await writer.dispose()
