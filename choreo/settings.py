@@ -2,12 +2,47 @@
 
 Read once at start-up (``Settings()``), then passed down explicitly. A value
 that fails validation stops the process with a message naming the variable.
+
+Credentials may also come from files: when ``CHOREO_SECRETS_DIR`` names a
+directory, each file in it named like a setting's environment variable (for
+example ``BOOKING_NATS_PASSWORD``) provides that setting, as a Kubernetes
+Secret volume mounts them. Environment variables win over files; surrounding
+whitespace (the trailing newline of most secret files) is stripped.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+#: Environment variable naming the directory of secret files (unset: no files are read).
+SECRETS_DIR_ENV = "CHOREO_SECRETS_DIR"
+
+
+def secrets_dir_from_env() -> Path | None:
+    """The directory named by ``CHOREO_SECRETS_DIR``, or None when it is unset or empty.
+
+    Raises:
+        SettingsError: It names something that is not an existing directory. A
+            missing mount must stop the service rather than let it start without
+            its credentials.
+    """
+    value = os.environ.get(SECRETS_DIR_ENV, "")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise SettingsError(f"{SECRETS_DIR_ENV}={value!r} is not a directory (is the secret volume mounted?)")
+    return path
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +76,24 @@ class ServiceSettings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
     #: Seconds allowed for in-flight work to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the files of ``CHOREO_SECRETS_DIR`` (see the module doc)."""
+        secrets_dir = secrets_dir_from_env()
+        if secrets_dir is None:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        # File names are matched case-insensitively against `<env_prefix><FIELD>` (the
+        # settings are not case-sensitive), so BOOKING_NATS_PASSWORD names nats_password.
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, files
 
     @field_validator("nats_url")
     @classmethod

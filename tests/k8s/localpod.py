@@ -5,7 +5,9 @@ environment is the container's as rendered (ConfigMap values included), the
 image's own ENV is added, and only what ties the pod to the cluster is
 replaced, each replacement named explicitly by the caller:
 
-- Secrets, by local equivalents (``secrets``),
+- Secrets, by local equivalents (``secrets``); the projected Secret volume that
+  CHOREO_SECRETS_DIR names is written as a local directory of files, one per item,
+  with the kubelet's names and mode,
 - addresses (NATS URLs, database URLs), by local ones (``replace``),
 - listen ports, by free ports; listen hosts, by 127.0.0.1,
 - the pod's emptyDir volumes, by local directories: ``/tmp`` is the working
@@ -31,7 +33,15 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.k8s.manifests import REPO, FieldRef, Manifests, Obj, SecretRef, only_container
+from tests.k8s.manifests import (
+    REPO,
+    SECRETS_DIR_ENV,
+    FieldRef,
+    Manifests,
+    Obj,
+    SecretRef,
+    only_container,
+)
 from tests.k8s.natsproc import free_port
 
 #: The image's ENV (Dockerfile, runtime stage) that matters to the process.
@@ -74,8 +84,9 @@ class LocalPod:
         name: The Deployment.
         workdir: Working directory, HOME and TMPDIR of the process (its /tmp emptyDir).
         secrets: Value of each Secret key the container reads.
-        replace: Environment variables whose rendered value points into the cluster, with
-            the local value to use; each must exist in the rendered environment.
+        replace: Settings whose rendered value points into the cluster, with the local value
+            to use; each must exist in the rendered environment or the secret volume (a file
+            of the volume gets the local value as its content).
     """
 
     def __init__(
@@ -98,14 +109,30 @@ class LocalPod:
         }
         assert "/tmp" in self.volumes, f"{name}: HOME and TMPDIR are /tmp, which needs an emptyDir"
         rendered = overlay.container_env(self.container)
-        missing = sorted(set(replace) - set(rendered))
+        volume = overlay.secret_volume(self.deployment)
+        files = {} if volume is None else volume.files
+        missing = sorted(set(replace) - set(rendered) - set(files))
         assert not missing, f"{name}: the manifest has no {missing}; update the test with the manifest"
         container_ports = {p["containerPort"]: p["name"] for p in self.container["ports"]}
         #: Container port name -> the local port the process listens on.
         self.ports: dict[str, int] = {}
         self.env: dict[str, str] = {}
+        #: File name -> content, of the secret volume (written by ``start``).
+        self.secret_files: dict[str, str] = {}
+        #: The local directory standing in for the secret volume, if the pod has one.
+        self.secrets_dir: Path | None = None
+        if volume is not None:
+            for file, ref in files.items():
+                if file in replace:
+                    self.secret_files[file] = replace[file]
+                else:
+                    assert ref in secrets, f"{name}: no local value for Secret {ref.name}/{ref.key} ({file})"
+                    self.secret_files[file] = secrets[ref]
+            self.secrets_dir = workdir / volume.name
         for key, value in rendered.items():
-            if key in replace:
+            if key == SECRETS_DIR_ENV and self.secrets_dir is not None:
+                self.env[key] = str(self.secrets_dir)
+            elif key in replace:
                 self.env[key] = replace[key]
             elif isinstance(value, SecretRef):
                 assert value in secrets, f"{name}: no local value for Secret {value.name}/{value.key} ({key})"
@@ -155,6 +182,8 @@ class LocalPod:
         for directory in self.volumes.values():
             # The kubelet creates each emptyDir empty before the container starts.
             directory.mkdir(parents=True, exist_ok=True)
+        if self.secrets_dir is not None:
+            self._write_secret_volume(self.secrets_dir)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.workdir),
@@ -173,6 +202,26 @@ class LocalPod:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def _write_secret_volume(self, directory: Path) -> None:
+        """The projected volume as the kubelet writes it: each item a file named by its
+        ``path``, holding the Secret key's bytes (no newline added), with the volume's mode."""
+        mode = int(self._secret_volume_spec().get("defaultMode", 0o644))
+        directory.mkdir(parents=True, exist_ok=True)
+        for file, content in self.secret_files.items():
+            target = directory / file
+            if target.exists():
+                # A restart (start after kill) rewrites the files, as the kubelet refreshes them.
+                target.chmod(0o600)
+            target.write_text(content)
+            target.chmod(mode)
+
+    def _secret_volume_spec(self) -> Obj:
+        assert self.secrets_dir is not None
+        for volume in self.deployment["spec"]["template"]["spec"]["volumes"]:
+            if volume["name"] == self.secrets_dir.name:
+                return dict(volume["projected"])
+        raise AssertionError(f"{self.name}: no volume {self.secrets_dir.name}")
 
     def probe(self, kind: str) -> tuple[bool, str]:
         """Runs one of the container's probes once, as the kubelet would; (ok, detail)."""

@@ -58,6 +58,21 @@ class FieldRef:
 
 EnvValue = str | SecretRef | FieldRef
 
+#: Environment variable naming the directory of secret files (choreo/settings.py).
+SECRETS_DIR_ENV = "CHOREO_SECRETS_DIR"
+
+
+@dataclass(frozen=True)
+class SecretVolume:
+    """The projected Secret volume a service reads its credentials from."""
+
+    #: Volume name in the pod spec.
+    name: str
+    #: Where the container mounts it (the value of CHOREO_SECRETS_DIR).
+    mount_path: str
+    #: File name (the setting's environment variable) -> the Secret key it holds.
+    files: dict[str, SecretRef]
+
 
 class Manifests:
     """The objects one kustomization renders, indexed by kind and name."""
@@ -119,6 +134,49 @@ class Manifests:
             else:
                 raise AssertionError(f"unsupported env source for {var['name']}: {ref}")
         return env
+
+    def secret_volume(self, workload: Obj) -> SecretVolume | None:
+        """The projected Secret volume CHOREO_SECRETS_DIR names, or None when it is not set.
+
+        Fails when the variable names no mount, the mount is writable, or the volume is not
+        a projected volume of Secret items (each file must be named, so that it matches a
+        setting's environment variable).
+        """
+        container = only_container(workload)
+        where = workload["metadata"]["name"]
+        path = self.container_env(container).get(SECRETS_DIR_ENV)
+        if path is None:
+            return None
+        assert isinstance(path, str), f"{where}: {SECRETS_DIR_ENV} must be a plain value"
+        mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == path]
+        assert len(mounts) == 1, f"{where}: {SECRETS_DIR_ENV}={path} is not a mount path"
+        assert mounts[0].get("readOnly") is True, f"{where}: the secret volume must be mounted read-only"
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+        volume = volumes[mounts[0]["name"]]
+        assert "projected" in volume, f"{where}: {volume['name']} is not a projected volume"
+        files: dict[str, SecretRef] = {}
+        for source in volume["projected"]["sources"]:
+            assert set(source) == {"secret"}, f"{where}: only Secrets belong in {volume['name']}: {source}"
+            assert source["secret"].get("items"), f"{where}: name each file of {source['secret']['name']}"
+            for item in source["secret"]["items"]:
+                assert item["path"] not in files, f"{where}: two sources write {item['path']}"
+                files[item["path"]] = SecretRef(source["secret"]["name"], item["key"])
+        return SecretVolume(volume["name"], path, files)
+
+    def settings_env(self, workload: Obj) -> dict[str, EnvValue]:
+        """What the settings of the workload's only container read: its environment, with
+        CHOREO_SECRETS_DIR replaced by the files of the volume it names (as Secret references).
+
+        A variable set both ways is refused: the environment would silently win.
+        """
+        env = self.container_env(only_container(workload))
+        volume = self.secret_volume(workload)
+        if volume is None:
+            return env
+        del env[SECRETS_DIR_ENV]
+        both = sorted(set(env) & set(volume.files))
+        assert not both, f"{workload['metadata']['name']}: {both} set as variable and as file"
+        return {**env, **volume.files}
 
     def secret_value(self, ref: SecretRef) -> str | None:
         """The value of a rendered Secret's key, or None when the Secret is not rendered."""

@@ -254,6 +254,13 @@ def check_references(objects: list[Obj], provided: frozenset[tuple[str, str]] = 
             if "secret" in vol:
                 ref = vol["secret"]
                 look(where, "Secret", ns, ref["secretName"], None, ref.get("optional", False))
+            for source in vol.get("projected", {}).get("sources", []):
+                for field, kind in (("configMap", "ConfigMap"), ("secret", "Secret")):
+                    if field in source:
+                        ref = source[field]
+                        keys = [item["key"] for item in ref.get("items", [])] or [None]
+                        for key in keys:
+                            look(where, kind, ns, ref["name"], key, ref.get("optional", False))
     return problems
 
 

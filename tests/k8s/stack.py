@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.k8s.manifests import Manifests, SecretRef, only_container
+from tests.k8s.manifests import Manifests, SecretRef
 from tests.k8s.natsconf import server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
 
@@ -18,12 +18,9 @@ def nats_passwords(overlay: Manifests) -> dict[SecretRef, str]:
     them, test values otherwise (prod ships no Secret)."""
     passwords: dict[SecretRef, str] = {}
     for workload in overlay.workloads():
-        for container in workload["spec"]["template"]["spec"]["containers"]:
-            for value in overlay.container_env(container).values():
-                if isinstance(value, SecretRef) and value.name.startswith(
-                    tuple(f"{s}-nats" for s in SERVICES)
-                ):
-                    passwords[value] = overlay.secret_value(value) or f"test-{value.name}-{value.key}"
+        for value in overlay.settings_env(workload).values():
+            if isinstance(value, SecretRef) and value.name.startswith(tuple(f"{s}-nats" for s in SERVICES)):
+                passwords[value] = overlay.secret_value(value) or f"test-{value.name}-{value.key}"
     return passwords
 
 
@@ -31,7 +28,7 @@ def user_passwords(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> di
     """NATS user -> password, as each service's Deployment reads them."""
     users = {}
     for service in SERVICES:
-        env = overlay.container_env(only_container(overlay.get("Deployment", service)))
+        env = overlay.settings_env(overlay.get("Deployment", service))
         prefix = service.upper() + "_"
         ref = env[prefix + "NATS_PASSWORD"]
         assert isinstance(ref, SecretRef)
@@ -41,7 +38,7 @@ def user_passwords(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> di
 
 def sqlite_urls(overlay: Manifests, service: str, directory: Path) -> dict[str, str]:
     """Every database URL the service reads from a Secret, as a SQLite file in ``directory``."""
-    env = overlay.container_env(only_container(overlay.get("Deployment", service)))
+    env = overlay.settings_env(overlay.get("Deployment", service))
     return {
         key: f"sqlite+aiosqlite:///{directory / key.lower()}.db"
         for key, value in env.items()

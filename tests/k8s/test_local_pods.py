@@ -35,9 +35,7 @@ def test_each_deployment_starts_and_becomes_ready(
     with single_nats(dev, tmp_path / "nats", passwords) as nats:
         pods = []
         for service in SERVICES:
-            env = dev.container_env(
-                dev.get("Deployment", service)["spec"]["template"]["spec"]["containers"][0]
-            )
+            env = dev.settings_env(dev.get("Deployment", service))
             secrets: dict[SecretRef, str] = {}
             replace = {f"{service.upper()}_NATS_URL": nats.url}
             for key, value in env.items():
@@ -54,6 +52,11 @@ def test_each_deployment_starts_and_becomes_ready(
         try:
             for pod in pods:
                 pod.start()
+                # Credentials reach the process as the files of its secret volume, not as variables.
+                assert pod.secrets_dir is not None, pod.name
+                assert pod.env["CHOREO_SECRETS_DIR"] == str(pod.secrets_dir)
+                assert not set(pod.secret_files) & set(pod.env), pod.name
+                assert {f.name for f in pod.secrets_dir.iterdir()} == set(pod.secret_files)
             for pod in pods:
                 pod.wait_probe("startupProbe")
                 pod.wait_probe("readinessProbe", timeout=10)

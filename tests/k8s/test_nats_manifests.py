@@ -138,7 +138,7 @@ def test_services_use_the_cluster_they_are_given(
     rendered = overlays[overlay]
     sts, _ = nats(rendered)
     nodes = sts["spec"]["replicas"]
-    env = rendered.container_env(only_container(rendered.get("Deployment", service)))
+    env = rendered.settings_env(rendered.get("Deployment", service))
     prefix = service.upper() + "_"
     replicas = int(str(env[prefix + "STREAM_REPLICAS"]))
     assert replicas == nodes, f"R{replicas} streams on {nodes} NATS node(s)"
@@ -158,7 +158,7 @@ def test_each_service_has_its_own_nats_user(overlays: dict[str, Manifests], over
     assert set(users) == set(SERVICES)
     nats_env = rendered.container_env(nats(rendered)[1])
     for service in SERVICES:
-        env = rendered.container_env(only_container(rendered.get("Deployment", service)))
+        env = rendered.settings_env(rendered.get("Deployment", service))
         prefix = service.upper() + "_"
         assert env[prefix + "NATS_USER"] == service
         # The service and NATS read the password from the same Secret key.

@@ -55,7 +55,7 @@ def test_prod_secrets_documented_with_the_keys_the_manifests_read(overlays: dict
     prod = overlays["prod"]
     used: dict[str, set[str]] = {}
     for workload in prod.workloads():
-        for value in prod.container_env(only_container(workload)).values():
+        for value in prod.settings_env(workload).values():
             if isinstance(value, SecretRef):
                 used.setdefault(value.name, set()).add(value.key)
     assert prod_secret_keys() == used

@@ -104,10 +104,10 @@ def test_startup_budget_covers_a_full_replay(overlays: dict[str, Manifests], ove
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gateway_has_no_database_server(overlays: dict[str, Manifests], overlay: str) -> None:
     rendered = overlays[overlay]
-    _, container = gateway(rendered)
+    deployment, _ = gateway(rendered)
     secrets = {
         HASH_SUFFIX.sub("", v.name)
-        for v in rendered.container_env(container).values()
+        for v in rendered.settings_env(deployment).values()
         if isinstance(v, SecretRef)
     }
     assert secrets == {"gateway-nats"}, secrets

@@ -76,7 +76,23 @@ def break_config_ref(objs: list[Obj]) -> None:
 
 
 def break_secret_key(objs: list[Obj]) -> None:
-    _container(objs, "Deployment", "payment")["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "passwd"
+    env = _container(objs, "StatefulSet", "postgres")["env"]
+    next(v for v in env if "secretKeyRef" in v.get("valueFrom", {}))["valueFrom"]["secretKeyRef"]["key"] = (
+        "passwd"
+    )
+
+
+def _projected_secrets(objs: list[Obj]) -> list[Obj]:
+    volume = next(v for v in _pod(objs, "Deployment", "payment")["volumes"] if "projected" in v)
+    return [s["secret"] for s in volume["projected"]["sources"]]
+
+
+def break_projected_key(objs: list[Obj]) -> None:
+    _projected_secrets(objs)[-1]["items"][-1]["key"] = "ledger_url"
+
+
+def break_projected_secret(objs: list[Obj]) -> None:
+    _projected_secrets(objs)[0]["name"] = "payment-nats-creds"
 
 
 def break_service_account(objs: list[Obj]) -> None:
@@ -137,6 +153,8 @@ BREAKAGES: dict[str, tuple[Callable[[list[Obj]], None], str]] = {
     "serviceName": (break_service_name, "is not a Service"),
     "ConfigMap": (break_config_ref, "ConfigMap 'booking-settings'"),
     "Secret key": (break_secret_key, "has no key 'passwd'"),
+    "projected Secret key": (break_projected_key, "has no key 'ledger_url'"),
+    "projected Secret": (break_projected_secret, "Secret 'payment-nats-creds'"),
     "ServiceAccount": (break_service_account, "ServiceAccount 'gateway-sa'"),
     "probe port name": (break_probe_port, "port name 'http'"),
     "gRPC probe port": (break_grpc_probe, "port 50052"),

@@ -133,7 +133,7 @@ def test_services_reach_only_nats_their_database_and_dns(
 
 
 def _env(overlay: Manifests, service: str) -> dict[str, Any]:
-    return dict(overlay.container_env(only_container(overlay.get("Deployment", service))))
+    return dict(overlay.settings_env(overlay.get("Deployment", service)))
 
 
 @pytest.mark.parametrize("overlay_name", OVERLAYS)
@@ -152,6 +152,28 @@ def test_deployment_runs_the_service_package(
     assert tmp and any(
         v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod_spec(deployment)["volumes"]
     ), "an emptyDir on /tmp (the only writable place)"
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_credentials_are_files_readable_by_the_pod_only(
+    overlays: dict[str, Manifests], overlay_name: str, service: str
+) -> None:
+    rendered = overlays[overlay_name]
+    deployment = rendered.get("Deployment", service)
+    env = only_container(deployment).get("env", [])
+    assert not [v["name"] for v in env if "secretKeyRef" in v.get("valueFrom", {})], (
+        f"{service}: Secrets are mounted as files (CHOREO_SECRETS_DIR), not passed as variables"
+    )
+    volume = rendered.secret_volume(deployment)
+    assert volume is not None, f"{service}: no CHOREO_SECRETS_DIR"
+    prefix = service.upper() + "_"
+    assert all(name.startswith(prefix) for name in volume.files), volume.files
+    projected = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == volume.name)["projected"]
+    # Owner root, group the pod's fsGroup: readable by the service's uid/gid, by nobody else.
+    assert projected.get("defaultMode") == 0o440
+    ctx = pod_spec(deployment)["securityContext"]
+    assert ctx.get("fsGroup") == ctx["runAsGroup"]
 
 
 @pytest.mark.parametrize("overlay_name", OVERLAYS)
