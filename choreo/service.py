@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from nats.aio.client import Client as NATS
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -150,6 +151,8 @@ def load_settings(settings_cls: type[S]) -> S:
     """Reads the settings once; exits with a readable message when one is wrong."""
     try:
         return settings_cls()
+    except SettingsError as exc:  # e.g. CHOREO_SECRETS_DIR names no directory
+        sys.exit(f"invalid configuration for {settings_cls.__name__}: {exc}")
     except ValidationError as exc:
         prefix = str(settings_cls.model_config.get("env_prefix", ""))
         lines = [f"invalid configuration for {settings_cls.__name__}:"]
