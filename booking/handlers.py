@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from booking.domain import BookingStatus, on_payment
 from booking.tables import bookings
@@ -15,6 +15,20 @@ from choreo.handler import HandlerContext, Route
 from choreo.payment.v1 import events_pb2 as payment_events
 
 log = logging.getLogger(__name__)
+
+
+# Built once: constructing a statement per event (and its cache key) costs more than running it.
+_SETTLE = (
+    update(bookings)
+    .where(bookings.c.booking_id == bindparam("b_id"), bookings.c.status == BookingStatus.PENDING.value)
+    .values(
+        status=bindparam("b_status"),
+        payment_id=bindparam("b_payment_id"),
+        cancellation_reason=bindparam("b_reason"),
+        updated_at_us=bindparam("b_now"),
+    )
+)
+_STATUS_OF = select(bookings.c.status).where(bookings.c.booking_id == bindparam("b_id"))
 
 
 class UnknownBookingError(LookupError):
@@ -40,14 +54,17 @@ async def _settle(
     assert status is not None
     now = now_us()
     moved = await ctx.conn.execute(
-        update(bookings)
-        .where(bookings.c.booking_id == booking_id, bookings.c.status == BookingStatus.PENDING.value)
-        .values(status=status.value, payment_id=payment_id, cancellation_reason=reason, updated_at_us=now)
+        _SETTLE,
+        {
+            "b_id": booking_id,
+            "b_status": status.value,
+            "b_payment_id": payment_id,
+            "b_reason": reason,
+            "b_now": now,
+        },
     )
     if moved.rowcount == 0:
-        current = (
-            await ctx.conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
-        ).scalar_one_or_none()
+        current = (await ctx.conn.execute(_STATUS_OF, {"b_id": booking_id})).scalar_one_or_none()
         if current is None:
             raise UnknownBookingError(f"no booking {booking_id!r}")
         log.info("booking %s is already %s; payment outcome ignored", booking_id, current)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
@@ -17,6 +17,11 @@ from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
 from payment.tables import payments
 
 log = logging.getLogger(__name__)
+
+
+# Built once: constructing a statement per event (and its cache key) costs more than running it.
+_PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
+_INSERT_PAYMENT = insert(payments)
 
 
 async def charge(provider: PaymentProvider, event: booking_events.BookingCreated) -> ChargeResult:
@@ -34,25 +39,24 @@ async def charge(provider: PaymentProvider, event: booking_events.BookingCreated
 async def record_payment(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
     """Records the charge's outcome and publishes ``PaymentSucceeded`` or ``PaymentFailed``."""
     result: ChargeResult = ctx.prepared
-    exists = (
-        await ctx.conn.execute(select(payments.c.payment_id).where(payments.c.booking_id == event.booking_id))
-    ).scalar_one_or_none()
+    exists = (await ctx.conn.execute(_PAYMENT_OF, {"b_id": event.booking_id})).scalar_one_or_none()
     if exists is not None:
         log.info("booking %s already has payment %s", event.booking_id, exists)
         return
     now = now_us()
     payment_id = f"pay_{uuid.uuid4().hex}"
     await ctx.conn.execute(
-        insert(payments).values(
-            booking_id=event.booking_id,
-            payment_id=payment_id,
-            amount_cents=event.amount_cents,
-            currency=event.currency,
-            succeeded=result.succeeded,
-            failure_reason=result.failure_reason,
-            provider_charge_id=result.charge_id,
-            created_at_us=now,
-        )
+        _INSERT_PAYMENT,
+        {
+            "booking_id": event.booking_id,
+            "payment_id": payment_id,
+            "amount_cents": event.amount_cents,
+            "currency": event.currency,
+            "succeeded": result.succeeded,
+            "failure_reason": result.failure_reason,
+            "provider_charge_id": result.charge_id,
+            "created_at_us": now,
+        },
     )
     if result.succeeded:
         ctx.emit(
