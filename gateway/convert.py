@@ -10,8 +10,9 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from choreo.booking.v1 import commands_pb2
+from choreo.clock import from_timestamp, to_timestamp
 from choreo.gateway.v1 import gateway_pb2
-from gateway.facts import TraceRecord, timestamp_us
+from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status
 
 _TO_PROTO: dict[Status, gateway_pb2.BookingStatus.ValueType] = {
@@ -33,7 +34,7 @@ def timestamp(us: int) -> Timestamp | None:
     """Microseconds since the epoch as a Timestamp; ``None`` for 0 (unknown)."""
     if not us:
         return None
-    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+    return to_timestamp(us)
 
 
 def status_from_proto(value: int) -> Status | None:
@@ -100,7 +101,7 @@ def trace_message(record: TraceRecord) -> gateway_pb2.TraceEvent:
 
 def change_from_record(record: commands_pb2.BookingRecord) -> Change:
     """The booking service's own state, as a read-model change (its reason is final)."""
-    updated = timestamp_us(record.updated_at)
+    updated = from_timestamp(record.updated_at)
     return Change(
         booking_id=record.booking_id,
         at_us=updated,
@@ -112,5 +113,5 @@ def change_from_record(record: commands_pb2.BookingRecord) -> Change:
         payment_id=record.payment_id,
         cancellation_reason=record.cancellation_reason,
         reason_is_final=True,
-        created_at_us=timestamp_us(record.created_at),
+        created_at_us=from_timestamp(record.created_at),
     )

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import from_timestamp
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import subject_for
@@ -60,11 +60,6 @@ class Fact:
     error: str | None = None
 
 
-def timestamp_us(ts: Timestamp) -> int:
-    """A protobuf Timestamp in microseconds since the epoch (0 when unset)."""
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
-
-
 def parse_time_us(value: str) -> int | None:
     """An RFC 3339 time (``ce-time``) in microseconds, or ``None`` if unreadable."""
     if not value:
@@ -79,7 +74,7 @@ def parse_time_us(value: str) -> int | None:
 
 
 def _booking_created(m: booking_events.BookingCreated, at: int, correlation_id: str) -> Change:
-    created = timestamp_us(m.created_at) or at
+    created = from_timestamp(m.created_at) or at
     return Change(
         booking_id=m.booking_id,
         correlation_id=correlation_id,
@@ -96,7 +91,7 @@ def _booking_confirmed(m: booking_events.BookingConfirmed, at: int, correlation_
     return Change(
         booking_id=m.booking_id,
         correlation_id=correlation_id,
-        at_us=timestamp_us(m.confirmed_at) or at,
+        at_us=from_timestamp(m.confirmed_at) or at,
         status=Status.CONFIRMED,
         payment_id=m.payment_id,
     )
@@ -106,7 +101,7 @@ def _booking_cancelled(m: booking_events.BookingCancelled, at: int, correlation_
     return Change(
         booking_id=m.booking_id,
         correlation_id=correlation_id,
-        at_us=timestamp_us(m.cancelled_at) or at,
+        at_us=from_timestamp(m.cancelled_at) or at,
         status=Status.CANCELLED,
         cancellation_reason=m.reason,
         reason_is_final=True,
@@ -118,7 +113,7 @@ def _payment_succeeded(m: payment_events.PaymentSucceeded, at: int, correlation_
     return Change(
         booking_id=m.booking_id,
         correlation_id=correlation_id,
-        at_us=timestamp_us(m.succeeded_at) or at,
+        at_us=from_timestamp(m.succeeded_at) or at,
         status=Status.PENDING,
         payment_id=m.payment_id,
         amount_cents=m.amount_cents,
@@ -130,7 +125,7 @@ def _payment_failed(m: payment_events.PaymentFailed, at: int, correlation_id: st
     return Change(
         booking_id=m.booking_id,
         correlation_id=correlation_id,
-        at_us=timestamp_us(m.failed_at) or at,
+        at_us=from_timestamp(m.failed_at) or at,
         status=Status.PENDING,
         payment_id=m.payment_id,
         cancellation_reason=m.reason,
