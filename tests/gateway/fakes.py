@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -23,6 +22,7 @@ from nats.js import JetStreamContext
 
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.bus import ensure_stream
+from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
@@ -39,14 +39,13 @@ from choreo.subjects import (
 )
 from choreo.validation import validate_booking_request
 
+#: Microseconds to a protobuf Timestamp, as the services stamp their facts.
+ts = to_timestamp
+
 DECLINES = {
     "tok_chargeDeclined": "card_declined",
     "tok_chargeDeclinedInsufficientFunds": "insufficient_funds",
 }
-
-
-def ts(us: int) -> Timestamp:
-    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 
 async def publish(
