@@ -69,12 +69,12 @@ def generate(out_dir: Path) -> list[Path]:
         raise SystemExit("protoc failed for services")
     written: list[Path] = []
     for rel in files:
-        package_dir = out_dir / Path(rel).parent
-        # Make every level an explicit package so mypy and setuptools find it.
-        for level in [package_dir, *package_dir.relative_to(out_dir).parents]:
-            init = out_dir / level if level != Path(".") else None
-            if init is not None and init != out_dir:
-                (init / "__init__.py").touch()
+        parts = Path(rel).parent.parts
+        package_dir = out_dir.joinpath(*parts)
+        # Make every level (choreo, choreo/booking, choreo/booking/v1) an explicit package
+        # so mypy and setuptools find it; touch() leaves an existing __init__.py as it is.
+        for depth in range(1, len(parts) + 1):
+            (out_dir.joinpath(*parts[:depth]) / "__init__.py").touch()
         stem = Path(rel).stem
         for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"):
             path = package_dir / f"{stem}{suffix}"
