@@ -60,7 +60,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
             reader = make_engine(settings.database_url, writer=False)
             engines.append(reader)
         watchers = Watchers()
-        store = ReadModel(writer, reader, on_commit=watchers.notify)
+        store = ReadModel(writer, reader, on_commit=watchers.notify, recent_views=settings.recent_views)
         await store.create_tables()
         feeds = [
             StreamFeed(

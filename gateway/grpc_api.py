@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -55,6 +56,10 @@ def _metadata(context: Context, key: str) -> str:
     return ""
 
 
+def _seconds(duration: Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
 class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
     """Implements ``BookingGatewayService`` on top of ``GatewayCore``."""
 
@@ -79,7 +84,10 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         self, request: gateway_pb2.GetBookingRequest, context: Context
     ) -> gateway_pb2.GetBookingResponse:
         try:
-            view = await self._core.get(request.booking_id)
+            if request.HasField("wait"):
+                view = await self._core.wait(request.booking_id, _seconds(request.wait))
+            else:
+                view = await self._core.get(request.booking_id)
         except GatewayError as exc:
             await _abort(context, exc)
             raise

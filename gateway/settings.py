@@ -34,6 +34,10 @@ class GatewaySettings(ServiceSettings):
     #: Longest ``?wait=`` a client may ask for (seconds).
     max_wait_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Most facts applied in one read-model transaction (replay speed).
+    #: Views of the bookings that changed last kept in memory, so the reads that follow a
+    #: change (a client waiting for its booking, the next fact of its workflow) skip the
+    #: database; 0 reads every booking from the database.
+    recent_views: int = Field(default=10_000, ge=0, le=1_000_000)
     projection_batch_size: int = Field(default=1000, ge=1, le=10_000)
     #: Idle heartbeat of the projection's pull consumers; three missed ones restart a feed
     #: from its checkpoint (how fast it notices a NATS restart).

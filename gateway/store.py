@@ -28,6 +28,7 @@ from gateway.bulk import BulkStatement, insert_new, upsert
 from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
 from gateway.paging import Cursor
+from gateway.recent import RecentViews
 from gateway.tables import TABLES, bookings_table, checkpoints_table, trace_events_table
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class ReadModel:
         writer: Engine for writes (on SQLite, its transactions ``BEGIN IMMEDIATE``).
         reader: Engine for reads (may be the same engine).
         on_commit: Called after each commit with the bookings that changed, as committed.
+        recent_views: Committed views kept in memory (``gateway.recent``); 0 reads every
+            booking from the database.
     """
 
     def __init__(
@@ -93,10 +96,12 @@ class ReadModel:
         writer: AsyncEngine,
         reader: AsyncEngine,
         on_commit: Callable[[dict[str, BookingView]], None] | None = None,
+        recent_views: int = 10_000,
     ) -> None:
         self._writer = writer
         self._reader = reader
         self._on_commit = on_commit
+        self._recent = RecentViews(recent_views)
         dialect = writer.dialect
         # Trace rows and booking views map onto their tables column for column.
         self._insert_trace = BulkStatement(insert_new(trace_events_table, dialect.name, "event_id"), dialect)
@@ -137,6 +142,7 @@ class ReadModel:
                         future.set_exception(exc)
                 continue
             self.commits += 1
+            self._recent.committed(changed)
             for _, future in jobs:
                 if not future.done():
                     future.set_result(None)
@@ -162,7 +168,16 @@ class ReadModel:
         if not changes:
             return {}
         ids = list(dict.fromkeys(c.booking_id for c in changes))
-        before = await self._load(conn, ids)
+        before: dict[str, BookingView] = {}
+        missing = []
+        for booking_id in ids:
+            view = self._recent.get(booking_id)
+            if view is None:
+                missing.append(booking_id)
+            else:
+                before[booking_id] = view
+        if missing:
+            before.update(await self._load(conn, missing))
         after = dict(before)
         for change in changes:
             current = after.get(change.booking_id)
@@ -198,6 +213,9 @@ class ReadModel:
         return int(value or 0)
 
     async def get(self, booking_id: str) -> BookingView | None:
+        view = self._recent.get(booking_id)
+        if view is not None:
+            return view
         async with self._reader.connect() as conn:
             stmt = select(bookings_table).where(bookings_table.c.booking_id == booking_id)
             row = (await conn.execute(stmt)).first()

@@ -2,7 +2,8 @@
 
 Each client's ``book`` is a ``choreo.bench.driver.Op``: create one booking,
 then follow it on the gateway's read side until it is CONFIRMED or CANCELLED
-(gRPC: ``WatchBooking``; HTTP: ``GET /v1/bookings/{id}?wait=``). The client
+(gRPC: ``GetBooking`` with ``wait``; HTTP: ``GET /v1/bookings/{id}?wait=``, the
+same long poll). The client
 chooses the workflow's correlation id (``x-correlation-id``) and records when
 it sent the create, got the reply, and saw the terminal state (``Trip``), so
 the stage analysis (``choreo.bench.stages``) can place the services' own
@@ -16,6 +17,7 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -112,22 +114,22 @@ class GrpcBookingClient:
         return state
 
     async def _follow(self, stub: gateway_pb2_grpc.BookingGatewayServiceStub, booking_id: str) -> str:
-        # grpc's type stubs describe the blocking API; the aio call is an async iterator.
-        call: Any = stub.WatchBooking(
-            gateway_pb2.WatchBookingRequest(booking_id=booking_id), timeout=self._follow_timeout
-        )
+        # A long poll (one unary call) rather than WatchBooking: the client only wants the
+        # outcome, and a unary call costs both sides about half of what a stream does.
+        request = gateway_pb2.GetBookingRequest(booking_id=booking_id)
+        request.wait.FromTimedelta(timedelta(seconds=self._follow_timeout))
+        # grpc's type stubs describe the blocking API; the aio call is awaitable.
+        call: Any = stub.GetBooking(request, timeout=self._follow_timeout + 5.0)
         try:
-            async for update in call:
-                state = _TERMINAL.get(update.booking.status)
-                if state is not None:
-                    return state
+            response = await call
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise StillPending(booking_id) from None
-            raise CallFailed("WatchBooking", exc) from None
-        finally:
-            call.cancel()
-        raise StillPending(booking_id)
+            raise CallFailed("GetBooking", exc) from None
+        state = _TERMINAL.get(response.booking.status)
+        if state is None:
+            raise StillPending(booking_id)
+        return state
 
 
 class HttpBookingClient:

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -138,6 +139,35 @@ async def test_watch_streams_each_change_and_ends_when_terminal(
     # A terminal booking: its state, then the end.
     again = await watch_until_terminal(stub, booking.booking_id)
     assert len(again) == 1 and again[0].status == gw.BOOKING_STATUS_CANCELLED
+
+
+async def test_get_with_wait_holds_until_terminal(stub: Stub, fake_booking: FakeBookingService) -> None:
+    fake_booking.auto_complete = False
+    booking = (await stub.CreateBooking(req(token="tok_chargeDeclined"))).booking
+    await fake_booking.settled()
+    # Not terminal yet: a short wait answers with the current state when time is up.
+    short = gw.GetBookingRequest(booking_id=booking.booking_id, wait=Duration(nanos=200_000_000))
+    assert (await stub.GetBooking(short)).booking.status == gw.BOOKING_STATUS_PENDING
+
+    long = gw.GetBookingRequest(booking_id=booking.booking_id, wait=Duration(seconds=8))
+    waiting = asyncio.ensure_future(stub.GetBooking(long, timeout=10))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await fake_booking.complete(booking.booking_id)
+    got = (await asyncio.wait_for(waiting, 5)).booking
+    assert got.status == gw.BOOKING_STATUS_CANCELLED and got.cancellation_reason == "card_declined"
+    # A wait of zero is a plain read.
+    zero = gw.GetBookingRequest(booking_id=booking.booking_id, wait=Duration())
+    assert (await stub.GetBooking(zero)).booking.status == gw.BOOKING_STATUS_CANCELLED
+
+
+@pytest.mark.parametrize("wait", [Duration(seconds=-1), Duration(seconds=3601)])
+async def test_get_with_a_wait_out_of_range_names_the_field(stub: Stub, wait: Duration) -> None:
+    booking = (await stub.CreateBooking(req())).booking
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetBooking(gw.GetBookingRequest(booking_id=booking.booking_id, wait=wait))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_field(err.value) == "wait"
 
 
 async def test_watch_of_an_unknown_booking_is_not_found(stub: Stub) -> None:

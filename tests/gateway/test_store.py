@@ -15,12 +15,17 @@ from gateway.paging import Cursor
 from gateway.store import ReadModel, WriteBatch
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[tuple[ReadModel, list[set[str]]]]:
+# No views in memory, a cache so small that every test evicts, and the default.
+@pytest.fixture(params=[0, 2, 10_000], ids=["no-cache", "tiny-cache", "cache"])
+async def store(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[ReadModel, list[set[str]]]]:
     writer = make_engine(database_url)
     reader = make_engine(database_url, writer=False) if is_sqlite(normalize_url(database_url)) else writer
     notified: list[set[str]] = []
-    model = ReadModel(writer, reader, on_commit=lambda views: notified.append(set(views)))
+    model = ReadModel(
+        writer, reader, on_commit=lambda views: notified.append(set(views)), recent_views=request.param
+    )
     await model.create_tables()
     yield model, notified
     await writer.dispose()
@@ -86,6 +91,27 @@ async def test_a_batch_merges_bookings_indexes_facts_and_moves_the_checkpoint(
     assert await model.count("trace_events") == 2
     assert await model.checkpoint("BOOKING") == 3
     assert await model.get("missing") is None and await model.correlation_of("missing") is None
+
+
+async def test_changes_merge_into_views_read_back_after_other_writes(
+    store: tuple[ReadModel, list[set[str]]],
+) -> None:
+    model, _ = store
+    await model.write(WriteBatch(changes=[created("b1", 10)]))
+    # Other bookings change meanwhile (with a tiny cache, b1's view is pushed out).
+    await model.write(WriteBatch(changes=[created(f"o{i}", 11 + i) for i in range(3)]))
+    await model.write(WriteBatch(changes=[Change(booking_id="b1", at_us=30, status=Status.CONFIRMED)]))
+    view = await model.get("b1")
+    assert view is not None and view.status is Status.CONFIRMED
+    assert (view.user_id, view.amount_cents, view.created_at_us) == ("u1", 100, 10)
+    # A fact older than what the view holds does not take it back.
+    await model.write(WriteBatch(changes=[created("b1", 10)]))
+    again = await model.get("b1")
+    assert again == view
+    assert [
+        v.booking_id
+        for v in await model.list_bookings(user_id="u1", status=Status.CONFIRMED, limit=5, after=None)
+    ] == ["b1"]
 
 
 async def test_a_failed_batch_writes_nothing(store: tuple[ReadModel, list[set[str]]]) -> None:

@@ -6,6 +6,7 @@ The public API of choreo: commands and reads for bookings."""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -152,15 +153,25 @@ class GetBookingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BOOKING_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """Unset: answer at once. Set: hold the reply until the booking is CONFIRMED or
+        CANCELLED, or until this much time has passed (at most the gateway's
+        GATEWAY_MAX_WAIT_SECONDS), then answer with the booking as it is. One unary
+        call, cheaper than WatchBooking for a client that only wants the outcome.
+        """
+
     def __init__(
         self,
         *,
         booking_id: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,7 +75,8 @@ class BookingGatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBooking(self, request, context):
-        """Reads one booking; NOT_FOUND for an unknown id.
+        """Reads one booking; NOT_FOUND for an unknown id. With `wait`, a long poll:
+        the reply comes once the booking is terminal, or when `wait` has passed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,9 @@ class BookingGatewayServiceStub:
     CreateBooking: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateBookingRequest, _gateway_pb2.CreateBookingResponse]
     """Creates a PENDING booking; payment happens asynchronously."""
     GetBooking: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetBookingRequest, _gateway_pb2.GetBookingResponse]
-    """Reads one booking; NOT_FOUND for an unknown id."""
+    """Reads one booking; NOT_FOUND for an unknown id. With `wait`, a long poll:
+    the reply comes once the booking is terminal, or when `wait` has passed.
+    """
     ListBookings: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListBookingsRequest, _gateway_pb2.ListBookingsResponse]
     """Lists bookings, newest first, optionally filtered by user and status."""
     WatchBooking: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchBookingRequest, _gateway_pb2.WatchBookingResponse]
@@ -53,7 +55,9 @@ class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
     CreateBooking: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateBookingRequest, _gateway_pb2.CreateBookingResponse]  # type: ignore[assignment]
     """Creates a PENDING booking; payment happens asynchronously."""
     GetBooking: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBookingRequest, _gateway_pb2.GetBookingResponse]  # type: ignore[assignment]
-    """Reads one booking; NOT_FOUND for an unknown id."""
+    """Reads one booking; NOT_FOUND for an unknown id. With `wait`, a long poll:
+    the reply comes once the booking is terminal, or when `wait` has passed.
+    """
     ListBookings: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListBookingsRequest, _gateway_pb2.ListBookingsResponse]  # type: ignore[assignment]
     """Lists bookings, newest first, optionally filtered by user and status."""
     WatchBooking: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchBookingRequest, _gateway_pb2.WatchBookingResponse]  # type: ignore[assignment]
@@ -78,7 +82,9 @@ class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetBookingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetBookingResponse, _abc.Awaitable[_gateway_pb2.GetBookingResponse]]:
-        """Reads one booking; NOT_FOUND for an unknown id."""
+        """Reads one booking; NOT_FOUND for an unknown id. With `wait`, a long poll:
+        the reply comes once the booking is terminal, or when `wait` has passed.
+        """
 
     @_abc_1.abstractmethod
     def ListBookings(
