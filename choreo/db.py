@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, Table, event
+from sqlalchemy import BigInteger, Column, Integer, Table, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
-from choreo import sqlite_inline
+from choreo.sqlite_inline import InlineEngine
 
 #: Auto-increment id that is a rowid alias on SQLite and a BIGSERIAL elsewhere.
 BigIntId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
@@ -80,15 +80,18 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
     path = url.split(":///", 1)[1] if ":///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Statements run on the loop's thread (choreo.sqlite_inline). A writer engine has
-        # one connection, so the process's write transactions take turns in the pool and
-        # never wait on SQLite's lock, which would block the loop.
-        engine = create_async_engine(
-            url,
-            async_creator=sqlite_inline.creator(path, timeout=30.0),
-            pool_size=1 if writer else pool_size,
+        # Statements run on the loop's thread, without greenlets (choreo.sqlite_inline). A
+        # writer engine has one connection, so the process's write transactions take turns
+        # on the asyncio side and never wait on SQLite's lock, which would block the loop.
+        connections = 1 if writer else pool_size
+        sync_engine = create_engine(
+            f"sqlite:///{path}",
+            pool_size=connections,
             max_overflow=0,
+            # The pool may close a connection from a finalizer on another thread.
+            connect_args={"timeout": 30.0, "check_same_thread": False},
         )
+        engine: AsyncEngine = InlineEngine(sync_engine, connections)
     else:
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
