@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
@@ -31,17 +31,20 @@ class InboxRow(SQLModel, table=True):
 
 inbox_table = InboxRow.__table__  # type: ignore[attr-defined]
 
+# Built once: constructing a statement (and its cache key) per batch costs more than running it.
+_PROCESSED = select(inbox_table.c.event_id).where(
+    inbox_table.c.consumer == bindparam("consumer"),
+    inbox_table.c.event_id.in_(bindparam("ids", expanding=True)),
+)
+_RECORD = insert(inbox_table)
+
 
 async def already_processed(conn: AsyncConnection, consumer: str, event_ids: Iterable[str]) -> set[str]:
     """The subset of ``event_ids`` whose effect is already committed."""
     ids = list(event_ids)
     if not ids:
         return set()
-    rows = await conn.execute(
-        select(inbox_table.c.event_id).where(
-            inbox_table.c.consumer == consumer, inbox_table.c.event_id.in_(ids)
-        )
-    )
+    rows = await conn.execute(_PROCESSED, {"consumer": consumer, "ids": ids})
     return {r[0] for r in rows}
 
 
@@ -57,4 +60,4 @@ async def record_processed(conn: AsyncConnection, consumer: str, events: Iterabl
         for eid, seq in events
     ]
     if rows:
-        await conn.execute(insert(inbox_table), rows)
+        await conn.execute(_RECORD, rows)

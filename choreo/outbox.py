@@ -18,7 +18,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
-from sqlalchemy import Column, LargeBinary, Text, delete, insert, select
+from sqlalchemy import Column, LargeBinary, Text, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
@@ -46,6 +46,22 @@ class OutboxRow(SQLModel, table=True):
 
 outbox_table = OutboxRow.__table__  # type: ignore[attr-defined]
 
+# Built once: constructing a statement (and its cache key) per round costs more than running it.
+_INSERT = insert(outbox_table)
+_OLDEST = (
+    select(
+        outbox_table.c.id,
+        outbox_table.c.event_id,
+        outbox_table.c.subject,
+        outbox_table.c.headers,
+        outbox_table.c.payload,
+        outbox_table.c.created_at_us,
+    )
+    .order_by(outbox_table.c.id)
+    .limit(bindparam("limit"))
+)
+_DELETE = delete(outbox_table).where(outbox_table.c.id.in_(bindparam("ids", expanding=True)))
+
 
 async def add_to_outbox(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
     """Queues events for publishing inside the caller's transaction."""
@@ -53,7 +69,7 @@ async def add_to_outbox(conn: AsyncConnection, envelopes: Sequence[Envelope]) ->
         return
     now = now_us()
     await conn.execute(
-        insert(outbox_table),
+        _INSERT,
         [
             {
                 "event_id": e.id,
@@ -131,20 +147,7 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publishes one batch; returns how many rows were published."""
         async with read_only(self._engine) as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox_table.c.id,
-                        outbox_table.c.event_id,
-                        outbox_table.c.subject,
-                        outbox_table.c.headers,
-                        outbox_table.c.payload,
-                        outbox_table.c.created_at_us,
-                    )
-                    .order_by(outbox_table.c.id)
-                    .limit(self._batch_size)
-                )
-            ).all()
+            rows = (await conn.execute(_OLDEST, {"limit": self._batch_size})).all()
             await conn.rollback()
         if not rows:
             return 0
@@ -159,7 +162,7 @@ class OutboxRelay:
         done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
         if done:
             async with self._engine.begin() as conn:
-                await conn.execute(delete(outbox_table).where(outbox_table.c.id.in_([r.id for r in done])))
+                await conn.execute(_DELETE, {"ids": [r.id for r in done]})
             for callback in self.on_published:
                 for row in done:
                     callback(row.event_id, row.created_at_us)

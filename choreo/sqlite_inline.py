@@ -97,6 +97,10 @@ class InlineConnection(AsyncConnection):
     async def rollback(self) -> None:
         self._proxied.rollback()
 
+    async def execution_options(self, **opt: Any) -> InlineConnection:
+        self._proxied.execution_options(**opt)
+        return self
+
     async def run_sync(self, fn: Callable[..., Any], *arg: Any, **kw: Any) -> Any:
         return fn(self._proxied, *arg, **kw)
 

@@ -20,7 +20,7 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
@@ -55,6 +55,9 @@ class LedgerCharge(SQLModel, table=True):
 
 
 ledger = LedgerCharge.__table__  # type: ignore[attr-defined]
+
+# Built once: constructing a statement (and its cache key) per batch costs more than running it.
+_CHARGES_OF = select(ledger).where(ledger.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 
 _Pending = tuple[ChargeRequest, "asyncio.Future[ChargeResult]"]
 
@@ -106,7 +109,7 @@ class SimulatedProvider:
     async def _settle(self, batch: Sequence[_Pending]) -> list[ChargeResult]:
         keys = {req.idempotency_key for req, _ in batch}
         async with self._engine.begin() as conn:
-            rows = await conn.execute(select(ledger).where(ledger.c.idempotency_key.in_(keys)))
+            rows = await conn.execute(_CHARGES_OF, {"keys": list(keys)})
             known = {
                 row.idempotency_key: ChargeResult(
                     row.charge_id, row.succeeded, row.failure_reason, replayed=True
