@@ -34,7 +34,8 @@ class BookingRow(ReadModelBase, table=True):
     currency: str = Field(default="", max_length=8)
     #: PENDING, CONFIRMED or CANCELLED (``gateway.merge.Status``).
     status: str = Field(default="UNSPECIFIED", max_length=16)
-    correlation_id: str = Field(default="", max_length=128, index=True)
+    # Not indexed: traces look workflows up in trace_events, never here.
+    correlation_id: str = Field(default="", max_length=128)
     payment_id: str = Field(default="", max_length=128)
     cancellation_reason: str = Field(default="", max_length=256)
     created_at_us: int = big_int(default=0)
