@@ -186,6 +186,11 @@ async def _core_phases(target: Target, options: BenchOptions, progress: Progress
     nats_pid = {k: v for k, v in target.pids.items() if k == "nats-server"}
     progress(f"ceiling: raw nats-py pipeline, {options.concurrency} in flight, {options.duration:g}s")
     figures["ceiling"] = await run_ceiling(target.nats_url, options.spec(), other_pids=nats_pid)
+    if options.low_rate > 0:
+        # The latency floor: the same hops at the same low rate, with nothing but NATS.
+        progress(f"ceiling at low load: {options.low_rate:g}/s, {options.duration:g}s")
+        low = options.spec("open", options.low_rate)
+        figures["ceiling_low_load"] = await run_ceiling(target.nats_url, low, other_pids=nats_pid)
 
     def grpc_client() -> GrpcBookingClient:
         return GrpcBookingClient(target.grpc)

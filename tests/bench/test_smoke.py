@@ -65,6 +65,9 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert {"ceiling-booking", "ceiling-payment", "ceiling-gateway", "nats-server"} <= set(
         ceiling["processes"]
     )
+    floor = report["ceiling_low_load"]
+    assert floor["mode"] == "open" and floor["rate"] == 10.0
+    assert floor["errors"] == 0 and floor["pending"] == 0 and floor["latency_ms"]["p50"] > 0
     ratio = report["e2e"]["throughput_per_s"] / ceiling["throughput_per_s"]
     assert report["ratio"] == pytest.approx(ratio, abs=0.001)
     assert report["pending_in_read_model"] == 0
@@ -98,4 +101,5 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert [t["met"] for t in report["targets"]]  # judged, whatever the outcome
     table = format_report(report)
     assert "gRPC closed loop" in table and "raw ceiling" in table and "targets:" in table
+    assert "raw ceiling low load" in table and "raw NATS pipeline, same hops" in table
     assert any(line.startswith("ceiling") for line in lines)
