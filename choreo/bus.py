@@ -11,7 +11,6 @@ import asyncio
 import logging
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -19,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
+from choreo import natsclient
 from choreo.settings import ServiceSettings
 from choreo.subjects import STREAM_SUBJECTS
 
@@ -34,7 +34,7 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
     Args:
         settings: Gives the URLs and the credentials.
         name: Connection name shown by the server's monitoring.
-        options: Passed to ``nats.connect`` (override the defaults below).
+        options: Passed to ``nats.connect`` (through ``choreo.natsclient``) (override the defaults below).
     """
 
     async def on_disconnect() -> None:
@@ -65,7 +65,7 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
     if settings.nats_creds:
         kwargs["user_credentials"] = settings.nats_creds
     kwargs.update(options)
-    nc = await nats.connect(**kwargs)
+    nc = await natsclient.connect(**kwargs)
     return nc
 
 

@@ -32,12 +32,12 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from choreo import natsclient
 from choreo.bench.driver import LoadSpec, StillPending, run_load
 from choreo.booking.v1 import commands_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
@@ -274,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
     names = CeilingNames(args.run_id)
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch_stdin(stop))
-    nc = await nats.connect(args.nats_url, name=f"ceiling-{args.role}", pending_size=64 * 1024 * 1024)
+    nc = await natsclient.connect(args.nats_url, name=f"ceiling-{args.role}", pending_size=64 * 1024 * 1024)
     try:
         if args.role == "booking":
             await run_booking(nc, names, stop, args.batch_size)
