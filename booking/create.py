@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +112,7 @@ async def create_bookings(
         c = req.command
         now = now_us()
         row: dict[str, Any] = {
-            "booking_id": str(uuid.uuid4()),
+            "booking_id": new_id(),
             "user_id": c.user_id,
             "amount_cents": c.amount_cents,
             "currency": c.currency,

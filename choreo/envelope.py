@@ -8,12 +8,13 @@ also sent as ``Nats-Msg-Id`` so JetStream drops a re-published duplicate.
 from __future__ import annotations
 
 import builtins
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from google.protobuf.message import Message
+
+from choreo import ids
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
@@ -39,7 +40,8 @@ class EnvelopeError(ValueError):
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A new event id: time-ordered (``choreo.ids``), so inbox and trace indexes stay append-mostly."""
+    return ids.new_id()
 
 
 def now_rfc3339() -> str:

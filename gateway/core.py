@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from choreo.booking.v1 import commands_pb2
 from choreo.gateway.v1 import gateway_pb2
+from choreo.ids import new_id
 from choreo.logs import log_context
 from choreo.validation import validate_booking_request
 from gateway.causal import causal_order
@@ -147,8 +147,8 @@ class GatewayCore:
         if correlation_id:
             check_id("correlation_id", correlation_id)
         else:
-            correlation_id = str(uuid.uuid4())
-        command_id = str(uuid.uuid4())
+            correlation_id = new_id()
+        command_id = new_id()
         command = commands_pb2.CreateBookingCommand(
             user_id=request.user_id,
             amount_cents=request.amount_cents,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from sqlalchemy import bindparam, insert, select
 
@@ -12,6 +11,7 @@ from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import Envelope
 from choreo.handler import HandlerContext, Route
+from choreo.ids import uuid7
 from choreo.payment.v1 import events_pb2 as payment_events
 from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
 from payment.tables import payments
@@ -44,7 +44,7 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
         log.info("booking %s already has payment %s", event.booking_id, exists)
         return
     now = now_us()
-    payment_id = f"pay_{uuid.uuid4().hex}"
+    payment_id = f"pay_{uuid7().hex}"
     await ctx.conn.execute(
         _INSERT_PAYMENT,
         {

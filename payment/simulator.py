@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, insert, select
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from choreo.db import big_int, create_tables, make_engine, now_us
+from choreo.ids import uuid7
 from payment.provider import ChargeRequest, ChargeResult
 
 TEST_TOKENS: dict[str, str] = {
@@ -124,7 +124,7 @@ class SimulatedProvider:
                     results.append(earlier)
                     continue
                 reason = outcome_for(req.payment_token)
-                result = ChargeResult(f"ch_{uuid.uuid4().hex}", not reason, reason)
+                result = ChargeResult(f"ch_{uuid7().hex}", not reason, reason)
                 # A later request with the same key in this very batch replays this one.
                 known[req.idempotency_key] = ChargeResult(
                     result.charge_id, result.succeeded, reason, replayed=True
