@@ -21,9 +21,9 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-import httpx
 
 from choreo.bench.driver import StillPending
+from choreo.bench.http1 import Http1Client, Response
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 _TERMINAL = {
@@ -135,6 +135,9 @@ class GrpcBookingClient:
 class HttpBookingClient:
     """Books through the gateway's HTTP API: ``POST /v1/bookings``, then ``GET ...?wait=``.
 
+    Uses ``choreo.bench.http1`` rather than httpx, whose own CPU cost would be
+    the figure measured (see that module).
+
     Args:
         base_url: The gateway's HTTP base URL.
         connections: Most connections kept open (one per concurrent client is best).
@@ -142,20 +145,19 @@ class HttpBookingClient:
     """
 
     def __init__(self, base_url: str, *, connections: int = 64, follow_timeout: float = 30.0) -> None:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._http = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=follow_timeout + 10.0)
+        self._http = Http1Client(base_url, connections=connections, timeout=follow_timeout + 10.0)
         self._follow_timeout = follow_timeout
         self.trips: list[Trip] = []
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     async def book(self) -> str:
         """Creates one booking and follows it; returns its terminal state."""
         correlation_id = str(uuid.uuid4())
         sent = time.time()
-        response = await self._http.post(
-            "/v1/bookings", json=BOOKING, headers={"x-correlation-id": correlation_id}
+        response = await self._http.post_json(
+            "/v1/bookings", BOOKING, headers={"x-correlation-id": correlation_id}
         )
         _check(response, 201)
         created = time.time()
@@ -163,7 +165,7 @@ class HttpBookingClient:
         state = _TERMINAL_JSON.get(booking["status"])
         if state is None:
             response = await self._http.get(
-                f"/v1/bookings/{booking['booking_id']}", params={"wait": self._follow_timeout}
+                f"/v1/bookings/{booking['booking_id']}?wait={self._follow_timeout:g}"
             )
             _check(response, 200)
             state = _TERMINAL_JSON.get(response.json()["status"])
@@ -173,9 +175,9 @@ class HttpBookingClient:
         return state
 
 
-def _check(response: httpx.Response, expected: int) -> None:
-    if response.status_code != expected:
-        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+def _check(response: Response, expected: int) -> None:
+    if response.status != expected:
+        raise RuntimeError(f"HTTP {response.status}: {response.body[:200]!r}")
 
 
 async def count_pending(target: str, limit_pages: int = 20) -> int:

@@ -129,6 +129,14 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("ratio") is not None:
         lines.append(f"end-to-end / ceiling: {report['ratio']:.2f}")
     lines.append(f"bookings PENDING on the read side after the runs: {report.get('pending_in_read_model')}")
+    floor = report.get("grpc_floor")
+    if floor:
+        lines.append(
+            f"gRPC floor (grpc.aio, an empty GetBooking, {floor['concurrency']} in flight): "
+            f"{floor['calls_per_s']:,.0f} calls/s; CPU per call: "
+            f"server {floor['server_cpu_us_per_call']} us, client {floor['client_cpu_us_per_call']} us "
+            "(a booking makes 2 calls)"
+        )
     lines += _processes_section(report)
     lines += _stages_section(report)
     lines += _scale_section(report)

@@ -33,6 +33,7 @@ import nats
 from choreo.bench.ceiling import run_ceiling
 from choreo.bench.driver import LoadSpec, run_count
 from choreo.bench.durability import database_settings, jetstream_settings, machine
+from choreo.bench.grpc_floor import run_grpc_floor
 from choreo.bench.load import GrpcBookingClient, HttpBookingClient, count_pending, settle
 from choreo.bench.phases import CLIENT, BookingClient, Target, measure
 from choreo.bench.procstats import sample_all
@@ -186,6 +187,8 @@ async def _core_phases(target: Target, options: BenchOptions, progress: Progress
     nats_pid = {k: v for k, v in target.pids.items() if k == "nats-server"}
     progress(f"ceiling: raw nats-py pipeline, {options.concurrency} in flight, {options.duration:g}s")
     figures["ceiling"] = await run_ceiling(target.nats_url, options.spec(), other_pids=nats_pid)
+    progress("gRPC floor: grpc.aio alone, an empty GetBooking")
+    figures["grpc_floor"] = await run_grpc_floor(calls=int(max(2, options.duration) * 2000))
     if options.low_rate > 0:
         # The latency floor: the same hops at the same low rate, with nothing but NATS.
         progress(f"ceiling at low load: {options.low_rate:g}/s, {options.duration:g}s")

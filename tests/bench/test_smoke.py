@@ -65,6 +65,9 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert {"ceiling-booking", "ceiling-payment", "ceiling-gateway", "nats-server"} <= set(
         ceiling["processes"]
     )
+    grpc_floor = report["grpc_floor"]
+    assert grpc_floor["calls_per_s"] > 0 and grpc_floor["client_cpu_us_per_call"] > 0
+    assert grpc_floor["server_cpu_us_per_call"] is not None and grpc_floor["server_cpu_us_per_call"] > 0
     floor = report["ceiling_low_load"]
     assert floor["mode"] == "open" and floor["rate"] == 10.0
     assert floor["errors"] == 0 and floor["pending"] == 0 and floor["latency_ms"]["p50"] > 0
@@ -102,4 +105,5 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     table = format_report(report)
     assert "gRPC closed loop" in table and "raw ceiling" in table and "targets:" in table
     assert "raw ceiling low load" in table and "raw NATS pipeline, same hops" in table
+    assert "gRPC floor" in table
     assert any(line.startswith("ceiling") for line in lines)
