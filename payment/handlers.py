@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
@@ -20,8 +21,13 @@ log = logging.getLogger(__name__)
 
 
 # Built once: constructing a statement per event (and its cache key) costs more than running it.
+# One statement per event: a booking that already has a payment (the same booking in a
+# second BookingCreated) inserts nothing, and the handler sees that in the row count.
+_RECORD_ONCE = {
+    "sqlite": sqlite.insert(payments).on_conflict_do_nothing(index_elements=["booking_id"]),
+    "postgresql": postgresql.insert(payments).on_conflict_do_nothing(index_elements=["booking_id"]),
+}
 _PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
-_INSERT_PAYMENT = insert(payments)
 
 
 async def charge(provider: PaymentProvider, event: booking_events.BookingCreated) -> ChargeResult:
@@ -39,14 +45,10 @@ async def charge(provider: PaymentProvider, event: booking_events.BookingCreated
 async def record_payment(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
     """Records the charge's outcome and publishes ``PaymentSucceeded`` or ``PaymentFailed``."""
     result: ChargeResult = ctx.prepared
-    exists = (await ctx.conn.execute(_PAYMENT_OF, {"b_id": event.booking_id})).scalar_one_or_none()
-    if exists is not None:
-        log.info("booking %s already has payment %s", event.booking_id, exists)
-        return
     now = now_us()
     payment_id = f"pay_{uuid7().hex}"
-    await ctx.conn.execute(
-        _INSERT_PAYMENT,
+    inserted = await ctx.conn.execute(
+        _RECORD_ONCE[ctx.conn.dialect.name],
         {
             "booking_id": event.booking_id,
             "payment_id": payment_id,
@@ -58,6 +60,10 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
             "created_at_us": now,
         },
     )
+    if inserted.rowcount == 0:
+        existing = (await ctx.conn.execute(_PAYMENT_OF, {"b_id": event.booking_id})).scalar_one_or_none()
+        log.info("booking %s already has payment %s", event.booking_id, existing)
+        return
     if result.succeeded:
         ctx.emit(
             payment_events.PaymentSucceeded(

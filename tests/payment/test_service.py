@@ -109,6 +109,25 @@ async def test_redelivered_booking_is_charged_and_paid_once(
     assert await stream_count(js, "PAYMENT") == 1
 
 
+async def test_a_second_fact_about_the_same_booking_records_no_second_payment(
+    nats_server: NatsServer, database_url: str, tmp_path: Path, js: JetStreamContext
+) -> None:
+    # Two different events (the inbox lets both through) about one booking: one payment, one fact.
+    async with running(build(settings(nats_server, database_url, tmp_path))) as service:
+        await publish(js, booking_created("b-2", "tok_visa"))
+        await eventually(lambda: _at_least(js, "PAYMENT", 1))
+        await publish(js, booking_created("b-2", "tok_visa"))
+        await eventually(lambda: _consumed(js, 2))
+        assert await count(service, payments) == 1
+    assert await stream_count(js, "PAYMENT") == 1
+    assert await stream_count(js, "DLQ") == 0  # handled, not failed
+
+
+async def _consumed(js: JetStreamContext, n: int) -> bool:
+    info = await js.consumer_info("BOOKING", "payment")
+    return info.ack_floor.stream_seq >= n
+
+
 async def test_a_crash_after_charging_does_not_charge_twice(
     nats_server: NatsServer, database_url: str, tmp_path: Path, js: JetStreamContext
 ) -> None:
