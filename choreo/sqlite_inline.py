@@ -37,13 +37,28 @@ class InlineEngine(AsyncEngine):
     Args:
         sync_engine: A ``sqlite://`` engine (pysqlite) with a ``QueuePool``.
         connections: Connections that may be checked out at once (the pool's size).
+        checkout_timeout: Seconds to wait for a free connection before giving up, like
+            SQLAlchemy's ``pool_timeout`` (a task that opens a second transaction on a
+            one-connection engine while holding the first fails instead of hanging).
     """
 
-    def __init__(self, sync_engine: Engine, connections: int) -> None:
+    def __init__(self, sync_engine: Engine, connections: int, checkout_timeout: float = 30.0) -> None:
         # AsyncEngine.__init__ refuses a synchronous driver; this class never hands the
         # synchronous engine to a greenlet, so it sets up the proxy itself.
         self.sync_engine = self._assign_proxied(sync_engine)
         self._slots = asyncio.Semaphore(connections)
+        self._connections = connections
+        self._checkout_timeout = checkout_timeout
+
+    async def _checkout(self) -> None:
+        try:
+            async with asyncio.timeout(self._checkout_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise TimeoutError(
+                f"no free connection to {self.sync_engine.url} after {self._checkout_timeout:g}s "
+                f"({self._connections} in use)"
+            ) from None
 
     def connect(self) -> InlineConnection:
         return InlineConnection(self)
@@ -59,7 +74,7 @@ class InlineConnection(AsyncConnection):
 
     async def start(self, is_ctxmanager: bool = False) -> InlineConnection:
         # Wait for a free connection here, on the loop, never inside the pool.
-        await self.engine._slots.acquire()
+        await self.engine._checkout()
         try:
             self.sync_connection = self._assign_proxied(self.sync_engine.connect())
         except BaseException:

@@ -31,7 +31,7 @@ class GatewaySettings(ServiceSettings):
     #: A read of an unknown booking waits this long for it to reach the read model
     #: (created through another replica) before answering NOT_FOUND.
     not_found_grace_seconds: float = Field(default=0.5, ge=0, le=10)
-    #: Longest ``?wait=`` a client may ask for (seconds).
+    #: Longest ``?wait=`` (HTTP) or ``wait`` (gRPC GetBooking) a client may ask for (seconds).
     max_wait_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Most facts applied in one read-model transaction (replay speed).
     #: Views of the bookings that changed last kept in memory, so the reads that follow a
