@@ -7,18 +7,7 @@ from gateway.recent import RecentViews
 
 
 def view(booking_id: str, status: Status = Status.PENDING) -> BookingView:
-    return BookingView(
-        booking_id=booking_id,
-        user_id="u",
-        amount_cents=1,
-        currency="EUR",
-        status=status,
-        correlation_id="c",
-        payment_id="",
-        cancellation_reason="",
-        created_at_us=1,
-        updated_at_us=1,
-    )
+    return BookingView(booking_id=booking_id, status=status)
 
 
 def test_the_latest_commit_wins_and_the_oldest_change_leaves_first() -> None:
