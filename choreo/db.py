@@ -109,7 +109,13 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer and not read_only else "BEGIN")
+        # On the driver's own cursor: BEGIN needs none of the statement machinery, and this
+        # runs for every transaction of every service.
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if writer and not read_only else "BEGIN")
+        finally:
+            cursor.close()
 
     return engine
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, select, text, tuple_
+from sqlalchemy import Table, bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.db import create_tables
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 #: Ids per ``IN (...)`` lookup (well under every database's parameter limit).
 _LOOKUP_CHUNK = 500
+
+# Built once: constructing a statement per commit costs more than running it.
+_LOAD = select(bookings_table).where(bookings_table.c.booking_id.in_(bindparam("ids", expanding=True)))
+_GET = select(bookings_table).where(bookings_table.c.booking_id == bindparam("booking_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +202,7 @@ class ReadModel:
         found: dict[str, BookingView] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
-            result = await conn.execute(select(bookings_table).where(bookings_table.c.booking_id.in_(chunk)))
+            result = await conn.execute(_LOAD, {"ids": chunk})
             for row in result:
                 found[row.booking_id] = _view(row)
         return found
@@ -217,8 +221,7 @@ class ReadModel:
         if view is not None:
             return view
         async with self._reader.connect() as conn:
-            stmt = select(bookings_table).where(bookings_table.c.booking_id == booking_id)
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(_GET, {"booking_id": booking_id})).first()
         return _view(row) if row is not None else None
 
     async def list_bookings(
