@@ -18,7 +18,7 @@ DURABLE = "booking"
 async def build(settings: BookingSettings) -> Service:
     """Assembles the booking service: command server, payment consumer, outbox relay."""
     rt = await open_runtime(settings, own_stream=BOOKING_STREAM, tables=[bookings])
-    creator = CreateBookingHandler(rt.engine, settings.service_name, rt.relay.notify)
+    creator = CreateBookingHandler(rt.engine, settings.service_name, rt.relay.notify, rt.stages)
     commands = CommandServer(
         rt.nc, CMD_CREATE_BOOKING, queue="booking", handler=creator, max_batch=settings.command_batch_size
     )

@@ -25,6 +25,7 @@ from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.subjects import BOOKING_CREATED
 from choreo.validation import validate_booking_request
@@ -182,12 +183,20 @@ class CreateBookingHandler:
         engine: The booking database.
         source: ``ce-source`` of the facts (the service name).
         on_commit: Called after a commit that queued facts (wakes the outbox relay).
+        stages: Where to add each batch's ``command_transaction`` (``choreo.metrics``).
     """
 
-    def __init__(self, engine: AsyncEngine, source: str, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        source: str,
+        on_commit: Callable[[], None],
+        stages: Stages | None = None,
+    ) -> None:
         self._engine = engine
         self._source = source
         self._on_commit = on_commit
+        self._stages = stages or Stages(source)
 
     async def __call__(self, msgs: Sequence[Msg]) -> list[bytes]:
         replies: list[Reply | None] = []
@@ -201,8 +210,9 @@ class CreateBookingHandler:
                 replies.append(parsed)
         if accepted:
             try:
-                async with self._engine.begin() as conn:
-                    results = await create_bookings(conn, [r for _, r in accepted], self._source)
+                with self._stages.timed("command_transaction"):
+                    async with self._engine.begin() as conn:
+                        results = await create_bookings(conn, [r for _, r in accepted], self._source)
             except Exception as exc:
                 # e.g. a concurrent replica took the same idempotency key: settle each on its own.
                 log.warning("create batch of %d failed (%r); retrying one by one", len(accepted), exc)

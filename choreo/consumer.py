@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from choreo.envelope import Envelope, EnvelopeError
 from choreo.handler import HandlerContext, Route
 from choreo.inbox import already_processed, record_processed
 from choreo.logs import log_context
+from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.pull import PullReader, PullStalled
 from choreo.retry import RetryPolicy
@@ -69,6 +71,7 @@ class EventConsumer:
         max_in_flight_batches: Batches handled at once; by default 4 when a
             route has a ``prepare`` step (their prepare steps overlap, their
             commits still take turns), else 1.
+        stages: Where to add the time of each stage (``choreo.metrics``).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class EventConsumer:
         ack_wait_seconds: float = 30.0,
         on_commit: Callable[[], None] | None = None,
         max_in_flight_batches: int | None = None,
+        stages: Stages | None = None,
     ) -> None:
         self._js = js
         self._nc: NATS = nc if nc is not None else js._nc
@@ -106,6 +110,7 @@ class EventConsumer:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._ack_wait = ack_wait_seconds
         self._on_commit = on_commit
+        self._stages = stages or Stages(source)
         self._stopping = asyncio.Event()
         self.processed = 0
         self.dead_lettered = 0
@@ -189,12 +194,16 @@ class EventConsumer:
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """Handles one fetched batch: decode, prepare, commit, then ack or retry."""
         deliveries: list[_Delivery] = []
+        now = time.time()
+        lag = 0.0
         for msg in msgs:
             delivery = await self._decode(msg)
             if delivery is not None:
                 deliveries.append(delivery)
+                lag += now - msg.metadata.timestamp.timestamp()
         if not deliveries:
             return
+        self._stages.observe("consumer_lag", lag, len(deliveries))
         await self._prepare(deliveries)
         ready = [d for d in deliveries if d.error is None]
         async with self._commit_turn:
@@ -241,7 +250,7 @@ class EventConsumer:
             if d.route.prepare is None:
                 return
             async with self._semaphore:
-                with log_context(**self._log_fields(d)):
+                with log_context(**self._log_fields(d)), self._stages.timed("prepare"):
                     try:
                         d.prepared = await d.route.prepare(d.message, d.envelope)
                     except Exception as exc:
@@ -253,6 +262,7 @@ class EventConsumer:
         if not deliveries:
             return
         outgoing = []
+        started = time.perf_counter()
         async with self._engine.begin() as conn:
             seen = await already_processed(conn, self.durable, (d.envelope.id for d in deliveries))
             fresh: list[tuple[str, int]] = []
@@ -262,12 +272,16 @@ class EventConsumer:
                     continue
                 seen.add(d.envelope.id)
                 ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared)
-                with log_context(**self._log_fields(d)):
+                with log_context(**self._log_fields(d)), self._stages.timed("handler"):
                     await d.route.handle(d.message, ctx)
                 outgoing.extend(ctx.outgoing)
                 fresh.append((d.envelope.id, d.sequence))
             await record_processed(conn, self.durable, fresh)
             await add_to_outbox(conn, outgoing)
+            committing = time.perf_counter()
+        done = time.perf_counter()
+        self._stages.observe("consume_commit", done - committing)
+        self._stages.observe("consume_transaction", done - started)
         if outgoing and self._on_commit is not None:
             self._on_commit()
 

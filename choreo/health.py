@@ -2,7 +2,8 @@
 
 Workers have no web framework; this answers ``GET /healthz`` and ``GET /readyz``
 with 200 when every check passes and 503 naming the failing ones otherwise.
-Checks are async callables returning ``None`` (healthy) or a reason.
+Checks are async callables returning ``None`` (healthy) or a reason. With
+``metrics``, ``GET /metrics`` serves its text (``choreo.metrics``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+
+from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +27,16 @@ class HealthServer:
         host: Address to bind.
         port: Port to bind (0 picks a free one; see ``port`` after ``start``).
         checks: Named checks run on every probe.
+        metrics: Renders ``GET /metrics`` (Prometheus text format); none: 404.
     """
 
-    def __init__(self, host: str, port: int, checks: dict[str, Check]) -> None:
+    def __init__(
+        self, host: str, port: int, checks: dict[str, Check], metrics: Callable[[], str] | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self._checks = checks
+        self._metrics = metrics
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -61,15 +68,18 @@ class HealthServer:
                 pass
             parts = request.decode(errors="replace").split()
             path = parts[1].split("?")[0] if len(parts) > 1 else ""
+            content_type = "application/json"
             if path in ("/healthz", "/readyz", "/livez"):
                 failures = await self.evaluate()
                 status = "503 Service Unavailable" if failures else "200 OK"
                 body = json.dumps({"status": "unavailable" if failures else "ok", "failures": failures})
+            elif path == "/metrics" and self._metrics is not None:
+                status, body, content_type = "200 OK", self._metrics(), METRICS_CONTENT_TYPE
             else:
                 status, body = "404 Not Found", json.dumps({"error": "not found"})
             payload = body.encode()
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
                 + payload
             )

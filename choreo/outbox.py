@@ -24,6 +24,7 @@ from sqlmodel import Field, SQLModel
 
 from choreo.db import BigIntId, big_int, now_us, read_only
 from choreo.envelope import Envelope
+from choreo.metrics import Stages
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class OutboxRelay:
         poll_interval: Seconds between polls when nobody calls ``notify`` - the
             fallback that catches rows left by a crash or a NATS outage.
         publish_timeout: Seconds to wait for JetStream's acknowledgements.
+        stages: Where to add each fact's ``outbox_lag`` (``choreo.metrics``).
     """
 
     def __init__(
@@ -103,12 +105,14 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         publish_timeout: float = 5.0,
+        stages: Stages | None = None,
     ) -> None:
         self._engine = engine
         self._js = js
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
+        self._stages = stages
         self._wake = asyncio.Event()
         self._stopping = False
         #: Called with (event_id, created_at_us) after JetStream acknowledged it.
@@ -160,6 +164,9 @@ class OutboxRelay:
             asyncio.gather(*futures, return_exceptions=True), self._publish_timeout
         )
         done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+        if done and self._stages is not None:
+            acked_us = now_us()
+            self._stages.observe("outbox_lag", sum(acked_us - r.created_at_us for r in done) / 1e6, len(done))
         if done:
             async with self._engine.begin() as conn:
                 await conn.execute(_DELETE, {"ids": [r.id for r in done]})

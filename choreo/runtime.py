@@ -20,6 +20,7 @@ from choreo.db import create_tables, make_engine
 from choreo.handler import Route
 from choreo.health import HealthServer
 from choreo.inbox import inbox_table
+from choreo.metrics import Stages
 from choreo.outbox import OutboxRelay, outbox_table
 from choreo.retry import RetryPolicy
 from choreo.service import Component, Service, database_check, nats_check
@@ -29,13 +30,14 @@ from choreo.subjects import DLQ_STREAM
 
 @dataclass
 class Runtime:
-    """The connection, database and outbox relay of one service process."""
+    """The connection, database, outbox relay and stage timings of one service process."""
 
     settings: ServiceSettings
     nc: NATS
     js: JetStreamContext
     engine: AsyncEngine
     relay: OutboxRelay
+    stages: Stages
 
     def consumer(
         self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]
@@ -55,6 +57,7 @@ class Runtime:
             batch_size=s.batch_size,
             ack_wait_seconds=s.ack_wait_seconds,
             on_commit=self.relay.notify,
+            stages=self.stages,
         )
 
     def service(self, components: list[Component]) -> Service:
@@ -66,6 +69,7 @@ class Runtime:
                 s.health_host,
                 s.health_port,
                 {"nats": nats_check(self.nc), "database": database_check(self.engine)},
+                metrics=self.stages.render,
             )
         return Service(
             name=s.service_name,
@@ -89,5 +93,6 @@ async def open_runtime(
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
     engine = make_engine(settings.database_url)
     await create_tables(engine, [*tables, outbox_table, inbox_table])
-    relay = OutboxRelay(engine, js)
-    return Runtime(settings, nc, js, engine, relay)
+    stages = Stages(settings.service_name)
+    relay = OutboxRelay(engine, js, stages=stages)
+    return Runtime(settings, nc, js, engine, relay, stages)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.bus import connect, provision_stream
 from choreo.db import is_sqlite, make_engine, normalize_url
+from choreo.metrics import Stages
 from choreo.service import Component, Service
 from choreo.subjects import DLQ_STREAM
 from gateway.command_client import BookingCommands
@@ -60,7 +61,10 @@ async def build(settings: GatewaySettings) -> GatewayService:
             reader = make_engine(settings.database_url, writer=False)
             engines.append(reader)
         watchers = Watchers()
-        store = ReadModel(writer, reader, on_commit=watchers.notify, recent_views=settings.recent_views)
+        stages = Stages(settings.service_name)
+        store = ReadModel(
+            writer, reader, on_commit=watchers.notify, recent_views=settings.recent_views, stages=stages
+        )
         await store.create_tables()
         feeds = [
             StreamFeed(
@@ -75,7 +79,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
         ]
         core = GatewayCore(
             store=store,
-            commands=BookingCommands(nc, settings.command_timeout_seconds, settings.service_name),
+            commands=BookingCommands(nc, settings.command_timeout_seconds, settings.service_name, stages),
             watchers=watchers,
             max_wait_seconds=settings.max_wait_seconds,
             not_found_grace_seconds=settings.not_found_grace_seconds,
@@ -85,7 +89,11 @@ async def build(settings: GatewaySettings) -> GatewayService:
         grpc_server = GrpcServer(core, readiness, host=settings.host, port=settings.grpc_port, grace=grace)
         servers.append(grpc_server)
         http_server = HttpServer(
-            create_app(core, readiness), core, host=settings.host, port=settings.http_port, grace=grace
+            create_app(core, readiness, stages),
+            core,
+            host=settings.host,
+            port=settings.http_port,
+            grace=grace,
         )
         servers.append(http_server)
     except BaseException:

@@ -26,6 +26,7 @@ from choreo.envelope import (
     SPEC_VERSION,
     now_rfc3339,
 )
+from choreo.metrics import Stages
 from choreo.subjects import CMD_CREATE_BOOKING
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,16 @@ class BookingCommands:
         nc: NATS connection.
         timeout: Seconds to wait for a reply.
         source: ``ce-source`` of the commands (this service's name).
+        stages: Where to add each ``command_request`` (``choreo.metrics``).
     """
 
-    def __init__(self, nc: NATS, timeout: float, source: str = "gateway") -> None:
+    def __init__(
+        self, nc: NATS, timeout: float, source: str = "gateway", stages: Stages | None = None
+    ) -> None:
         self._nc = nc
         self._timeout = timeout
         self._source = source
+        self._stages = stages or Stages(source)
 
     async def create(
         self, command: commands_pb2.CreateBookingCommand, *, command_id: str, correlation_id: str
@@ -80,9 +85,10 @@ class BookingCommands:
             H_CORRELATION: correlation_id,
         }
         try:
-            msg = await self._nc.request(
-                CMD_CREATE_BOOKING, command.SerializeToString(), timeout=self._timeout, headers=headers
-            )
+            with self._stages.timed("command_request"):
+                msg = await self._nc.request(
+                    CMD_CREATE_BOOKING, command.SerializeToString(), timeout=self._timeout, headers=headers
+                )
         except nats.errors.NoRespondersError:
             raise CommandUnavailable("the booking service is not running (no responders)") from None
         except nats.errors.TimeoutError:

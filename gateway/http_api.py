@@ -26,6 +26,8 @@ from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from choreo.gateway.v1 import gateway_pb2
+from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from choreo.metrics import Stages
 from gateway.convert import booking_message, status_from_name, trace_message
 from gateway.core import ErrorCode, GatewayCore, GatewayError
 from gateway.http_models import (
@@ -75,7 +77,7 @@ def _gateway_error(error: GatewayError) -> JSONResponse:
     return error_response(error.code, error.message, error.field, HTTP_STATUS[error.code])
 
 
-def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
+def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = None) -> FastAPI:
     """The FastAPI application of the gateway."""
     app = FastAPI(
         title="choreo gateway",
@@ -222,6 +224,13 @@ def create_app(core: GatewayCore, readiness: Readiness) -> FastAPI:
         return JSONResponse(
             {"status": "unavailable" if failures else "ok", "failures": failures}, 503 if failures else 200
         )
+
+    if stages is not None:
+        timings = stages
+
+        @app.get("/metrics", summary="Time per stage, in Prometheus' text format (choreo.metrics)")
+        async def metrics() -> Response:
+            return Response(timings.render(), media_type=METRICS_CONTENT_TYPE)
 
     _document_errors_as_400(app)
     return app

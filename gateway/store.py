@@ -24,6 +24,7 @@ from sqlalchemy import Table, bindparam, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.db import create_tables
+from choreo.metrics import Stages
 from gateway.bulk import BulkStatement, insert_new, upsert
 from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
@@ -93,6 +94,7 @@ class ReadModel:
         on_commit: Called after each commit with the bookings that changed, as committed.
         recent_views: Committed views kept in memory (``gateway.recent``); 0 reads every
             booking from the database.
+        stages: Where to add each ``projection_transaction`` (``choreo.metrics``).
     """
 
     def __init__(
@@ -101,11 +103,13 @@ class ReadModel:
         reader: AsyncEngine,
         on_commit: Callable[[dict[str, BookingView]], None] | None = None,
         recent_views: int = 10_000,
+        stages: Stages | None = None,
     ) -> None:
         self._writer = writer
         self._reader = reader
         self._on_commit = on_commit
         self._recent = RecentViews(recent_views)
+        self._stages = stages or Stages("gateway")
         dialect = writer.dialect
         # Trace rows and booking views map onto their tables column for column.
         self._insert_trace = BulkStatement(insert_new(trace_events_table, dialect.name, "event_id"), dialect)
@@ -139,7 +143,8 @@ class ReadModel:
         while self._pending:
             jobs, self._pending = self._pending, []
             try:
-                changed = await self._commit([batch for batch, _ in jobs])
+                with self._stages.timed("projection_transaction"):
+                    changed = await self._commit([batch for batch, _ in jobs])
             except Exception as exc:
                 for _, future in jobs:
                     if not future.done():

@@ -9,6 +9,7 @@ optionally the stage breakdown of ``choreo.bench.stages``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from choreo.bench import service_stages
 from choreo.bench.driver import LoadSpec, run_load
 from choreo.bench.load import Trip
 from choreo.bench.procstats import (
@@ -51,12 +53,14 @@ class Target:
         http: Base URL of its HTTP API.
         nats_url: Its NATS server (for the ceiling and the stage analysis).
         pids: Its processes by name (empty if unknown: no CPU figures then).
+        metrics: Each service's ``/metrics`` URL (empty if unknown: no service stages then).
     """
 
     grpc: str
     http: str
     nats_url: str
     pids: Mapping[str, int] = field(default_factory=dict)
+    metrics: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,19 +112,29 @@ async def measure(
     pids = {**target.pids, CLIENT: os.getpid()}
     window = _Window(pids)
     profiler = _profiler(profile_dir, pids)
-    on_start = window.mark
-    if profiler is not None:
+    scrapes: list[asyncio.Future[service_stages.Totals]] = []
 
-        def on_start() -> None:
-            window.mark()
+    def on_start() -> None:
+        window.mark()
+        if target.metrics:
+            scrapes.append(asyncio.ensure_future(service_stages.scrape(target.metrics)))
+        if profiler is not None:
             profiler.start(spec.duration)
+
+    def on_end() -> None:
+        window.mark()
+        if target.metrics:
+            scrapes.append(asyncio.ensure_future(service_stages.scrape(target.metrics)))
 
     client = make_client()
     try:
-        result = await run_load(client.book, spec, on_window_start=on_start, on_window_end=window.mark)
+        result = await run_load(client.book, spec, on_window_start=on_start, on_window_end=on_end)
     finally:
         await client.close()
     figures = result.to_dict()
+    if len(scrapes) == 2:
+        before, after = await asyncio.gather(*scrapes)
+        figures["service_stages"] = service_stages.window(before, after, result.in_window)
     if profile_dir is not None:
         figures["profile"] = await profiler.finish() if profiler else {"error": "py-spy is not installed"}
     costs = process_costs(window.before, window.after, result.in_window, spec.duration)

@@ -139,6 +139,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines += _processes_section(report)
     lines += _stages_section(report)
+    lines += _service_stages_section(report)
     lines += _scale_section(report)
     lines += _profile_section(report)
     replay = report.get("replay")
@@ -210,6 +211,41 @@ def _stages_section(report: dict[str, Any]) -> list[str]:
         ]
         lines += ["", f"stages, {name} ({stages['sampled']} bookings sampled, {stages['missing']} missing):"]
         lines += _table(["stage", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
+    return lines
+
+
+#: The order the services' own stages are listed in (``choreo.metrics``).
+SERVICE_STAGES = (
+    "command_request",
+    "command_transaction",
+    "consumer_lag",
+    "prepare",
+    "handler",
+    "consume_transaction",
+    "consume_commit",
+    "outbox_lag",
+    "projection_transaction",
+)
+
+
+def _stage_order(stage: str) -> int:
+    return SERVICE_STAGES.index(stage) if stage in SERVICE_STAGES else len(SERVICE_STAGES)
+
+
+def _service_stages_section(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key, name in (("e2e_low_load", "low load"), ("e2e", "closed loop")):
+        measured = (report.get(key) or {}).get("service_stages")
+        if not measured:
+            continue
+        rows = []
+        for service in sorted(measured):
+            for stage in sorted(measured[service], key=_stage_order):
+                f = measured[service][stage]
+                per_item = f"{f['ms_per_item']:.3f}" if f["ms_per_item"] is not None else "-"
+                rows.append([service, stage, f"{f['count']:,}", f"{f['mean_ms']:.2f}", per_item])
+        lines += ["", f"service stages, {name} (each service's /metrics over the window):"]
+        lines += _table(["service", "stage", "count", "mean ms", "ms per booking"], rows)
     return lines
 
 

@@ -157,7 +157,8 @@ async def _own_system(
     endpoints = await stack.start()
     figures: dict[str, Any] = {}
     try:
-        target = Target(endpoints.grpc_target, endpoints.http_base, endpoints.nats_url, stack.pids())
+        metrics = {name: url.replace("/readyz", "/metrics") for name, url in endpoints.health.items()}
+        target = Target(endpoints.grpc_target, endpoints.http_base, endpoints.nats_url, stack.pids(), metrics)
         urls = {name: f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES}
         figures["settings"] = {
             "jetstream": jetstream_settings(sync_interval),

@@ -79,6 +79,16 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert settings["databases"]["booking"]["journal_mode"] == "wal"
     assert set(settings["databases"]) == {"booking", "payment", "gateway"}
 
+    # The services' own stages over the window, from their /metrics.
+    own = report["e2e"]["service_stages"]
+    assert {"consumer_lag", "handler", "consume_transaction", "consume_commit", "outbox_lag"} <= set(
+        own["payment"]
+    )
+    assert {"command_transaction", "handler", "outbox_lag"} <= set(own["booking"])
+    assert {"command_request", "projection_transaction"} <= set(own["gateway"])
+    assert own["payment"]["prepare"]["count"] > 0 and own["booking"]["command_transaction"]["count"] > 0
+    assert all(f["mean_ms"] >= 0 for stages in own.values() for f in stages.values())
+
     # A sample of bookings was split into stages (test_stages checks the arithmetic).
     stages = report["e2e"]["stages"]
     assert stages["sampled"] > 0 and stages["missing"] == 0
@@ -105,5 +115,5 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     table = format_report(report)
     assert "gRPC closed loop" in table and "raw ceiling" in table and "targets:" in table
     assert "raw ceiling low load" in table and "raw NATS pipeline, same hops" in table
-    assert "gRPC floor" in table
+    assert "gRPC floor" in table and "service stages, closed loop" in table
     assert any(line.startswith("ceiling") for line in lines)

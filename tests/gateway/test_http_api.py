@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from choreo.metrics import parse
 from gateway.http_models import BookingJson, ErrorJson, HealthJson, ListBookingsJson, WorkflowTraceJson
 from tests.gateway.fakes import FakeBookingService
 
@@ -222,3 +223,15 @@ async def test_health_readiness_and_openapi(http: httpx.AsyncClient) -> None:
     ].endswith("/ErrorJson")
     booking_schema = spec["components"]["schemas"]["BookingJson"]
     assert "BOOKING_STATUS_CONFIRMED" in booking_schema["properties"]["status"]["enum"]
+
+
+async def test_metrics_time_the_command_and_the_read_model(
+    http: httpx.AsyncClient, fake_booking: FakeBookingService
+) -> None:
+    created = await http.post("/v1/bookings", json=BODY)
+    assert created.status_code == 201
+    response = await http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    stages = parse(response.text)["gateway"]
+    assert stages["command_request"][1] >= 1 and stages["command_request"][0] > 0
+    assert stages["projection_transaction"][1] >= 1

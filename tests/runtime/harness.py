@@ -168,7 +168,9 @@ async def open_test_runtime(settings: ServiceSettings, *, poll_interval: float =
     """
     rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, tables=[effect_table])
     await ensure_stream(rt.js, BOOKING_STREAM)
-    rt.relay = OutboxRelay(rt.engine, rt.js, poll_interval=poll_interval, publish_timeout=1.0)
+    rt.relay = OutboxRelay(
+        rt.engine, rt.js, poll_interval=poll_interval, publish_timeout=1.0, stages=rt.stages
+    )
     return rt
 
 
