@@ -71,6 +71,7 @@ class BenchOptions:
             temporary folder, deleted afterwards).
         profile_dir: Run one more gRPC closed loop with py-spy on every process, stacks here.
         keep_data: Keep the temporary folder afterwards.
+        grpc_floor: Measure ``grpc.aio`` alone (``choreo.bench.grpc_floor``).
     """
 
     duration: float = 10.0
@@ -91,6 +92,7 @@ class BenchOptions:
     data_dir: Path | None = None
     profile_dir: Path | None = None
     keep_data: bool = False
+    grpc_floor: bool = True
 
     def spec(self, mode: str = "closed", rate: float | None = None) -> LoadSpec:
         return LoadSpec(
@@ -126,7 +128,14 @@ async def run_bench(options: BenchOptions, progress: Progress) -> dict[str, Any]
         report.update(await _own_system(root / "default", None, options, progress))
         if options.fsync:
             fsync_options = dataclasses.replace(
-                options, http=False, scale=0, replay=False, low_rate=0.0, rate=0.0, profile_dir=None
+                options,
+                http=False,
+                scale=0,
+                replay=False,
+                low_rate=0.0,
+                rate=0.0,
+                profile_dir=None,
+                grpc_floor=False,  # nothing to do with JetStream's fsync
             )
             progress("durability: a fresh system with fsync on every JetStream write")
             fsynced = await _own_system(root / "fsync", "always", fsync_options, progress)
@@ -188,8 +197,9 @@ async def _core_phases(target: Target, options: BenchOptions, progress: Progress
     nats_pid = {k: v for k, v in target.pids.items() if k == "nats-server"}
     progress(f"ceiling: raw nats-py pipeline, {options.concurrency} in flight, {options.duration:g}s")
     figures["ceiling"] = await run_ceiling(target.nats_url, options.spec(), other_pids=nats_pid)
-    progress("gRPC floor: grpc.aio alone, an empty GetBooking")
-    figures["grpc_floor"] = await run_grpc_floor(calls=int(max(2, options.duration) * 2000))
+    if options.grpc_floor:
+        progress("gRPC floor: grpc.aio alone, an empty GetBooking")
+        figures["grpc_floor"] = await run_grpc_floor(calls=int(max(2, options.duration) * 2000))
     if options.low_rate > 0:
         # The latency floor: the same hops at the same low rate, with nothing but NATS.
         progress(f"ceiling at low load: {options.low_rate:g}/s, {options.duration:g}s")

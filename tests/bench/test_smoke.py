@@ -109,6 +109,7 @@ async def test_small_benchmark_run(tmp_path: Path) -> None:
     assert fsync["settings"]["jetstream"]["sync_interval"].startswith("always")
     check_run(fsync["e2e"], processes=SERVICES)
     assert fsync["ceiling"]["throughput_per_s"] > 0
+    assert "grpc_floor" not in fsync and lines.count("gRPC floor: grpc.aio alone, an empty GetBooking") == 1
 
     assert report["restarts"] == {"booking": 0, "payment": 0, "gateway": 0}
     assert [t["met"] for t in report["targets"]]  # judged, whatever the outcome
