@@ -44,7 +44,7 @@ async def test_one_bad_event_does_not_stop_the_good_ones_in_its_batch(
 ) -> None:
     ids = [f"b-{i}" for i in range(10)]
     probe.fail_times["b-4"] = 2  # fails in the batch and again on its own
-    for booking_id in ids:  # all stored before the consumer starts, so they arrive as one batch
+    for booking_id in ids:  # all stored before the consumer starts, so they arrive in few batches
         await publish(js, envelope_for(booking_id))
 
     consumer = consumer_for(rt, probe.routes())
@@ -56,7 +56,16 @@ async def test_one_bad_event_does_not_stop_the_good_ones_in_its_batch(
         await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
         await wait_until(lambda: outbox_empty(rt.engine), message="facts published")
 
-    assert batches[0] == 10, f"the ten events should arrive as one batch, got {batches}"
+    # The reader hands out what has arrived, so the ten may come in more than one batch (as the
+    # socket delivered them); what matters is that b-4 (the fifth) shared its first batch.
+    first_deliveries, covered = [], 0
+    for size in batches:
+        if covered >= len(ids):
+            break
+        first_deliveries.append(size)
+        covered += size
+    batch_of_b4 = next(size for i, size in enumerate(first_deliveries) if sum(first_deliveries[: i + 1]) > 4)
+    assert batch_of_b4 > 1, f"b-4 should share its batch with good events, got batches {batches}"
     assert handled_first_time == sorted(set(ids) - {"b-4"})
     assert sorted(e["booking_id"] for e in await effects(rt.engine)) == sorted(ids)
     assert all(len(probe.calls_for(b)) <= 2 for b in ids if b != "b-4"), "good events were not redelivered"
