@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import time
 from typing import Any
@@ -24,6 +23,7 @@ import grpc
 
 from choreo.bench.procstats import read_sample
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from choreo.ports import free_port
 
 _BOOKING = gateway_pb2.Booking(
     booking_id="0193f2a4-7c1e-7d3a-9b6f-2f0c4e8a1b2d",
@@ -56,12 +56,6 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run_grpc_floor(calls: int = 20_000, concurrency: int = 64, channels: int = 4) -> dict[str, Any]:
     """Starts the server, makes ``calls`` GetBooking calls, returns rate and CPU per call.
 
@@ -69,7 +63,7 @@ async def run_grpc_floor(calls: int = 20_000, concurrency: int = 64, channels: i
         ``calls``, ``calls_per_s``, and CPU microseconds per call of the
         ``server`` and of the ``client`` (this process).
     """
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", __name__, str(port), stdout=asyncio.subprocess.PIPE
     )

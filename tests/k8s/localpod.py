@@ -33,6 +33,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from choreo.ports import free_port
 from tests.k8s.manifests import (
     REPO,
     SECRETS_DIR_ENV,
@@ -42,7 +43,6 @@ from tests.k8s.manifests import (
     SecretRef,
     only_container,
 )
-from tests.k8s.natsproc import free_port
 
 #: The image's ENV (Dockerfile, runtime stage) that matters to the process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
