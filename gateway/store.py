@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.db import create_tables
 from choreo.metrics import Stages
-from gateway.bulk import BulkStatement, insert_new, upsert
+from choreo.upserts import insert_new, upsert
+from gateway.bulk import BulkStatement
 from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
 from gateway.paging import Cursor

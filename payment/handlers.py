@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
@@ -14,6 +13,7 @@ from choreo.envelope import Envelope
 from choreo.handler import HandlerContext, Route
 from choreo.ids import uuid7
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.upserts import insert_new
 from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
 from payment.tables import payments
 
@@ -23,10 +23,7 @@ log = logging.getLogger(__name__)
 # Built once: constructing a statement per event (and its cache key) costs more than running it.
 # One statement per event: a booking that already has a payment (the same booking in a
 # second BookingCreated) inserts nothing, and the handler sees that in the row count.
-_RECORD_ONCE = {
-    "sqlite": sqlite.insert(payments).on_conflict_do_nothing(index_elements=["booking_id"]),
-    "postgresql": postgresql.insert(payments).on_conflict_do_nothing(index_elements=["booking_id"]),
-}
+_RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
 _PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
 
 
