@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 import time
 from typing import Any
 
 import grpc
 
+from choreo.bench.driver import run_count
 from choreo.bench.procstats import read_sample
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from choreo.ports import free_port
@@ -78,19 +80,19 @@ async def run_grpc_floor(calls: int = 20_000, concurrency: int = 64, channels: i
         request = gateway_pb2.GetBookingRequest(booking_id=_BOOKING.booking_id)
         for stub in stubs:  # connect before measuring
             await stub.GetBooking(request, timeout=10)
-        remaining = calls
+        next_stub = itertools.cycle(stubs)
 
-        async def client(stub: Any) -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await stub.GetBooking(request, timeout=10)
+        async def call() -> str:
+            await next(next_stub).GetBooking(request, timeout=10)
+            return "ok"
 
         server_before = read_sample(process.pid)
-        cpu_before, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(client(stubs[i % channels]) for i in range(concurrency)))
-        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - cpu_before
+        cpu_before = time.process_time()
+        result = await run_count(call, calls, concurrency)
+        client_cpu = time.process_time() - cpu_before
         server_after = read_sample(process.pid)
+        if result.errors:
+            raise RuntimeError(f"{result.errors} of {calls} calls failed: {result.error_samples[:1]}")
         for channel in opened:
             await channel.close(None)
     finally:
@@ -101,7 +103,7 @@ async def run_grpc_floor(calls: int = 20_000, concurrency: int = 64, channels: i
     return {
         "calls": calls,
         "concurrency": concurrency,
-        "calls_per_s": round(calls / elapsed, 1),
+        "calls_per_s": round(result.throughput_per_s, 1),
         "server_cpu_us_per_call": round(server_cpu / calls * 1e6, 1) if server_cpu is not None else None,
         "client_cpu_us_per_call": round(client_cpu / calls * 1e6, 1),
     }

@@ -114,21 +114,19 @@ async def measure(
     profiler = _profiler(profile_dir, pids)
     scrapes: list[asyncio.Future[service_stages.Totals]] = []
 
-    def on_start() -> None:
+    def mark() -> None:
         window.mark()
         if target.metrics:
             scrapes.append(asyncio.ensure_future(service_stages.scrape(target.metrics)))
+
+    def on_start() -> None:
+        mark()
         if profiler is not None:
             profiler.start(spec.duration)
 
-    def on_end() -> None:
-        window.mark()
-        if target.metrics:
-            scrapes.append(asyncio.ensure_future(service_stages.scrape(target.metrics)))
-
     client = make_client()
     try:
-        result = await run_load(client.book, spec, on_window_start=on_start, on_window_end=on_end)
+        result = await run_load(client.book, spec, on_window_start=on_start, on_window_end=mark)
     finally:
         await client.close()
     figures = result.to_dict()
