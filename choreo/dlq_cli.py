@@ -15,6 +15,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
+from choreo import natsclient
 from choreo.cli import Subcommand
 from choreo.dlq import (
     H_CONSUMER,
@@ -62,9 +63,8 @@ class DeadLetter:
 
 async def read_dead_letters(nats_url: str, limit: int) -> list[DeadLetter]:
     """Up to ``limit`` dead letters, oldest first."""
-    import nats
 
-    nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+    nc = await natsclient.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
         info = await js.stream_info(DLQ_STREAM)
@@ -100,13 +100,12 @@ async def read_dead_letters(nats_url: str, limit: int) -> list[DeadLetter]:
 
 async def redrive(nats_url: str, sequences: list[int]) -> list[str]:
     """Re-publishes the given DLQ messages on their original subjects and deletes them; returns lines."""
-    import nats
 
     wanted = set(sequences)
     letters = [d for d in await read_dead_letters(nats_url, 1_000_000) if d.sequence in wanted]
     missing = wanted - {d.sequence for d in letters}
     lines = [f"DLQ #{seq}: not found" for seq in sorted(missing)]
-    nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+    nc = await natsclient.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
         for letter in letters:

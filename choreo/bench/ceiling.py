@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from choreo import natsclient
 from choreo.bench.ceiling_worker import DURABLES, CeilingNames
 from choreo.bench.driver import LoadSpec
 from choreo.bench.procstats import ProcSample, machine_cores_used, process_costs, read_busy_cpu_s, sample_all
@@ -35,7 +35,7 @@ class CeilingError(RuntimeError):
 
 
 async def _provision(nats_url: str, names: CeilingNames, batch_size: int) -> None:
-    nc = await nats.connect(nats_url, name="ceiling-setup")
+    nc = await natsclient.connect(nats_url, name="ceiling-setup")
     try:
         js = nc.jetstream()
         for template, name, subjects in (
@@ -66,7 +66,7 @@ async def _provision(nats_url: str, names: CeilingNames, batch_size: int) -> Non
 
 
 async def _remove(nats_url: str, names: CeilingNames) -> None:
-    nc = await nats.connect(nats_url, name="ceiling-teardown")
+    nc = await natsclient.connect(nats_url, name="ceiling-teardown")
     try:
         js = nc.jetstream()
         for stream in (names.booking_stream, names.payment_stream):

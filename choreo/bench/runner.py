@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
-
+from choreo import natsclient
 from choreo.bench.ceiling import run_ceiling
 from choreo.bench.driver import LoadSpec, run_count
 from choreo.bench.durability import database_settings, jetstream_settings, machine
@@ -307,7 +306,7 @@ async def _replay(target: Target, stack: BenchStack, progress: Progress) -> dict
 
 
 async def _stream_messages(nats_url: str, streams: tuple[str, ...]) -> int:
-    nc = await nats.connect(nats_url, name="bench-replay")
+    nc = await natsclient.connect(nats_url, name="bench-replay")
     try:
         js = nc.jetstream()
         total = 0

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from choreo import natsclient
 from choreo.bench.load import Trip
 from choreo.bench.stats import LatencySummary
 from choreo.booking.v1 import events_pb2 as booking_events
@@ -85,7 +85,7 @@ async def read_facts(
         By correlation id, by ``ce-type``: the fact's times.
     """
     facts: dict[str, dict[str, Fact]] = {}
-    nc = await nats.connect(nats_url, name="bench-stages")
+    nc = await natsclient.connect(nats_url, name="bench-stages")
     try:
         js = nc.jetstream()
         start = datetime.fromtimestamp(since, UTC)
