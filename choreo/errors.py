@@ -1,0 +1,112 @@
+"""What a failure means for the fact that met it: retry it, give up at once, or judge it later.
+
+A consumer must not dead-letter a fact because a dependency blinked: a database
+failover or a provider outage of a few seconds would otherwise send every fact
+in flight to the DLQ, and leave their workflows stuck. Nor may it retry forever
+what can never succeed. So every handler failure is one of three kinds:
+
+- **transient** (``TransientError``, a lost connection, a timeout, a database
+  that is restarting, refuses connections or rolled back a serialization
+  conflict): retried with capped backoff, with no delivery limit;
+- **permanent** (``PermanentError``, such as a fact naming a booking that does
+  not exist): dead-lettered at once, since retrying cannot change the answer;
+- **anything else** (most likely a bug): retried up to ``max_deliveries``
+  attempts, then dead-lettered with its error, so a bug never hides a fact and
+  never spins forever.
+
+The handler (the caller) decides what is permanent by raising ``PermanentError``;
+``classify`` knows the transient failures of the drivers choreo uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sqlite3
+
+from sqlalchemy import exc as sa_exc
+
+
+class PermanentError(Exception):
+    """This fact can never be handled: dead-letter it now instead of retrying."""
+
+
+class TransientError(Exception):
+    """A dependency is unavailable for now (e.g. a provider answered 5xx): retry without a limit."""
+
+
+class Failure(enum.Enum):
+    """How a consumer treats a failed attempt."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    UNKNOWN = "unknown"
+
+
+#: SQLSTATE classes and codes that say "try again" rather than "this is wrong":
+#: 08 connection exception, 40 transaction rollback (serialization failure, deadlock),
+#: 53 insufficient resources, 57 operator intervention (admin shutdown, cannot connect now),
+#: 55P03 lock not available, 58 system error (I/O).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+_TRANSIENT_SQLSTATES = ("55P03",)
+
+#: SQLite errors that pass: another process holds the lock, or the disk hiccuped.
+_TRANSIENT_SQLITE = ("database is locked", "database table is locked", "disk i/o error", "unable to open")
+
+
+def classify(exc: BaseException) -> Failure:
+    """Whether ``exc`` is worth retrying without a limit, never, or a few times."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    # Look through wrappers (SQLAlchemy's DBAPIError, raise ... from ...) to the cause.
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = _classify_one(current)
+        if kind is not Failure.UNKNOWN:
+            return kind
+        current = _inner(current)
+    return Failure.UNKNOWN
+
+
+def _inner(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, BaseException):
+        return exc.orig
+    return exc.__cause__ or exc.__context__
+
+
+def _classify_one(exc: BaseException) -> Failure:
+    if isinstance(exc, PermanentError):
+        return Failure.PERMANENT
+    if isinstance(exc, TransientError):
+        return Failure.TRANSIENT
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return Failure.TRANSIENT
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):  # pool exhausted, ping failed
+        return Failure.TRANSIENT
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError | OSError):
+        return Failure.TRANSIENT
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if isinstance(sqlstate, str) and (
+        sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+    ):
+        return Failure.TRANSIENT
+    if isinstance(exc, sqlite3.OperationalError) and any(
+        text in str(exc).lower() for text in _TRANSIENT_SQLITE
+    ):
+        return Failure.TRANSIENT
+    if type(exc).__module__.startswith("asyncpg") and type(exc).__name__ in (
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "InternalClientError",
+    ):
+        return Failure.TRANSIENT
+    if type(exc).__module__.startswith("nats") and type(exc).__name__ in (
+        "ConnectionClosedError",
+        "TimeoutError",
+        "NoRespondersError",
+        "StaleConnectionError",
+        "OutboundBufferLimitError",
+        "ServiceUnavailableError",
+    ):
+        return Failure.TRANSIENT
+    return Failure.UNKNOWN
