@@ -11,6 +11,7 @@ from booking.tables import bookings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
 from choreo.db import now_us
+from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.payment.v1 import events_pb2 as payment_events
 
@@ -31,8 +32,8 @@ _SETTLE = (
 _STATUS_OF = select(bookings.c.status).where(bookings.c.booking_id == bindparam("b_id"))
 
 
-class UnknownBookingError(LookupError):
-    """A payment fact names a booking this service never created."""
+class UnknownBookingError(PermanentError, LookupError):
+    """A payment fact names a booking this service never created: no retry can change that."""
 
 
 async def on_payment_succeeded(event: payment_events.PaymentSucceeded, ctx: HandlerContext) -> None:

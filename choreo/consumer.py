@@ -1,11 +1,32 @@
 """Durable pull consumer: batches, one transaction per batch, retries, dead letters.
 
-Each round fetches up to ``batch_size`` events and commits all their effects in
-one transaction (inbox records, handler writes, outbox rows). If that fails, the
-events are replayed one transaction each, so one bad event cannot hold the
-others back. A failing event is nak'ed with a growing delay; after
-``max_deliveries`` it goes to the DLQ. An event that cannot be decoded, or whose
-type no route knows, goes to the DLQ at once. The consumer always moves on.
+Each round fetches up to ``batch_size`` facts. First deliveries are handled
+together: their ``prepare`` steps run concurrently, and all their effects
+(inbox records, handler writes, outbox rows) commit in one transaction. If that
+commit fails for a reason other than an unavailable database, each fact is run
+again in its own transaction, so one bad fact cannot hold the others back.
+
+A fact that comes back (redelivered after a failure, a crash or a hand-back)
+runs alone, and its runs are counted in ``choreo.attempts``: JetStream's
+delivery count also counts deliveries that never reached the handler, and
+judging by it would dead-letter the innocent batch-mates of a fact that crashed
+the process.
+
+What happens to a failed fact depends on the failure (``choreo.errors``):
+
+- transient (the database or a provider unavailable): retried with capped
+  backoff, with no limit, so an outage never sends facts to the DLQ;
+- permanent (``PermanentError``), undecodable, or of a type no route knows:
+  copied to the DLQ at once;
+- anything else: retried until it has failed ``max_deliveries`` times, or has
+  vanished that often with the process (a crash), then dead-lettered.
+
+While a batch is worked on, its messages are kept alive (``choreo.keepalive``),
+so a provider slower than the ack wait does not get the fact redelivered and run
+twice. A fact whose effect is already committed (in the inbox) is acknowledged
+without running its ``prepare`` step, so a redelivery never calls the provider
+again. If the DLQ itself refuses a copy, the fact is kept (nak'ed with a delay)
+and the DLQ stream is provisioned again; the consumer never dies of it.
 """
 
 from __future__ import annotations
@@ -14,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +46,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreo import attempts
+from choreo.db import read_only
 from choreo.dlq import dead_letter
 from choreo.envelope import Envelope, EnvelopeError
+from choreo.errors import Failure, classify
 from choreo.handler import HandlerContext, Route
 from choreo.inbox import already_processed, record_processed
+from choreo.keepalive import keep_alive
 from choreo.logs import log_context
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
@@ -48,6 +73,16 @@ class _Delivery:
     deliveries: int
     prepared: Any = None
     error: BaseException | None = None
+    #: Already handled (inbox): acknowledge without running.
+    duplicate: bool = False
+    #: Why it goes to the DLQ without (another) run, if it does.
+    give_up: str = ""
+    #: The record of its runs, once one was read or written.
+    record: attempts.Attempts | None = None
+
+    @property
+    def again(self) -> bool:
+        return self.deliveries > 1
 
 
 class EventConsumer:
@@ -56,22 +91,23 @@ class EventConsumer:
     Args:
         js: JetStream context.
         nc: The connection to pull on (default: the one ``js`` uses).
-        engine: The service's database (inbox, handler writes, outbox).
+        engine: The service's database (inbox, attempts, handler writes, outbox).
         stream: Stream to consume.
         durable: Durable consumer name; replicas sharing it share the work.
         subjects: Subject filters.
         routes: The event types handled; any other type is dead-lettered.
         source: This service's name, stamped on emitted facts.
-        retry: Backoff and maximum deliveries.
+        retry: Backoff, and the failures (or crashes) before dead-lettering.
         batch_size: Events fetched and committed together.
         concurrency: ``prepare`` steps run at once.
-        ack_wait_seconds: Time before JetStream redelivers an unacknowledged event.
+        ack_wait_seconds: Time before JetStream redelivers an event nobody said is in progress.
         on_commit: Called after each commit that queued outgoing events
             (wakes the outbox relay).
         max_in_flight_batches: Batches handled at once; by default 4 when a
             route has a ``prepare`` step (their prepare steps overlap, their
             commits still take turns), else 1.
         stages: Where to add the time of each stage (``choreo.metrics``).
+        ensure_dlq: Provisions the DLQ stream again, after it refused a copy.
     """
 
     def __init__(
@@ -92,6 +128,7 @@ class EventConsumer:
         on_commit: Callable[[], None] | None = None,
         max_in_flight_batches: int | None = None,
         stages: Stages | None = None,
+        ensure_dlq: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._js = js
         self._nc: NATS = nc if nc is not None else js._nc
@@ -101,8 +138,8 @@ class EventConsumer:
         self.durable = durable
         self._subjects = list(subjects)
         self._routes = {r.type_name: r for r in routes}
-        has_prepare = any(r.prepare is not None for r in self._routes.values())
-        self._max_in_flight = max_in_flight_batches or (4 if has_prepare else 1)
+        self._has_prepare = any(r.prepare is not None for r in self._routes.values())
+        self._max_in_flight = max_in_flight_batches or (4 if self._has_prepare else 1)
         self._commit_turn = asyncio.Lock()
         self._source = source
         self._retry = retry or RetryPolicy()
@@ -111,9 +148,12 @@ class EventConsumer:
         self._ack_wait = ack_wait_seconds
         self._on_commit = on_commit
         self._stages = stages or Stages(source)
+        self._ensure_dlq = ensure_dlq
         self._stopping = asyncio.Event()
         self.processed = 0
         self.dead_lettered = 0
+        #: Dead-letterings the DLQ refused (the fact was kept and will come back).
+        self.dlq_failures = 0
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -192,7 +232,7 @@ class EventConsumer:
         return False
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
-        """Handles one fetched batch: decode, prepare, commit, then ack or retry."""
+        """Handles one fetched batch: decode, prepare, commit, then ack, retry or dead-letter each."""
         deliveries: list[_Delivery] = []
         now = time.time()
         lag = 0.0
@@ -204,29 +244,90 @@ class EventConsumer:
         if not deliveries:
             return
         self._stages.observe("consumer_lag", lag, len(deliveries))
+        try:
+            async with keep_alive([d.msg for d in deliveries], self._ack_wait):
+                await self._run(deliveries)
+        except Exception as exc:  # a bug here must not kill the consumer: every fact comes back
+            log.exception("batch of %d could not be handled", len(deliveries))
+            for d in deliveries:
+                if d.error is None and not d.duplicate:
+                    d.error = exc
+        for d in deliveries:
+            await self._settle(d)
+
+    async def _run(self, deliveries: list[_Delivery]) -> None:
+        if self._has_prepare:
+            # A fact whose effect is committed must not call the outside world again.
+            try:
+                await self._mark_duplicates(deliveries)
+            except Exception as exc:
+                for d in deliveries:
+                    d.error = exc
+                return
+        first = [d for d in deliveries if not d.again and not d.duplicate]
+        if first:
+            await self._handle_together(first)
+        for d in deliveries:
+            if d.again and not d.duplicate:
+                await self._handle_alone(d)
+
+    async def _mark_duplicates(self, deliveries: list[_Delivery]) -> None:
+        async with read_only(self._engine) as conn:
+            seen = await already_processed(conn, self.durable, (d.envelope.id for d in deliveries))
+            await conn.rollback()
+        for d in deliveries:
+            if d.envelope.id in seen:
+                d.duplicate = True
+                log.info("duplicate %s skipped", d.envelope.id, extra=self._log_fields(d))
+
+    async def _handle_together(self, deliveries: list[_Delivery]) -> None:
         await self._prepare(deliveries)
         ready = [d for d in deliveries if d.error is None]
+        if not ready:
+            return
         async with self._commit_turn:
             try:
                 await self._commit(ready)
+                return
             except Exception as exc:
-                if len(ready) == 1:
-                    # Nothing to separate: running the handler again would only double its attempts.
-                    ready[0].error = exc
-                    ready = []
-                else:
-                    log.warning("batch of %d failed (%r); retrying one by one", len(ready), exc)
-                for d in ready:
-                    try:
-                        await self._commit([d])
-                    except Exception as one_exc:
-                        d.error = one_exc
-        for d in deliveries:
-            if d.error is None:
-                await d.msg.ack()
-                self.processed += 1
-            else:
-                await self._retry_or_dead_letter(d)
+                if len(ready) == 1 or classify(exc) is Failure.TRANSIENT:
+                    # Nothing to separate, or nothing a fact did: running them again would
+                    # only add attempts. They come back after the backoff.
+                    for d in ready:
+                        d.error = exc
+                    return
+                log.warning("batch of %d failed (%r); running them one by one", len(ready), exc)
+            for d in ready:
+                try:
+                    await self._commit([d])
+                except Exception as one_exc:
+                    d.error = one_exc
+
+    async def _handle_alone(self, d: _Delivery) -> None:
+        """Runs a fact that came back, after recording the run (see ``choreo.attempts``)."""
+        try:
+            d.record = await attempts.begin_run(self._engine, self.durable, d.envelope.id)
+        except Exception as exc:  # the database is unavailable: try again later
+            d.error = exc
+            return
+        limit = self._retry.max_deliveries
+        if d.record.vanished >= limit:
+            d.give_up = (
+                f"started {d.record.vanished} times without finishing (it crashes or hangs the process)"
+            )
+            return
+        if d.record.failures >= limit:
+            # It failed enough already; only dead-lettering it failed last time.
+            d.give_up = f"failed {d.record.failures} times"
+            return
+        await self._prepare([d])
+        if d.error is not None:
+            return
+        async with self._commit_turn:
+            try:
+                await self._commit([d], again=True)
+            except Exception as exc:
+                d.error = exc
 
     async def _decode(self, msg: Msg) -> _Delivery | None:
         meta = msg.metadata
@@ -238,10 +339,6 @@ class EventConsumer:
             message = env.decode(route.message_type)
         except (EnvelopeError, DecodeError) as exc:
             await self._dead_letter(msg, f"undecodable: {exc}")
-            return None
-        if meta.num_delivered > self._retry.max_deliveries:
-            # It crashed the process (or timed out) on every delivery: stop trying.
-            await self._dead_letter(msg, f"gave up after {meta.num_delivered - 1} deliveries")
             return None
         return _Delivery(msg, env, message, route, meta.sequence.stream, meta.num_delivered)
 
@@ -258,7 +355,7 @@ class EventConsumer:
 
         await asyncio.gather(*(one(d) for d in deliveries))
 
-    async def _commit(self, deliveries: list[_Delivery]) -> None:
+    async def _commit(self, deliveries: list[_Delivery], *, again: bool = False) -> None:
         if not deliveries:
             return
         outgoing = []
@@ -278,6 +375,8 @@ class EventConsumer:
                 fresh.append((d.envelope.id, d.sequence))
             await record_processed(conn, self.durable, fresh)
             await add_to_outbox(conn, outgoing)
+            if again:
+                await attempts.clear(conn, self.durable, [d.envelope.id for d in deliveries])
             committing = time.perf_counter()
         done = time.perf_counter()
         self._stages.observe("consume_commit", done - committing)
@@ -285,18 +384,72 @@ class EventConsumer:
         if outgoing and self._on_commit is not None:
             self._on_commit()
 
-    async def _retry_or_dead_letter(self, d: _Delivery) -> None:
-        error = f"{type(d.error).__name__}: {d.error}"
-        if self._retry.exhausted(d.deliveries):
-            await self._dead_letter(d.msg, f"failed {d.deliveries} deliveries, last error {error}")
+    async def _settle(self, d: _Delivery) -> None:
+        """Acknowledges, retries or dead-letters one fact, by what happened to it."""
+        if d.give_up:
+            await self._dead_letter(d.msg, d.give_up, d)
+        elif d.error is None:
+            if await _answer(d.msg.ack()):
+                self.processed += 1
+        else:
+            await self._failed(d, d.error)
+
+    async def _failed(self, d: _Delivery, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        kind = classify(exc)
+        if kind is Failure.PERMANENT:
+            await self._dead_letter(d.msg, f"permanent failure: {error}", d)
+            return
+        failures = 0
+        try:
+            d.record = await attempts.record_failure(
+                self._engine,
+                self.durable,
+                d.envelope.id,
+                counted=kind is Failure.UNKNOWN,
+                error=error,
+                first_run=not d.again,
+            )
+            failures = d.record.failures
+        except Exception as record_exc:  # the database is down too: retry, judge later
+            log.debug("could not record the failure: %r", record_exc)
+        if kind is Failure.UNKNOWN and failures >= self._retry.max_deliveries:
+            await self._dead_letter(d.msg, f"failed {failures} times, last error {error}", d)
             return
         delay = self._retry.delay(d.deliveries)
-        log.warning("handler failed, retry in %.1fs: %s", delay, error, extra=self._log_fields(d))
-        await d.msg.nak(delay=delay)
+        log.warning(
+            "handler failed (%s), retry in %.1fs: %s", kind.value, delay, error, extra=self._log_fields(d)
+        )
+        await _answer(d.msg.nak(delay=delay))
 
-    async def _dead_letter(self, msg: Msg, error: str) -> None:
+    async def _dead_letter(self, msg: Msg, error: str, d: _Delivery | None = None) -> None:
+        try:
+            await dead_letter(self._js, msg, self.durable, error)
+        except Exception as exc:
+            # The DLQ refused (deleted, JetStream unavailable): keep the fact and try again later.
+            self.dlq_failures += 1
+            delay = self._retry.delay(msg.metadata.num_delivered)
+            log.error(
+                "could not dead-letter %s seq %d (%r); it is kept and comes back in %.1fs",
+                msg.subject,
+                msg.metadata.sequence.stream,
+                exc,
+                delay,
+                extra={"stream": self.stream, "stream_seq": msg.metadata.sequence.stream},
+            )
+            if self._ensure_dlq is not None:
+                try:
+                    await self._ensure_dlq()
+                except Exception as provision_exc:
+                    log.error("could not provision the DLQ stream: %r", provision_exc)
+            await _answer(msg.nak(delay=delay))
+            return
         self.dead_lettered += 1
-        await dead_letter(self._js, msg, self.durable, error)
+        if d is not None and d.record is not None:
+            # A redrive of this fact starts with a clean record.
+            with contextlib.suppress(Exception):
+                async with self._engine.begin() as conn:
+                    await attempts.clear(conn, self.durable, [d.envelope.id])
 
     def _log_fields(self, d: _Delivery) -> dict[str, Any]:
         return {
@@ -306,6 +459,16 @@ class EventConsumer:
             "stream": self.stream,
             "stream_seq": d.sequence,
         }
+
+
+async def _answer(reply: Awaitable[None]) -> bool:
+    """Sends an ack or nak; False when NATS is gone (the server redelivers after the ack wait)."""
+    try:
+        await reply
+        return True
+    except Exception as exc:
+        log.warning("could not answer JetStream: %r", exc)
+        return False
 
 
 async def _hand_back(msgs: Sequence[Msg]) -> None:

@@ -14,7 +14,8 @@ from nats.js import JetStreamContext
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import connect, provision_stream
+from choreo.attempts import attempts_table
+from choreo.bus import connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import create_tables, make_engine
 from choreo.handler import Route
@@ -58,7 +59,12 @@ class Runtime:
             ack_wait_seconds=s.ack_wait_seconds,
             on_commit=self.relay.notify,
             stages=self.stages,
+            ensure_dlq=self.ensure_dlq,
         )
+
+    async def ensure_dlq(self) -> None:
+        """Provisions the DLQ stream again (it was deleted, or JetStream lost it)."""
+        await ensure_stream(self.js, DLQ_STREAM, self.settings.stream_replicas)
 
     def service(self, components: list[Component]) -> Service:
         """The runnable service, with health checks on NATS and the database."""
@@ -92,7 +98,7 @@ async def open_runtime(
         await provision_stream(js, own_stream, settings.stream_replicas)
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
     engine = make_engine(settings.database_url)
-    await create_tables(engine, [*tables, outbox_table, inbox_table])
+    await create_tables(engine, [*tables, outbox_table, inbox_table, attempts_table])
     stages = Stages(settings.service_name)
     relay = OutboxRelay(engine, js, stages=stages)
     return Runtime(settings, nc, js, engine, relay, stages)

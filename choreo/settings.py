@@ -69,7 +69,8 @@ class ServiceSettings(BaseSettings):
     log_format: str = "json"
     #: Messages fetched (and committed in one transaction) per consumer round.
     batch_size: int = Field(default=256, ge=1, le=10_000)
-    #: Deliveries before a failing event is dead-lettered.
+    #: Failed (or process-crashing) runs before an event is dead-lettered; transient
+    #: failures (database or provider unavailable) are retried without a limit.
     max_deliveries: int = Field(default=5, ge=1, le=100)
     ack_wait_seconds: float = Field(default=30.0, gt=0)
     retry_backoff_seconds: float = Field(default=0.5, gt=0)

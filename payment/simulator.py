@@ -11,6 +11,11 @@ lets tests count charges per booking.
 Charges that arrive together are written in one ledger transaction (group
 commit), as a PSP serving many merchants would: at load the ledger costs one
 commit per batch, not one per charge.
+
+The idempotency key is unique in the ledger and a charge is inserted only if
+its key is new (``INSERT ... ON CONFLICT DO NOTHING``): two payment replicas, or
+two processes of the simulator on one ledger, charging the same key at once
+charge it once, and the loser answers with the winner's result.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Index, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from choreo.db import big_int, create_tables, make_engine, now_us
 from choreo.ids import uuid7
+from choreo.upserts import dialect_insert
 from payment.provider import ChargeRequest, ChargeResult
 
 TEST_TOKENS: dict[str, str] = {
@@ -45,8 +51,7 @@ class LedgerCharge(SQLModel, table=True):
     __tablename__ = "psp_charges"
 
     charge_id: str = Field(primary_key=True, max_length=64)
-    # Not unique on purpose: the ledger must be able to show a double charge if a caller ever made one.
-    idempotency_key: str = Field(index=True, max_length=128)
+    idempotency_key: str = Field(max_length=128)
     amount_cents: int = big_int()
     currency: str = Field(max_length=3)
     succeeded: bool
@@ -55,6 +60,8 @@ class LedgerCharge(SQLModel, table=True):
 
 
 ledger = LedgerCharge.__table__  # type: ignore[attr-defined]
+#: One charge per key. An explicit index, so that a ledger created before it existed gets it too.
+_UNIQUE_KEY = Index("uq_psp_charges_idempotency_key", ledger.c.idempotency_key, unique=True)
 
 # Built once: constructing a statement (and its cache key) per batch costs more than running it.
 _CHARGES_OF = select(ledger).where(ledger.c.idempotency_key.in_(bindparam("keys", expanding=True)))
@@ -80,6 +87,8 @@ class SimulatedProvider:
     async def open(cls, ledger_url: str, latency_seconds: float = 0.0) -> SimulatedProvider:
         engine = make_engine(ledger_url)
         await create_tables(engine, [ledger])
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: _UNIQUE_KEY.create(sync, checkfirst=True))
         return cls(engine, latency_seconds)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
@@ -107,42 +116,51 @@ class SimulatedProvider:
                     future.set_result(result)
 
     async def _settle(self, batch: Sequence[_Pending]) -> list[ChargeResult]:
-        keys = {req.idempotency_key for req, _ in batch}
+        keys = list({req.idempotency_key for req, _ in batch})
         async with self._engine.begin() as conn:
-            rows = await conn.execute(_CHARGES_OF, {"keys": list(keys)})
-            known = {
-                row.idempotency_key: ChargeResult(
-                    row.charge_id, row.succeeded, row.failure_reason, replayed=True
-                )
-                for row in rows
-            }
-            results: list[ChargeResult] = []
-            new_rows = []
+            known = await _charges_of(conn, keys)
+            new_rows: dict[str, dict[str, object]] = {}
             for req, _ in batch:
-                earlier = known.get(req.idempotency_key)
-                if earlier is not None:
-                    results.append(earlier)
+                key = req.idempotency_key
+                if key in known or key in new_rows:
                     continue
                 reason = outcome_for(req.payment_token)
-                result = ChargeResult(f"ch_{uuid7().hex}", not reason, reason)
-                # A later request with the same key in this very batch replays this one.
-                known[req.idempotency_key] = ChargeResult(
-                    result.charge_id, result.succeeded, reason, replayed=True
-                )
-                results.append(result)
-                new_rows.append(
-                    {
-                        "charge_id": result.charge_id,
-                        "idempotency_key": req.idempotency_key,
-                        "amount_cents": req.amount_cents,
-                        "currency": req.currency,
-                        "succeeded": result.succeeded,
-                        "failure_reason": reason,
-                        "created_at_us": now_us(),
-                    }
-                )
+                new_rows[key] = {
+                    "charge_id": f"ch_{uuid7().hex}",
+                    "idempotency_key": key,
+                    "amount_cents": req.amount_cents,
+                    "currency": req.currency,
+                    "succeeded": not reason,
+                    "failure_reason": reason,
+                    "created_at_us": now_us(),
+                }
+            created: set[str] = set()
             if new_rows:
-                await conn.execute(insert(ledger), new_rows)
+                # Insert-once: a key another process charged meanwhile inserts nothing here.
+                insert_once = (
+                    dialect_insert(ledger, conn.dialect.name)
+                    .values(list(new_rows.values()))
+                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    .returning(ledger.c.idempotency_key)
+                )
+                created = set((await conn.execute(insert_once)).scalars())
+                lost = [key for key in new_rows if key not in created]
+                if lost:
+                    known |= await _charges_of(conn, lost)
+        results: list[ChargeResult] = []
+        for req, _ in batch:
+            key = req.idempotency_key
+            if key in created:
+                row = new_rows[key]
+                created.discard(key)  # a later request with the same key replays this charge
+                known[key] = ChargeResult(
+                    str(row["charge_id"]), bool(row["succeeded"]), str(row["failure_reason"]), replayed=True
+                )
+                results.append(
+                    ChargeResult(str(row["charge_id"]), bool(row["succeeded"]), str(row["failure_reason"]))
+                )
+            else:
+                results.append(known[key])
         return results
 
     async def close(self) -> None:
@@ -150,3 +168,12 @@ class SimulatedProvider:
             with contextlib.suppress(Exception):
                 await self._writer
         await self._engine.dispose()
+
+
+async def _charges_of(conn: AsyncConnection, keys: list[str]) -> dict[str, ChargeResult]:
+    """The recorded charges of these keys, as replayed results."""
+    rows = await conn.execute(_CHARGES_OF, {"keys": keys})
+    return {
+        row.idempotency_key: ChargeResult(row.charge_id, row.succeeded, row.failure_reason, replayed=True)
+        for row in rows
+    }

@@ -217,7 +217,7 @@ async def test_late_opposite_outcome_does_not_reopen_a_terminal_booking(
     assert await stream_count(js, "BOOKING") == 2
 
 
-async def test_payment_for_unknown_booking_is_retried_then_dead_lettered(
+async def test_payment_for_unknown_booking_is_dead_lettered_at_once(
     nats_server: NatsServer, database_url: str, nc: NATS, js: JetStreamContext
 ) -> None:
     async with running(build(settings(nats_server, database_url))):
@@ -230,4 +230,7 @@ async def test_payment_for_unknown_booking_is_retried_then_dead_lettered(
     assert dead.headers is not None
     assert dead.headers["choreo-dlq-consumer"] == "booking"
     assert "UnknownBookingError" in dead.headers["choreo-dlq-error"]
+    assert dead.headers["choreo-dlq-error"].startswith("permanent failure")
+    # Permanent: no retry can help, so the first delivery is the last.
+    assert dead.headers["choreo-dlq-deliveries"] == "1"
     assert dead.headers["choreo-dlq-subject"] == "payment.succeeded"

@@ -140,12 +140,12 @@ async def test_a_crash_after_charging_does_not_charge_twice(
     original = consumer._commit  # type: ignore[attr-defined]
     calls = 0
 
-    async def crash_once(deliveries: list[object]) -> None:
+    async def crash_once(deliveries: list[object], **options: object) -> None:
         nonlocal calls
         calls += 1
-        if calls <= 2:  # the batch attempt and its one-by-one fallback
+        if calls <= 2:  # the first delivery's commit, and the redelivery's
             raise ConnectionError("database went away")
-        await original(deliveries)
+        await original(deliveries, **options)
 
     consumer._commit = crash_once  # type: ignore[attr-defined]
     await service.start()

@@ -58,3 +58,30 @@ async def test_latency_is_simulated_without_blocking_other_charges(tmp_path: Pat
     elapsed = time.monotonic() - started
     await psp.close()
     assert 0.3 <= elapsed < 2.0
+
+
+async def test_two_replicas_on_one_ledger_charge_each_key_once(database_url: str) -> None:
+    """Two payment replicas (two simulators on one ledger) charging the same keys at once."""
+    replicas = [await SimulatedProvider.open(database_url) for _ in range(2)]
+    keys = [f"b-{i}" for i in range(20)]
+    try:
+        results = await asyncio.gather(
+            *(psp.charge(ChargeRequest(key, 1000, "EUR", "tok_visa")) for key in keys for psp in replicas)
+        )
+        async with replicas[0]._engine.connect() as conn:
+            per_key = dict(
+                (
+                    await conn.execute(
+                        select(ledger.c.idempotency_key, func.count()).group_by(ledger.c.idempotency_key)
+                    )
+                ).all()
+            )
+    finally:
+        for psp in replicas:
+            await psp.close()
+    assert per_key == dict.fromkeys(keys, 1), "a key was charged twice"
+    by_key: dict[str, set[str]] = {}
+    for (key, _), result in zip(((k, p) for k in keys for p in replicas), results, strict=True):
+        by_key.setdefault(key, set()).add(result.charge_id)
+    assert all(len(ids) == 1 for ids in by_key.values()), "both replicas must answer with the one charge"
+    assert sum(not r.replayed for r in results) == len(keys)

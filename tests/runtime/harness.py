@@ -71,6 +71,8 @@ class Probe:
         prepare_delay: Seconds each ``prepare`` call sleeps.
         handle_delay: Seconds each handler call sleeps (inside the transaction).
         prepare_fail_times: Booking ids whose ``prepare`` raises this many more times.
+        hang: Booking ids whose handler never returns (as if it had killed the process).
+        error: The exception class the scripted failures raise.
         calls: ``(booking_id, monotonic time)`` of every handler invocation.
         prepare_calls: Booking ids passed to ``prepare``, in call order.
         prepare_peak: Most ``prepare`` calls in flight at once.
@@ -81,6 +83,8 @@ class Probe:
     prepare_delay: float = 0.0
     handle_delay: float = 0.0
     prepare_fail_times: dict[str, int] = field(default_factory=dict)
+    hang: set[str] = field(default_factory=set)
+    error: type[Exception] = Boom
     calls: list[tuple[str, float]] = field(default_factory=list)
     prepare_calls: list[str] = field(default_factory=list)
     prepare_peak: int = 0
@@ -94,12 +98,14 @@ class Probe:
         booking_id = message.booking_id
         self.calls.append((booking_id, time.monotonic()))
         await asyncio.sleep(self.handle_delay)
+        if booking_id in self.hang:
+            await asyncio.Event().wait()
         if booking_id in self.always_fail:
-            raise Boom(f"always failing {booking_id}")
+            raise self.error(f"always failing {booking_id}")
         left = self.fail_times.get(booking_id, 0)
         if left > 0:
             self.fail_times[booking_id] = left - 1
-            raise Boom(f"failing {booking_id}, {left - 1} failure(s) left")
+            raise self.error(f"failing {booking_id}, {left - 1} failure(s) left")
         await ctx.conn.execute(
             insert(effect_table).values(
                 booking_id=booking_id,
@@ -129,7 +135,7 @@ class Probe:
         left = self.prepare_fail_times.get(message.booking_id, 0)
         if left > 0:
             self.prepare_fail_times[message.booking_id] = left - 1
-            raise Boom(f"provider unavailable for {message.booking_id}")
+            raise self.error(f"provider unavailable for {message.booking_id}")
         return f"prepared:{message.booking_id}:{envelope.id}"
 
     def routes(self, *, with_prepare: bool = False) -> list[Route]:

@@ -83,21 +83,19 @@ async def test_always_failing_event_is_dead_lettered_while_others_flow(
     assert consumer.dead_lettered == 1
 
 
-async def test_event_over_the_delivery_limit_is_dead_lettered_without_running(
-    rt: Runtime, js: JetStreamContext, probe: Probe
-) -> None:
-    """Deliveries that crashed the process count too: the next one past the limit goes to the DLQ."""
-    await publish(js, envelope_for("crashy"))
-    # Deliver it max_deliveries times without acknowledging, as repeated crashes would.
+async def test_hand_backs_are_not_attempts(rt: Runtime, js: JetStreamContext, probe: Probe) -> None:
+    """Deliveries that never reached the handler (naks on stop, a crashed batch-mate) do not count."""
+    await publish(js, envelope_for("handed-back"))
+    # Delivered twice the retry limit without ever running, as hand-backs on stop would do.
     psub = await js.pull_subscribe("booking.created", durable=DURABLE, stream=BOOKING_STREAM)
-    for _ in range(rt.settings.max_deliveries):
+    for _ in range(rt.settings.max_deliveries * 2):
         [msg] = await psub.fetch(1, timeout=2)
         await msg.nak()
     await psub.unsubscribe()
 
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
-        await wait_until(lambda: stream_count(js, DLQ_STREAM), message="dead letter")
-    assert probe.calls == []
-    [dead] = await dlq_messages(js)
-    assert "gave up after 3 deliveries" in (dead.headers or {})["choreo-dlq-error"]
+        await wait_until(lambda: consumer.processed == 1, message="the fact handled")
+    assert len(probe.calls_for("handed-back")) == 1
+    assert [e["booking_id"] for e in await effects(rt.engine)] == ["handed-back"]
+    assert await stream_count(js, DLQ_STREAM) == 0
