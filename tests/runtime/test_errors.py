@@ -1,0 +1,74 @@
+"""``choreo.errors.classify`` on the failures the real drivers raise."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from choreo.db import make_engine
+from choreo.errors import Failure, PermanentError, TransientError, classify
+from choreo.ports import free_port
+from tests.conftest import PG_URL
+
+
+class UnknownBooking(PermanentError):
+    pass
+
+
+def test_declared_kinds_win_through_wrappers() -> None:
+    try:
+        try:
+            raise UnknownBooking("no booking b-1")
+        except UnknownBooking as inner:
+            raise RuntimeError("handler failed") from inner
+    except RuntimeError as outer:
+        assert classify(outer) is Failure.PERMANENT
+    assert classify(TransientError("provider answered 503")) is Failure.TRANSIENT
+    assert classify(ValueError("a bug")) is Failure.UNKNOWN
+    assert classify(TimeoutError()) is Failure.TRANSIENT
+
+
+async def test_postgres_that_refuses_connections_is_transient() -> None:
+    url = PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1).replace(":5432", f":{free_port()}")
+    engine = make_engine(url)
+    with pytest.raises(Exception) as caught:
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT 1"))
+    await engine.dispose()
+    assert classify(caught.value) is Failure.TRANSIENT
+
+
+async def test_postgres_serialization_failure_is_transient_and_bad_sql_is_not() -> None:
+    engine = make_engine(PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1))
+    try:
+        with pytest.raises(Exception) as conflict:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "DO $$ BEGIN RAISE EXCEPTION 'conflict' "
+                        "USING ERRCODE = 'serialization_failure'; END $$"
+                    )
+                )
+        with pytest.raises(Exception) as bad_sql:
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT no_such_column FROM pg_class"))
+    finally:
+        await engine.dispose()
+    assert classify(conflict.value) is Failure.TRANSIENT
+    assert classify(bad_sql.value) is Failure.UNKNOWN
+
+
+async def test_sqlite_lock_is_transient(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    locked = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        locked.execute("BEGIN IMMEDIATE")
+    holder.close()
+    locked.close()
+    assert classify(caught.value) is Failure.TRANSIENT
