@@ -48,7 +48,15 @@ class PaymentProvider(Protocol):
     """A payment provider (PSP)."""
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
-        """Charges the amount, or returns the result of the earlier call with the same key."""
+        """Charges the amount, or returns the result of the earlier call with the same key.
+
+        A decline is a result, not an error. An adapter raises
+        ``choreo.errors.TransientError`` when the provider cannot answer now (5xx, timeout,
+        rate limit): the fact is retried with backoff for as long as that lasts, and the
+        idempotency key makes each retry safe. It raises ``choreo.errors.PermanentError``
+        for a request the provider will never accept (e.g. a malformed one): the fact goes
+        to the DLQ at once.
+        """
         ...
 
     async def close(self) -> None:
