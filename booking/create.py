@@ -136,6 +136,7 @@ async def create_bookings(
             currency=c.currency,
             payment_token=c.payment_token,
             created_at=to_timestamp(now),
+            idempotency_key=c.idempotency_key,
         )
         facts.append(
             Envelope.wrap(

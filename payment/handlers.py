@@ -69,6 +69,7 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
                 amount_cents=event.amount_cents,
                 currency=event.currency,
                 succeeded_at=to_timestamp(now),
+                provider_charge_id=result.charge_id,
             )
         )
     else:
@@ -78,6 +79,9 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
                 booking_id=event.booking_id,
                 reason=result.failure_reason,
                 failed_at=to_timestamp(now),
+                amount_cents=event.amount_cents,
+                currency=event.currency,
+                provider_charge_id=result.charge_id,
             )
         )
 

@@ -32,6 +32,7 @@ class BookingCreated(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -40,6 +41,10 @@ class BookingCreated(_message.Message):
     """ISO 4217 alphabetic code, upper case."""
     payment_token: _builtins.str
     """Opaque token from the payment provider; never a card number."""
+    idempotency_key: _builtins.str
+    """The client's idempotency key (empty when it gave none). With the fields above it is
+    everything the booking service needs to rebuild its de-duplication by replaying its stream.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -51,10 +56,11 @@ class BookingCreated(_message.Message):
         currency: _builtins.str = ...,
         payment_token: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

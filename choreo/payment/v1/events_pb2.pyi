@@ -31,10 +31,13 @@ class PaymentSucceeded(_message.Message):
     AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_CHARGE_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     booking_id: _builtins.str
     amount_cents: _builtins.int
     currency: _builtins.str
+    provider_charge_id: _builtins.str
+    """The provider's id of the charge."""
     @_builtins.property
     def succeeded_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -45,10 +48,11 @@ class PaymentSucceeded(_message.Message):
         amount_cents: _builtins.int = ...,
         currency: _builtins.str = ...,
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
+        provider_charge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["succeeded_at", b"succeeded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "currency", b"currency", "payment_id", b"payment_id", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "currency", b"currency", "payment_id", b"payment_id", "provider_charge_id", b"provider_charge_id", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,10 +68,18 @@ class PaymentFailed(_message.Message):
     BOOKING_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     FAILED_AT_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PROVIDER_CHARGE_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     booking_id: _builtins.str
     reason: _builtins.str
     """card_declined, insufficient_funds, invalid_payment_token, ..."""
+    amount_cents: _builtins.int
+    """What was attempted, so the payment is complete from its facts alone (replay)."""
+    currency: _builtins.str
+    provider_charge_id: _builtins.str
+    """The provider's id of the declined attempt."""
     @_builtins.property
     def failed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -77,10 +89,13 @@ class PaymentFailed(_message.Message):
         booking_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         failed_at: _timestamp_pb2.Timestamp | None = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        provider_charge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["failed_at", b"failed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "failed_at", b"failed_at", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "currency", b"currency", "failed_at", b"failed_at", "payment_id", b"payment_id", "provider_charge_id", b"provider_charge_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
