@@ -64,7 +64,13 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEngine:
+#: SQLite ``synchronous`` values a service may choose (``ServiceSettings.sqlite_synchronous``).
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+def make_engine(
+    url: str, *, writer: bool = True, pool_size: int = 5, synchronous: str = "FULL"
+) -> AsyncEngine:
     """Creates the engine for a service's own database.
 
     Args:
@@ -73,7 +79,14 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
             read-then-write transactions never deadlock on lock upgrade. Readers
             pass ``False`` and keep WAL's concurrent snapshot reads.
         pool_size: Connections kept open (PostgreSQL, and SQLite readers).
+        synchronous: SQLite's ``synchronous`` (one of ``SQLITE_SYNCHRONOUS``). ``FULL``:
+            a commit is on disk (the WAL fsynced) before it returns, so the ack or
+            reply that follows it survives a power cut. ``NORMAL``: a power cut or OS
+            crash may roll back the last commits (never corrupts the file), while
+            their acks and replies have already gone out.
     """
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, not {synchronous!r}")
     url = normalize_url(url)
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -101,8 +114,8 @@ def make_engine(url: str, *, writer: bool = True, pool_size: int = 5) -> AsyncEn
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file.
-        cur.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the WAL is fsynced at every commit, before its ack or reply goes out.
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 

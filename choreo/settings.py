@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -117,3 +118,14 @@ class ServiceSettings(BaseSettings):
     @property
     def nats_servers(self) -> list[str]:
         return self.nats_url.split(",")
+
+    #: SQLite only: ``FULL`` fsyncs each commit before its ack or reply goes out, so a
+    #: power cut loses nothing acknowledged; ``NORMAL`` is faster (measured in
+    #: scripts/sqlite_synchronous.py) but a power cut may roll back the last commits
+    #: after their acks and replies went out.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper_synchronous(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value

@@ -11,6 +11,11 @@ scaled down to local use).
 Liveness is deliberately *not* probed: the services' health endpoints fail
 while NATS is unreachable, and restarting every service during a NATS outage
 would only add work to the recovery (they reconnect on their own).
+
+A process that exits with ``os.EX_CONFIG`` (78) said that its configuration is
+wrong in a way no restart fixes (a database that does not exist, see
+``choreo.service.run_main``): it is not restarted, and ``wait_ready`` stops
+waiting for it.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class RestartPolicy:
         reset_after: Seconds of uptime after which the next crash counts as the first.
         stop_grace: Seconds between SIGTERM and SIGKILL on stop.
         probe_interval: Seconds between readiness probes.
+        final_exit_codes: Exit statuses after which the process is not restarted.
     """
 
     initial_backoff: float = 1.0
@@ -70,6 +76,7 @@ class RestartPolicy:
     reset_after: float = 30.0
     stop_grace: float = 15.0
     probe_interval: float = 0.1
+    final_exit_codes: tuple[int, ...] = (os.EX_CONFIG,)
 
 
 def describe_exit(returncode: int) -> str:
@@ -103,6 +110,7 @@ class SupervisedProcess:
         starts: How many times the process was started.
         ready: Set while the current run has passed its readiness probe.
         exit_codes: Return code of every finished run, in order.
+        gave_up: Set when the process exited with one of the policy's final exit codes.
     """
 
     spec: ProcessSpec
@@ -112,6 +120,7 @@ class SupervisedProcess:
     starts: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     exit_codes: list[int] = field(default_factory=list)
+    gave_up: asyncio.Event = field(default_factory=asyncio.Event)
     _process: asyncio.subprocess.Process | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -137,6 +146,12 @@ class SupervisedProcess:
                 else:
                     returncode = await self._supervise_run(process, client, started)
                 if self._stopping.is_set():
+                    return
+                if returncode in self.policy.final_exit_codes:
+                    message = f"{describe_exit(returncode)}: its configuration must be fixed; not restarting"
+                    self._log_line("ERROR", message)
+                    self.report(self.name, message)
+                    self.gave_up.set()
                     return
                 uptime = time.monotonic() - started
                 if uptime >= self.policy.reset_after:
@@ -256,12 +271,29 @@ class Supervisor:
         ]
 
     async def wait_ready(self, limit: float) -> list[str]:
-        """Waits up to ``limit`` seconds until every service is ready; returns those that are not."""
+        """Waits up to ``limit`` seconds until every service is ready; returns those that are not.
+
+        Stops waiting early when a service gave up (see ``gave_up``).
+        """
         waits = {name: asyncio.create_task(p.ready.wait()) for name, p in self.processes.items()}
-        _, pending = await asyncio.wait(waits.values(), timeout=limit)
-        for task in pending:
+        gave_up = [asyncio.create_task(p.gave_up.wait()) for p in self.processes.values()]
+        deadline = asyncio.get_running_loop().time() + limit
+        pending = set(waits.values())
+        while pending:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or any(task.done() for task in gave_up):
+                break
+            _, pending = await asyncio.wait(
+                {*pending, *gave_up}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending -= set(gave_up)
+        for task in [*waits.values(), *gave_up]:
             task.cancel()
-        return [name for name, task in waits.items() if task in pending]
+        return [name for name, p in self.processes.items() if not p.ready.is_set()]
+
+    def gave_up(self) -> list[str]:
+        """The services that exited with a final exit code and are not restarted."""
+        return [name for name, p in self.processes.items() if p.gave_up.is_set()]
 
     async def stop(self) -> dict[str, int | None]:
         """Stops every service at once (each drains on its own).

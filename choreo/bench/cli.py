@@ -4,6 +4,9 @@ Starts nats-server and the services on fresh data (as ``choreo up`` does), or
 targets a running system with ``--gateway`` and ``--nats-url``, then prints the
 report as tables and, with ``--json``, writes it as JSON. See
 docs/benchmarks.md for what each figure means.
+
+SIGTERM or Ctrl-C stops the run: every process the benchmark started
+(nats-server, the services, the ceiling workers) is stopped before it exits.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from choreo.cli import Subcommand
 
@@ -99,12 +104,62 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
 
-    report = asyncio.run(run_bench(options_from(args), progress))
+    try:
+        report = asyncio.run(until_signal(run_bench(options_from(args), progress), progress))
+    except Interrupted as exc:
+        progress(f"stopped by {exc.signal.name}; every process the benchmark started is stopped")
+        return 128 + exc.signal.value
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         progress(f"JSON report written to {args.json}")
     return 0 if report_clean(report) else 1
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal (after its clean-up ran)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig.name)
+        self.signal = sig
+
+
+T = TypeVar("T")
+
+
+async def until_signal(work: Coroutine[Any, Any, T], progress: Callable[[str], None]) -> T:
+    """Runs ``work``; SIGTERM or SIGINT cancels it, so its ``finally`` blocks stop what it started.
+
+    Without this, SIGTERM ends the interpreter at once and the services and
+    nats-server, each in its own session, keep running. A second signal while
+    the clean-up runs is ignored: the services are killed after their grace period anyway.
+
+    Raises:
+        Interrupted: A signal stopped the work.
+    """
+    task = asyncio.ensure_future(work)
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            progress(f"{sig.name}: already stopping")
+            return
+        received.append(sig)
+        progress(f"{sig.name}: stopping the processes the benchmark started")
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 def report_clean(report: dict[str, object]) -> bool:

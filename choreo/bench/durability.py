@@ -20,16 +20,20 @@ DEFAULT_SYNC = "default (2m: written to the OS at once, fsync every 2 minutes)"
 ALWAYS_SYNC = "always (fsync before every acknowledgement)"
 
 
-async def database_settings(urls: Mapping[str, str]) -> dict[str, dict[str, str]]:
+async def database_settings(
+    urls: Mapping[str, str], environ: Mapping[str, str] = os.environ
+) -> dict[str, dict[str, str]]:
     """What each service's database does on commit.
 
     The engine is made with ``choreo.db.make_engine``, the services' own
-    factory, so per-connection pragmas (SQLite ``synchronous``) are the ones
-    the services' connections get.
+    factory, with the ``synchronous`` each service gets from ``environ``
+    (``<SERVICE>_SQLITE_SYNCHRONOUS``, default FULL), so the per-connection
+    pragmas reported are the ones the services' connections get.
     """
     settings: dict[str, dict[str, str]] = {}
     for name, url in urls.items():
-        engine = make_engine(url, writer=False)
+        synchronous = environ.get(f"{name.upper()}_SQLITE_SYNCHRONOUS", "FULL").upper()
+        engine = make_engine(url, writer=False, synchronous=synchronous)
         try:
             async with engine.connect() as conn:
                 settings[name] = await durability_settings(conn)

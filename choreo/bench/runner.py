@@ -162,9 +162,10 @@ async def _own_system(
 ) -> dict[str, Any]:
     stack = BenchStack(data_dir, sync_interval=sync_interval)
     progress(f"starting nats-server and {', '.join(SERVICES)} in {data_dir}")
-    endpoints = await stack.start()
     figures: dict[str, Any] = {}
     try:
+        # Inside the try: a start that fails or is cancelled (SIGTERM) still stops what it started.
+        endpoints = await stack.start()
         metrics = {name: url.replace("/readyz", "/metrics") for name, url in endpoints.health.items()}
         target = Target(endpoints.grpc_target, endpoints.http_base, endpoints.nats_url, stack.pids(), metrics)
         urls = {name: f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES}

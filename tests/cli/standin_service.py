@@ -4,7 +4,7 @@
 exits 0 on SIGTERM, like a service run by ``choreo.service.run_main``. MODE:
 ``normal``; ``ignore-term`` (ignores SIGTERM, so only SIGKILL stops it);
 ``crash`` (prints a traceback-like line and exits 3 at once); ``never-ready``
-(answers 503).
+(answers 503); ``config-error`` (says what is wrong and exits 78, ``os.EX_CONFIG``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ if __name__ == "__main__":
     if MODE == "crash":
         print("RuntimeError: stand-in crashed on purpose", flush=True)
         sys.exit(3)
+    if MODE == "config-error":
+        print(
+            json.dumps({"level": "ERROR", "service": "standin", "msg": "X_DATABASE_URL: missing"}), flush=True
+        )
+        sys.exit(78)
     signal.signal(signal.SIGTERM, signal.SIG_IGN if MODE == "ignore-term" else on_term)
     server = http.server.HTTPServer(("127.0.0.1", PORT), Handler)
     print(json.dumps({"level": "WARNING", "service": "standin", "msg": f"listening on {PORT}"}), flush=True)

@@ -127,3 +127,21 @@ async def test_a_command_that_cannot_start_is_retried(standin: StandinFactory) -
 @pytest.mark.parametrize(("code", "text"), [(0, "exit 0"), (3, "exit 3"), (-9, "killed by SIGKILL")])
 def test_describe_exit(code: int, text: str) -> None:
     assert describe_exit(code) == text
+
+
+async def test_a_configuration_error_is_not_restarted(standin: StandinFactory) -> None:
+    """Exit 78 (EX_CONFIG): a restart cannot fix it, so no crash loop, and no waiting for readiness."""
+    report = Recorder()
+    supervisor = Supervisor([standin("bad", "config-error"), standin("good")], FAST, report)
+    supervisor.start()
+    try:
+        started = time.monotonic()
+        assert "bad" in await supervisor.wait_ready(30)
+        assert time.monotonic() - started < 10, "wait_ready stopped waiting when it gave up"
+        await asyncio.sleep(1.5)  # several restart backoffs of FAST
+        assert supervisor.processes["bad"].starts == 1
+        assert supervisor.gave_up() == ["bad"]
+    finally:
+        codes = await supervisor.stop()
+    assert codes == {"bad": 78, "good": 0}
+    assert "bad: exit 78: its configuration must be fixed; not restarting" in report.lines
