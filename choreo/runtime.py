@@ -97,7 +97,7 @@ async def open_runtime(
     if own_stream is not None:
         await provision_stream(js, own_stream, settings.stream_replicas)
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     await create_tables(engine, [*tables, outbox_table, inbox_table, attempts_table])
     stages = Stages(settings.service_name)
     relay = OutboxRelay(engine, js, stages=stages)

@@ -53,7 +53,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
         js = nc.jetstream()
         # Poison facts are copied there; every service provisions it the same way.
         await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
-        writer = make_engine(settings.database_url)
+        writer = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
         engines.append(writer)
         reader = writer
         if is_sqlite(normalize_url(settings.database_url)):
