@@ -8,7 +8,6 @@ published if and only if the booking exists.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from booking.domain import BookingStatus
+from booking.domain import BookingStatus, request_fingerprint
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
@@ -49,7 +48,7 @@ class CreateRequest:
 
     def fingerprint(self) -> str:
         c = self.command
-        return hashlib.sha256(f"{c.amount_cents}|{c.currency}|{c.payment_token}".encode()).hexdigest()[:32]
+        return request_fingerprint(c.amount_cents, c.currency, c.payment_token)
 
 
 def error_reply(code: commands_pb2.CommandErrorCode.ValueType, message: str, field: str = "") -> Reply:

@@ -7,6 +7,7 @@ no-op, which is what makes the handlers safe to run twice.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 from choreo.booking.v1 import commands_pb2
@@ -37,3 +38,8 @@ def on_payment(current: BookingStatus, succeeded: bool) -> BookingStatus | None:
     if current.terminal:
         return None
     return BookingStatus.CONFIRMED if succeeded else BookingStatus.CANCELLED
+
+
+def request_fingerprint(amount_cents: int, currency: str, payment_token: str) -> str:
+    """What a create request asks for; a key reused with another fingerprint is refused."""
+    return hashlib.sha256(f"{amount_cents}|{currency}|{payment_token}".encode()).hexdigest()[:32]

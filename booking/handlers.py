@@ -17,9 +17,13 @@ from choreo.payment.v1 import events_pb2 as payment_events
 
 log = logging.getLogger(__name__)
 
+#: The durable consumer of payment facts; replicas share it.
+DURABLE = "booking"
+
 
 # Built once: constructing a statement per event (and its cache key) costs more than running it.
-_SETTLE = (
+#: PENDING -> an outcome; shared with the rebuild by replay (``booking.recovery``).
+SETTLE = (
     update(bookings)
     .where(bookings.c.booking_id == bindparam("b_id"), bookings.c.status == BookingStatus.PENDING.value)
     .values(
@@ -55,7 +59,7 @@ async def _settle(
     assert status is not None
     now = now_us()
     moved = await ctx.conn.execute(
-        _SETTLE,
+        SETTLE,
         {
             "b_id": booking_id,
             "b_status": status.value,
@@ -79,7 +83,7 @@ async def _settle(
     else:
         ctx.emit(
             booking_events.BookingCancelled(
-                booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now)
+                booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now), payment_id=payment_id
             )
         )
     log.debug("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})

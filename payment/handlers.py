@@ -19,11 +19,14 @@ from payment.tables import payments
 
 log = logging.getLogger(__name__)
 
+#: The durable consumer of new bookings; replicas share it.
+DURABLE = "payment"
+
 
 # Built once: constructing a statement per event (and its cache key) costs more than running it.
 # One statement per event: a booking that already has a payment (the same booking in a
 # second BookingCreated) inserts nothing, and the handler sees that in the row count.
-_RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
+RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
 _PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
 
 
@@ -45,7 +48,7 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
     now = now_us()
     payment_id = f"pay_{uuid7().hex}"
     inserted = await ctx.conn.execute(
-        _RECORD_ONCE[ctx.conn.dialect.name],
+        RECORD_ONCE[ctx.conn.dialect.name],
         {
             "booking_id": event.booking_id,
             "payment_id": payment_id,

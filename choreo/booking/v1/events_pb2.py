@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/booking/v1/events.proto\x12\x11\x63horeo.booking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0e\x42ookingCreated\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x15\n\rpayment_token\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"l\n\x10\x42ookingConfirmed\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirmed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x10\x42ookingCancelled\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/booking/v1/events.proto\x12\x11\x63horeo.booking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0e\x42ookingCreated\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x15\n\rpayment_token\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"l\n\x10\x42ookingConfirmed\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirmed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x10\x42ookingCancelled\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npayment_id\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,5 +38,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOOKINGCONFIRMED']._serialized_start=278
   _globals['_BOOKINGCONFIRMED']._serialized_end=386
   _globals['_BOOKINGCANCELLED']._serialized_start=388
-  _globals['_BOOKINGCANCELLED']._serialized_end=492
+  _globals['_BOOKINGCANCELLED']._serialized_end=512
 # @@protoc_insertion_point(module_scope)

@@ -103,9 +103,12 @@ class BookingCancelled(_message.Message):
     BOOKING_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_AT_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     reason: _builtins.str
     """Machine-readable reason, e.g. card_declined, insufficient_funds."""
+    payment_id: _builtins.str
+    """The declined payment that caused the cancellation, if one did."""
     @_builtins.property
     def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -114,10 +117,11 @@ class BookingCancelled(_message.Message):
         booking_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         cancelled_at: _timestamp_pb2.Timestamp | None = ...,
+        payment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancelled_at", b"cancelled_at", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancelled_at", b"cancelled_at", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

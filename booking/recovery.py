@@ -1,0 +1,80 @@
+"""How the booking service rebuilds its database from its own stream (``choreo.recovery``).
+
+``BookingCreated`` gives back the PENDING booking with its idempotency key, so a
+client's retry after the rebuild still gets the same booking; ``BookingConfirmed``
+and ``BookingCancelled`` give back the outcome, and the payment fact they reacted
+to goes back into the inbox of the payment consumer.
+"""
+
+from __future__ import annotations
+
+from booking.domain import BookingStatus, request_fingerprint
+from booking.handlers import DURABLE, SETTLE
+from booking.settings import BookingSettings
+from booking.tables import bookings
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import from_timestamp
+from choreo.recovery import Recovery, Restore, RestoreContext
+from choreo.subjects import BOOKING_STREAM
+from choreo.upserts import insert_new
+
+#: The settings ``choreo recover booking`` reads.
+SETTINGS = BookingSettings
+
+
+async def created(event: booking_events.BookingCreated, ctx: RestoreContext) -> None:
+    at = from_timestamp(event.created_at)
+    await ctx.conn.execute(
+        insert_new(bookings, ctx.conn.dialect.name, "booking_id"),
+        {
+            "booking_id": event.booking_id,
+            "user_id": event.user_id,
+            "amount_cents": event.amount_cents,
+            "currency": event.currency,
+            "status": BookingStatus.PENDING.value,
+            "correlation_id": ctx.envelope.correlation_id,
+            "payment_id": "",
+            "cancellation_reason": "",
+            "idempotency_key": event.idempotency_key or None,
+            "request_hash": request_fingerprint(event.amount_cents, event.currency, event.payment_token),
+            "created_at_us": at,
+            "updated_at_us": at,
+        },
+    )
+
+
+async def confirmed(event: booking_events.BookingConfirmed, ctx: RestoreContext) -> None:
+    await ctx.conn.execute(
+        SETTLE,
+        {
+            "b_id": event.booking_id,
+            "b_status": BookingStatus.CONFIRMED.value,
+            "b_payment_id": event.payment_id,
+            "b_reason": "",
+            "b_now": from_timestamp(event.confirmed_at),
+        },
+    )
+
+
+async def cancelled(event: booking_events.BookingCancelled, ctx: RestoreContext) -> None:
+    await ctx.conn.execute(
+        SETTLE,
+        {
+            "b_id": event.booking_id,
+            "b_status": BookingStatus.CANCELLED.value,
+            "b_payment_id": event.payment_id,
+            "b_reason": event.reason,
+            "b_now": from_timestamp(event.cancelled_at),
+        },
+    )
+
+
+RECOVERY = Recovery(
+    stream=BOOKING_STREAM,
+    tables=[bookings],
+    restores=[
+        Restore(booking_events.BookingCreated, created),
+        Restore(booking_events.BookingConfirmed, confirmed, handled_by=DURABLE),
+        Restore(booking_events.BookingCancelled, cancelled, handled_by=DURABLE),
+    ],
+)
