@@ -14,12 +14,12 @@ from nats.js import JetStreamContext
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import connect, provision_stream
+from choreo.bus import connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import create_tables, make_engine
 from choreo.handler import Route
 from choreo.health import HealthServer
-from choreo.inbox import inbox_table
+from choreo.inbox import InboxPruner, inbox_table
 from choreo.metrics import Stages
 from choreo.outbox import OutboxRelay, outbox_table
 from choreo.retry import RetryPolicy
@@ -68,7 +68,11 @@ class Runtime:
             health = HealthServer(
                 s.health_host,
                 s.health_port,
-                {"nats": nats_check(self.nc), "database": database_check(self.engine)},
+                {
+                    "nats": nats_check(self.nc),
+                    "database": database_check(self.engine),
+                    "outbox": self.relay.check,
+                },
                 metrics=self.stages.render,
             )
         return Service(
@@ -76,7 +80,7 @@ class Runtime:
             settings=s,
             nc=self.nc,
             engine=self.engine,
-            components=components,
+            components=[*components, InboxPruner(self.engine, s.inbox_retention_seconds)],
             relay=self.relay,
             health=health,
         )
@@ -94,5 +98,13 @@ async def open_runtime(
     engine = make_engine(settings.database_url)
     await create_tables(engine, [*tables, outbox_table, inbox_table])
     stages = Stages(settings.service_name)
-    relay = OutboxRelay(engine, js, stages=stages)
+    provision = None
+    if own_stream is not None:
+        stream = own_stream
+
+        async def provision() -> None:
+            await ensure_stream(js, stream, settings.stream_replicas)
+
+    # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
+    relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)
     return Runtime(settings, nc, js, engine, relay, stages)
