@@ -48,11 +48,12 @@ async def publish_async(
     runs (the outbox relay has a context of its own), so that the futures that
     appear during the call are this call's.
     """
-    futures: dict[str, asyncio.Future[PubAck]] = js._publish_async_futures
-    before = set(futures)
+    before = set(js._publish_async_futures)
     try:
         return await js.publish_async(subject, payload, headers=headers)
     except BaseException:
+        # Looked up again: the first call replaces the dict (``_init_async_reply``).
+        futures: dict[str, asyncio.Future[PubAck]] = js._publish_async_futures
         for token in set(futures) - before:
             futures[token].cancel()  # its done-callback releases the permit
         raise
