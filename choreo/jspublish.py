@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -40,20 +41,25 @@ def max_payload(js: JetStreamContext) -> int:
 
 
 async def publish_async(
-    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    headers: dict[str, str],
+    issued: Container[asyncio.Future[PubAck]],
 ) -> asyncio.Future[PubAck]:
     """``js.publish_async`` that gives its permit back when the write fails.
 
-    The caller must be the only user of ``publish_async`` on ``js`` while this
-    runs (the outbox relay has a context of its own), so that the futures that
-    appear during the call are this call's.
+    The caller must be the only user of ``publish_async`` on ``js`` (the outbox
+    relay has a context of its own) and pass the futures it holds from earlier
+    calls as ``issued``: then the newest registered future that is not one of
+    them was registered by this call.
     """
-    before = set(js._publish_async_futures)
     try:
         return await js.publish_async(subject, payload, headers=headers)
     except BaseException:
-        # Looked up again: the first call replaces the dict (``_init_async_reply``).
+        # Looked up now: the first call replaces the dict (``_init_async_reply``).
         futures: dict[str, asyncio.Future[PubAck]] = js._publish_async_futures
-        for token in set(futures) - before:
-            futures[token].cancel()  # its done-callback releases the permit
+        newest = next(reversed(futures.values()), None)
+        if newest is not None and newest not in issued:
+            newest.cancel()  # its done-callback releases the permit
         raise

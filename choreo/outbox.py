@@ -222,7 +222,7 @@ class OutboxRelay:
                 outcome.parked[row.id] = f"message of {size} bytes exceeds the server's max_payload ({limit})"
                 continue
             try:
-                futures[await publish_async(self._js, row.subject, row.payload, row.headers)] = row
+                futures[await publish_async(self._js, row.subject, row.payload, row.headers, futures)] = row
             except _UNSENDABLE as exc:
                 outcome.parked[row.id] = f"cannot be sent: {exc!r}"
             except Exception as exc:  # connection closed, reconnect buffer full: try the rest later

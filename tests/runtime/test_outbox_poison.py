@@ -57,8 +57,8 @@ async def test_a_failed_publish_gives_its_permit_back(nc: NATS) -> None:
     await ensure_stream(js, PAYMENT_STREAM)
     for _ in range(5):
         with pytest.raises(MaxPayloadError):
-            await publish_async(js, "payment.succeeded", b"x" * (nc.max_payload + 1), {})
-    ack = await asyncio.wait_for(await publish_async(js, "payment.succeeded", b"ok", {}), 2.0)
+            await publish_async(js, "payment.succeeded", b"x" * (nc.max_payload + 1), {}, ())
+    ack = await asyncio.wait_for(await publish_async(js, "payment.succeeded", b"ok", {}, ()), 2.0)
     assert ack.seq == 1
     await asyncio.sleep(0)  # done-callbacks run on the next turn of the loop
     assert js.publish_async_pending() == 0
