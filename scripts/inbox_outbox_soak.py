@@ -86,6 +86,7 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
         print(f"{'facts':>10} {'facts/s (slice)':>16} {'inbox rows':>11} {'outbox rows':>12} {'pruned':>10}")
         started = slice_started = time.perf_counter()
         done = 0
+        next_report = SLICE
         while done < facts:
             while done - published[0] > MAX_BACKLOG:  # the path runs at the relay's pace
                 progress.clear()
@@ -107,10 +108,10 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
                 await add_to_outbox(conn, outgoing)
             relay.notify()
             done += n
-            if done % SLICE == 0 or done == facts:
+            if done >= next_report or done == facts:
                 now = time.perf_counter()
-                rate = (done - (done - 1) // SLICE * SLICE) / (now - slice_started)
-                slice_started = now
+                rate = (done - next_report + SLICE) / (now - slice_started)
+                slice_started, next_report = now, done + SLICE
                 inbox, outbox = await count(engine, inbox_table), await count(engine, outbox_table)
                 print(
                     f"{done:>10,} {rate:>16,.0f} {inbox:>11,} {outbox:>12,} {pruner.pruned:>10,}", flush=True
