@@ -27,15 +27,23 @@ class HealthServer:
         host: Address to bind.
         port: Port to bind (0 picks a free one; see ``port`` after ``start``).
         checks: Named checks run on every probe.
+        ready_checks: Checks run by ``/readyz`` only: conditions that should take the
+            service out of traffic but must not get it restarted (a stream being re-provisioned).
         metrics: Renders ``GET /metrics`` (Prometheus text format); none: 404.
     """
 
     def __init__(
-        self, host: str, port: int, checks: dict[str, Check], metrics: Callable[[], str] | None = None
+        self,
+        host: str,
+        port: int,
+        checks: dict[str, Check],
+        metrics: Callable[[], str] | None = None,
+        ready_checks: dict[str, Check] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._checks = checks
+        self._ready_checks = ready_checks or {}
         self._metrics = metrics
         self._server: asyncio.Server | None = None
 
@@ -49,10 +57,11 @@ class HealthServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def evaluate(self) -> dict[str, str]:
-        """Failing checks by name (empty when healthy)."""
+    async def evaluate(self, *, ready: bool = True) -> dict[str, str]:
+        """Failing checks by name (empty when healthy); ``ready=False``: the liveness checks only."""
         failures: dict[str, str] = {}
-        for name, check in self._checks.items():
+        checks = {**self._checks, **self._ready_checks} if ready else self._checks
+        for name, check in checks.items():
             try:
                 reason = await asyncio.wait_for(check(), 2.0)
             except Exception as exc:
@@ -70,7 +79,7 @@ class HealthServer:
             path = parts[1].split("?")[0] if len(parts) > 1 else ""
             content_type = "application/json"
             if path in ("/healthz", "/readyz", "/livez"):
-                failures = await self.evaluate()
+                failures = await self.evaluate(ready=path == "/readyz")
                 status = "503 Service Unavailable" if failures else "200 OK"
                 body = json.dumps({"status": "unavailable" if failures else "ok", "failures": failures})
             elif path == "/metrics" and self._metrics is not None:

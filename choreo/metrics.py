@@ -20,6 +20,10 @@ Stages (all in seconds):
 - ``outbox_lag``: a fact's outbox row inserted -> JetStream acknowledged it (one per fact).
 - ``command_request`` (gateway): a command sent -> its reply received (one per command).
 - ``projection_transaction`` (gateway): a read-model transaction (one per commit).
+
+Gauges (``set_gauge``) are served next to it as ``choreo_<name>{service=...}``,
+e.g. ``choreo_outbox_parked_rows``: outbox rows parked as unpublishable
+(``choreo.outbox``; alert when it is above zero).
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ class Stages:
         self._service = service
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._gauges: dict[str, tuple[float, str]] = {}
+
+    def set_gauge(self, name: str, value: float, help_text: str) -> None:
+        """Sets the gauge ``choreo_<name>`` (served by ``render``)."""
+        self._gauges[name] = (value, help_text)
 
     def observe(self, stage: str, seconds: float, count: int = 1) -> None:
         """Adds ``seconds`` spent in ``stage`` over ``count`` occurrences."""
@@ -72,6 +81,10 @@ class Stages:
             labels = f'service="{self._service}",stage="{stage}"'
             lines.append(f"choreo_stage_seconds_sum{{{labels}}} {self._sums[stage]:.6f}")
             lines.append(f"choreo_stage_seconds_count{{{labels}}} {self._counts[stage]}")
+        for name, (value, help_text) in sorted(self._gauges.items()):
+            lines.append(f"# HELP choreo_{name} {help_text}")
+            lines.append(f"# TYPE choreo_{name} gauge")
+            lines.append(f'choreo_{name}{{service="{self._service}"}} {value:g}')
         return "\n".join(lines) + "\n"
 
 

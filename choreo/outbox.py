@@ -1,87 +1,79 @@
 """Transactional outbox: facts are written with the state change, published after.
 
 A handler never publishes to NATS directly. Its outgoing events are inserted
-into ``outbox`` in the same transaction as its writes, so a fact is published if
-and only if the state change committed. The relay publishes them in id order,
-pipelined, with ``Nats-Msg-Id`` = event id (JetStream drops a re-publish after a
-crash between publish and delete), then deletes them.
+into ``outbox`` (``choreo.outbox_store``) in the same transaction as its
+writes, so a fact is published if and only if the state change committed. The
+relay claims a batch of rows, publishes them pipelined with ``Nats-Msg-Id`` =
+event id (JetStream drops a re-publish after a crash between publish and
+delete), and then settles each row on its own outcome:
+
+- acknowledged: deleted;
+- refused for good (larger than the server's ``max_payload`` or the stream's
+  ``max_msg_size``, an invalid subject or header, or "no stream" again after
+  the relay re-provisioned its stream): *parked*, logged, counted in
+  ``choreo_outbox_parked_rows``; ``choreo outbox`` lists, re-queues or discards it;
+- "no stream" (the stream was deleted or JetStream lost its data): the relay
+  re-provisions its stream through ``provision`` and publishes the row again;
+- anything else (a timeout, a lost connection): the row is retried with backoff.
+
+A parked or retried row holds back only the later facts of its own workflow
+(see ``choreo.outbox_store``). ``check`` reports rows that cannot be published
+for now, for the service's readiness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
-from sqlalchemy import Column, LargeBinary, Text, bindparam, delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlmodel import Field, SQLModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.db import BigIntId, big_int, now_us, read_only
-from choreo.envelope import Envelope
+from choreo.db import now_us, read_only
+from choreo.jspublish import frame_size, max_payload, publish_async
 from choreo.metrics import Stages
+from choreo.outbox_store import (
+    OutboxRow,
+    Pending,
+    add_to_outbox,
+    anything_to_claim,
+    claim,
+    outbox_table,
+    parked_count,
+    settle,
+)
+
+__all__ = ["OutboxRelay", "OutboxRow", "add_to_outbox", "outbox_table"]
 
 log = logging.getLogger(__name__)
 
-#: Publish errors that are answers from a reachable JetStream, not an outage.
-_REFUSALS = (NoStreamResponseError, APIError)
+#: Publish errors raised before anything was sent that no retry can change.
+_UNSENDABLE = (MaxPayloadError, BadSubjectError, BadHeaderError)
+#: JetStream's refusals that no retry can change: 10054 "message size exceeds maximum allowed".
+_PERMANENT_API_CODES = frozenset({10054})
+
+PARKED_GAUGE = "outbox_parked_rows"
 
 
-class OutboxRow(SQLModel, table=True):
-    """A fact waiting to be published."""
+@dataclass
+class _Round:
+    """What became of each claimed row in one round."""
 
-    __tablename__ = "outbox"
-
-    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
-    event_id: str = Field(max_length=64)
-    subject: str = Field(max_length=255)
-    headers: str = Field(sa_column=Column(Text, nullable=False))
-    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at_us: int = big_int()
-
-
-outbox_table = OutboxRow.__table__  # type: ignore[attr-defined]
-
-# Built once: constructing a statement (and its cache key) per round costs more than running it.
-_INSERT = insert(outbox_table)
-_OLDEST = (
-    select(
-        outbox_table.c.id,
-        outbox_table.c.event_id,
-        outbox_table.c.subject,
-        outbox_table.c.headers,
-        outbox_table.c.payload,
-        outbox_table.c.created_at_us,
-    )
-    .order_by(outbox_table.c.id)
-    .limit(bindparam("limit"))
-)
-_DELETE = delete(outbox_table).where(outbox_table.c.id.in_(bindparam("ids", expanding=True)))
-
-
-async def add_to_outbox(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
-    """Queues events for publishing inside the caller's transaction."""
-    if not envelopes:
-        return
-    now = now_us()
-    await conn.execute(
-        _INSERT,
-        [
-            {
-                "event_id": e.id,
-                "subject": e.subject,
-                "headers": json.dumps(e.headers()),
-                "payload": e.data,
-                "created_at_us": now,
-            }
-            for e in envelopes
-        ],
-    )
+    published: list[Pending] = field(default_factory=list)
+    parked: dict[int, str] = field(default_factory=dict)
+    no_stream: list[Pending] = field(default_factory=list)
+    retry: list[Pending] = field(default_factory=list)
+    #: A failure that may pass: the round backs off.
+    error: BaseException | None = None
+    #: Rows wait for a stream nobody re-provisions (no backoff: other facts go on).
+    unresolved: str | None = None
 
 
 class OutboxRelay:
@@ -89,12 +81,17 @@ class OutboxRelay:
 
     Args:
         engine: The service's database.
-        js: JetStream context to publish with.
-        batch_size: Rows published (pipelined) per round.
+        js: JetStream context to publish with; the relay must be its only
+            ``publish_async`` user (``choreo.jspublish``).
+        batch_size: Rows claimed and published (pipelined) per round.
         poll_interval: Seconds between polls when nobody calls ``notify`` - the
             fallback that catches rows left by a crash or a NATS outage.
         publish_timeout: Seconds to wait for JetStream's acknowledgements.
-        stages: Where to add each fact's ``outbox_lag`` (``choreo.metrics``).
+        stages: Where to add each fact's ``outbox_lag`` and the parked-rows gauge.
+        provision: Re-creates the service's stream; called when JetStream says
+            no stream captures a row's subject.
+        lease_seconds: How long a claim lasts: rows claimed by a relay that died
+            are published by another one after this (default: 6 x ``publish_timeout``, at least 30 s).
     """
 
     def __init__(
@@ -106,6 +103,8 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         publish_timeout: float = 5.0,
         stages: Stages | None = None,
+        provision: Callable[[], Awaitable[None]] | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         self._engine = engine
         self._js = js
@@ -113,8 +112,17 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
         self._stages = stages
+        self._provision = provision
+        self._lease = lease_seconds if lease_seconds is not None else max(30.0, 6 * publish_timeout)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._again = False
+        #: Rows refused with "no stream" after which the stream was re-provisioned.
+        self._provisioned_for: set[int] = set()
+        #: Why rows cannot be published right now (None: they can).
+        self.problem: str | None = None
+        #: Parked rows in the database, as last counted.
+        self.parked_rows = 0
         #: Called with (event_id, created_at_us) after JetStream acknowledged it.
         self.on_published: list[Any] = []
 
@@ -126,20 +134,32 @@ class OutboxRelay:
         self._stopping = True
         self._wake.set()
 
+    async def check(self) -> str | None:
+        """A health check: the reason facts cannot be published now, or None."""
+        return self.problem
+
     async def run(self) -> None:
         """Runs until ``stop``; drains what is left before returning."""
         failures = 0
+        with contextlib.suppress(Exception):  # the database may be down at start; counted later
+            await self.count_parked()
         while True:
-            with contextlib.suppress(TimeoutError):
+            polled = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except TimeoutError:
+                polled = True
             self._wake.clear()
             try:
-                while await self.publish_pending():
-                    pass
+                if polled:
+                    await self.count_parked()  # the operator may have re-queued or discarded rows
+                while await self.publish_pending() or self._again:
+                    self._again = False
                 failures = 0
             except Exception as exc:  # NATS or database down: keep the rows, retry later
                 failures += 1
                 delay = min(self._poll_interval * 2**failures, 10.0)
+                self.problem = self.problem or f"outbox publish failing: {exc!r}"
                 log.warning("outbox publish failed, retrying in %.1fs: %r", delay, exc)
                 if self._stopping:
                     return
@@ -148,44 +168,144 @@ class OutboxRelay:
             if self._stopping:
                 return
 
-    async def publish_pending(self) -> int:
-        """Publishes one batch; returns how many rows were published."""
+    async def count_parked(self) -> int:
+        """Counts the parked rows into ``parked_rows`` and the gauge."""
         async with read_only(self._engine) as conn:
-            rows = (await conn.execute(_OLDEST, {"limit": self._batch_size})).all()
+            self.parked_rows = await parked_count(conn)
             await conn.rollback()
-        if not rows:
-            return 0
-        # Pipelined: every publish is on the wire before the first ack is awaited.
-        futures = [
-            await self._js.publish_async(row.subject, row.payload, headers=json.loads(row.headers))
-            for row in rows
-        ]
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), self._publish_timeout
-        )
-        done = [row for row, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
-        if done and self._stages is not None:
-            acked_us = now_us()
-            self._stages.observe("outbox_lag", sum(acked_us - r.created_at_us for r in done) / 1e6, len(done))
-        if done:
+        if self._stages is not None:
+            self._stages.set_gauge(PARKED_GAUGE, self.parked_rows, "Outbox rows parked as unpublishable.")
+        return self.parked_rows
+
+    async def publish_pending(self) -> int:
+        """Claims and publishes one batch; returns how many rows were published.
+
+        Raises:
+            Exception: Some rows met a failure that may pass (they stay, unclaimed).
+        """
+        async with read_only(self._engine) as conn:
+            found = await anything_to_claim(conn)
+            await conn.rollback()
+        rows = []
+        if found:
             async with self._engine.begin() as conn:
-                await conn.execute(_DELETE, {"ids": [r.id for r in done]})
-            for callback in self.on_published:
-                for row in done:
-                    callback(row.event_id, row.created_at_us)
-        failed = [res for res in results if isinstance(res, BaseException)]
-        # JetStream answered "no" (no stream for the subject, an API error): NATS is up,
-        # so backing off would only delay every later fact. Such rows stay, and are
-        # retried and reported each round, without slowing the others down.
-        refused = [(row, res) for row, res in zip(rows, results, strict=True) if isinstance(res, _REFUSALS)]
-        for row, res in refused:
+                rows = await claim(conn, self._batch_size, self._lease)
+        if not rows:
+            self.problem = None
+            return 0
+        outcome = await self._publish(rows)
+        retry = outcome.retry + await self._handle_no_stream(outcome)
+        async with self._engine.begin() as conn:
+            await settle(
+                conn,
+                published=[r.id for r in outcome.published],
+                parked=outcome.parked,
+                released=[r.id for r in retry],
+            )
+        self._report(rows, outcome)
+        if outcome.parked:
+            await self.count_parked()
+        if outcome.error is not None:
+            self.problem = f"{len(retry)} outbox row(s) not published: {outcome.error!r}"
+            raise RuntimeError(self.problem) from outcome.error
+        self.problem = outcome.unresolved
+        return len(outcome.published)
+
+    async def _publish(self, rows: list[Pending]) -> _Round:
+        outcome = _Round()
+        limit = max_payload(self._js)
+        futures: dict[asyncio.Future[PubAck], Pending] = {}
+        # Pipelined: every publish is on the wire before the first ack is awaited.
+        for i, row in enumerate(rows):
+            size = frame_size(row.headers, row.payload)
+            if size > limit:
+                outcome.parked[row.id] = f"message of {size} bytes exceeds the server's max_payload ({limit})"
+                continue
+            try:
+                futures[await publish_async(self._js, row.subject, row.payload, row.headers, futures)] = row
+            except _UNSENDABLE as exc:
+                outcome.parked[row.id] = f"cannot be sent: {exc!r}"
+            except Exception as exc:  # connection closed, reconnect buffer full: try the rest later
+                outcome.retry.extend(rows[i:])
+                outcome.error = exc
+                break
+        if not futures:
+            return outcome
+        done, pending = await asyncio.wait(futures, timeout=self._publish_timeout)
+        for future in pending:
+            future.cancel()  # releases its permit; the row is retried (a late ack is de-duplicated)
+            outcome.retry.append(futures[future])
+            outcome.error = outcome.error or TimeoutError(f"no ack within {self._publish_timeout}s")
+        for future in done:
+            self._judge(futures[future], future, outcome)
+        outcome.retry.sort(key=lambda r: r.id)
+        return outcome
+
+    def _judge(self, row: Pending, future: asyncio.Future[PubAck], outcome: _Round) -> None:
+        exc = future.exception()
+        if exc is None:
+            outcome.published.append(row)
+        elif isinstance(exc, NoStreamResponseError):
+            outcome.no_stream.append(row)
+        elif isinstance(exc, APIError) and exc.err_code in _PERMANENT_API_CODES:
+            outcome.parked[row.id] = f"refused by JetStream: {exc}"
+        else:
+            outcome.retry.append(row)
+            outcome.error = outcome.error or exc
+
+    async def _handle_no_stream(self, outcome: _Round) -> list[Pending]:
+        """Parks rows refused again after a re-provisioning; re-provisions for the others.
+
+        Returns the rows to retry.
+        """
+        retry = []
+        for row in outcome.no_stream:
+            if row.id in self._provisioned_for:
+                outcome.parked[row.id] = f"no stream captures {row.subject}, even after re-provisioning"
+            else:
+                retry.append(row)
+        if not retry:
+            return []
+        subjects = ", ".join(sorted({r.subject for r in retry}))
+        if self._provision is None:
+            outcome.unresolved = f"JetStream has no stream for {subjects}"
+            log.error("%s; %d outbox row(s) wait for it", outcome.unresolved, len(retry))
+            return retry
+        log.warning("JetStream has no stream for %s: re-provisioning", subjects)
+        try:
+            await self._provision()
+        except Exception as exc:
+            outcome.error = outcome.error or exc
+            return retry
+        self._provisioned_for.update(r.id for r in retry)
+        self._again = True  # publish them again at once
+        return retry
+
+    def _report(self, rows: list[Pending], outcome: _Round) -> None:
+        for row_id in outcome.parked:
+            self._provisioned_for.discard(row_id)
+        by_id = {r.id: r for r in rows}
+        for row_id, reason in outcome.parked.items():
+            row = by_id[row_id]
             log.error(
-                "JetStream refused outbox row %d (%s on %s): %r; it stays in the outbox",
+                "outbox row %d (%s on %s) parked: %s; later facts of its workflow wait for "
+                "`choreo outbox retry %d` or `choreo outbox discard %d`",
                 row.id,
                 row.event_id,
                 row.subject,
-                res,
+                reason,
+                row.id,
+                row.id,
+                extra={"event_id": row.event_id},
             )
-        if len(failed) > len(refused):
-            raise RuntimeError(f"{len(failed)} of {len(rows)} publishes failed: {failed[0]!r}")
-        return len(done)
+        done = outcome.published
+        if not done:
+            return
+        for row in done:
+            self._provisioned_for.discard(row.id)
+        acked_us = now_us()
+        if self._stages is not None:
+            self._stages.observe("outbox_lag", sum(acked_us - r.created_at_us for r in done) / 1e6, len(done))
+        for callback in self.on_published:
+            for row in done:
+                callback(row.event_id, row.created_at_us)

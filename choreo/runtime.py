@@ -20,7 +20,7 @@ from choreo.consumer import EventConsumer
 from choreo.db import create_tables, make_engine
 from choreo.handler import Route
 from choreo.health import HealthServer
-from choreo.inbox import inbox_table
+from choreo.inbox import InboxPruner, inbox_table
 from choreo.metrics import Stages
 from choreo.outbox import OutboxRelay, outbox_table
 from choreo.retry import RetryPolicy
@@ -76,13 +76,14 @@ class Runtime:
                 s.health_port,
                 {"nats": nats_check(self.nc), "database": database_check(self.engine)},
                 metrics=self.stages.render,
+                ready_checks={"outbox": self.relay.check},
             )
         return Service(
             name=s.service_name,
             settings=s,
             nc=self.nc,
             engine=self.engine,
-            components=components,
+            components=[*components, InboxPruner(self.engine, s.inbox_retention_seconds)],
             relay=self.relay,
             health=health,
         )
@@ -100,5 +101,13 @@ async def open_runtime(
     engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     await create_tables(engine, [*tables, outbox_table, inbox_table, attempts_table])
     stages = Stages(settings.service_name)
-    relay = OutboxRelay(engine, js, stages=stages)
+    provision = None
+    if own_stream is not None:
+        stream = own_stream
+
+        async def provision() -> None:
+            await ensure_stream(js, stream, settings.stream_replicas)
+
+    # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
+    relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)
     return Runtime(settings, nc, js, engine, relay, stages)

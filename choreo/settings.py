@@ -78,6 +78,9 @@ class ServiceSettings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
     #: Seconds allowed for in-flight work to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    #: Seconds an inbox row (a handled fact's id) is kept to recognise a late copy (choreo.inbox);
+    #: at least 10 minutes, well past JetStream's 2-minute de-duplication window and the ack wait.
+    inbox_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=600)
 
     @classmethod
     def settings_customise_sources(

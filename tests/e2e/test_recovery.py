@@ -59,7 +59,9 @@ async def _pending(stack: Stack) -> int:
     engine = make_engine(stack.database_urls["booking"], writer=False)
     try:
         async with engine.connect() as conn:
-            n = (await conn.execute(text("SELECT count(*) FROM bookings WHERE status = 'PENDING'"))).scalar_one()
+            n = (
+                await conn.execute(text("SELECT count(*) FROM bookings WHERE status = 'PENDING'"))
+            ).scalar_one()
             await conn.rollback()
     finally:
         await engine.dispose()
@@ -97,7 +99,9 @@ async def _book(stub: gateway_pb2_grpc.BookingGatewayServiceStub) -> list[gw.Boo
     async def worker(w: int) -> None:
         for i in range(w, TOTAL, 32):
             key = f"rec-{i}" if i % 2 == 0 else ""
-            reply = await stub.CreateBooking(request(tokens[i % len(tokens)], user=f"u{i % 7}", key=key), timeout=30)
+            reply = await stub.CreateBooking(
+                request(tokens[i % len(tokens)], user=f"u{i % 7}", key=key), timeout=30
+            )
             created.append(reply.booking)
 
     await asyncio.gather(*(worker(w) for w in range(32)))
@@ -188,4 +192,3 @@ async def test_choreo_recover_rebuilds_on_postgres(
         for gen in gens:
             with pytest.raises(StopAsyncIteration):
                 await anext(gen)
-
