@@ -20,10 +20,14 @@ The handler (the caller) decides what is permanent by raising ``PermanentError``
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import errno
+import socket
 import sqlite3
 
+import asyncpg.exceptions
+import nats.errors
+import nats.js.errors
 from sqlalchemy import exc as sa_exc
 
 
@@ -45,20 +49,65 @@ class Failure(enum.Enum):
 
 #: SQLSTATE classes and codes that say "try again" rather than "this is wrong":
 #: 08 connection exception, 40 transaction rollback (serialization failure, deadlock),
-#: 53 insufficient resources, 57 operator intervention (admin shutdown, cannot connect now),
-#: 55P03 lock not available, 58 system error (I/O).
+#: 53 insufficient resources (disk full, out of memory, too many connections),
+#: 57 operator intervention (admin shutdown, cannot connect now), 58 system error (I/O),
+#: 55P03 lock not available, 25006 read-only transaction (a demoted primary after a failover).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
-_TRANSIENT_SQLSTATES = ("55P03",)
+_TRANSIENT_SQLSTATES = ("55P03", "25006")
 
-#: SQLite errors that pass: another process holds the lock, or the disk hiccuped.
-_TRANSIENT_SQLITE = ("database is locked", "database table is locked", "disk i/o error", "unable to open")
+#: SQLite errors that pass: another process holds the lock, the disk hiccuped or is full.
+_TRANSIENT_SQLITE = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open",
+)
+
+#: Socket errors of a peer that is gone or not there yet.
+_NETWORK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "EPIPE",
+        "EHOSTUNREACH",
+        "EHOSTDOWN",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ETIMEDOUT",
+        "EADDRNOTAVAIL",
+    )
+    if hasattr(errno, name)
+)
+
+#: nats-py's errors of a connection that is down, reconnecting or draining, or a server that
+#: did not answer in time. A JetStream API error (a refusal) is not among them.
+_NATS_TRANSIENT: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.UnexpectedEOF,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 def classify(exc: BaseException) -> Failure:
-    """Whether ``exc`` is worth retrying without a limit, never, or a few times."""
+    """Whether ``exc`` is worth retrying without a limit, never, or a few times.
+
+    Looks through explicit wrappers (SQLAlchemy's ``DBAPIError.orig``, ``raise ... from``)
+    but not through an exception merely raised while handling another: a bug in an
+    ``except TimeoutError`` block is still a bug.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
-    # Look through wrappers (SQLAlchemy's DBAPIError, raise ... from ...) to the cause.
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         kind = _classify_one(current)
@@ -71,7 +120,7 @@ def classify(exc: BaseException) -> Failure:
 def _inner(exc: BaseException) -> BaseException | None:
     if isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, BaseException):
         return exc.orig
-    return exc.__cause__ or exc.__context__
+    return exc.__cause__
 
 
 def _classify_one(exc: BaseException) -> Failure:
@@ -83,7 +132,9 @@ def _classify_one(exc: BaseException) -> Failure:
         return Failure.TRANSIENT
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):  # pool exhausted, ping failed
         return Failure.TRANSIENT
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError | OSError):
+    if isinstance(exc, (TimeoutError, ConnectionError, socket.gaierror, *_NATS_TRANSIENT)):
+        return Failure.TRANSIENT
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return Failure.TRANSIENT
     sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     if isinstance(sqlstate, str) and (
@@ -94,19 +145,6 @@ def _classify_one(exc: BaseException) -> Failure:
         text in str(exc).lower() for text in _TRANSIENT_SQLITE
     ):
         return Failure.TRANSIENT
-    if type(exc).__module__.startswith("asyncpg") and type(exc).__name__ in (
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "InternalClientError",
-    ):
-        return Failure.TRANSIENT
-    if type(exc).__module__.startswith("nats") and type(exc).__name__ in (
-        "ConnectionClosedError",
-        "TimeoutError",
-        "NoRespondersError",
-        "StaleConnectionError",
-        "OutboundBufferLimitError",
-        "ServiceUnavailableError",
-    ):
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):  # the server closed it mid-query
         return Failure.TRANSIENT
     return Failure.UNKNOWN

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
 import pytest
 from sqlalchemy import text
 
@@ -72,3 +74,60 @@ async def test_sqlite_lock_is_transient(tmp_path: Path) -> None:
     holder.close()
     locked.close()
     assert classify(caught.value) is Failure.TRANSIENT
+
+
+def test_a_bug_raised_while_handling_a_timeout_is_still_a_bug(tmp_path: Path) -> None:
+    try:
+        try:
+            raise TimeoutError("provider timed out")
+        except TimeoutError:
+            {}["missing-key"]
+    except KeyError as exc:
+        assert classify(exc) is Failure.UNKNOWN
+    with pytest.raises(OSError) as missing:
+        (tmp_path / "nope" / "config.json").read_text()
+    assert classify(missing.value) is Failure.UNKNOWN
+
+
+def test_sqlite_disk_full_is_transient(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "full.db", isolation_level=None)
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 1}")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        for _ in range(10):
+            db.execute("INSERT INTO t VALUES (zeroblob(8000))")
+    db.close()
+    assert classify(full.value) is Failure.TRANSIENT
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        nats.errors.ConnectionReconnectingError(),
+        nats.errors.NoServersError(),
+        nats.errors.UnexpectedEOF(),
+        nats.errors.ConnectionDrainingError(),
+        nats.js.errors.NoStreamResponseError(),
+    ],
+    ids=type,
+)
+def test_nats_connection_states_are_transient(error: Exception) -> None:
+    assert classify(error) is Failure.TRANSIENT
+
+
+async def test_postgres_read_only_and_client_bugs() -> None:
+    """A demoted primary (25006) passes; a wrong number of bind parameters is a bug."""
+    url = PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = make_engine(url)
+    try:
+        with pytest.raises(Exception) as read_only:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET TRANSACTION READ ONLY"))
+                await conn.execute(text("CREATE TEMP TABLE t (x int)"))
+        with pytest.raises(Exception) as bad_call:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("SELECT $1::int + $2::int", (1,))
+    finally:
+        await engine.dispose()
+    assert classify(read_only.value) is Failure.TRANSIENT
+    assert classify(bad_call.value) is Failure.UNKNOWN
