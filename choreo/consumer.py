@@ -7,10 +7,11 @@ commit fails for a reason other than an unavailable database, each fact is run
 again in its own transaction, so one bad fact cannot hold the others back.
 
 A fact that comes back (redelivered after a failure, a crash or a hand-back)
-runs alone, and its runs are counted in ``choreo.attempts``: JetStream's
-delivery count also counts deliveries that never reached the handler, and
-judging by it would dead-letter the innocent batch-mates of a fact that crashed
-the process.
+has its runs recorded in ``choreo.attempts``: JetStream's delivery count also
+counts deliveries that never reached the handler, and judging by it would
+dead-letter the innocent batch-mates of a fact that crashed the process. One
+whose last run vanished with another process runs alone, so that only it is
+counted if it kills the process again.
 
 What happens to a failed fact depends on the failure (``choreo.errors``):
 
@@ -18,12 +19,13 @@ What happens to a failed fact depends on the failure (``choreo.errors``):
   backoff, with no limit, so an outage never sends facts to the DLQ;
 - permanent (``PermanentError``), undecodable, or of a type no route knows:
   copied to the DLQ at once;
-- anything else: retried until it has failed ``max_deliveries`` times, or has
-  vanished that often with the process (a crash), then dead-lettered.
+- anything else, or a run past ``run_timeout`` (it hangs): retried until it
+  has failed ``max_deliveries`` times, or has crashed the process running alone
+  that often, then dead-lettered.
 
-While a batch is worked on, its messages are kept alive (``choreo.keepalive``),
-so a provider slower than the ack wait does not get the fact redelivered and run
-twice. A fact whose effect is already committed (in the inbox) is acknowledged
+While a fact waits in the pull buffer or is worked on, it is kept alive
+(``choreo.keepalive``), so a provider slower than the ack wait does not get it
+redelivered and run twice. A fact whose effect is already committed (in the inbox) is acknowledged
 without running its ``prepare`` step, so a redelivery never calls the provider
 again. If the DLQ itself refuses a copy, the fact is kept (nak'ed with a delay)
 and the DLQ stream is provisioned again; the consumer never dies of it.
@@ -53,7 +55,7 @@ from choreo.envelope import Envelope, EnvelopeError
 from choreo.errors import Failure, classify
 from choreo.handler import HandlerContext, Route
 from choreo.inbox import already_processed, record_processed
-from choreo.keepalive import keep_alive
+from choreo.keepalive import KeepAlive
 from choreo.logs import log_context
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
@@ -79,6 +81,8 @@ class _Delivery:
     give_up: str = ""
     #: The record of its runs, once one was read or written.
     record: attempts.Attempts | None = None
+    #: It runs on its own (its last run vanished with a process).
+    alone: bool = False
 
     @property
     def again(self) -> bool:
@@ -108,6 +112,7 @@ class EventConsumer:
             commits still take turns), else 1.
         stages: Where to add the time of each stage (``choreo.metrics``).
         ensure_dlq: Provisions the DLQ stream again, after it refused a copy.
+        run_timeout_seconds: Longest a run (a ``prepare`` step, a transaction of handlers) may take.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class EventConsumer:
         max_in_flight_batches: int | None = None,
         stages: Stages | None = None,
         ensure_dlq: Callable[[], Awaitable[None]] | None = None,
+        run_timeout_seconds: float = 120.0,
     ) -> None:
         self._js = js
         self._nc: NATS = nc if nc is not None else js._nc
@@ -149,6 +155,8 @@ class EventConsumer:
         self._on_commit = on_commit
         self._stages = stages or Stages(source)
         self._ensure_dlq = ensure_dlq
+        self._run_timeout = run_timeout_seconds
+        self._keep_alive = KeepAlive(ack_wait_seconds)
         self._stopping = asyncio.Event()
         self.processed = 0
         self.dead_lettered = 0
@@ -183,6 +191,8 @@ class EventConsumer:
         self._reader = reader
         if not await self._open(reader):
             return
+        self._keep_alive = KeepAlive(self._ack_wait, reader.waiting)
+        ticker = asyncio.create_task(self._keep_alive.run(), name=f"{self.durable}-keepalive")
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
@@ -208,6 +218,8 @@ class EventConsumer:
         finally:
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
             await _hand_back(await reader.stop())
 
     async def _open(self, reader: PullReader) -> bool:
@@ -244,9 +256,9 @@ class EventConsumer:
         if not deliveries:
             return
         self._stages.observe("consumer_lag", lag, len(deliveries))
+        self._keep_alive.hold(d.msg for d in deliveries)
         try:
-            async with keep_alive([d.msg for d in deliveries], self._ack_wait):
-                await self._run(deliveries)
+            await self._run(deliveries)
         except Exception as exc:  # a bug here must not kill the consumer: every fact comes back
             log.exception("batch of %d could not be handled", len(deliveries))
             for d in deliveries:
@@ -254,6 +266,7 @@ class EventConsumer:
                     d.error = exc
         for d in deliveries:
             await self._settle(d)
+            self._keep_alive.release(d.msg)
 
     async def _run(self, deliveries: list[_Delivery]) -> None:
         if self._has_prepare:
@@ -264,12 +277,41 @@ class EventConsumer:
                 for d in deliveries:
                     d.error = exc
                 return
-        first = [d for d in deliveries if not d.again and not d.duplicate]
-        if first:
-            await self._handle_together(first)
-        for d in deliveries:
-            if d.again and not d.duplicate:
+        todo = [d for d in deliveries if not d.duplicate]
+        again = [d for d in todo if d.again]
+        if again:
+            try:
+                await self._sort_returning(again)
+            except Exception as exc:  # the database is unavailable: they come back later
+                for d in again:
+                    d.error = exc
+        together = [d for d in todo if d.error is None and not d.give_up and not d.alone]
+        if together:
+            await self._handle_together(together)
+        for d in todo:
+            if d.alone and d.error is None and not d.give_up:
                 await self._handle_alone(d)
+
+    async def _sort_returning(self, again: list[_Delivery]) -> None:
+        """Reads the records of facts that came back: crash suspects run alone, the rest together."""
+        limit = self._retry.max_deliveries
+        records = await attempts.read(self._engine, self.durable, [d.envelope.id for d in again])
+        together = []
+        for d in again:
+            d.record = records.get(d.envelope.id)
+            if d.record is not None and d.record.failures >= limit:
+                # It failed enough already; only dead-lettering it failed last time.
+                d.give_up = f"failed {d.record.failures} times"
+            elif d.record is not None and d.record.suspect:
+                d.alone = True
+            else:
+                together.append(d)
+        if together:
+            begun = await attempts.begin(
+                self._engine, self.durable, [d.envelope.id for d in together], alone=False
+            )
+            for d in together:
+                d.record = begun.get(d.envelope.id, d.record)
 
     async def _mark_duplicates(self, deliveries: list[_Delivery]) -> None:
         async with read_only(self._engine) as conn:
@@ -304,28 +346,22 @@ class EventConsumer:
                     d.error = one_exc
 
     async def _handle_alone(self, d: _Delivery) -> None:
-        """Runs a fact that came back, after recording the run (see ``choreo.attempts``)."""
+        """Runs a crash suspect on its own, after recording the run (see ``choreo.attempts``)."""
         try:
-            d.record = await attempts.begin_run(self._engine, self.durable, d.envelope.id)
+            begun = await attempts.begin(self._engine, self.durable, [d.envelope.id], alone=True)
         except Exception as exc:  # the database is unavailable: try again later
             d.error = exc
             return
-        limit = self._retry.max_deliveries
-        if d.record.vanished >= limit:
-            d.give_up = (
-                f"started {d.record.vanished} times without finishing (it crashes or hangs the process)"
-            )
-            return
-        if d.record.failures >= limit:
-            # It failed enough already; only dead-lettering it failed last time.
-            d.give_up = f"failed {d.record.failures} times"
+        d.record = begun[d.envelope.id]
+        if d.record.crashes >= self._retry.max_deliveries:
+            d.give_up = f"crashed or hung the process {d.record.crashes} times, running alone"
             return
         await self._prepare([d])
         if d.error is not None:
             return
         async with self._commit_turn:
             try:
-                await self._commit([d], again=True)
+                await self._commit([d])
             except Exception as exc:
                 d.error = exc
 
@@ -349,15 +385,26 @@ class EventConsumer:
             async with self._semaphore:
                 with log_context(**self._log_fields(d)), self._stages.timed("prepare"):
                     try:
-                        d.prepared = await d.route.prepare(d.message, d.envelope)
+                        async with asyncio.timeout(self._run_timeout) as deadline:
+                            d.prepared = await _guarded(d.route.prepare(d.message, d.envelope))
                     except Exception as exc:
-                        d.error = exc
+                        d.error = _hung("prepare", self._run_timeout) if deadline.expired() else exc
 
         await asyncio.gather(*(one(d) for d in deliveries))
 
-    async def _commit(self, deliveries: list[_Delivery], *, again: bool = False) -> None:
+    async def _commit(self, deliveries: list[_Delivery]) -> None:
+        """One transaction for the deliveries' handlers; past ``run_timeout`` it is abandoned."""
         if not deliveries:
             return
+        try:
+            async with asyncio.timeout(self._run_timeout) as deadline:
+                await self._transaction(deliveries)
+        except TimeoutError:
+            if deadline.expired():
+                raise _hung("transaction", self._run_timeout) from None
+            raise
+
+    async def _transaction(self, deliveries: list[_Delivery]) -> None:
         outgoing = []
         started = time.perf_counter()
         async with self._engine.begin() as conn:
@@ -370,13 +417,14 @@ class EventConsumer:
                 seen.add(d.envelope.id)
                 ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared)
                 with log_context(**self._log_fields(d)), self._stages.timed("handler"):
-                    await d.route.handle(d.message, ctx)
+                    await _guarded(d.route.handle(d.message, ctx))
                 outgoing.extend(ctx.outgoing)
                 fresh.append((d.envelope.id, d.sequence))
             await record_processed(conn, self.durable, fresh)
             await add_to_outbox(conn, outgoing)
-            if again:
-                await attempts.clear(conn, self.durable, [d.envelope.id for d in deliveries])
+            await attempts.clear(
+                conn, self.durable, [d.envelope.id for d in deliveries if d.record is not None]
+            )
             committing = time.perf_counter()
         done = time.perf_counter()
         self._stages.observe("consume_commit", done - committing)
@@ -403,12 +451,7 @@ class EventConsumer:
         failures = 0
         try:
             d.record = await attempts.record_failure(
-                self._engine,
-                self.durable,
-                d.envelope.id,
-                counted=kind is Failure.UNKNOWN,
-                error=error,
-                first_run=not d.again,
+                self._engine, self.durable, d.envelope.id, counted=kind is Failure.UNKNOWN, error=error
             )
             failures = d.record.failures
         except Exception as record_exc:  # the database is down too: retry, judge later
@@ -459,6 +502,29 @@ class EventConsumer:
             "stream": self.stream,
             "stream_seq": d.sequence,
         }
+
+
+class HungError(Exception):
+    """A run took longer than the consumer's run timeout (it counts as a failed run)."""
+
+
+class HandlerCancelledError(Exception):
+    """A handler or ``prepare`` step raised ``CancelledError`` without being cancelled."""
+
+
+def _hung(what: str, seconds: float) -> HungError:
+    return HungError(f"the {what} did not finish within {seconds:g}s (run timeout)")
+
+
+async def _guarded(call: Awaitable[Any]) -> Any:
+    """Awaits a handler's call; a ``CancelledError`` nobody asked for is the handler's failure."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise HandlerCancelledError("raised CancelledError") from None
 
 
 async def _answer(reply: Awaitable[None]) -> bool:

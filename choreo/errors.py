@@ -25,7 +25,7 @@ import errno
 import socket
 import sqlite3
 
-import asyncpg.exceptions
+import asyncpg.exceptions  # type: ignore[import-untyped]
 import nats.errors
 import nats.js.errors
 from sqlalchemy import exc as sa_exc

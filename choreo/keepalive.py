@@ -1,45 +1,54 @@
-"""Keeping messages alive while they are worked on (JetStream's ``+WPI``, "work in progress").
+"""Keeping messages alive while they wait or are worked on (JetStream's ``+WPI``, "work in progress").
 
 A fact whose handling takes longer than the consumer's ack wait (a slow
-provider call, a batch waiting for the database) would be redelivered while it
-is still running: to this replica or another, which then runs it a second time.
-While a block runs, every message in it is told "in progress" a few times per
-ack wait, which restarts the server's ack timer.
+provider call, a batch waiting for the database), or that waits in the pull
+buffer behind such a batch, would be redelivered while this process still holds
+it: to this replica or another, which then runs it a second time. Every third
+of the ack wait, each held message is told "in progress", which restarts the
+server's ack timer. How long a message is held is bounded by the consumer (its
+run timeout), so a hung handler cannot keep a fact from the others forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 
 from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
 
 
-@asynccontextmanager
-async def keep_alive(msgs: Sequence[Msg], ack_wait: float) -> AsyncIterator[None]:
-    """Sends ``in_progress`` for each message not yet acknowledged, every third of ``ack_wait``."""
-    every = max(0.05, ack_wait / 3)
+class KeepAlive:
+    """Sends ``in_progress`` for every held message, and for those a source lists, until stopped.
 
-    async def tick() -> None:
+    Args:
+        ack_wait: The consumer's ack wait, in seconds.
+        waiting: Lists the messages received but not yet handed out (the pull buffer).
+    """
+
+    def __init__(self, ack_wait: float, waiting: Callable[[], Iterable[Msg]] = tuple) -> None:
+        self._every = max(0.05, ack_wait / 3)
+        self._waiting = waiting
+        self._held: dict[int, Msg] = {}
+
+    def hold(self, msgs: Iterable[Msg]) -> None:
+        for msg in msgs:
+            self._held[id(msg)] = msg
+
+    def release(self, msg: Msg) -> None:
+        self._held.pop(id(msg), None)
+
+    async def run(self) -> None:
+        """Ticks until cancelled."""
         while True:
-            await asyncio.sleep(every)
-            for msg in msgs:
-                if not msg._ackd:
-                    try:
-                        await msg.in_progress()
-                    except Exception as exc:  # NATS down: the server redelivers after ack_wait
-                        log.debug("in_progress failed: %r", exc)
-                        break
-
-    task = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.sleep(self._every)
+            for msg in [*self._held.values(), *self._waiting()]:
+                if msg._ackd:
+                    continue
+                try:
+                    await msg.in_progress()
+                except Exception as exc:  # NATS down: the server redelivers after the ack wait
+                    log.debug("in_progress failed: %r", exc)
+                    break

@@ -118,6 +118,10 @@ class PullReader:
         """Messages received and not yet handed out."""
         return len(self._buffer)
 
+    def waiting(self) -> list[Msg]:
+        """The messages received and not yet handed out (to keep them alive)."""
+        return list(self._buffer)
+
     def interrupt(self) -> None:
         """Makes a waiting ``next_batch`` return an empty list (shutdown)."""
         self._interrupted = True

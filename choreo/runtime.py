@@ -60,6 +60,7 @@ class Runtime:
             on_commit=self.relay.notify,
             stages=self.stages,
             ensure_dlq=self.ensure_dlq,
+            run_timeout_seconds=s.run_timeout_seconds,
         )
 
     async def ensure_dlq(self) -> None:

@@ -76,6 +76,9 @@ class ServiceSettings(BaseSettings):
     ack_wait_seconds: float = Field(default=30.0, gt=0)
     retry_backoff_seconds: float = Field(default=0.5, gt=0)
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    #: Longest a fact's run (its ``prepare`` step, or its handlers' transaction) may take; a
+    #: run past it counts as a failed run. Must exceed the slowest answer of a provider.
+    run_timeout_seconds: float = Field(default=120.0, gt=0)
     #: Seconds allowed for in-flight work to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     #: Seconds an inbox row (a handled fact's id) is kept to recognise a late copy (choreo.inbox);

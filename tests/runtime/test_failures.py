@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from nats.js import JetStreamContext
 
+from choreo import attempts
 from choreo.consumer import EventConsumer
 from choreo.errors import TransientError
 from choreo.runtime import Runtime
@@ -60,7 +62,7 @@ async def test_transient_prepare_failures_are_retried_without_a_limit(
 
 
 async def test_a_fact_that_kills_the_process_does_not_take_its_batch_mates_to_the_dlq(
-    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """1 crashing fact + 20 innocent ones: the 20 are handled, the crashing one is dead-lettered alone."""
     rt = await make_runtime(max_deliveries=2, ack_wait_seconds=1.0)
@@ -72,6 +74,7 @@ async def test_a_fact_that_kills_the_process_does_not_take_its_batch_mates_to_th
     crashes = 0
     while not await stream_count(js, DLQ_STREAM):
         assert crashes < 6, "the crashing fact was never dead-lettered"
+        monkeypatch.setattr(attempts, "PROCESS", f"process-{crashes}")  # each run is a new process
         consumer = consumer_for(rt, probe.routes())
         task = asyncio.create_task(consumer.run())
         calls = len(probe.calls_for("crashy"))
@@ -89,14 +92,70 @@ async def test_a_fact_that_kills_the_process_does_not_take_its_batch_mates_to_th
         crashes += 1
 
     [dead] = await dlq_messages(js)
-    assert (dead.headers or {})["choreo-dlq-error"].startswith("started 2 times without finishing")
-    assert sorted(e["booking_id"] for e in await effects(rt.engine)) == sorted(
-        f"innocent-{i}" for i in range(20)
-    )
+    assert (dead.headers or {})["choreo-dlq-error"] == "crashed or hung the process 2 times, running alone"
+    monkeypatch.setattr(attempts, "PROCESS", "process-last")
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
         await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="nothing left")
+    innocents = sorted(f"innocent-{i}" for i in range(20))
+    assert sorted(e["booking_id"] for e in await effects(rt.engine)) == innocents
     assert await stream_count(js, DLQ_STREAM) == 1
+
+
+async def test_a_fact_that_hangs_is_given_up_on_and_its_batch_mates_flow(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+) -> None:
+    """A handler that never returns holds nothing forever: past the run timeout it is a failed run."""
+    rt = await make_runtime(max_deliveries=2, ack_wait_seconds=1.0, run_timeout_seconds=0.5)
+    probe.hang.add("stuck")
+    await publish(js, envelope_for("stuck"))
+    for i in range(20):
+        await publish(js, envelope_for(f"mate-{i}"))
+    consumer = consumer_for(rt, probe.routes())
+    async with running(consumer):
+        for i in range(5):
+            await publish(js, envelope_for(f"later-{i}"))
+        await wait_until(lambda: consumer.processed == 25, timeout=15, message="the others handled")
+        await wait_until(
+            lambda: stream_count(js, DLQ_STREAM), timeout=15, message="the hung one dead-lettered"
+        )
+        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="settled")
+    [dead] = await dlq_messages(js)
+    assert "HungError" in (dead.headers or {})["choreo-dlq-error"]
+    assert len(await effects(rt.engine)) == 25
+
+
+async def test_a_database_blip_during_a_retry_is_not_taken_for_a_crash(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that failed while its failure could not be recorded did not crash this process."""
+    rt = await make_runtime(max_deliveries=2, retry_backoff_seconds=0.05, retry_backoff_max_seconds=0.2)
+    probe.error = TransientError
+    probe.fail_times["b-1"] = 8
+
+    async def unrecordable(*args: object, **kwargs: object) -> attempts.Attempts:
+        raise ConnectionError("database blinked")
+
+    monkeypatch.setattr(attempts, "record_failure", unrecordable)
+    consumer = consumer_for(rt, probe.routes())
+    async with running(consumer):
+        await publish(js, envelope_for("b-1"))
+        await wait_until(lambda: consumer.processed == 1, timeout=10, message="success after the blips")
+    assert await stream_count(js, DLQ_STREAM) == 0
+
+
+async def test_facts_waiting_behind_a_slow_provider_are_prepared_once(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+) -> None:
+    """Facts in the pull buffer, behind batches slower than the ack wait, are kept alive too."""
+    rt = await make_runtime(ack_wait_seconds=1.0, batch_size=4)
+    probe.prepare_delay = 2.0
+    consumer = consumer_for(rt, probe.routes(with_prepare=True))
+    async with running(consumer):
+        for i in range(40):
+            await publish(js, envelope_for(f"b-{i}"))
+        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=40, message="settled")
+    assert sorted(probe.prepare_calls) == sorted(f"b-{i}" for i in range(40)), "a fact was prepared twice"
 
 
 async def test_a_provider_slower_than_the_ack_wait_is_called_once(
