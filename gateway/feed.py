@@ -5,7 +5,11 @@ restart of the gateway or of NATS loses and repeats nothing, and deleting the
 gateway's database rebuilds the same state by replaying the streams. A message
 that cannot be read (no CloudEvents headers, a garbage body, an unknown type of
 a known contract) is indexed in the trace when its headers allow, copied to the
-DLQ, and passed over: it never blocks the feed.
+DLQ, and passed over: it never blocks the feed for longer than the DLQ is
+unavailable. While the copy cannot be stored (the DLQ stream deleted, JetStream
+refusing), the feed retries with backoff, re-provisions the DLQ stream and logs
+an error; it never passes the fact without its copy, so the checkpoint stays
+before it until the copy is stored.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from choreo.bus import provision_stream
 from choreo.dlq import copy_to_dlq
 from choreo.logs import log_context
+from choreo.subjects import DLQ_STREAM
 from gateway.facts import read_fact
 from gateway.pull import Delivery, OrderedPull
 from gateway.store import ReadModel, WriteBatch
@@ -41,6 +50,7 @@ class StreamFeed:
         store: The read model.
         batch_size: Most messages applied in one transaction.
         heartbeat: Idle heartbeat of the pull consumer (failure detection).
+        dlq_replicas: Replicas of the DLQ stream when the feed has to re-create it.
 
     Attributes:
         caught_up: Set once the feed has applied everything the stream held when it started.
@@ -57,6 +67,7 @@ class StreamFeed:
         store: ReadModel,
         batch_size: int = 1000,
         heartbeat: float = 1.0,
+        dlq_replicas: int = 1,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -64,6 +75,7 @@ class StreamFeed:
         self._store = store
         self._batch_size = batch_size
         self._heartbeat = heartbeat
+        self._dlq_replicas = dlq_replicas
         self._stopping = asyncio.Event()
         self._pull: OrderedPull | None = None
         self.caught_up = asyncio.Event()
@@ -71,6 +83,7 @@ class StreamFeed:
         self.target = 0
         self.applied = 0
         self.dead_lettered = 0
+        self.dlq_failures = 0
 
     def stop(self) -> None:
         """Finishes the batch in hand, then makes ``run`` return."""
@@ -200,10 +213,56 @@ class StreamFeed:
             if fact.error is not None:
                 # Stored before the checkpoint moves past it; a repeat is de-duplicated by the DLQ.
                 with log_context(correlation_id=fact.trace.correlation_id if fact.trace else None):
-                    await copy_to_dlq(self._js, msg, DLQ_CONSUMER, fact.error)
+                    await self._copy_to_dlq(msg, sequence, fact.error)
                 self.dead_lettered += 1
         batch.checkpoints[self.stream] = deliveries[-1].sequence
         return batch
+
+    async def _copy_to_dlq(self, msg: Msg, sequence: int, error: str) -> None:
+        """Stores the DLQ copy of a poison fact, however long it takes.
+
+        Raises:
+            FeedStopped: ``stop`` came first; the batch must not be committed.
+        """
+        failures = 0
+        while True:
+            try:
+                await copy_to_dlq(self._js, msg, DLQ_CONSUMER, error)
+            except Exception as exc:
+                failures += 1
+                self.dlq_failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.error(
+                        "cannot copy %s sequence %d to the DLQ (%r); its projection waits for the copy",
+                        self.stream,
+                        sequence,
+                        exc,
+                        extra={"stream": self.stream, "stream_seq": sequence},
+                    )
+            else:
+                if failures:
+                    log.warning("DLQ copy of %s sequence %d stored", self.stream, sequence)
+                return
+            # The DLQ stream may have been deleted: re-create it the way every service does.
+            with contextlib.suppress(Exception):
+                await self._unless_stopped(provision_stream(self._js, DLQ_STREAM, self._dlq_replicas))
+            await self._pause(_backoff(failures))
+            if self._stopping.is_set():
+                raise FeedStopped(f"stopped before the DLQ copy of {self.stream} {sequence} was stored")
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work``, abandoning it when ``stop`` comes first."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopping):
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+        if task.done() and not task.cancelled():
+            task.result()
 
     async def _finish(self, commit: _Commit) -> None:
         """Waits for a commit and moves the feed's position past it."""
@@ -221,6 +280,10 @@ class StreamFeed:
         if not self.caught_up.is_set() and self.position >= self.target:
             log.info("read model caught up with %s at sequence %d", self.stream, self.position)
             self.caught_up.set()
+
+
+class FeedStopped(Exception):
+    """The feed stopped in the middle of a batch, which is not committed."""
 
 
 def _backoff(failures: int) -> float:
