@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking.domain import BookingStatus
@@ -173,10 +173,22 @@ def _replay(row: Any, req: CreateRequest) -> Reply:
     return Reply(booking=record_from_row(row), replayed=True)
 
 
+def existing_by_key_query(keys: Sequence[tuple[str, str]]) -> Select[Any]:
+    """The bookings that may hold these (user, idempotency key) pairs (the caller filters exact pairs).
+
+    Both columns are constrained, so the lookup is a search of the unique index on
+    (user_id, idempotency_key), never a scan of the table.
+    """
+    c = bookings.c
+    return select(bookings).where(
+        c.user_id.in_({u for u, _ in keys}), c.idempotency_key.in_({k for _, k in keys})
+    )
+
+
 async def _existing_by_key(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     if not keys:
         return {}
-    result = await conn.execute(select(bookings).where(bookings.c.idempotency_key.in_({k for _, k in keys})))
+    result = await conn.execute(existing_by_key_query(keys))
     wanted = set(keys)
     found = {}
     for row in result.mappings():
