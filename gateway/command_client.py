@@ -124,10 +124,10 @@ class BookingCommands:
             ) from None
         except nats.errors.TimeoutError:
             raise CommandUnavailable(
-                f"the booking service did not answer within {wait:g}s. The booking was not created "
-                f"unless its commit had already begun {margin:g}s before that (and was slower than "
-                f"{margin:g}s); retry{_with_key(command)}: that returns the booking if it exists "
-                "instead of creating a second one"
+                f"the booking service did not answer within {wait:g}s. The booking was not created, "
+                f"unless the service began committing it before the command's deadline ({margin:g}s "
+                f"earlier) and took longer than that to answer; retry{_with_key(command)}: it returns "
+                "that booking if it exists instead of creating a second one"
             ) from None
         except nats.errors.Error as exc:  # closed, draining, reconnecting, buffer full
             raise CommandUnavailable(

@@ -115,6 +115,9 @@ async def test_a_stream_recreated_under_a_running_gateway_is_rebuilt(
     feed = next(f for f in gateway.feeds if f.stream == BOOKING_STREAM)
     assert feed.position == 4
 
+    # What readiness said right after the rebuild emptied the read model.
+    statuses: list[list[str | None]] = []
+    gateway.store.on_rebuild.append(lambda: statuses.append([f.status() for f in gateway.feeds]))
     await js.delete_stream(BOOKING_STREAM)
     await ensure_stream(js, BOOKING_STREAM)
     await workflow_facts(js, "reborn")
@@ -126,6 +129,8 @@ async def test_a_stream_recreated_under_a_running_gateway_is_rebuilt(
         return not await gateway.readiness.failures()  # type: ignore[union-attr]
 
     await eventually(ready)  # every feed caught up again
+    assert len(statuses) == 1, "rebuilt more than once"
+    assert all(status and status.startswith("replaying") for status in statuses[0]), statuses
     assert feed.position == 2
     assert [e.stream for e in await gateway.store.trace("wf-old-1")] == ["PAYMENT"]
     view = await gateway.store.get("reborn")
