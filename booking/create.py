@@ -4,24 +4,32 @@ Commands arrive in batches (``choreo.commands.CommandServer``); a batch is one
 transaction, so under load one commit serves hundreds of bookings. The booking
 row and its ``BookingCreated`` fact (in the outbox) commit together: the fact is
 published if and only if the booking exists.
+
+A command past its deadline (its requester gave up) is never committed: the
+deadlines are checked as the last step of the transaction, right before the
+commit, and a batch with an expired command is rolled back and run again
+without it. What remains is the commit itself, which the requester's margin
+past the deadline covers (``choreo.commands``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking.domain import BookingStatus, request_fingerprint
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
+from choreo.commands import deadline_of, deadline_passed
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
 from choreo.metrics import Stages
@@ -41,6 +49,8 @@ class CreateRequest:
     command: commands_pb2.CreateBookingCommand
     correlation_id: str
     command_id: str
+    #: Unix time after which the requester no longer waits (``None``: no deadline).
+    deadline: float | None = None
 
     @property
     def key(self) -> tuple[str, str] | None:
@@ -73,7 +83,7 @@ def parse_request(msg: Msg) -> CreateRequest | Reply:
         return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, str(error), error.field)
     headers = msg.headers or {}
     command_id = headers.get(H_ID) or new_id()
-    return CreateRequest(command, headers.get(H_CORRELATION) or new_id(), command_id)
+    return CreateRequest(command, headers.get(H_CORRELATION) or new_id(), command_id, deadline_of(msg))
 
 
 def record_from_row(row: Any) -> commands_pb2.BookingRecord:
@@ -163,10 +173,22 @@ def _replay(row: Any, req: CreateRequest) -> Reply:
     return Reply(booking=record_from_row(row), replayed=True)
 
 
+def existing_by_key_query(keys: Sequence[tuple[str, str]]) -> Select[Any]:
+    """The bookings that may hold these (user, idempotency key) pairs (the caller filters exact pairs).
+
+    Both columns are constrained, so the lookup is a search of the unique index on
+    (user_id, idempotency_key), never a scan of the table.
+    """
+    c = bookings.c
+    return select(bookings).where(
+        c.user_id.in_({u for u, _ in keys}), c.idempotency_key.in_({k for _, k in keys})
+    )
+
+
 async def _existing_by_key(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     if not keys:
         return {}
-    result = await conn.execute(select(bookings).where(bookings.c.idempotency_key.in_({k for _, k in keys})))
+    result = await conn.execute(existing_by_key_query(keys))
     wanted = set(keys)
     found = {}
     for row in result.mappings():
@@ -174,6 +196,16 @@ async def _existing_by_key(conn: AsyncConnection, keys: list[tuple[str, str]]) -
         if key in wanted:
             found[key] = dict(row)
     return found
+
+
+class _DeadlinePassed(Exception):
+    """A request of the transaction expired before its commit: roll back."""
+
+
+def _check_deadlines(requests: Iterable[CreateRequest]) -> None:
+    now = time.time()
+    if any(deadline_passed(r.deadline, now) for r in requests):
+        raise _DeadlinePassed
 
 
 class CreateBookingHandler:
@@ -198,34 +230,49 @@ class CreateBookingHandler:
         self._on_commit = on_commit
         self._stages = stages or Stages(source)
 
-    async def __call__(self, msgs: Sequence[Msg]) -> list[bytes]:
+    async def __call__(self, msgs: Sequence[Msg]) -> list[bytes | None]:
+        """One reply per message; ``None`` for a request not executed because its deadline passed."""
         replies: list[Reply | None] = []
-        accepted: list[tuple[int, CreateRequest]] = []
+        accepted: dict[int, CreateRequest] = {}
         for i, msg in enumerate(msgs):
             parsed = parse_request(msg)
             if isinstance(parsed, CreateRequest):
-                accepted.append((i, parsed))
+                accepted[i] = parsed
                 replies.append(None)
             else:
                 replies.append(parsed)
-        if accepted:
+        while accepted:
+            # Requests that expired meanwhile (or made the last attempt roll back) are left out.
+            now = time.time()
+            accepted = {i: r for i, r in accepted.items() if not deadline_passed(r.deadline, now)}
+            if not accepted:
+                break
+            results: Sequence[Reply | None]
             try:
                 with self._stages.timed("command_transaction"):
                     async with self._engine.begin() as conn:
-                        results = await create_bookings(conn, [r for _, r in accepted], self._source)
+                        results = await create_bookings(conn, list(accepted.values()), self._source)
+                        _check_deadlines(accepted.values())
+            except _DeadlinePassed:
+                continue
             except Exception as exc:
                 # e.g. a concurrent replica took the same idempotency key: settle each on its own.
                 log.warning("create batch of %d failed (%r); retrying one by one", len(accepted), exc)
-                results = [await self._create_one(req) for _, req in accepted]
+                results = [await self._create_one(req) for req in accepted.values()]
             self._on_commit()
-            for (i, _), reply in zip(accepted, results, strict=True):
+            for i, reply in zip(accepted, results, strict=True):
                 replies[i] = reply
-        return [r.SerializeToString() for r in replies if r is not None]
+            break
+        return [r.SerializeToString() if r is not None else None for r in replies]
 
-    async def _create_one(self, req: CreateRequest) -> Reply:
+    async def _create_one(self, req: CreateRequest) -> Reply | None:
         try:
             async with self._engine.begin() as conn:
-                return (await create_bookings(conn, [req], self._source))[0]
+                reply = (await create_bookings(conn, [req], self._source))[0]
+                _check_deadlines([req])
+                return reply
+        except _DeadlinePassed:
+            return None
         except Exception as exc:
             log.exception("create failed", extra={"correlation_id": req.correlation_id})
             return error_reply(commands_pb2.COMMAND_ERROR_CODE_INTERNAL, f"could not save the booking: {exc}")

@@ -5,12 +5,28 @@ the requests that arrived while the previous batch was committing go into the
 next transaction. Under load this turns one commit per request into one commit
 per batch; at low load a batch is a single request, so latency is unchanged.
 Replicas subscribe in one queue group, so NATS spreads requests across them.
+
+A requester that stops waiting must not have its command executed later (a
+client that retries would then get a second booking, and a second charge). So a
+command may carry a deadline (``choreo-deadline``: absolute Unix time in
+milliseconds, so hosts' clocks must agree, e.g. through NTP). A command whose
+deadline has passed when its batch is taken is not run: it gets an ``expired``
+rejection instead. The handler checks again just before its commit
+(``deadline_passed``), which leaves only the commit itself and the reply's
+transit as the window in which a command can outlive its requester; the
+requester waits a margin past the deadline to cover them. The queue is bounded:
+beyond ``max_queue`` waiting requests the server answers ``overloaded`` at once.
+
+A rejection is a reply with an empty body and a ``choreo-rejected`` header
+(``REJECTED_EXPIRED`` or ``REJECTED_OVERLOADED``): in both cases the command was
+not executed, and it is safe to send it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.client import Client as NATS
@@ -21,8 +37,38 @@ from choreo.bus import flush_subscriptions
 
 log = logging.getLogger(__name__)
 
-#: Handles a batch of requests and returns one reply payload per request, in order.
-BatchHandler = Callable[[Sequence[Msg]], Awaitable[Sequence[bytes]]]
+#: Header carrying the command's deadline: absolute Unix time in milliseconds.
+H_DEADLINE = "choreo-deadline"
+#: Header of a reply that says the command was not executed, and why.
+H_REJECTED = "choreo-rejected"
+REJECTED_EXPIRED = "expired"
+REJECTED_OVERLOADED = "overloaded"
+
+#: Handles a batch of requests and returns one reply payload per request, in order;
+#: ``None`` for a request it did not execute because its deadline passed.
+BatchHandler = Callable[[Sequence[Msg]], Awaitable[Sequence[bytes | None]]]
+
+
+def deadline_header(deadline: float) -> str:
+    """The ``choreo-deadline`` value for a deadline given as Unix time in seconds."""
+    return str(int(deadline * 1000))
+
+
+def deadline_of(msg: Msg) -> float | None:
+    """The command's deadline (Unix time in seconds), ``None`` when it has none or it is unreadable."""
+    value = (msg.headers or {}).get(H_DEADLINE)
+    if not value:
+        return None
+    try:
+        return int(value) / 1000
+    except ValueError:
+        log.warning("ignoring an unreadable %s header: %r", H_DEADLINE, value[:40])
+        return None
+
+
+def deadline_passed(deadline: float | None, now: float | None = None) -> bool:
+    """Whether a deadline (from ``deadline_of``) has passed."""
+    return deadline is not None and (time.time() if now is None else now) >= deadline
 
 
 class CommandServer:
@@ -34,22 +80,48 @@ class CommandServer:
         queue: Queue group shared by the service's replicas.
         handler: Turns a batch of requests into replies.
         max_batch: Most requests handled in one batch.
+        max_queue: Most requests waiting for a batch; more are rejected as overloaded.
+
+    Attributes:
+        expired: Requests not executed because their deadline had passed.
+        overloaded: Requests rejected because the queue was full.
     """
 
     def __init__(
-        self, nc: NATS, subject: str, queue: str, handler: BatchHandler, max_batch: int = 256
+        self,
+        nc: NATS,
+        subject: str,
+        queue: str,
+        handler: BatchHandler,
+        max_batch: int = 256,
+        max_queue: int = 10_000,
     ) -> None:
         self._nc = nc
         self._subject = subject
         self._queue_group = queue
         self._handler = handler
         self._max_batch = max_batch
+        self._max_queue = max_queue
+        # Unbounded itself, so the stop sentinel always fits; _enqueue enforces max_queue.
         self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._stopping = False
         self.ready = asyncio.Event()
+        self.expired = 0
+        self.overloaded = 0
 
     async def _enqueue(self, msg: Msg) -> None:
+        if self._queue.qsize() >= self._max_queue:
+            self.overloaded += 1
+            if self.overloaded == 1 or self.overloaded % 1000 == 0:
+                log.warning(
+                    "%s: %d requests waiting; rejecting as overloaded (%d so far)",
+                    self._subject,
+                    self._max_queue,
+                    self.overloaded,
+                )
+            await self._reject(msg, REJECTED_OVERLOADED)
+            return
         self._queue.put_nowait(msg)
 
     async def run(self) -> None:
@@ -79,18 +151,45 @@ class CommandServer:
             sub, self._sub = self._sub, None
             await self._drain(sub)
 
-    async def _serve(self, batch: list[Msg]) -> None:
+    async def _serve(self, taken: list[Msg]) -> None:
+        now = time.time()
+        batch = []
+        for msg in taken:
+            if deadline_passed(deadline_of(msg), now):
+                await self._reject(msg, REJECTED_EXPIRED)
+            else:
+                batch.append(msg)
+        if not batch:
+            return
         try:
             replies = await self._handler(batch)
         except Exception:
             log.exception("command batch of %d failed", len(batch))
             return  # requesters time out and may retry with their idempotency key
         for msg, reply in zip(batch, replies, strict=True):
-            if msg.reply:
-                try:
-                    await self._nc.publish(msg.reply, reply)
-                except Exception as exc:
-                    log.warning("could not reply to %s: %r", msg.reply, exc)
+            if reply is None:
+                await self._reject(msg, REJECTED_EXPIRED)
+            else:
+                await self._reply(msg, reply)
+
+    async def _reject(self, msg: Msg, why: str) -> None:
+        if why == REJECTED_EXPIRED:
+            self.expired += 1
+            if self.expired == 1 or self.expired % 1000 == 0:
+                log.warning(
+                    "%s: dropped a command past its deadline, not executed (%d so far)",
+                    self._subject,
+                    self.expired,
+                )
+        await self._reply(msg, b"", {H_REJECTED: why})
+
+    async def _reply(self, msg: Msg, data: bytes, headers: dict[str, str] | None = None) -> None:
+        if not msg.reply:
+            return
+        try:
+            await self._nc.publish(msg.reply, data, headers=headers)
+        except Exception as exc:
+            log.warning("could not reply to %s: %r", msg.reply, exc)
 
     def stop(self) -> None:
         """Stops taking requests; other replicas of the queue group get them from now on."""

@@ -74,6 +74,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
                 store=store,
                 batch_size=settings.projection_batch_size,
                 heartbeat=settings.projection_heartbeat_seconds,
+                dlq_replicas=settings.stream_replicas,
             )
             for name in settings.stream_names
         ]

@@ -34,6 +34,8 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_ID_LENGTH = 128
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
+#: Prefix of the idempotency keys the gateway makes for requests that came without one.
+GATEWAY_KEY_PREFIX = "gw-"
 
 
 class ErrorCode(StrEnum):
@@ -124,12 +126,22 @@ class GatewayCore:
         """Ends every watch and wait now, so servers can stop without waiting for them."""
         self._watchers.close()
 
-    async def create(self, request: gateway_pb2.CreateBookingRequest, *, correlation_id: str = "") -> Created:
+    async def create(
+        self,
+        request: gateway_pb2.CreateBookingRequest,
+        *,
+        correlation_id: str = "",
+        timeout: float | None = None,
+    ) -> Created:
         """Validates, sends the command, and records the booking in the read model.
+
+        A request without an idempotency key gets one of the gateway's (``gw-...``),
+        so the command is safe to send again; an UNAVAILABLE message names it.
 
         Args:
             request: The booking to create.
             correlation_id: The client's workflow id (new one when empty).
+            timeout: Seconds the client still waits (its call's deadline), if it said.
 
         Raises:
             GatewayError: INVALID_ARGUMENT (nothing sent), ALREADY_EXISTS (idempotency key
@@ -154,12 +166,12 @@ class GatewayCore:
             amount_cents=request.amount_cents,
             currency=request.currency,
             payment_token=request.payment_token,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=request.idempotency_key or f"{GATEWAY_KEY_PREFIX}{new_id()}",
         )
         with log_context(correlation_id=correlation_id, command_id=command_id):
             try:
                 reply = await self._commands.create(
-                    command, command_id=command_id, correlation_id=correlation_id
+                    command, command_id=command_id, correlation_id=correlation_id, timeout=timeout
                 )
             except CommandUnavailable as exc:
                 log.warning("create booking unavailable: %s", exc)

@@ -56,6 +56,17 @@ def _metadata(context: Context, key: str) -> str:
     return ""
 
 
+#: Kept from the call's deadline to send the answer.
+_ANSWER_SECONDS = 0.05
+
+
+def _time_left(context: Context) -> float | None:
+    """Seconds the client still waits, minus the time to answer; ``None`` without a deadline."""
+    left = context.time_remaining()
+    # Without a deadline gRPC reports a practically infinite time.
+    return None if left is None or left > 1e6 else max(0.0, left - _ANSWER_SECONDS)
+
+
 def _seconds(duration: Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
 
@@ -71,7 +82,9 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
     ) -> gateway_pb2.CreateBookingResponse:
         try:
             created = await self._core.create(
-                request, correlation_id=_metadata(context, CORRELATION_METADATA)
+                request,
+                correlation_id=_metadata(context, CORRELATION_METADATA),
+                timeout=_time_left(context),
             )
         except GatewayError as exc:
             await _abort(context, exc)

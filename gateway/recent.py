@@ -45,3 +45,7 @@ class RecentViews:
             self._views.move_to_end(booking_id)
         while len(self._views) > self._capacity:
             self._views.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forgets every view (the read model was emptied)."""
+        self._views.clear()

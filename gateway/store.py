@@ -8,6 +8,13 @@ many small writes into one commit under load. A projection batch and its
 stream checkpoint always commit in the same transaction, so the read model is
 exactly-once with respect to the streams.
 
+The read model can be thrown away and rebuilt by replay at any time: when its
+schema version is not the code's (``open``), and when a stream it projects was
+replaced (``rebuild``, called by the feed that notices). A rebuild empties the
+projected tables in the writer's turn and starts a new *generation*: batches the
+feeds prepared before it are refused (``StaleBatch``), and the feeds, told
+through ``on_rebuild``, start over from sequence 1.
+
 Hot paths are SQLAlchemy Core statements compiled once and run with
 ``executemany`` (see ``gateway.bulk``).
 """
@@ -20,10 +27,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, text, tuple_
+from sqlalchemy import Connection, Table, bindparam, delete, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from choreo.db import create_tables
 from choreo.metrics import Stages
 from choreo.upserts import insert_new, upsert
 from gateway.bulk import BulkStatement
@@ -31,7 +37,16 @@ from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
 from gateway.paging import Cursor
 from gateway.recent import RecentViews
-from gateway.tables import TABLES, bookings_table, checkpoints_table, trace_events_table
+from gateway.tables import (
+    PROJECTED_TABLES,
+    SCHEMA_VERSION,
+    TABLES,
+    ReadModelBase,
+    bookings_table,
+    checkpoints_table,
+    read_model_meta_table,
+    trace_events_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +62,7 @@ _GET = select(bookings_table).where(bookings_table.c.booking_id == bindparam("bo
 class _Checkpoint:
     stream: str
     last_sequence: int
+    stream_created: str
 
 
 @dataclass(slots=True)
@@ -57,11 +73,20 @@ class WriteBatch:
         trace: Facts to index (an already indexed event id is skipped).
         changes: Booking changes, applied in order with ``merge``.
         checkpoints: Stream -> last sequence whose effect is in this batch.
+        stream_ids: Stream -> identity of the stream those sequences belong to.
+        generation: The read model's generation the batch was read for (``None``: any,
+            for writes that do not come from a stream).
     """
 
     trace: list[TraceRecord] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)
+    stream_ids: dict[str, str] = field(default_factory=dict)
+    generation: int | None = None
+
+
+class StaleBatch(Exception):
+    """The read model was rebuilt after this batch was read; re-read from the new checkpoint."""
 
 
 def _view(row: Any) -> BookingView:
@@ -120,10 +145,48 @@ class ReadModel:
         self._upsert_checkpoints = BulkStatement(upsert(checkpoints_table, dialect.name, "stream"), dialect)
         self._pending: list[tuple[WriteBatch, asyncio.Future[None]]] = []
         self._writer_task: asyncio.Task[None] | None = None
+        # One transaction at a time: the writer's, or a rebuild's.
+        self._turn = asyncio.Lock()
         self.commits = 0
+        #: Bumped by every rebuild; batches of an older generation are refused.
+        self.generation = 0
+        #: Called after a rebuild (the feeds start over).
+        self.on_rebuild: list[Callable[[], None]] = []
 
-    async def create_tables(self) -> None:
-        await create_tables(self._writer, TABLES)
+    async def create_tables(self) -> bool:
+        """Creates the tables, or empties them when the database has another schema version.
+
+        Returns:
+            Whether the database had projected rows of another version (then dropped:
+            the feeds rebuild them by replay from sequence 1).
+        """
+        async with self._writer.begin() as conn:
+            rebuilt = await conn.run_sync(_prepare_schema)
+        if rebuilt:
+            log.warning(
+                "the read model had another schema version than %d: dropped it; rebuilding by replay",
+                SCHEMA_VERSION,
+            )
+        return rebuilt
+
+    async def rebuild(self, generation: int, reason: str) -> None:
+        """Empties the projected tables and starts a new generation (once per ``generation``).
+
+        Args:
+            generation: The generation the caller saw; a rebuild already done since is enough.
+            reason: Why, for the log.
+        """
+        async with self._turn:
+            if generation != self.generation:
+                return
+            log.warning("rebuilding the read model by replay: %s", reason)
+            async with self._writer.begin() as conn:
+                for table in PROJECTED_TABLES:
+                    await conn.execute(delete(table))
+            self.generation += 1
+            self._recent.clear()
+        for listener in self.on_rebuild:
+            listener()
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -144,8 +207,18 @@ class ReadModel:
         while self._pending:
             jobs, self._pending = self._pending, []
             try:
-                with self._stages.timed("projection_transaction"):
-                    changed = await self._commit([batch for batch, _ in jobs])
+                async with self._turn:
+                    current = []
+                    for batch, future in jobs:
+                        if batch.generation is None or batch.generation == self.generation:
+                            current.append((batch, future))
+                        elif not future.done():
+                            future.set_exception(StaleBatch("the read model was rebuilt"))
+                    jobs = current
+                    if not jobs:
+                        continue
+                    with self._stages.timed("projection_transaction"):
+                        changed = await self._commit([batch for batch, _ in jobs])
             except Exception as exc:
                 for _, future in jobs:
                     if not future.done():
@@ -162,16 +235,15 @@ class ReadModel:
     async def _commit(self, batches: Sequence[WriteBatch]) -> dict[str, BookingView]:
         trace = [t for b in batches for t in b.trace]
         changes = [c for b in batches for c in b.changes]
-        checkpoints: dict[str, int] = {}
+        checkpoints: dict[str, _Checkpoint] = {}
         for b in batches:
             for stream, seq in b.checkpoints.items():
-                checkpoints[stream] = max(seq, checkpoints.get(stream, 0))
+                if stream not in checkpoints or seq > checkpoints[stream].last_sequence:
+                    checkpoints[stream] = _Checkpoint(stream, seq, b.stream_ids.get(stream, ""))
         async with self._writer.begin() as conn:
             await self._insert_trace.execute(conn, trace)
             changed = await self._apply_changes(conn, changes)
-            await self._upsert_checkpoints.execute(
-                conn, [_Checkpoint(stream, seq) for stream, seq in checkpoints.items()]
-            )
+            await self._upsert_checkpoints.execute(conn, list(checkpoints.values()))
         return changed
 
     async def _apply_changes(self, conn: AsyncConnection, changes: list[Change]) -> dict[str, BookingView]:
@@ -217,10 +289,16 @@ class ReadModel:
 
     async def checkpoint(self, stream: str) -> int:
         """The last sequence of ``stream`` whose effect is committed (0: none)."""
+        return (await self.position(stream))[0]
+
+    async def position(self, stream: str) -> tuple[int, str]:
+        """The checkpoint of ``stream`` and the identity of the stream it belongs to ("" if unknown)."""
+        t = checkpoints_table.c
         async with self._reader.connect() as conn:
-            stmt = select(checkpoints_table.c.last_sequence).where(checkpoints_table.c.stream == stream)
-            value = (await conn.execute(stmt)).scalar()
-        return int(value or 0)
+            row = (
+                await conn.execute(select(t.last_sequence, t.stream_created).where(t.stream == stream))
+            ).first()
+        return (int(row.last_sequence), str(row.stream_created or "")) if row is not None else (0, "")
 
     async def get(self, booking_id: str) -> BookingView | None:
         view = self._recent.get(booking_id)
@@ -272,3 +350,25 @@ class ReadModel:
         target = next(t for t in tables if t.name == table)
         async with self._reader.connect() as conn:
             return int((await conn.execute(select(text("count(*)")).select_from(target))).scalar() or 0)
+
+
+_VERSION = "schema_version"
+
+
+def _prepare_schema(conn: Connection) -> bool:
+    """Creates the tables at the code's schema version; drops them first if another one is stored."""
+    existing = set(inspect(conn).get_table_names())
+    version: str | None = None
+    if read_model_meta_table.name in existing:
+        stmt = select(read_model_meta_table.c.value).where(read_model_meta_table.c.name == _VERSION)
+        version = conn.execute(stmt).scalar()
+    stale = version != str(SCHEMA_VERSION) and bool(existing & {t.name for t in TABLES})
+    if stale:
+        ReadModelBase.metadata.drop_all(conn, tables=TABLES)
+    ReadModelBase.metadata.create_all(conn, tables=TABLES)
+    if version != str(SCHEMA_VERSION):
+        conn.execute(
+            upsert(read_model_meta_table, conn.dialect.name, "name"),
+            {"name": _VERSION, "value": str(SCHEMA_VERSION)},
+        )
+    return stale

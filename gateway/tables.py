@@ -3,6 +3,11 @@
 They live in their own SQLAlchemy metadata: the booking service also has a
 ``bookings`` table, and both packages may be imported in one process (tests).
 Times are integer microseconds since the epoch (BIGINT).
+
+The read model is a projection of the streams, so it is never migrated: a change
+to these tables or to what the projection writes bumps ``SCHEMA_VERSION``, and a
+gateway that finds another version in its database drops the tables and
+rebuilds them by replaying the streams (``gateway.store.ReadModel.open``).
 """
 
 from __future__ import annotations
@@ -66,10 +71,31 @@ class CheckpointRow(ReadModelBase, table=True):
 
     stream: str = Field(primary_key=True, max_length=64)
     last_sequence: int = big_int(default=0)
+    #: The stream's identity: when JetStream created it (ISO 8601). A stream deleted and
+    #: created again has another one, and its sequences start over.
+    stream_created: str = Field(default="", max_length=64)
+
+
+class ReadModelMetaRow(ReadModelBase, table=True):
+    """Facts about the read model itself: ``schema_version``."""
+
+    __tablename__ = "read_model_meta"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(default="", max_length=256)
 
 
 bookings_table: Table = BookingRow.__table__  # type: ignore[attr-defined]
 trace_events_table: Table = TraceEventRow.__table__  # type: ignore[attr-defined]
 checkpoints_table: Table = CheckpointRow.__table__  # type: ignore[attr-defined]
 
-TABLES: list[Table] = [bookings_table, trace_events_table, checkpoints_table]
+read_model_meta_table: Table = ReadModelMetaRow.__table__  # type: ignore[attr-defined]
+
+#: Version of the read model's tables and of what the projection writes into them. Bump it
+#: with every such change: gateways rebuild a database of another version by replay.
+#: 1: before versions were recorded; 2: checkpoints record the stream's identity.
+SCHEMA_VERSION = 2
+
+TABLES: list[Table] = [bookings_table, trace_events_table, checkpoints_table, read_model_meta_table]
+#: The tables the projection fills from the streams (emptied by a rebuild).
+PROJECTED_TABLES: list[Table] = [bookings_table, trace_events_table, checkpoints_table]

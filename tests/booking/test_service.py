@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from booking.build import build
+from booking.create import existing_by_key_query
 from booking.settings import BookingSettings
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.bus import ensure_stream
+from choreo.db import create_tables, make_engine
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
@@ -234,3 +237,17 @@ async def test_payment_for_unknown_booking_is_dead_lettered_at_once(
     # Permanent: no retry can help, so the first delivery is the last.
     assert dead.headers["choreo-dlq-deliveries"] == "1"
     assert dead.headers["choreo-dlq-subject"] == "payment.succeeded"
+
+
+async def test_the_idempotency_key_lookup_uses_the_unique_index(tmp_path: Path) -> None:
+    """Every create carries a key now (the gateway sends its own): a batch's lookup must not scan."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+    try:
+        await create_tables(engine, [bookings])
+        query = existing_by_key_query([("u1", "k1"), ("u2", "k2")])
+        async with engine.connect() as conn:
+            compiled = str(query.compile(engine.sync_engine, compile_kwargs={"literal_binds": True}))
+            plan = [tuple(r) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + compiled))]
+    finally:
+        await engine.dispose()
+    assert any("USING INDEX ux_bookings_idempotency" in str(step) for step in plan), plan

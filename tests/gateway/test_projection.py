@@ -346,3 +346,44 @@ async def test_an_absent_stream_is_waited_for(
         return view is not None and view.is_terminal
 
     await eventually(projected)
+
+
+async def test_a_poison_fact_waits_for_its_dlq_copy_when_the_dlq_is_gone(
+    start_gateway: StartGateway, database_url: str, js: JetStreamContext
+) -> None:
+    """The DLQ stream deleted and, for a while, impossible to re-create: the feed holds the poison
+    fact (its checkpoint stays before it) until the copy is stored, then carries on."""
+    await ensure_streams(js)
+    gateway = await start_gateway(database_url)
+    assert gateway.store is not None
+    feed = next(f for f in gateway.feeds if f.stream == BOOKING_STREAM)
+    await js.delete_stream(DLQ_STREAM)
+    # A stream that takes the DLQ's subjects: JetStream refuses to create the DLQ beside it.
+    await js.add_stream(name="BLOCKS_DLQ", subjects=["dlq.>"])
+    garbage = Envelope(
+        id="garbage-1",
+        type="choreo.booking.v1.BookingCreated",
+        source="booking",
+        subject="booking.created",
+        data=b"\xff\xfe not protobuf",
+        correlation_id="wf-garbage",
+    )
+    await js.publish(garbage.subject, garbage.data, headers=garbage.headers())
+    await workflow_facts(js, "after-poison")
+    await asyncio.sleep(1.5)
+    assert feed.position == 0 and await gateway.store.checkpoint(BOOKING_STREAM) == 0
+    booking_facts = [e for e in await gateway.store.trace("wf-after-poison") if e.stream == BOOKING_STREAM]
+    assert not booking_facts, "projected past the poison"
+    assert (await js.stream_info("BLOCKS_DLQ")).state.messages == 0
+
+    await js.delete_stream("BLOCKS_DLQ")
+
+    async def projected() -> bool:
+        view = await gateway.store.get("after-poison")  # type: ignore[union-attr]
+        return view is not None and view.status is Status.CONFIRMED
+
+    await eventually(projected, timeout=15)
+    assert feed.dead_lettered == 1
+    copy = await js.get_msg(DLQ_STREAM, 1)
+    assert copy.headers is not None and copy.headers[H_ORIGINAL_SEQUENCE] == "1"
+    assert "undecodable" in copy.headers[H_ERROR]

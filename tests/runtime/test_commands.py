@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import nats.errors
@@ -10,7 +11,14 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from choreo.commands import CommandServer
+from choreo.commands import (
+    H_DEADLINE,
+    H_REJECTED,
+    REJECTED_EXPIRED,
+    REJECTED_OVERLOADED,
+    CommandServer,
+    deadline_header,
+)
 from tests.runtime.harness import running
 
 SUBJECT = "cmd.test.echo"
@@ -114,3 +122,52 @@ async def test_stop_before_run_has_subscribed_leaves_no_subscription(nc: NATS) -
     await asyncio.wait_for(server.run(), 5)
     with pytest.raises(nats.errors.NoRespondersError):
         await nc.request(SUBJECT, b"late", timeout=1)
+
+
+async def test_a_command_past_its_deadline_is_not_executed(nc: NATS) -> None:
+    handler = Echo(delay=0.5)
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        first = asyncio.create_task(nc.request(SUBJECT, b"first", timeout=5))
+        await asyncio.wait_for(handler.started.wait(), 5)
+        # Queued behind a batch that outlasts its deadline: dropped when its batch is taken.
+        late = nc.request(
+            SUBJECT, b"late", timeout=5, headers={H_DEADLINE: deadline_header(time.time() + 0.2)}
+        )
+        timely = nc.request(
+            SUBJECT, b"timely", timeout=5, headers={H_DEADLINE: deadline_header(time.time() + 5)}
+        )
+        replies = await asyncio.gather(first, late, timely)
+    assert replies[0].data == b"echo:first"
+    assert replies[1].data == b"" and replies[1].headers == {H_REJECTED: REJECTED_EXPIRED}
+    assert replies[2].data == b"echo:timely"
+    assert handler.batches == [1, 1], "the expired command reached the handler"
+    assert server.expired == 1
+
+
+async def test_a_handler_that_leaves_a_command_out_gets_it_rejected_as_expired(nc: NATS) -> None:
+    async def drop_all(msgs: Sequence[Msg]) -> list[bytes | None]:
+        return [None for _ in msgs]
+
+    server = CommandServer(nc, SUBJECT, "test", drop_all)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        reply = await nc.request(SUBJECT, b"x", timeout=2)
+    assert reply.headers == {H_REJECTED: REJECTED_EXPIRED}
+
+
+async def test_a_full_queue_rejects_at_once_as_overloaded(nc: NATS) -> None:
+    handler = Echo(delay=0.5)
+    server = CommandServer(nc, SUBJECT, "test", handler, max_queue=3)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        first = asyncio.create_task(nc.request(SUBJECT, b"first", timeout=5))
+        await asyncio.wait_for(handler.started.wait(), 5)
+        started = time.monotonic()
+        replies = await asyncio.gather(*(nc.request(SUBJECT, str(i).encode(), timeout=5) for i in range(5)))
+        await first
+    rejected = [r for r in replies if r.headers == {H_REJECTED: REJECTED_OVERLOADED}]
+    assert len(rejected) == 2 and server.overloaded == 2
+    assert sorted(r.data for r in replies if r not in rejected) == [b"echo:0", b"echo:1", b"echo:2"]
+    assert time.monotonic() - started < 2.0
