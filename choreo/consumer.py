@@ -13,22 +13,16 @@ dead-letter the innocent batch-mates of a fact that crashed the process. One
 whose last run vanished with another process runs alone, so that only it is
 counted if it kills the process again.
 
-What happens to a failed fact depends on the failure (``choreo.errors``):
-
-- transient (the database or a provider unavailable): retried with capped
-  backoff, with no limit, so an outage never sends facts to the DLQ;
-- permanent (``PermanentError``), undecodable, or of a type no route knows:
-  copied to the DLQ at once;
-- anything else, or a run past ``run_timeout`` (it hangs): retried until it
-  has failed ``max_deliveries`` times, or has crashed the process running alone
-  that often, then dead-lettered.
+What becomes of each fact afterwards (ack, retry with backoff, DLQ) is
+``choreo.verdicts``': transient failures are retried without a limit, permanent
+ones dead-lettered at once, others after ``max_deliveries`` failed runs. A run
+past ``run_timeout`` counts as a failed run, so a hung fact holds nothing forever.
 
 While a fact waits in the pull buffer or is worked on, it is kept alive
 (``choreo.keepalive``), so a provider slower than the ack wait does not get it
-redelivered and run twice. A fact whose effect is already committed (in the inbox) is acknowledged
-without running its ``prepare`` step, so a redelivery never calls the provider
-again. If the DLQ itself refuses a copy, the fact is kept (nak'ed with a delay)
-and the DLQ stream is provisioned again; the consumer never dies of it.
+redelivered and run twice. A fact whose effect is already committed (in the
+inbox) is acknowledged without running its ``prepare`` step, so a redelivery
+never calls the provider again.
 """
 
 from __future__ import annotations
@@ -38,10 +32,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -50,7 +43,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import attempts
 from choreo.db import read_only
-from choreo.dlq import dead_letter
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.errors import Failure, classify
 from choreo.handler import HandlerContext, Route
@@ -61,32 +53,9 @@ from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.pull import PullReader, PullStalled
 from choreo.retry import RetryPolicy
+from choreo.verdicts import Delivery, Verdicts, guarded, hand_back, hung
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Delivery:
-    msg: Msg
-    envelope: Envelope
-    message: Message
-    route: Route
-    sequence: int
-    deliveries: int
-    prepared: Any = None
-    error: BaseException | None = None
-    #: Already handled (inbox): acknowledge without running.
-    duplicate: bool = False
-    #: Why it goes to the DLQ without (another) run, if it does.
-    give_up: str = ""
-    #: The record of its runs, once one was read or written.
-    record: attempts.Attempts | None = None
-    #: It runs on its own (its last run vanished with a process).
-    alone: bool = False
-
-    @property
-    def again(self) -> bool:
-        return self.deliveries > 1
 
 
 class EventConsumer:
@@ -154,14 +123,32 @@ class EventConsumer:
         self._ack_wait = ack_wait_seconds
         self._on_commit = on_commit
         self._stages = stages or Stages(source)
-        self._ensure_dlq = ensure_dlq
         self._run_timeout = run_timeout_seconds
         self._keep_alive = KeepAlive(ack_wait_seconds)
         self._stopping = asyncio.Event()
-        self.processed = 0
-        self.dead_lettered = 0
-        #: Dead-letterings the DLQ refused (the fact was kept and will come back).
-        self.dlq_failures = 0
+        self._verdicts = Verdicts(
+            js=js,
+            engine=engine,
+            stream=stream,
+            durable=durable,
+            retry=self._retry,
+            ensure_dlq=ensure_dlq,
+            log_fields=self._log_fields,
+        )
+
+    @property
+    def processed(self) -> int:
+        """Facts acknowledged after their effect was committed (or found committed)."""
+        return self._verdicts.processed
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._verdicts.dead_lettered
+
+    @property
+    def dlq_failures(self) -> int:
+        """Dead-letterings the DLQ refused (the fact was kept and comes back)."""
+        return self._verdicts.dlq_failures
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -220,7 +207,7 @@ class EventConsumer:
                 await asyncio.gather(*in_flight, return_exceptions=True)
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
-            await _hand_back(await reader.stop())
+            await hand_back(await reader.stop())
 
     async def _open(self, reader: PullReader) -> bool:
         """Provisions the consumer and starts pulling, waiting while that is impossible.
@@ -233,7 +220,7 @@ class EventConsumer:
         while not self._stopping.is_set():
             try:
                 await self.provision()
-                await _hand_back(await reader.start())
+                await hand_back(await reader.start())
                 return True
             except Exception as exc:
                 if attempt % 10 == 0:
@@ -245,7 +232,7 @@ class EventConsumer:
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """Handles one fetched batch: decode, prepare, commit, then ack, retry or dead-letter each."""
-        deliveries: list[_Delivery] = []
+        deliveries: list[Delivery] = []
         now = time.time()
         lag = 0.0
         for msg in msgs:
@@ -265,10 +252,10 @@ class EventConsumer:
                 if d.error is None and not d.duplicate:
                     d.error = exc
         for d in deliveries:
-            await self._settle(d)
+            await self._verdicts.settle(d)
             self._keep_alive.release(d.msg)
 
-    async def _run(self, deliveries: list[_Delivery]) -> None:
+    async def _run(self, deliveries: list[Delivery]) -> None:
         if self._has_prepare:
             # A fact whose effect is committed must not call the outside world again.
             try:
@@ -292,7 +279,7 @@ class EventConsumer:
             if d.alone and d.error is None and not d.give_up:
                 await self._handle_alone(d)
 
-    async def _sort_returning(self, again: list[_Delivery]) -> None:
+    async def _sort_returning(self, again: list[Delivery]) -> None:
         """Reads the records of facts that came back: crash suspects run alone, the rest together."""
         limit = self._retry.max_deliveries
         records = await attempts.read(self._engine, self.durable, [d.envelope.id for d in again])
@@ -313,7 +300,7 @@ class EventConsumer:
             for d in together:
                 d.record = begun.get(d.envelope.id, d.record)
 
-    async def _mark_duplicates(self, deliveries: list[_Delivery]) -> None:
+    async def _mark_duplicates(self, deliveries: list[Delivery]) -> None:
         async with read_only(self._engine) as conn:
             seen = await already_processed(conn, self.durable, (d.envelope.id for d in deliveries))
             await conn.rollback()
@@ -322,7 +309,7 @@ class EventConsumer:
                 d.duplicate = True
                 log.info("duplicate %s skipped", d.envelope.id, extra=self._log_fields(d))
 
-    async def _handle_together(self, deliveries: list[_Delivery]) -> None:
+    async def _handle_together(self, deliveries: list[Delivery]) -> None:
         await self._prepare(deliveries)
         ready = [d for d in deliveries if d.error is None]
         if not ready:
@@ -345,7 +332,7 @@ class EventConsumer:
                 except Exception as one_exc:
                     d.error = one_exc
 
-    async def _handle_alone(self, d: _Delivery) -> None:
+    async def _handle_alone(self, d: Delivery) -> None:
         """Runs a crash suspect on its own, after recording the run (see ``choreo.attempts``)."""
         try:
             begun = await attempts.begin(self._engine, self.durable, [d.envelope.id], alone=True)
@@ -365,7 +352,7 @@ class EventConsumer:
             except Exception as exc:
                 d.error = exc
 
-    async def _decode(self, msg: Msg) -> _Delivery | None:
+    async def _decode(self, msg: Msg) -> Delivery | None:
         meta = msg.metadata
         try:
             env = Envelope.from_headers(msg.subject, msg.headers, msg.data)
@@ -374,25 +361,25 @@ class EventConsumer:
                 raise EnvelopeError(f"unknown event type {env.type!r} for consumer {self.durable}")
             message = env.decode(route.message_type)
         except (EnvelopeError, DecodeError) as exc:
-            await self._dead_letter(msg, f"undecodable: {exc}")
+            await self._verdicts.dead_letter(msg, f"undecodable: {exc}")
             return None
-        return _Delivery(msg, env, message, route, meta.sequence.stream, meta.num_delivered)
+        return Delivery(msg, env, message, route, meta.sequence.stream, meta.num_delivered)
 
-    async def _prepare(self, deliveries: list[_Delivery]) -> None:
-        async def one(d: _Delivery) -> None:
+    async def _prepare(self, deliveries: list[Delivery]) -> None:
+        async def one(d: Delivery) -> None:
             if d.route.prepare is None:
                 return
             async with self._semaphore:
                 with log_context(**self._log_fields(d)), self._stages.timed("prepare"):
                     try:
                         async with asyncio.timeout(self._run_timeout) as deadline:
-                            d.prepared = await _guarded(d.route.prepare(d.message, d.envelope))
+                            d.prepared = await guarded(d.route.prepare(d.message, d.envelope))
                     except Exception as exc:
-                        d.error = _hung("prepare", self._run_timeout) if deadline.expired() else exc
+                        d.error = hung("prepare", self._run_timeout) if deadline.expired() else exc
 
         await asyncio.gather(*(one(d) for d in deliveries))
 
-    async def _commit(self, deliveries: list[_Delivery]) -> None:
+    async def _commit(self, deliveries: list[Delivery]) -> None:
         """One transaction for the deliveries' handlers; past ``run_timeout`` it is abandoned."""
         if not deliveries:
             return
@@ -401,10 +388,10 @@ class EventConsumer:
                 await self._transaction(deliveries)
         except TimeoutError:
             if deadline.expired():
-                raise _hung("transaction", self._run_timeout) from None
+                raise hung("transaction", self._run_timeout) from None
             raise
 
-    async def _transaction(self, deliveries: list[_Delivery]) -> None:
+    async def _transaction(self, deliveries: list[Delivery]) -> None:
         outgoing = []
         started = time.perf_counter()
         async with self._engine.begin() as conn:
@@ -417,7 +404,7 @@ class EventConsumer:
                 seen.add(d.envelope.id)
                 ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared)
                 with log_context(**self._log_fields(d)), self._stages.timed("handler"):
-                    await _guarded(d.route.handle(d.message, ctx))
+                    await guarded(d.route.handle(d.message, ctx))
                 outgoing.extend(ctx.outgoing)
                 fresh.append((d.envelope.id, d.sequence))
             await record_processed(conn, self.durable, fresh)
@@ -432,69 +419,7 @@ class EventConsumer:
         if outgoing and self._on_commit is not None:
             self._on_commit()
 
-    async def _settle(self, d: _Delivery) -> None:
-        """Acknowledges, retries or dead-letters one fact, by what happened to it."""
-        if d.give_up:
-            await self._dead_letter(d.msg, d.give_up, d)
-        elif d.error is None:
-            if await _answer(d.msg.ack()):
-                self.processed += 1
-        else:
-            await self._failed(d, d.error)
-
-    async def _failed(self, d: _Delivery, exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        kind = classify(exc)
-        if kind is Failure.PERMANENT:
-            await self._dead_letter(d.msg, f"permanent failure: {error}", d)
-            return
-        failures = 0
-        try:
-            d.record = await attempts.record_failure(
-                self._engine, self.durable, d.envelope.id, counted=kind is Failure.UNKNOWN, error=error
-            )
-            failures = d.record.failures
-        except Exception as record_exc:  # the database is down too: retry, judge later
-            log.debug("could not record the failure: %r", record_exc)
-        if kind is Failure.UNKNOWN and failures >= self._retry.max_deliveries:
-            await self._dead_letter(d.msg, f"failed {failures} times, last error {error}", d)
-            return
-        delay = self._retry.delay(d.deliveries)
-        log.warning(
-            "handler failed (%s), retry in %.1fs: %s", kind.value, delay, error, extra=self._log_fields(d)
-        )
-        await _answer(d.msg.nak(delay=delay))
-
-    async def _dead_letter(self, msg: Msg, error: str, d: _Delivery | None = None) -> None:
-        try:
-            await dead_letter(self._js, msg, self.durable, error)
-        except Exception as exc:
-            # The DLQ refused (deleted, JetStream unavailable): keep the fact and try again later.
-            self.dlq_failures += 1
-            delay = self._retry.delay(msg.metadata.num_delivered)
-            log.error(
-                "could not dead-letter %s seq %d (%r); it is kept and comes back in %.1fs",
-                msg.subject,
-                msg.metadata.sequence.stream,
-                exc,
-                delay,
-                extra={"stream": self.stream, "stream_seq": msg.metadata.sequence.stream},
-            )
-            if self._ensure_dlq is not None:
-                try:
-                    await self._ensure_dlq()
-                except Exception as provision_exc:
-                    log.error("could not provision the DLQ stream: %r", provision_exc)
-            await _answer(msg.nak(delay=delay))
-            return
-        self.dead_lettered += 1
-        if d is not None and d.record is not None:
-            # A redrive of this fact starts with a clean record.
-            with contextlib.suppress(Exception):
-                async with self._engine.begin() as conn:
-                    await attempts.clear(conn, self.durable, [d.envelope.id])
-
-    def _log_fields(self, d: _Delivery) -> dict[str, Any]:
+    def _log_fields(self, d: Delivery) -> dict[str, Any]:
         return {
             "correlation_id": d.envelope.correlation_id,
             "event_type": d.envelope.type,
@@ -502,43 +427,3 @@ class EventConsumer:
             "stream": self.stream,
             "stream_seq": d.sequence,
         }
-
-
-class HungError(Exception):
-    """A run took longer than the consumer's run timeout (it counts as a failed run)."""
-
-
-class HandlerCancelledError(Exception):
-    """A handler or ``prepare`` step raised ``CancelledError`` without being cancelled."""
-
-
-def _hung(what: str, seconds: float) -> HungError:
-    return HungError(f"the {what} did not finish within {seconds:g}s (run timeout)")
-
-
-async def _guarded(call: Awaitable[Any]) -> Any:
-    """Awaits a handler's call; a ``CancelledError`` nobody asked for is the handler's failure."""
-    try:
-        return await call
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        raise HandlerCancelledError("raised CancelledError") from None
-
-
-async def _answer(reply: Awaitable[None]) -> bool:
-    """Sends an ack or nak; False when NATS is gone (the server redelivers after the ack wait)."""
-    try:
-        await reply
-        return True
-    except Exception as exc:
-        log.warning("could not answer JetStream: %r", exc)
-        return False
-
-
-async def _hand_back(msgs: Sequence[Msg]) -> None:
-    """Naks events that were received but not handled, so they are redelivered now, not after ack_wait."""
-    for msg in msgs:
-        with contextlib.suppress(Exception):  # the connection may be gone; ack_wait covers that
-            await msg.nak()
