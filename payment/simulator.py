@@ -24,7 +24,8 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from sqlalchemy import Index, bindparam, select
+from sqlalchemy import Index, bindparam, make_url, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
@@ -66,6 +67,11 @@ _UNIQUE_KEY = Index("uq_psp_charges_idempotency_key", ledger.c.idempotency_key, 
 # Built once: constructing a statement (and its cache key) per batch costs more than running it.
 _CHARGES_OF = select(ledger).where(ledger.c.idempotency_key.in_(bindparam("keys", expanding=True)))
 
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used as it is."""
+
+
 _Pending = tuple[ChargeRequest, "asyncio.Future[ChargeResult]"]
 
 
@@ -87,8 +93,16 @@ class SimulatedProvider:
     async def open(cls, ledger_url: str, latency_seconds: float = 0.0) -> SimulatedProvider:
         engine = make_engine(ledger_url)
         await create_tables(engine, [ledger])
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: _UNIQUE_KEY.create(sync, checkfirst=True))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda sync: _UNIQUE_KEY.create(sync, checkfirst=True))
+        except IntegrityError:
+            await engine.dispose()
+            raise LedgerError(
+                f"the provider ledger at {make_url(ledger_url).render_as_string(hide_password=True)} "
+                "holds idempotency keys charged more than once (made before keys were unique): "
+                "refund and delete the extra charges, then start again"
+            ) from None
         return cls(engine, latency_seconds)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:

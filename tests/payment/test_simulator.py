@@ -85,3 +85,31 @@ async def test_two_replicas_on_one_ledger_charge_each_key_once(database_url: str
         by_key.setdefault(key, set()).add(result.charge_id)
     assert all(len(ids) == 1 for ids in by_key.values()), "both replicas must answer with the one charge"
     assert sum(not r.replayed for r in results) == len(keys)
+
+
+async def test_a_ledger_that_already_charged_a_key_twice_is_refused_with_what_to_do(
+    database_url: str,
+) -> None:
+    from sqlalchemy import insert, text
+
+    from choreo.db import make_engine
+    from payment.simulator import LedgerError
+
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: ledger.create(sync))
+        # As a ledger made before keys were unique: no unique index.
+        await conn.execute(text("DROP INDEX uq_psp_charges_idempotency_key"))
+        row = {
+            "amount_cents": 1,
+            "currency": "EUR",
+            "succeeded": True,
+            "failure_reason": "",
+            "created_at_us": 0,
+        }
+        await conn.execute(
+            insert(ledger), [{**row, "charge_id": f"ch_{i}", "idempotency_key": "b-1"} for i in (1, 2)]
+        )
+    await engine.dispose()
+    with pytest.raises(LedgerError, match="charged more than once"):
+        await SimulatedProvider.open(database_url)
