@@ -1,4 +1,4 @@
-"""Recovery by replay: booking and payment lose their databases and rebuild the same rows from their streams."""
+"""Recovery by replay: booking and payment lose their databases and rebuild the same rows."""
 
 from __future__ import annotations
 
@@ -71,9 +71,9 @@ async def _pending(stack: Stack) -> int:
 async def _drop_database(url: str) -> None:
     """Loses the service's database, as a lost disk would."""
     if url.startswith("sqlite"):
-        path = Path(url.split(":///", 1)[1])
+        path = url.split(":///", 1)[1]
         for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+            await asyncio.to_thread(Path(path + suffix).unlink, missing_ok=True)
         return
     engine = make_engine(url)
     try:
