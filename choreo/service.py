@@ -91,7 +91,11 @@ class Service:
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         for task in done:
-            if task is not stopper and task.exception() is not None:
+            if task is stopper:
+                continue
+            if task.cancelled():
+                raise RuntimeError(f"{task.get_name()} was cancelled")
+            if task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
     async def stop(self, grace: float | None = None) -> None:
