@@ -37,7 +37,12 @@ class Subcommand:
 
 
 #: Modules defining ``SUBCOMMAND``, in the order ``choreo --help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("choreo.local_stack", "choreo.bench.cli", "choreo.dlq_cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "choreo.local_stack",
+    "choreo.bench.cli",
+    "choreo.dlq_cli",
+    "choreo.migrate",
+)
 
 
 def load_subcommands(modules: Sequence[str] = SUBCOMMAND_MODULES) -> list[Subcommand]:

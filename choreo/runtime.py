@@ -11,18 +11,17 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.bus import connect, provision_stream
 from choreo.consumer import EventConsumer
-from choreo.db import create_tables, make_engine
+from choreo.db import make_engine
 from choreo.handler import Route
 from choreo.health import HealthServer
-from choreo.inbox import inbox_table
 from choreo.metrics import Stages
-from choreo.outbox import OutboxRelay, outbox_table
+from choreo.outbox import OutboxRelay
 from choreo.retry import RetryPolicy
+from choreo.schema import Migrations, prepare_schema
 from choreo.service import Component, Service, database_check, nats_check
 from choreo.settings import ServiceSettings
 from choreo.subjects import DLQ_STREAM
@@ -83,16 +82,35 @@ class Runtime:
 
 
 async def open_runtime(
-    settings: ServiceSettings, *, own_stream: str | None, tables: Sequence[Table]
+    settings: ServiceSettings, *, own_stream: str | None, migrations: Migrations | None
 ) -> Runtime:
-    """Connects, provisions the service's stream (if it publishes) and the DLQ, and creates its tables."""
-    nc = await connect(settings)
+    """Brings the database's schema to this release, then connects and provisions the streams.
+
+    The schema comes first: a service that may not run on its database (``check``
+    found it behind) stops before it touches NATS.
+
+    Args:
+        settings: The service's settings (``migrate`` says whether to upgrade or check).
+        own_stream: The stream the service publishes to, provisioned here (None: it publishes nothing).
+        migrations: The service's own tables and revisions; None when it has only the runtime's.
+    """
+    engine = make_engine(settings.database_url)
+    try:
+        await prepare_schema(
+            engine,
+            migrations,
+            mode=settings.migrate,
+            service=settings.service_name,
+            setting=f"{settings.model_config.get('env_prefix', '')}MIGRATE",
+        )
+        nc = await connect(settings)
+    except BaseException:
+        await engine.dispose()
+        raise
     js = nc.jetstream()
     if own_stream is not None:
         await provision_stream(js, own_stream, settings.stream_replicas)
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
-    engine = make_engine(settings.database_url)
-    await create_tables(engine, [*tables, outbox_table, inbox_table])
     stages = Stages(settings.service_name)
     relay = OutboxRelay(engine, js, stages=stages)
     return Runtime(settings, nc, js, engine, relay, stages)

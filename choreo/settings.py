@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -116,3 +117,8 @@ class ServiceSettings(BaseSettings):
     @property
     def nats_servers(self) -> list[str]:
         return self.nats_url.split(",")
+
+    #: ``auto``: bring the database's schema to this release at start-up (replicas take turns);
+    #: ``check``: only verify it and refuse to start while it is behind (a migration Job,
+    #: ``python -m choreo.migrate SERVICE``, upgrades it).
+    migrate: Literal["auto", "check"] = "auto"
