@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from choreo.cli import Subcommand
-from choreo.schema import RUNTIME, Migrations, SchemaState, describe, owners_of
+from choreo.schema import RUNTIME, Migrations, SchemaRefused, SchemaState, describe, owners_of
 
 
 def load_migrations(service: str) -> Migrations | None:
@@ -136,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: read it, then run `ruff format` and `ruff check --fix` on it")
         return 0
     url = args.database_url or database_url_of(args.service)
-    state = asyncio.run(_run(url, migrations, only_check=args.check))
+    try:
+        state = asyncio.run(_run(url, migrations, only_check=args.check))
+    except SchemaRefused as exc:
+        print(f"{args.service}: {exc}", file=sys.stderr)
+        return 1
     if args.check:
         print(
             f"{args.service}: schema at {describe(state.current)}; this release needs {describe(state.heads)}"

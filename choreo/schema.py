@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
+# One line per Alembic plugin on every start-up tells an operator nothing.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 #: Alembic's script directory (env.py, the revision template) for every service database.
 SCRIPT_DIR = Path(__file__).parent / "migrations"
@@ -77,11 +79,12 @@ class Migrations:
 RUNTIME = Migrations("choreo", SCRIPT_DIR / "versions", (outbox_table, inbox_table))
 
 
-class SchemaRefused(SystemExit):
-    """The database's schema is not one this process may use or upgrade: it stops with this line.
+class SchemaRefused(Exception):
+    """The database's schema is not one this process may use or upgrade.
 
-    A ``SystemExit``, like invalid settings: nothing is wrong with the code, and a
-    traceback would hide the one thing to do, which the message names.
+    Retrying cannot help: an operator has to act, and the message (one line) says
+    how. ``choreo.service.run_main`` stops the process with it, like invalid
+    settings, without a traceback that would hide it.
     """
 
 
@@ -135,8 +138,6 @@ def alembic_config(conn: Connection, owners: Sequence[Migrations], metadata: Met
     """Alembic's configuration for ``owners``' branches on ``conn`` (read by ``migrations/env.py``)."""
     from alembic.config import Config
 
-    # One line per plugin on every start-up tells an operator nothing.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", _escape(str(SCRIPT_DIR)))
     config.set_main_option("path_separator", "os")

@@ -27,6 +27,7 @@ from choreo.db import read_only
 from choreo.health import HealthServer
 from choreo.logs import configure_logging
 from choreo.outbox import OutboxRelay
+from choreo.schema import SchemaRefused
 from choreo.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,11 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
             await service.stop()
 
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+            uvloop.run(main())
+        except ImportError:
+            asyncio.run(main())
+    except SchemaRefused as exc:
+        sys.exit(str(exc))

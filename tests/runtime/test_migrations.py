@@ -174,14 +174,18 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("widgets") as batch:
-        batch.alter_column("name", new_column_name="title", existing_type=sa.String(32), existing_nullable=False)
+        batch.alter_column(
+            "name", new_column_name="title", existing_type=sa.String(32), existing_nullable=False
+        )
         batch.add_column(sa.Column("colour", sa.String(16), nullable=False, server_default="red"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("widgets") as batch:
         batch.drop_column("colour")
-        batch.alter_column("title", new_column_name="name", existing_type=sa.String(32), existing_nullable=False)
+        batch.alter_column(
+            "title", new_column_name="name", existing_type=sa.String(32), existing_nullable=False
+        )
 """
 
 
