@@ -25,14 +25,21 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from choreo.cli import Subcommand
-from choreo.schema import RUNTIME, Migrations, SchemaRefused, SchemaState, describe, owners_of
+
+if TYPE_CHECKING:
+    from choreo.schema import Migrations, SchemaState
+
+#: The runtime's own branch (``choreo.schema.RUNTIME``), named without importing it: the
+#: ``choreo`` command imports this module to build its parser, and SQLAlchemy is heavy.
+RUNTIME_BRANCH = "choreo"
 
 
 def load_migrations(service: str) -> Migrations | None:
     """The service's own ``Migrations`` (None for ``choreo``, the runtime alone)."""
-    if service == RUNTIME.branch:
+    if service == RUNTIME_BRANCH:
         return None
     try:
         module = importlib.import_module(f"{service}.migrations")
@@ -46,7 +53,7 @@ def database_url_of(service: str) -> str:
     """The service's ``<PREFIX>_DATABASE_URL``, read like the service reads it (with secret files)."""
     from choreo.service import load_settings
 
-    if service == RUNTIME.branch:
+    if service == RUNTIME_BRANCH:
         raise SystemExit("choreo has no database of its own: name a service, or pass --database-url")
     settings = load_settings(importlib.import_module(f"{service}.migrations").SETTINGS)
     url: str = settings.database_url
@@ -55,7 +62,7 @@ def database_url_of(service: str) -> str:
 
 async def _run(url: str, migrations: Migrations | None, *, only_check: bool) -> SchemaState:
     from choreo.db import make_engine
-    from choreo.schema import check, upgrade
+    from choreo.schema import check, owners_of, upgrade
 
     engine = make_engine(url)
     try:
@@ -124,6 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from choreo.logs import configure_logging
+    from choreo.schema import RUNTIME, SchemaRefused, describe
 
     configure_logging("migrate", "INFO", "text")
     migrations = load_migrations(args.service)
