@@ -134,6 +134,19 @@ def only_tables_of(metadata: MetaData) -> Any:
     return include
 
 
+def render_item(type_: str, obj: object, _context: object) -> str | Literal[False]:
+    """Writes sqlmodel's string type as a plain ``sa.String`` in generated revisions.
+
+    A revision must not depend on the models' library (``sqlmodel.sql.sqltypes.AutoString``
+    would need an import the template lacks); the database sees a VARCHAR either way.
+    """
+    from sqlmodel.sql.sqltypes import AutoString
+
+    if type_ == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length!r})"
+    return False
+
+
 def alembic_config(conn: Connection, owners: Sequence[Migrations], metadata: MetaData) -> Config:
     """Alembic's configuration for ``owners``' branches on ``conn`` (read by ``migrations/env.py``)."""
     from alembic.config import Config

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
+from choreo.schema import render_item
+
 config = context.config
 if context.is_offline_mode():
     raise SystemExit("choreo migrations run against a database; offline (--sql) mode is not supported")
@@ -20,6 +22,7 @@ context.configure(
     # SQLite alters a table by copying it; batch mode does that there and plain ALTERs elsewhere.
     render_as_batch=True,
     compare_type=True,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()

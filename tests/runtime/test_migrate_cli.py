@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, MetaData, String
+from sqlmodel.sql.sqltypes import AutoString
 
 from booking.migrations import MIGRATIONS as BOOKING
 from booking.tables import bookings
@@ -77,6 +78,8 @@ async def test_a_new_revision_is_generated_from_the_changed_model(tmp_path: Path
     shutil.copytree(BOOKING.versions, versions)
     changed = bookings.to_metadata(MetaData())
     changed.append_column(Column("note", String(200), nullable=True))
+    # The models' own string type comes out as a plain sa.String: revisions need no sqlmodel.
+    changed.append_column(Column("channel", AutoString(16), nullable=True))
     edited = Migrations("booking", versions, (changed,))
     engine = make_engine(database_url)
     try:
@@ -88,7 +91,9 @@ async def test_a_new_revision_is_generated_from_the_changed_model(tmp_path: Path
         assert path is not None and path.name == "booking_0002_add_bookings_note.py"
         script = path.read_text()
         assert "down_revision: str | Sequence[str] | None = 'booking_0001'" in script
-        assert "batch_op.add_column(sa.Column('note'" in script
+        assert "batch_op.add_column(sa.Column('note', sa.String(length=200)" in script
+        assert "batch_op.add_column(sa.Column('channel', sa.String(length=16)" in script
+        assert "sqlmodel" not in script
         state = await upgrade(engine, owners_of(edited))
         assert state.current == {"booking_0001", "choreo_0001"}
         assert await model_differences(engine, owners_of(edited)) == []
