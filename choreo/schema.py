@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -125,7 +125,7 @@ def metadata_of(owners: Sequence[Migrations]) -> MetaData:
     return metadata
 
 
-def only_tables_of(metadata: MetaData) -> Any:
+def only_tables_of(metadata: MetaData) -> Callable[[object, str | None, str, bool, object], bool]:
     """An Alembic ``include_object`` that ignores tables outside ``metadata`` (and ``alembic_version``)."""
 
     def include(_obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
@@ -164,13 +164,26 @@ def _escape(value: str) -> str:
     return value.replace("%", "%%")
 
 
-def schema_state(conn: Connection, script: ScriptDirectory) -> SchemaState:
-    """Compares ``alembic_version`` on ``conn`` with the heads of ``script``."""
+def schema_state(conn: Connection, script: ScriptDirectory, owners: Sequence[Migrations]) -> SchemaState:
+    """Compares ``alembic_version`` on ``conn`` with the heads of ``script``.
+
+    Raises:
+        SchemaRefused: The database holds revisions of another owner's branch (by their
+            ``<branch>_`` prefix): two services share it, and each would take the other's
+            revisions for a newer release of its own and never migrate.
+    """
     from alembic.runtime.migration import MigrationContext
 
     current = frozenset(MigrationContext.configure(conn).get_current_heads())
-    known = {s.revision for s in script.walk_revisions()}
-    return SchemaState(current, frozenset(script.get_heads()), current - known)
+    unknown = current - {s.revision for s in script.walk_revisions()}
+    branches = tuple(f"{o.branch}_" for o in owners)
+    foreign = sorted(r for r in unknown if not r.startswith(branches))
+    if foreign:
+        raise SchemaRefused(
+            f"the database holds revisions of other services' tables ({', '.join(foreign)}): "
+            f"each service needs a database of its own"
+        )
+    return SchemaState(current, frozenset(script.get_heads()), unknown)
 
 
 def upgrade_sync(conn: Connection, owners: Sequence[Migrations]) -> SchemaState:
@@ -184,7 +197,7 @@ def upgrade_sync(conn: Connection, owners: Sequence[Migrations]) -> SchemaState:
 
     config = alembic_config(conn, owners, metadata_of(owners))
     script = ScriptDirectory.from_config(config)
-    state = schema_state(conn, script)
+    state = schema_state(conn, script, owners)
     if state.ahead:
         _warn_ahead(state)
         return state
@@ -262,7 +275,7 @@ def check_sync(conn: Connection, owners: Sequence[Migrations]) -> SchemaState:
     from alembic.script import ScriptDirectory
 
     config = alembic_config(conn, owners, metadata_of(owners))
-    return schema_state(conn, ScriptDirectory.from_config(config))
+    return schema_state(conn, ScriptDirectory.from_config(config), owners)
 
 
 async def upgrade(engine: AsyncEngine, owners: Sequence[Migrations]) -> SchemaState:

@@ -140,6 +140,14 @@ async def test_a_schema_from_a_newer_release_is_used_as_it_is(
     assert (await check(engine, owners_of(BOOKING))).ahead
 
 
+async def test_a_database_shared_with_another_service_is_refused(engine: AsyncEngine) -> None:
+    await upgrade(engine, owners_of(PAYMENT))
+    with pytest.raises(SchemaRefused, match=r"other services' tables \(payment_0001\)"):
+        await upgrade(engine, owners_of(BOOKING))
+    with pytest.raises(SchemaRefused, match="each service needs a database of its own"):
+        await prepare_schema(engine, BOOKING, mode="check", service="booking", setting="BOOKING_MIGRATE")
+
+
 WIDGETS_0001 = """
 import sqlalchemy as sa
 from alembic import op
