@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from booking.create import CreateBookingHandler
-from booking.handlers import ROUTES
+from booking.handlers import DURABLE, ROUTES
+from booking.migrations import MIGRATIONS
+from booking.recovery import RECOVERY
 from booking.settings import BookingSettings
-from booking.tables import bookings
 from choreo.commands import CommandServer
 from choreo.runtime import open_runtime
 from choreo.service import Service
 from choreo.subjects import BOOKING_STREAM, CMD_CREATE_BOOKING, PAYMENT_STREAM
 
-#: The durable consumer of payment facts; replicas share it.
-DURABLE = "booking"
-
 
 async def build(settings: BookingSettings) -> Service:
     """Assembles the booking service: command server, payment consumer, outbox relay."""
-    rt = await open_runtime(settings, own_stream=BOOKING_STREAM, tables=[bookings])
+    rt = await open_runtime(settings, own_stream=BOOKING_STREAM, migrations=MIGRATIONS, recovery=RECOVERY)
     creator = CreateBookingHandler(rt.engine, settings.service_name, rt.relay.notify, rt.stages)
     commands = CommandServer(
         rt.nc, CMD_CREATE_BOOKING, queue="booking", handler=creator, max_batch=settings.command_batch_size

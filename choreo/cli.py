@@ -42,6 +42,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "choreo.bench.cli",
     "choreo.dlq_cli",
     "choreo.outbox_cli",
+    "choreo.migrate",
+    "choreo.recover_cli",
 )
 
 

@@ -134,7 +134,12 @@ def make_engine(
 
 
 async def create_tables(engine: AsyncEngine, tables: Sequence[Table]) -> None:
-    """Creates the given tables (only these: each service owns its own schema)."""
+    """Creates the given tables if missing (only these), never changing an existing one.
+
+    Not for a service's own database: its tables are revised by ``choreo.schema``
+    (Alembic). This is for stores that are rebuilt rather than migrated, such as the
+    gateway's read model, and for tests.
+    """
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: tables[0].metadata.create_all(sync, tables=list(tables)))
 

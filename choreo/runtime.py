@@ -11,19 +11,19 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.attempts import attempts_table
 from choreo.bus import connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
-from choreo.db import create_tables, make_engine
+from choreo.db import make_engine
 from choreo.handler import Route
 from choreo.health import HealthServer
-from choreo.inbox import InboxPruner, inbox_table
+from choreo.inbox import InboxPruner
 from choreo.metrics import Stages
-from choreo.outbox import OutboxRelay, outbox_table
+from choreo.outbox import OutboxRelay
+from choreo.recovery import Recovery, recover_if_lost
 from choreo.retry import RetryPolicy
+from choreo.schema import Migrations, prepare_schema
 from choreo.service import Component, Service, database_check, nats_check
 from choreo.settings import ServiceSettings
 from choreo.subjects import DLQ_STREAM
@@ -91,16 +91,43 @@ class Runtime:
 
 
 async def open_runtime(
-    settings: ServiceSettings, *, own_stream: str | None, tables: Sequence[Table]
+    settings: ServiceSettings,
+    *,
+    own_stream: str | None,
+    migrations: Migrations | None,
+    recovery: Recovery | None = None,
 ) -> Runtime:
-    """Connects, provisions the service's stream (if it publishes) and the DLQ, and creates its tables."""
-    nc = await connect(settings)
+    """Brings the database's schema to this release, then connects and provisions the streams.
+
+    The schema comes first: a service that may not run on its database (``check``
+    found it behind) stops before it touches NATS.
+
+    Args:
+        settings: The service's settings (``migrate`` says whether to upgrade or check).
+        own_stream: The stream the service publishes to, provisioned here (None: it publishes nothing).
+        migrations: The service's own tables and revisions; None when it has only the runtime's.
+        recovery: How to rebuild the service's tables from its stream (``choreo.recovery``):
+            done here, before any part runs, when the database is empty and the stream is not.
+    """
+    engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
+    try:
+        await prepare_schema(
+            engine,
+            migrations,
+            mode=settings.migrate,
+            service=settings.service_name,
+            setting=f"{settings.model_config.get('env_prefix', '')}MIGRATE",
+        )
+        nc = await connect(settings)
+    except BaseException:
+        await engine.dispose()
+        raise
     js = nc.jetstream()
     if own_stream is not None:
         await provision_stream(js, own_stream, settings.stream_replicas)
     await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
-    engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
-    await create_tables(engine, [*tables, outbox_table, inbox_table, attempts_table])
+    if recovery is not None:
+        await recover_if_lost(nc, js, engine, recovery, service=settings.service_name)
     stages = Stages(settings.service_name)
     provision = None
     if own_stream is not None:

@@ -29,6 +29,7 @@ from choreo.db import read_only
 from choreo.health import HealthServer
 from choreo.logs import configure_logging
 from choreo.outbox import OutboxRelay
+from choreo.schema import SchemaRefused
 from choreo.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -226,3 +227,5 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
     except dbready.DatabaseUnusable as exc:
         log.error("%s", exc)
         sys.exit(EXIT_CONFIG)
+    except SchemaRefused as exc:
+        sys.exit(str(exc))

@@ -130,6 +130,10 @@ class ServiceSettings(BaseSettings):
     #: scripts/sqlite_synchronous.py) but a power cut may roll back the last commits
     #: after their acks and replies went out.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: ``auto``: bring the database's schema to this release at start-up (replicas take turns);
+    #: ``check``: only verify it and refuse to start while it is behind (a migration Job,
+    #: ``python -m choreo.migrate SERVICE``, upgrades it).
+    migrate: Literal["auto", "check"] = "auto"
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod

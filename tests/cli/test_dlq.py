@@ -39,7 +39,7 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
         max_deliveries=1,
         log_format="text",
     )
-    rt = await open_runtime(settings, own_stream="BOOKING", tables=[])
+    rt = await open_runtime(settings, own_stream="BOOKING", migrations=None)
     broken = True
     handled: list[tuple[str, str]] = []
 

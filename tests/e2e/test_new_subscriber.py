@@ -2,7 +2,7 @@
 
 This is the point of choreography. The "analytics" service below is written
 against the contracts (proto/) and the runtime (choreo/) only: its own durable
-consumer on the BOOKING stream, its own database, its own handler. The running
+consumer on the BOOKING stream, its own database (with its table's revisions), its own handler. The running
 services are the same processes as in every other end-to-end test.
 """
 
@@ -17,6 +17,7 @@ from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.handler import HandlerContext, Route
 from choreo.runtime import open_runtime
+from choreo.schema import Migrations
 from choreo.settings import ServiceSettings
 from tests.e2e.client import EXPECTED, request, wait_terminal
 from tests.e2e.stack import Stack
@@ -30,6 +31,10 @@ outcomes = Table(
     Column("outcome", String(32), nullable=False),
     Column("correlation_id", String(64), nullable=False),
 )
+
+
+#: Its table's revisions: its own Alembic branch, next to the runtime's in its database.
+MIGRATIONS = Migrations("analytics", Path(__file__).parent / "analytics_versions", (outcomes,))
 
 
 async def on_confirmed(event: booking_events.BookingConfirmed, ctx: HandlerContext) -> None:
@@ -56,7 +61,7 @@ async def test_an_analytics_service_joins_without_touching_the_others(stack: Sta
         log_format="text",
     )
     # It publishes nothing (yet), so it owns no stream; it only reads BOOKING.
-    rt = await open_runtime(settings, own_stream=None, tables=[outcomes])
+    rt = await open_runtime(settings, own_stream=None, migrations=MIGRATIONS)
     consumer = rt.consumer(
         stream="BOOKING",
         durable="analytics",

@@ -28,7 +28,7 @@ from sqlmodel import Field, SQLModel
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.bus import ensure_stream
 from choreo.consumer import EventConsumer
-from choreo.db import BigIntId, make_engine
+from choreo.db import BigIntId, create_tables, make_engine
 from choreo.envelope import Envelope
 from choreo.handler import HandlerContext, Route
 from choreo.outbox import OutboxRelay, outbox_table
@@ -172,7 +172,9 @@ async def open_test_runtime(settings: ServiceSettings, *, poll_interval: float =
     The relay is replaced by one with a short poll interval and publish timeout
     so outage tests recover in about a second instead of the production defaults.
     """
-    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, tables=[effect_table])
+    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, migrations=None)
+    # The test service's own table has no revisions: created as it is, for the test only.
+    await create_tables(rt.engine, [effect_table])
     await ensure_stream(rt.js, BOOKING_STREAM)
     rt.relay = OutboxRelay(
         rt.engine, rt.js, poll_interval=poll_interval, publish_timeout=1.0, stages=rt.stages

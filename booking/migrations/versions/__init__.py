@@ -1,0 +1,1 @@
+"""Revisions of the booking service's tables: Alembic branch ``booking``."""

@@ -1,0 +1,1 @@
+"""Revisions of the runtime's tables (outbox, inbox): Alembic branch ``choreo``."""

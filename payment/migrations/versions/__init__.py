@@ -1,0 +1,1 @@
+"""Revisions of the payment service's tables: Alembic branch ``payment``."""
