@@ -32,6 +32,7 @@ from choreo.clock import to_timestamp
 from choreo.commands import deadline_of, deadline_passed
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.errors import Failure, classify
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.subjects import BOOKING_CREATED
@@ -274,5 +275,16 @@ class CreateBookingHandler:
         except _DeadlinePassed:
             return None
         except Exception as exc:
+            # The cause goes to the log; the reply says what the client may do, never the SQL.
+            if classify(exc) is Failure.TRANSIENT:
+                log.warning(
+                    "create failed: database unavailable (%r)",
+                    exc,
+                    extra={"correlation_id": req.correlation_id},
+                )
+                return error_reply(
+                    commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE,
+                    "the booking database is unavailable; the booking was not created",
+                )
             log.exception("create failed", extra={"correlation_id": req.correlation_id})
-            return error_reply(commands_pb2.COMMAND_ERROR_CODE_INTERNAL, f"could not save the booking: {exc}")
+            return error_reply(commands_pb2.COMMAND_ERROR_CODE_INTERNAL, "could not save the booking")

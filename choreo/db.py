@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, Table, create_engine, event
+from sqlalchemy import BigInteger, Column, Integer, Table, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
@@ -141,7 +141,23 @@ async def create_tables(engine: AsyncEngine, tables: Sequence[Table]) -> None:
     gateway's read model, and for tests.
     """
     async with engine.begin() as conn:
+        await lock_schema(conn)
         await conn.run_sync(lambda sync: tables[0].metadata.create_all(sync, tables=list(tables)))
+
+
+#: Key of the PostgreSQL advisory lock that serializes schema changes of one database ("choreo").
+SCHEMA_LOCK_KEY = 0x63686F72656F
+
+
+async def lock_schema(conn: AsyncConnection) -> None:
+    """Holds the database's schema lock until ``conn``'s transaction ends.
+
+    Replicas that start together on one PostgreSQL database take turns creating or
+    upgrading tables (two concurrent ``CREATE TABLE`` of one name fail). On SQLite the
+    writer's ``BEGIN IMMEDIATE`` already serializes them.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
 
 async def durability_settings(conn: AsyncConnection) -> dict[str, str]:

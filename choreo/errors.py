@@ -141,6 +141,9 @@ def _classify_one(exc: BaseException) -> Failure:
         sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
     ):
         return Failure.TRANSIENT
+    if sqlstate == "55000" and "not currently accepting connections" in str(exc):
+        # The database is closed to connections (ALLOW_CONNECTIONS false, maintenance).
+        return Failure.TRANSIENT
     if isinstance(exc, sqlite3.OperationalError) and any(
         text in str(exc).lower() for text in _TRANSIENT_SQLITE
     ):

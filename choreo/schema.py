@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, MetaData, Table, inspect, text
+from sqlalchemy import Connection, MetaData, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.attempts import attempts_table
-from choreo.db import read_only
+from choreo.db import lock_schema, read_only
 from choreo.inbox import inbox_table
 from choreo.outbox import outbox_table
 
@@ -56,9 +56,6 @@ SCRIPT_DIR = Path(__file__).parent / "migrations"
 
 #: ``auto`` upgrades at start-up; ``check`` only verifies (a Job upgrades).
 Mode = Literal["auto", "check"]
-
-#: Key of the PostgreSQL advisory lock that serializes upgrades of one database ("choreo").
-LOCK_KEY = 0x63686F72656F
 
 
 @dataclass(frozen=True)
@@ -286,10 +283,9 @@ async def upgrade(engine: AsyncEngine, owners: Sequence[Migrations]) -> SchemaSt
         The state before the upgrade.
     """
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Held until this transaction ends: a second replica waits here, then finds the
-            # revisions applied (READ COMMITTED reads the first one's commit) and runs none.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        # Held until this transaction ends: a second replica waits here, then finds the
+        # revisions applied (READ COMMITTED reads the first one's commit) and runs none.
+        await lock_schema(conn)
         state: SchemaState = await conn.run_sync(upgrade_sync, owners)
         return state
 

@@ -92,6 +92,7 @@ _COMMAND_ERRORS = {
     # The key was used for a different booking: the existing one wins, this request conflicts.
     commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT: ErrorCode.ALREADY_EXISTS,
     commands_pb2.COMMAND_ERROR_CODE_INTERNAL: ErrorCode.INTERNAL,
+    commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE: ErrorCode.UNAVAILABLE,
 }
 
 
@@ -185,6 +186,8 @@ class GatewayCore:
                 log.info("booking service refused the booking: %s %s", error.field, error.message)
                 # The booking service may prefix the message with the field name; say it once.
                 message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+                if code is ErrorCode.UNAVAILABLE:
+                    message += f"; retry with idempotency_key {command.idempotency_key!r}"
                 raise GatewayError(code, message or "the booking service refused the command", error.field)
             if reply.WhichOneof("result") != "booking" or not reply.booking.booking_id:
                 raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty reply")

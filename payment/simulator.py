@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
-from choreo.db import big_int, create_tables, make_engine, now_us
+from choreo.db import big_int, lock_schema, make_engine, now_us
 from choreo.ids import uuid7
 from choreo.upserts import dialect_insert
 from payment.provider import ChargeRequest, ChargeResult
@@ -92,9 +92,10 @@ class SimulatedProvider:
     @classmethod
     async def open(cls, ledger_url: str, latency_seconds: float = 0.0) -> SimulatedProvider:
         engine = make_engine(ledger_url)
-        await create_tables(engine, [ledger])
         try:
             async with engine.begin() as conn:
+                await lock_schema(conn)  # payment replicas start together on one ledger
+                await conn.run_sync(lambda sync: ledger.create(sync, checkfirst=True))
                 await conn.run_sync(lambda sync: _UNIQUE_KEY.create(sync, checkfirst=True))
         except IntegrityError:
             await engine.dispose()

@@ -251,3 +251,35 @@ async def test_the_idempotency_key_lookup_uses_the_unique_index(tmp_path: Path) 
     finally:
         await engine.dispose()
     assert any("USING INDEX ux_bookings_idempotency" in str(step) for step in plan), plan
+
+
+async def test_an_unavailable_database_answers_unavailable_without_its_sql(
+    nats_server: NatsServer, tmp_path: Path, nc: NATS
+) -> None:
+    """The database refusing connections: the client is told to retry, and nothing leaks."""
+    import asyncpg
+
+    from tests.conftest import PG_URL, make_database_url
+
+    urls = make_database_url("postgres", tmp_path)
+    url = await anext(urls)
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        async with running(build(settings(nats_server, url))):
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            refused = await create(nc, correlation="wf-down", idempotency_key="k-down")
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            retried = await create(nc, correlation="wf-down", idempotency_key="k-down")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+        with pytest.raises(StopAsyncIteration):
+            await anext(urls)
+    assert refused.WhichOneof("result") == "error"
+    assert refused.error.code == commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE
+    assert refused.error.message == "the booking database is unavailable; the booking was not created"
+    assert retried.WhichOneof("result") == "booking"

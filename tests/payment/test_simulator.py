@@ -62,7 +62,8 @@ async def test_latency_is_simulated_without_blocking_other_charges(tmp_path: Pat
 
 async def test_two_replicas_on_one_ledger_charge_each_key_once(database_url: str) -> None:
     """Two payment replicas (two simulators on one ledger) charging the same keys at once."""
-    replicas = [await SimulatedProvider.open(database_url) for _ in range(2)]
+    # Started together on an empty ledger, as two payment pods are.
+    replicas = list(await asyncio.gather(*(SimulatedProvider.open(database_url) for _ in range(2))))
     keys = [f"b-{i}" for i in range(20)]
     try:
         results = await asyncio.gather(

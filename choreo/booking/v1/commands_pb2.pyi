@@ -54,6 +54,10 @@ class _CommandErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Comm
     """The idempotency key was already used with different parameters."""
     COMMAND_ERROR_CODE_INTERNAL: _CommandErrorCode.ValueType  # 3
     """The service could not complete the command (e.g. database unavailable)."""
+    COMMAND_ERROR_CODE_UNAVAILABLE: _CommandErrorCode.ValueType  # 4
+    """The service cannot complete the command now (its database is unavailable); nothing
+    was written, and a retry with the same idempotency key is safe.
+    """
 
 class CommandErrorCode(_CommandErrorCode, metaclass=_CommandErrorCodeEnumTypeWrapper):
     """Why a command was refused."""
@@ -65,6 +69,10 @@ COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT: CommandErrorCode.ValueType  # 2
 """The idempotency key was already used with different parameters."""
 COMMAND_ERROR_CODE_INTERNAL: CommandErrorCode.ValueType  # 3
 """The service could not complete the command (e.g. database unavailable)."""
+COMMAND_ERROR_CODE_UNAVAILABLE: CommandErrorCode.ValueType  # 4
+"""The service cannot complete the command now (its database is unavailable); nothing
+was written, and a retry with the same idempotency key is safe.
+"""
 Global___CommandErrorCode: _TypeAlias = CommandErrorCode  # noqa: Y015
 
 @_typing.final
