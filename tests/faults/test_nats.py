@@ -1,0 +1,39 @@
+"""nats-server frozen (SIGSTOP, then SIGCONT) and killed (SIGKILL, then restarted on its port and store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.inject import Injected, freeze_nats, kill_nats
+from tests.faults.load import Load
+from tests.faults.scenario import run_scenario
+from tests.faults.system import System, running_system
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+FROZEN_SECONDS = 3.0
+DOWN_SECONDS = 1.0
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_nats_frozen_mid_load(db: str, tmp_path: Path) -> None:
+    async def chaos(system: System, load: Load, injected: Injected) -> None:
+        await load.reached(load.total // 3)
+        await freeze_nats(system, injected, FROZEN_SECONDS)
+        # Shorter than the gateway's command timeout: clients wait instead of retrying.
+        assert len(load.accepted) < load.total, "the load was over before nats-server thawed"
+
+    async with running_system(tmp_path, db) as system:
+        await run_scenario(system, "nats-frozen", chaos)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_nats_killed_mid_load_then_restarted(db: str, tmp_path: Path) -> None:
+    async def chaos(system: System, load: Load, injected: Injected) -> None:
+        await load.reached(load.total // 3)
+        await kill_nats(system, injected, DOWN_SECONDS)
+
+    async with running_system(tmp_path, db) as system:
+        await run_scenario(system, "nats-killed", chaos, felt_by_clients=True)
