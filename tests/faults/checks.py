@@ -166,8 +166,12 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
     """Checks every invariant, records and prints the figure, then fails listing what broke."""
     problems: list[str] = []
     accepted = {a.booking_id: a for a in load.accepted.values()}
-    if len(load.accepted) != load.total:
-        problems.append(f"load: {len(load.accepted)} of {load.total} bookings accepted")
+    if load.refused:
+        refusals = Counter(load.refused.values())
+        problems.append(
+            f"load: {len(load.refused)} of {load.total} creates refused (or UNAVAILABLE past"
+            f" {load.create_deadline:.0f}s): {sample(refusals.items())}"
+        )
 
     # 1. Terminal, as the token says, once each: booking's database.
     def settled(rows: dict[str, tuple[str, str, int]]) -> bool:
