@@ -21,18 +21,18 @@ SLOW = {
 }
 
 
-async def no_more_faults(system: System, load: Load, injected: Injected) -> None:
+async def configured(system: System, load: Load, injected: Injected) -> None:
     """The slow provider is the fault: it is configured, nothing else is done."""
     injected.count += 1
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-async def test_provider_slower_than_ack_wait(db: str, tmp_path: Path) -> None:
-    async with running_system(tmp_path, db, env=SLOW) as system:
-        await run_scenario(system, "slow-provider", no_more_faults)
-
-
-async def test_provider_slower_than_ack_wait_with_two_payment_replicas(tmp_path: Path) -> None:
-    """Two payment replicas on one PostgreSQL ledger: a redelivery lands on the other replica."""
-    async with running_system(tmp_path, "postgres", env=SLOW, replicas={"payment": 2}) as system:
-        await run_scenario(system, "slow-provider-replicas", no_more_faults)
+@pytest.mark.parametrize(
+    ("db", "payment_replicas"),
+    # On PostgreSQL two payment replicas share the provider's ledger: a redelivery
+    # of a booking still in the provider lands on either.
+    [("sqlite", 1), ("postgres", 2)],
+)
+async def test_provider_slower_than_ack_wait(db: str, payment_replicas: int, tmp_path: Path) -> None:
+    replicas = {"payment": payment_replicas}
+    async with running_system(tmp_path, db, env=SLOW, replicas=replicas) as system:
+        await run_scenario(system, "slow-provider", configured)
