@@ -162,19 +162,48 @@ async def dlq_entries(system: System) -> list[dict[str, str]] | None:
     return out
 
 
+Rows = dict[str, tuple[str, str, int]]
+
+
 async def verify(system: System, scenario: str, load: Load, injected: Injected, started: float) -> None:
     """Checks every invariant, records and prints the figure, then fails listing what broke."""
     problems: list[str] = []
-    accepted = {a.booking_id: a for a in load.accepted.values()}
     if load.refused:
         refusals = Counter(load.refused.values())
         problems.append(
             f"load: {len(load.refused)} of {load.total} creates refused (or UNAVAILABLE past"
             f" {load.create_deadline:.0f}s): {sample(refusals.items())}"
         )
+    rows, pending = await check_terminal(system, load, problems)
+    await check_gateway(system, load, rows, problems)
+    charges = await check_ledger(system, load, rows, problems)
+    entries = await check_dlq(system, injected, problems)
+    await check_processes(system, injected, problems)
+    figures = Figures(
+        scenario=scenario,
+        db=system.db,
+        bookings=len(load.accepted),
+        faults=injected.count,
+        confirmed=sum(1 for r in rows.values() if r[0] == "CONFIRMED"),
+        cancelled=sum(1 for r in rows.values() if r[0] == "CANCELLED"),
+        pending=pending,
+        charges=charges,
+        dlq=entries,
+        seconds=time.monotonic() - started,
+    )
+    FIGURES.append(figures.line())
+    print(figures.line())
+    assert not problems, f"{scenario} on {system.db}:\n  " + "\n  ".join(problems)
 
-    # 1. Terminal, as the token says, once each: booking's database.
-    def settled(rows: dict[str, tuple[str, str, int]]) -> bool:
+
+async def check_terminal(system: System, load: Load, problems: list[str]) -> tuple[Rows, int]:
+    """Every accepted booking terminal in booking's database, as its token says, once.
+
+    Returns booking's rows of the load's user and how many accepted ones are still PENDING.
+    """
+    accepted = {a.booking_id: a for a in load.accepted.values()}
+
+    def settled(rows: Rows) -> bool:
         return all(rows.get(b, ("PENDING",))[0] != "PENDING" for b in accepted)
 
     rows, ok = await poll(lambda: booking_rows(system, load.user), settled, SETTLE_SECONDS)
@@ -201,8 +230,13 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
         problems.append(
             f"booking's database: {len(wrong)} bookings ended against their token: {sample(wrong)}"
         )
+    return rows, len(pending)
 
-    # 2. The same through the gateway.
+
+async def check_gateway(system: System, load: Load, rows: Rows, problems: list[str]) -> None:
+    """The gateway shows each accepted booking as booking's database has it, and no other."""
+    accepted = [a.booking_id for a in load.accepted.values()]
+
     def mirrored(view: dict[str, tuple[str, str]]) -> bool:
         return all(view.get(b) == rows[b][:2] for b in accepted if b in rows)
 
@@ -220,10 +254,15 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
     if len(view) > len(accepted):
         problems.append(f"gateway lists {len(view)} bookings of {load.user} for {len(accepted)} accepted")
 
-    # 3. Each charge once in the provider's ledger; charges minus refunds = confirmed amounts.
+
+async def check_ledger(system: System, load: Load, rows: Rows, problems: list[str]) -> int:
+    """Each charge once in the provider's ledger; charges minus refunds = confirmed amounts.
+
+    Returns the number of succeeded charges.
+    """
     charges, refunds = await ledger_rows(system)
     per_key = Counter(key for key, _, _ in charges)
-    succeeded = Counter(key for key, ok_, _ in charges if ok_)
+    succeeded = Counter(key for key, ok, _ in charges if ok)
     confirmed = {b for b, r in rows.items() if r[0] == "CONFIRMED"}
     twice = {k: n for k, n in succeeded.items() if n > 1}
     if twice:
@@ -234,7 +273,7 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
             f"ledger: the provider was called more than once for {len(repeated)} bookings:"
             f" {sample(repeated.items())}"
         )
-    strangers = set(per_key) - set(accepted)
+    strangers = set(per_key) - {a.booking_id for a in load.accepted.values()}
     if strangers:
         problems.append(
             f"ledger: charges for {len(strangers)} keys that are no accepted booking: {sample(strangers)}"
@@ -244,12 +283,16 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
             f"ledger: succeeded charges for bookings not CONFIRMED: {sample(set(succeeded) - confirmed)};"
             f" CONFIRMED bookings without a charge: {sample(confirmed - set(succeeded))}"
         )
-    charged = sum(amount for _, ok_, amount in charges if ok_)
+    charged = sum(amount for _, ok, amount in charges if ok)
     owed = sum(rows[b][2] for b in confirmed)
     if charged - refunds != owed:
         problems.append(f"ledger: charges {charged} - refunds {refunds} != confirmed amounts {owed}")
+    return sum(succeeded.values())
 
-    # 4. Nothing in the DLQ but the poison (and each poison message there).
+
+async def check_dlq(system: System, injected: Injected, problems: list[str]) -> int:
+    """Nothing in the DLQ but the poison, and each poison message there. Returns the DLQ's size."""
+
     def poison_in(entries: list[dict[str, str]] | None) -> bool:
         return injected.poison <= {e.get("ce-id", "") for e in entries or []}
 
@@ -267,33 +310,20 @@ async def verify(system: System, scenario: str, load: Load, injected: Injected, 
             for e in strays
         )
         problems.append(f"DLQ: {len(strays)} entries that are not poison: {sample(kinds.items())}")
+    return len(entries or [])
 
-    # 5. No process exited on its own; none restarted but those killed; a graceful stop for each.
+
+async def check_processes(system: System, injected: Injected, problems: list[str]) -> None:
+    """No process exited on its own, none restarted but those killed; then a graceful stop of each."""
     crashed = system.stack.exited_on_their_own()
     for name, code in crashed:
         tail = system.stack.log_tail(name, 800).replace("\n", " | ")
         problems.append(f"{name} exited on its own with code {code}: ...{tail}")
     for name in system.stack.names:
-        expected_starts = 1 + injected.kills[name]
-        if system.stack.starts[name] != expected_starts:
-            problems.append(f"{name} started {system.stack.starts[name]} times, expected {expected_starts}")
+        expected = 1 + injected.kills[name]
+        if system.stack.starts[name] != expected:
+            problems.append(f"{name} started {system.stack.starts[name]} times, expected {expected}")
     codes = await asyncio.to_thread(system.stack.stop)
     for name, code in codes.items():
         if code != 0 and all(name != c for c, _ in crashed):
             problems.append(f"{name} exited with {code} on SIGTERM (not a graceful stop)")
-
-    figures = Figures(
-        scenario=scenario,
-        db=system.db,
-        bookings=len(accepted),
-        faults=injected.count,
-        confirmed=len(confirmed),
-        cancelled=sum(1 for r in rows.values() if r[0] == "CANCELLED"),
-        pending=len(pending),
-        charges=sum(succeeded.values()),
-        dlq=len(entries or []),
-        seconds=time.monotonic() - started,
-    )
-    FIGURES.append(figures.line())
-    print(figures.line())
-    assert not problems, f"{scenario} on {system.db}:\n  " + "\n  ".join(problems)
