@@ -173,7 +173,10 @@ class Stack:
         return int(proc.returncode)
 
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
-        """Terminates every process at once (SIGTERM, then waits); returns their exit codes."""
+        """Terminates every process at once (one SIGTERM each, then waits); returns their exit codes.
+
+        A process still running after ``timeout`` is killed (its code is then -9).
+        """
         names = list(reversed(list(self.processes)))
         for name in names:
             self._note_exit(name)
@@ -181,7 +184,13 @@ class Stack:
             if proc.poll() is None:
                 self._accounted.add(proc.pid)
                 proc.send_signal(signal.SIGTERM)
-        return {name: self.terminate(name, timeout) for name in names}
+        deadline = time.monotonic() + timeout
+        for name in names:
+            try:
+                self.processes[name].wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+        return {name: int(self.processes[name].returncode) for name in names}
 
     def exited_on_their_own(self) -> list[tuple[str, int]]:
         """Processes that exited without the stack stopping them, so far (each once)."""
