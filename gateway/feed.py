@@ -5,8 +5,10 @@ restart of the gateway or of NATS loses and repeats nothing, and deleting the
 gateway's database rebuilds the same state by replaying the streams. The
 checkpoint records the stream's identity (its creation time): a stream deleted
 and created again (or one whose data JetStream lost) no longer matches it, and
-the feed that sees it, at start-up or when it re-opens its reader, rebuilds the
-whole read model by replay; readiness is false until every feed caught up again. A message
+the feed that sees it, at start-up or when it re-opens its reader, projects the
+new stream from its start, keeping what the read model learned from the lost
+facts; readiness is false until it has caught up. A schema version change
+rebuilds the whole read model by replay (``ReadModel.rebuild``). A message
 that cannot be read (no CloudEvents headers, a garbage body, an unknown type of
 a known contract) is indexed in the trace when its headers allow, copied to the
 DLQ, and passed over: it never blocks the feed for longer than the DLQ is
@@ -192,12 +194,26 @@ class StreamFeed:
         last = int(info.state.last_seq)
         replaced = bool(self.identity and created and created != self.identity)
         if self.position > 0 and (replaced or self.position > last):
-            why = (
-                f"stream {self.stream} was replaced (created {created}, not {self.identity})"
+            # The facts behind the old checkpoint are gone from JetStream; what the read model
+            # learned from them is still true and is kept. Only the position starts over: the
+            # new stream's facts are projected from its start (a replaced stream) or from its
+            # new end (a stream that lost its tail).
+            restart = 0 if replaced else last
+            log.warning(
+                "stream %s %s: projecting it from sequence %d; the read model keeps what it has",
+                self.stream,
+                f"was replaced (created {created}, not {self.identity})"
                 if replaced
-                else f"stream {self.stream} ends at {last} but the read model is at {self.position}"
+                else f"ends at {last} but the read model is at {self.position}",
+                restart + 1,
+                extra={"stream": self.stream},
             )
-            await self._store.rebuild(self.generation, why)
+            await self._store.write(
+                WriteBatch(
+                    checkpoints={self.stream: restart}, stream_ids={self.stream: created}, restart=True
+                )
+            )
+            self._reset = True
             return False
         self.identity = self.identity or created
         if not self.caught_up.is_set():

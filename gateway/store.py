@@ -74,6 +74,7 @@ class WriteBatch:
         changes: Booking changes, applied in order with ``merge``.
         checkpoints: Stream -> last sequence whose effect is in this batch.
         stream_ids: Stream -> identity of the stream those sequences belong to.
+        restart: The checkpoints start over (a stream replaced): they may go backwards.
         generation: The read model's generation the batch was read for (``None``: any,
             for writes that do not come from a stream).
     """
@@ -83,6 +84,7 @@ class WriteBatch:
     checkpoints: dict[str, int] = field(default_factory=dict)
     stream_ids: dict[str, str] = field(default_factory=dict)
     generation: int | None = None
+    restart: bool = False
 
 
 class StaleBatch(Exception):
@@ -238,7 +240,7 @@ class ReadModel:
         checkpoints: dict[str, _Checkpoint] = {}
         for b in batches:
             for stream, seq in b.checkpoints.items():
-                if stream not in checkpoints or seq > checkpoints[stream].last_sequence:
+                if b.restart or stream not in checkpoints or seq > checkpoints[stream].last_sequence:
                     checkpoints[stream] = _Checkpoint(stream, seq, b.stream_ids.get(stream, ""))
         async with self._writer.begin() as conn:
             await self._insert_trace.execute(conn, trace)
