@@ -140,7 +140,8 @@ async def _run(stack: Stack, js: JetStreamContext, *, by_command: bool) -> None:
         assert await _charges(stack) == charges, "the rebuild charged"
 
         # The rebuilt service keeps its promises: a retried key is the same booking, new ones flow.
-        again = await stub.CreateBooking(request("tok_unknown42", user="u2", key="rec-2"), timeout=10)
+        tokens = list(EXPECTED)
+        again = await stub.CreateBooking(request(tokens[2 % len(tokens)], user="u2", key="rec-2"), timeout=10)
         first = next(b for b in created if b.booking_id == again.booking.booking_id)
         assert again.booking.booking_id == first.booking_id
         fresh = await stub.CreateBooking(request("tok_visa", user="after"), timeout=10)

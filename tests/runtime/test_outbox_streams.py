@@ -10,6 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from choreo.cli import main
+from choreo.db import create_tables
 from choreo.natsserver import NatsServer
 from choreo.ports import free_port
 from choreo.runtime import Runtime, open_runtime
@@ -32,7 +33,8 @@ from tests.runtime.test_outbox_poison import fact
 async def service_rt(nats_server: NatsServer, database_url: str) -> AsyncIterator[Runtime]:
     """The runtime exactly as ``open_runtime`` wires it (its own relay, health checks)."""
     settings = settings_for(nats_server.url, database_url, health_port=free_port())
-    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, tables=[effect_table])
+    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, migrations=None)
+    await create_tables(rt.engine, [effect_table])
     yield rt
     await close_runtime(rt)
 
