@@ -8,6 +8,8 @@ to goes back into the inbox of the payment consumer.
 
 from __future__ import annotations
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from booking.domain import BookingStatus, request_fingerprint
 from booking.handlers import DURABLE, SETTLE
 from booking.settings import BookingSettings
@@ -44,27 +46,27 @@ async def created(event: booking_events.BookingCreated, ctx: RestoreContext) -> 
 
 
 async def confirmed(event: booking_events.BookingConfirmed, ctx: RestoreContext) -> None:
-    await ctx.conn.execute(
-        SETTLE,
-        {
-            "b_id": event.booking_id,
-            "b_status": BookingStatus.CONFIRMED.value,
-            "b_payment_id": event.payment_id,
-            "b_reason": "",
-            "b_now": from_timestamp(event.confirmed_at),
-        },
-    )
+    await _settle(ctx, event.booking_id, BookingStatus.CONFIRMED, event.payment_id, "", event.confirmed_at)
 
 
 async def cancelled(event: booking_events.BookingCancelled, ctx: RestoreContext) -> None:
+    await _settle(
+        ctx, event.booking_id, BookingStatus.CANCELLED, event.payment_id, event.reason, event.cancelled_at
+    )
+
+
+async def _settle(
+    ctx: RestoreContext, booking_id: str, status: BookingStatus, payment_id: str, reason: str, at: Timestamp
+) -> None:
+    """PENDING -> the outcome, with the handler's own statement."""
     await ctx.conn.execute(
         SETTLE,
         {
-            "b_id": event.booking_id,
-            "b_status": BookingStatus.CANCELLED.value,
-            "b_payment_id": event.payment_id,
-            "b_reason": event.reason,
-            "b_now": from_timestamp(event.cancelled_at),
+            "b_id": booking_id,
+            "b_status": status.value,
+            "b_payment_id": payment_id,
+            "b_reason": reason,
+            "b_now": from_timestamp(at),
         },
     )
 

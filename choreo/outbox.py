@@ -125,6 +125,9 @@ class OutboxRelay:
         self.parked_rows = 0
         #: Called with (event_id, created_at_us) after JetStream acknowledged it.
         self.on_published: list[Any] = []
+        #: Outcomes of a round whose settling transaction failed (the database blinked): settled
+        #: first next round, so this relay's own claims never wait for their lease to expire.
+        self._unsettled: list[dict[str, Any]] = []
 
     def notify(self) -> None:
         """Tells the relay that a transaction with outbox rows just committed."""
@@ -183,6 +186,10 @@ class OutboxRelay:
         Raises:
             Exception: Some rows met a failure that may pass (they stay, unclaimed).
         """
+        while self._unsettled:
+            async with self._engine.begin() as conn:
+                await settle(conn, **self._unsettled[0])
+            self._unsettled.pop(0)
         async with read_only(self._engine) as conn:
             found = await anything_to_claim(conn)
             await conn.rollback()
@@ -195,13 +202,17 @@ class OutboxRelay:
             return 0
         outcome = await self._publish(rows)
         retry = outcome.retry + await self._handle_no_stream(outcome)
-        async with self._engine.begin() as conn:
-            await settle(
-                conn,
-                published=[r.id for r in outcome.published],
-                parked=outcome.parked,
-                released=[r.id for r in retry],
-            )
+        settling: dict[str, Any] = {
+            "published": [r.id for r in outcome.published],
+            "parked": outcome.parked,
+            "released": [r.id for r in retry],
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await settle(conn, **settling)
+        except Exception:
+            self._unsettled.append(settling)
+            raise
         self._report(rows, outcome)
         if outcome.parked:
             await self.count_parked()

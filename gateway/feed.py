@@ -117,6 +117,7 @@ class StreamFeed:
         try:
             while not self._stopping.is_set():
                 pull: OrderedPull | None = None
+                started_at = self.position
                 try:
                     if self._reset:
                         await self._resume()
@@ -132,14 +133,15 @@ class StreamFeed:
                     if self._reset:
                         continue
                     log.info("projecting %s from sequence %d", self.stream, self.position + 1)
-                    failures = 0
                     await self._project(pull)
                 except Exception as exc:
                     if self._stopping.is_set():
                         break
                     if self._reset:
                         continue  # a batch of the rebuilt read model's previous generation
-                    failures += 1
+                    # The backoff grows while nothing commits (the database down), and starts
+                    # over once a batch did.
+                    failures = 1 if self.position > started_at else failures + 1
                     if failures == 1 or failures % 30 == 0:
                         if isinstance(exc, NotFoundError):
                             log.info(

@@ -20,22 +20,22 @@ SETTINGS = PaymentSettings
 
 
 async def succeeded(event: payment_events.PaymentSucceeded, ctx: RestoreContext) -> None:
-    await ctx.conn.execute(
-        RECORD_ONCE[ctx.conn.dialect.name],
-        {
-            "booking_id": event.booking_id,
-            "payment_id": event.payment_id,
-            "amount_cents": event.amount_cents,
-            "currency": event.currency,
-            "succeeded": True,
-            "failure_reason": "",
-            "provider_charge_id": event.provider_charge_id,
-            "created_at_us": from_timestamp(event.succeeded_at),
-        },
-    )
+    await _record(ctx, event, succeeded=True, reason="", at_us=from_timestamp(event.succeeded_at))
 
 
 async def failed(event: payment_events.PaymentFailed, ctx: RestoreContext) -> None:
+    await _record(ctx, event, succeeded=False, reason=event.reason, at_us=from_timestamp(event.failed_at))
+
+
+async def _record(
+    ctx: RestoreContext,
+    event: payment_events.PaymentSucceeded | payment_events.PaymentFailed,
+    *,
+    succeeded: bool,
+    reason: str,
+    at_us: int,
+) -> None:
+    """The payment row the handler wrote with this fact, if it is not there."""
     await ctx.conn.execute(
         RECORD_ONCE[ctx.conn.dialect.name],
         {
@@ -43,10 +43,10 @@ async def failed(event: payment_events.PaymentFailed, ctx: RestoreContext) -> No
             "payment_id": event.payment_id,
             "amount_cents": event.amount_cents,
             "currency": event.currency,
-            "succeeded": False,
-            "failure_reason": event.reason,
+            "succeeded": succeeded,
+            "failure_reason": reason,
             "provider_charge_id": event.provider_charge_id,
-            "created_at_us": from_timestamp(event.failed_at),
+            "created_at_us": at_us,
         },
     )
 

@@ -129,8 +129,12 @@ async def test_a_deleted_consumer_is_replaced_from_the_checkpoint(
     await js.delete_consumer(BOOKING_STREAM, feed._pull.consumer)
     await workflow_facts(js, "two")
     await eventually(lambda: _terminal(gateway.store, "two"))
+
     # The PAYMENT feed alone can make "two" terminal; the BOOKING feed must get there too.
-    await eventually(lambda: feed.position == 4)
+    async def booking_feed_done() -> bool:
+        return feed.position == 4
+
+    await eventually(booking_feed_done)
     assert await gateway.store.count("trace_events") == 6
 
 
