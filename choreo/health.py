@@ -47,15 +47,31 @@ class HealthServer:
         self._metrics = metrics
         self._server: asyncio.Server | None = None
 
+    def configure(
+        self,
+        checks: dict[str, Check],
+        metrics: Callable[[], str] | None = None,
+        ready_checks: dict[str, Check] | None = None,
+    ) -> None:
+        """Replaces the checks: a server started early (answering while the service starts up)
+        takes the running service's checks once it is built."""
+        self._checks = checks
+        self._metrics = metrics
+        self._ready_checks = ready_checks or {}
+
     async def start(self) -> None:
+        """Starts listening (once: a second call does nothing)."""
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("health endpoint on http://%s:%d/healthz", self.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
 
     async def evaluate(self, *, ready: bool = True) -> dict[str, str]:
         """Failing checks by name (empty when healthy); ``ready=False``: the liveness checks only."""

@@ -28,6 +28,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replay even when the database still holds rows (only missing ones are added)",
     )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 even when the stream no longer holds its first facts (their state is not rebuilt)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,10 +44,20 @@ def _run(args: argparse.Namespace) -> int:
     from choreo.service import load_settings
 
     settings = load_settings(module.SETTINGS)
-    return asyncio.run(_recover(args.service, settings, module.RECOVERY, into_existing=args.into_existing))
+    return asyncio.run(
+        _recover(
+            args.service,
+            settings,
+            module.RECOVERY,
+            into_existing=args.into_existing,
+            allow_partial=args.allow_partial,
+        )
+    )
 
 
-async def _recover(service: str, settings: Any, recovery: Any, *, into_existing: bool) -> int:
+async def _recover(
+    service: str, settings: Any, recovery: Any, *, into_existing: bool, allow_partial: bool
+) -> int:
     from choreo.bus import connect
     from choreo.db import make_engine
     from choreo.migrate import load_migrations
@@ -81,6 +96,12 @@ async def _recover(service: str, settings: Any, recovery: Any, *, into_existing:
         f"(up to sequence {report.last_sequence}) in {report.seconds:.1f}s; "
         f"applied {report.applied}, skipped {skipped}"
     )
+    if report.missing:
+        print(
+            f"choreo recover: stream {recovery.stream} no longer holds its first {report.missing} facts: "
+            "the state they announced is not rebuilt"
+        )
+        return 0 if allow_partial else 3
     return 0
 
 

@@ -24,23 +24,27 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import Field, SQLModel
 
-from choreo.db import now_us
+from choreo.db import big_int, now_us
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.inbox import inbox_table
 from choreo.pull import PullReader, PullStalled
-from choreo.upserts import dialect_insert
+from choreo.upserts import dialect_insert, upsert
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +102,40 @@ class Report:
     skipped: dict[str, int] = field(default_factory=dict)
     last_sequence: int = 0
     seconds: float = 0.0
+    #: Facts the stream no longer holds at its start (their state cannot be rebuilt).
+    missing: int = 0
 
 
 class RecoveryError(Exception):
     """The replay could not complete; the database holds what was applied so far."""
+
+
+class RecoveryStateRow(SQLModel, table=True):
+    """A rebuild by replay: in progress until ``done``, resumed from ``last_sequence`` if interrupted."""
+
+    __tablename__ = "recovery_state"
+
+    stream: str = Field(primary_key=True, max_length=64)
+    last_sequence: int = big_int()
+    done: bool = False
+    started_at_us: int = big_int()
+    updated_at_us: int = big_int()
+
+
+recovery_state_table: Table = RecoveryStateRow.__table__  # type: ignore[attr-defined]
+_s = recovery_state_table
+_STATE = select(_s.c.last_sequence, _s.c.done).where(_s.c.stream == bindparam("stream"))
+_ADVANCE = (
+    update(_s)
+    .where(_s.c.stream == bindparam("s_stream"))
+    .values(last_sequence=bindparam("s_last"), updated_at_us=bindparam("s_now"))
+)
+_FINISH = (
+    update(_s).where(_s.c.stream == bindparam("s_stream")).values(done=True, updated_at_us=bindparam("s_now"))
+)
+
+#: Key of the PostgreSQL advisory lock that lets one replica at a time decide and rebuild ("rebuild").
+_LOCK_KEY = 0x7265627569_6C64
 
 
 async def is_empty(engine: AsyncEngine, recovery: Recovery) -> bool:
@@ -124,28 +158,91 @@ async def stream_last_sequence(js: JetStreamContext, stream: str) -> int:
     return int(state.last_seq) if state.messages else 0
 
 
+@asynccontextmanager
+async def _one_at_a_time(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Replicas on one PostgreSQL database decide and rebuild one at a time (SQLite: one process)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        await conn.commit()
+        try:
+            yield
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+            await conn.commit()
+
+
+async def _state(engine: AsyncEngine, stream: str) -> tuple[int, bool] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(_STATE, {"stream": stream})).one_or_none()
+        await conn.rollback()
+    return (int(row[0]), bool(row[1])) if row is not None else None
+
+
+async def _begin(engine: AsyncEngine, stream: str) -> None:
+    now = now_us()
+    async with engine.begin() as conn:
+        await conn.execute(
+            upsert(_s, conn.dialect.name, "stream"),
+            {"stream": stream, "last_sequence": 0, "done": False, "started_at_us": now, "updated_at_us": now},
+        )
+
+
 async def recover_if_lost(
-    nc: NATS, js: JetStreamContext, engine: AsyncEngine, recovery: Recovery, *, service: str
+    nc: NATS,
+    js: JetStreamContext,
+    engine: AsyncEngine,
+    recovery: Recovery,
+    *,
+    service: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report | None:
-    """Rebuilds the database by replay when it is empty and the stream is not (start-up)."""
-    last = await stream_last_sequence(js, recovery.stream)
-    if last == 0 or not await is_empty(engine, recovery):
-        return None
+    """At start-up: rebuilds the database by replay when it is lost, or finishes a rebuild that was cut short.
+
+    "Lost": the service's tables and inbox are empty while its stream holds facts. A
+    rebuild records its progress in ``recovery_state`` in each batch's transaction, so a
+    process killed while rebuilding resumes where it stopped instead of serving from a
+    partial database; replicas on PostgreSQL take turns, so a second one waits and then
+    finds the rebuild done.
+    """
+    stream = recovery.stream
+    async with _one_at_a_time(engine):
+        state = await _state(engine, stream)
+        if state is not None and state[1]:
+            return None
+        if state is None:
+            if not await stream_last_sequence(js, stream) or not await is_empty(engine, recovery):
+                return None
+            log.warning(
+                "%s's database is empty but stream %s holds facts: rebuilding it by replay",
+                service,
+                stream,
+                extra={"stream": stream},
+            )
+            await _begin(engine, stream)
+            start = 0
+        else:
+            start = state[0]
+            log.warning(
+                "%s's rebuild from %s was cut short at %d: resuming it",
+                service,
+                stream,
+                start,
+                extra={"stream": stream},
+            )
+        report = await replay(nc, js, engine, recovery, service=service, after=start, progress=progress)
+    skipped = ", ".join(f"{n} {t}" for t, n in sorted(report.skipped.items())) or "none"
     log.warning(
-        "%s's database is empty but stream %s holds facts up to %d: rebuilding it by replay",
-        service,
-        recovery.stream,
-        last,
-        extra={"stream": recovery.stream},
-    )
-    report = await replay(nc, js, engine, recovery, service=service)
-    log.warning(
-        "rebuilt %s from %d facts of %s in %.1fs",
+        "rebuilt %s from %d facts of %s (up to %d) in %.1fs; skipped: %s",
         service,
         report.facts,
-        recovery.stream,
+        stream,
+        report.last_sequence,
         report.seconds,
-        extra={"stream": recovery.stream, "stream_seq": report.last_sequence},
+        skipped,
+        extra={"stream": stream, "stream_seq": report.last_sequence},
     )
     return report
 
@@ -157,23 +254,34 @@ async def replay(
     recovery: Recovery,
     *,
     service: str,
+    after: int = 0,
     batch: int = 500,
     stall_retries: int = 5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """Applies every fact of the service's stream, in order, up to its last sequence now.
+    """Applies the facts of the service's stream after sequence ``after``, in order, to its end.
+
+    Each batch commits with the position reached (``recovery_state``); the last one marks
+    the rebuild done. The end is where the consumer has nothing pending, not the stream's
+    last sequence, which may name a deleted message.
 
     Raises:
         RecoveryError: the stream could not be read to its end.
     """
     started = time.monotonic()
-    report = Report()
-    target = await stream_last_sequence(js, recovery.stream)
+    report = Report(last_sequence=after)
+    stream = recovery.stream
     restores = {r.type_name: r for r in recovery.restores}
+    if after == 0:
+        await _begin(engine, stream)
+        await _warn_if_incomplete(js, stream, report)
+    target = await stream_last_sequence(js, stream)
     stalls = 0
-    while report.last_sequence < target:
+    finished = False
+    while not finished:
         consumer = f"{service}-recovery-{uuid.uuid4().hex[:12]}"
-        await js.add_consumer(
-            recovery.stream,
+        info = await js.add_consumer(
+            stream,
             ConsumerConfig(
                 name=consumer,
                 description=f"{service} recovery by replay",
@@ -185,49 +293,69 @@ async def replay(
                 inactive_threshold=60.0,
             ),
         )
-        reader = PullReader(nc, recovery.stream, consumer, batch=batch)
+        finished = not info.num_pending
+        reader = PullReader(nc, stream, consumer, batch=batch)
         try:
-            await reader.start()
-            while report.last_sequence < target:
+            if not finished:
+                await reader.start()
+            while not finished:
                 msgs = await reader.next_batch(batch)
                 async with engine.begin() as conn:
                     for msg in msgs:
-                        sequence = msg.metadata.sequence.stream
-                        if sequence > target:
-                            break
-                        await _apply(conn, msg.subject, msg.headers, msg.data, sequence, restores, report)
-                        report.last_sequence = sequence
+                        meta = msg.metadata
+                        await _apply(conn, msg, meta.sequence.stream, meta.timestamp, restores, report)
+                        report.last_sequence = meta.sequence.stream
+                        finished = not meta.num_pending
+                    await conn.execute(
+                        _ADVANCE, {"s_stream": stream, "s_last": report.last_sequence, "s_now": now_us()}
+                    )
+                if progress is not None:
+                    progress(report.last_sequence, target)
         except PullStalled as exc:
             stalls += 1
             if stalls > stall_retries:
-                raise RecoveryError(
-                    f"replay of {recovery.stream} stalled at {report.last_sequence}: {exc}"
-                ) from exc
-            log.warning(
-                "replay of %s stalled (%s); resuming at %d", recovery.stream, exc, report.last_sequence + 1
-            )
+                raise RecoveryError(f"replay of {stream} stalled at {report.last_sequence}: {exc}") from exc
+            log.warning("replay of %s stalled (%s); resuming at %d", stream, exc, report.last_sequence + 1)
         finally:
             await reader.stop()
             try:
-                await js.delete_consumer(recovery.stream, consumer)
+                await js.delete_consumer(stream, consumer)
             except Exception as exc:  # it expires on its own
                 log.debug("could not delete %s: %r", consumer, exc)
+    async with engine.begin() as conn:
+        await conn.execute(_FINISH, {"s_stream": stream, "s_now": now_us()})
     report.seconds = time.monotonic() - started
     return report
 
 
+async def _warn_if_incomplete(js: JetStreamContext, stream: str, report: Report) -> None:
+    """A stream whose first facts are gone (purged, limits) cannot give back their state."""
+    try:
+        first = int((await js.stream_info(stream)).state.first_seq)
+    except NotFoundError:
+        return
+    if first > 1:
+        report.missing = first - 1
+        log.error(
+            "stream %s starts at sequence %d: the state of its first %d facts cannot be rebuilt",
+            stream,
+            first,
+            first - 1,
+            extra={"stream": stream},
+        )
+
+
 async def _apply(
     conn: AsyncConnection,
-    subject: str,
-    headers: dict[str, str] | None,
-    data: bytes,
+    msg: Msg,
     sequence: int,
+    stored: datetime,
     restores: dict[str, Restore],
     report: Report,
 ) -> None:
     report.facts += 1
     try:
-        env = Envelope.from_headers(subject, headers, data)
+        env = Envelope.from_headers(msg.subject, msg.headers, msg.data)
         restore = restores.get(env.type)
         if restore is None:
             report.skipped[env.type] = report.skipped.get(env.type, 0) + 1
@@ -240,13 +368,14 @@ async def _apply(
         return
     await restore.apply(message, RestoreContext(conn, env, sequence))
     if restore.handled_by and env.causation_id:
+        # Dated like the fact, so inbox pruning treats it as the original record would be.
         await conn.execute(
             dialect_insert(inbox_table, conn.dialect.name)
             .values(
                 consumer=restore.handled_by,
                 event_id=env.causation_id,
                 stream_sequence=0,
-                processed_at_us=now_us(),
+                processed_at_us=int(stored.timestamp() * 1_000_000),
             )
             .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
         )

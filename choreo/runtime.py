@@ -39,6 +39,8 @@ class Runtime:
     engine: AsyncEngine
     relay: OutboxRelay
     stages: Stages
+    #: Answering probes since start-up began (liveness fine, not ready), if the service has a health port.
+    health: HealthServer | None = None
 
     def consumer(
         self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]
@@ -70,11 +72,9 @@ class Runtime:
     def service(self, components: list[Component]) -> Service:
         """The runnable service, with health checks on NATS and the database."""
         s = self.settings
-        health = None
-        if s.health_port:
-            health = HealthServer(
-                s.health_host,
-                s.health_port,
+        health = self.health
+        if health is not None:
+            health.configure(
                 {"nats": nats_check(self.nc), "database": database_check(self.engine)},
                 metrics=self.stages.render,
                 ready_checks={"outbox": self.relay.check},
@@ -109,8 +109,18 @@ async def open_runtime(
         recovery: How to rebuild the service's tables from its stream (``choreo.recovery``):
             done here, before any part runs, when the database is empty and the stream is not.
     """
+    starting = _StartingUp()
+    health = None
+    if settings.health_port:
+        # Up from the start: a schema upgrade or a rebuild by replay may take minutes, and a
+        # process that answers no probe meanwhile would be killed (and start over).
+        health = HealthServer(
+            settings.health_host, settings.health_port, {}, ready_checks={"starting": starting.check}
+        )
+        await health.start()
     engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
+        starting.step = "upgrading the database schema"
         await prepare_schema(
             engine,
             migrations,
@@ -118,16 +128,30 @@ async def open_runtime(
             service=settings.service_name,
             setting=f"{settings.model_config.get('env_prefix', '')}MIGRATE",
         )
+        starting.step = "connecting to NATS"
         nc = await connect(settings)
     except BaseException:
         await engine.dispose()
+        if health is not None:
+            await health.stop()
         raise
     js = nc.jetstream()
-    if own_stream is not None:
-        await provision_stream(js, own_stream, settings.stream_replicas)
-    await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
-    if recovery is not None:
-        await recover_if_lost(nc, js, engine, recovery, service=settings.service_name)
+    try:
+        starting.step = "provisioning streams"
+        if own_stream is not None:
+            await provision_stream(js, own_stream, settings.stream_replicas)
+        await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
+        if recovery is not None:
+            starting.step = f"checking whether to rebuild from {recovery.stream}"
+            await recover_if_lost(
+                nc, js, engine, recovery, service=settings.service_name, progress=starting.rebuilding
+            )
+    except BaseException:
+        await nc.close()
+        await engine.dispose()
+        if health is not None:
+            await health.stop()
+        raise
     stages = Stages(settings.service_name)
     provision = None
     if own_stream is not None:
@@ -138,4 +162,18 @@ async def open_runtime(
 
     # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
     relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)
-    return Runtime(settings, nc, js, engine, relay, stages)
+    starting.step = "starting its parts"
+    return Runtime(settings, nc, js, engine, relay, stages, health)
+
+
+class _StartingUp:
+    """What a service is doing before it serves, for ``/readyz``."""
+
+    def __init__(self) -> None:
+        self.step = "starting"
+
+    def rebuilding(self, position: int, target: int) -> None:
+        self.step = f"rebuilding its database by replay: {position}/{target}"
+
+    async def check(self) -> str | None:
+        return self.step

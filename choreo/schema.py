@@ -42,6 +42,7 @@ from choreo.attempts import attempts_table
 from choreo.db import lock_schema, read_only
 from choreo.inbox import inbox_table
 from choreo.outbox import outbox_table
+from choreo.recovery import recovery_state_table
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -74,7 +75,9 @@ class Migrations:
 
 
 #: The runtime's own tables, in every service database.
-RUNTIME = Migrations("choreo", SCRIPT_DIR / "versions", (outbox_table, inbox_table, attempts_table))
+RUNTIME = Migrations(
+    "choreo", SCRIPT_DIR / "versions", (outbox_table, inbox_table, attempts_table, recovery_state_table)
+)
 
 
 class SchemaRefused(Exception):

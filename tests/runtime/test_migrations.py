@@ -29,7 +29,7 @@ from choreo.schema import (
 )
 from payment.migrations import MIGRATIONS as PAYMENT
 
-HEADS = {"choreo_0002", "booking_0001"}
+HEADS = {"choreo_0003", "booking_0001"}
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ async def test_the_migrated_schema_is_the_models_schema(engine: AsyncEngine, ser
     # build exactly the tables the models describe, on SQLite and on PostgreSQL.
     await upgrade(engine, owners_of(service))
     assert await model_differences(engine, owners_of(service)) == []
-    assert await versions(engine) == {"choreo_0002", f"{service.branch}_0001"}
+    assert await versions(engine) == {"choreo_0003", f"{service.branch}_0001"}
 
 
 async def test_a_model_changed_without_a_revision_is_a_difference(engine: AsyncEngine) -> None:
@@ -226,7 +226,7 @@ async def test_a_rename_and_an_added_column_keep_the_rows_and_inserts_work(
 
     (demo.versions / "demo_0002_rename_name_add_colour.py").write_text(WIDGETS_0002)
     state = await upgrade(engine, owners_of(demo))
-    assert state.current == {"choreo_0002", "demo_0001"}
+    assert state.current == {"choreo_0003", "demo_0001"}
 
     async with engine.begin() as conn:
         await conn.execute(insert(widgets), [{"id": 3, "title": "up", "colour": "blue"}])
@@ -234,7 +234,7 @@ async def test_a_rename_and_an_added_column_keep_the_rows_and_inserts_work(
         rows = (await conn.execute(select(widgets).order_by(widgets.c.id))).all()
     assert [tuple(r) for r in rows] == [(1, "left", "red"), (2, "right", "red"), (3, "up", "blue")]
     assert await model_differences(engine, owners_of(demo)) == []
-    assert await versions(engine) == {"choreo_0002", "demo_0002"}
+    assert await versions(engine) == {"choreo_0003", "demo_0002"}
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -255,5 +255,5 @@ async def test_replicas_starting_together_upgrade_once(database_url: str) -> Non
 
 def test_the_runtime_branch_owns_the_outbox_and_the_inbox() -> None:
     assert RUNTIME.branch == "choreo"
-    assert {t.name for t in RUNTIME.tables} == {"outbox", "inbox", "delivery_attempts"}
+    assert {t.name for t in RUNTIME.tables} == {"outbox", "inbox", "delivery_attempts", "recovery_state"}
     assert (RUNTIME.versions / "choreo_0001_baseline.py").is_file()
