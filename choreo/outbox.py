@@ -47,6 +47,7 @@ from choreo.outbox_store import (
     claim,
     outbox_table,
     parked_count,
+    release_all_claims,
     settle,
 )
 
@@ -91,7 +92,10 @@ class OutboxRelay:
         provision: Re-creates the service's stream; called when JetStream says
             no stream captures a row's subject.
         lease_seconds: How long a claim lasts: rows claimed by a relay that died
-            are published by another one after this (default: 6 x ``publish_timeout``, at least 30 s).
+            are published by another one after this (default: 2 x ``publish_timeout``, at
+            least 10 s). A round that outlives its lease is harmless: the other relay's
+            re-publish carries the same ``Nats-Msg-Id`` and JetStream drops it. On SQLite (one
+            process per database file) a starting relay frees every claim at once.
     """
 
     def __init__(
@@ -113,7 +117,7 @@ class OutboxRelay:
         self._publish_timeout = publish_timeout
         self._stages = stages
         self._provision = provision
-        self._lease = lease_seconds if lease_seconds is not None else max(30.0, 6 * publish_timeout)
+        self._lease = lease_seconds if lease_seconds is not None else max(10.0, 2 * publish_timeout)
         self._wake = asyncio.Event()
         self._stopping = False
         self._again = False
@@ -146,6 +150,11 @@ class OutboxRelay:
         failures = 0
         with contextlib.suppress(Exception):  # the database may be down at start; counted later
             await self.count_parked()
+        if self._engine.dialect.name == "sqlite":
+            # The only relay of this file: the claims of its killed predecessor are its own.
+            with contextlib.suppress(Exception):
+                async with self._engine.begin() as conn:
+                    await release_all_claims(conn)
         while True:
             polled = False
             try:

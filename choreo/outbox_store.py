@@ -104,6 +104,7 @@ _PARK = (
     .where(_t.c.id == bindparam("row_id"))
     .values(parked_at_us=bindparam("at"), parked_reason=bindparam("reason"), claimed_until_us=None)
 )
+_RELEASE_ALL = update(_t).where(_t.c.claimed_until_us.is_not(None)).values(claimed_until_us=None)
 _PARKED_COUNT = select(func.count()).select_from(_t).where(_t.c.parked_at_us.is_not(None))
 
 
@@ -143,6 +144,11 @@ async def add_to_outbox(conn: AsyncConnection, envelopes: Sequence[Envelope]) ->
 async def anything_to_claim(conn: AsyncConnection) -> bool:
     """Whether ``claim`` would find a row (a read: on SQLite, an idle poll never takes the write lock)."""
     return (await conn.execute(_HEADS, {"now": now_us(), "limit": 1})).first() is not None
+
+
+async def release_all_claims(conn: AsyncConnection) -> None:
+    """Frees every claim: for a relay that knows it is the database's only one (SQLite)."""
+    await conn.execute(_RELEASE_ALL)
 
 
 async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[Pending]:

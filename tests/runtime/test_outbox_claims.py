@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 from nats.js import JetStreamContext
 from sqlalchemy import select, update
 
+from choreo.bus import ensure_stream
 from choreo.db import is_sqlite, make_engine, normalize_url
 from choreo.envelope import H_MSG_ID
 from choreo.outbox import OutboxRelay, outbox_table
+from choreo.outbox_store import add_to_outbox, claim
 from choreo.runtime import Runtime
-from choreo.subjects import PAYMENT_STREAM
-from tests.runtime.harness import outbox_empty, running, stream_messages, wait_until
+from choreo.schema import prepare_schema
+from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from tests.runtime.harness import (
+    envelope_for,
+    outbox_empty,
+    running,
+    stream_count,
+    stream_messages,
+    wait_until,
+)
 from tests.runtime.test_outbox import commit_events
 from tests.runtime.test_outbox_poison import fact
 
@@ -58,3 +70,30 @@ async def test_two_relays_publish_each_row_once_in_order_per_workflow(
     for w in range(WORKFLOWS):
         mine = [e.id for e in facts if e.correlation_id == f"wf-{w}"]
         assert [i for i in stored if i in set(mine)] == mine, f"wf-{w} out of order"
+
+
+async def test_a_restarted_relay_on_sqlite_publishes_what_its_killed_predecessor_claimed(
+    js: JetStreamContext, tmp_path: Path
+) -> None:
+    """One process per SQLite file: the claims of the relay that was killed are the new one's own."""
+    await ensure_stream(js, BOOKING_STREAM)
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
+    await prepare_schema(engine, None, mode="auto", service="choreo", setting="MIGRATE")
+    try:
+        async with engine.begin() as conn:
+            await add_to_outbox(conn, [envelope_for(f"b{i}") for i in range(5)])
+        async with engine.begin() as conn:  # claimed, then the process was SIGKILLed
+            assert len(await claim(conn, 500, 30.0)) == 5
+        relay = OutboxRelay(engine, js)
+        task = asyncio.create_task(relay.run())
+        try:
+            await wait_until(
+                lambda: stream_count(js, BOOKING_STREAM), timeout=5, message="the rows published"
+            )
+            await wait_until(lambda: outbox_empty(engine), timeout=5, message="the outbox emptied")
+        finally:
+            relay.stop()
+            await task
+        assert await stream_count(js, BOOKING_STREAM) == 5
+    finally:
+        await engine.dispose()
