@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -18,6 +23,8 @@ from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
 from choreo.db import make_engine, now_us
 from choreo.envelope import Envelope
+from choreo.natsserver import NatsServer
+from choreo.ports import free_port
 from choreo.recovery import recover_if_lost
 from choreo.schema import prepare_schema
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
@@ -130,3 +137,42 @@ async def test_a_stream_that_lost_its_first_facts_says_the_rebuild_is_partial(
         await engine.dispose()
     assert report is not None and report.facts == 5
     assert report.missing == 5
+
+
+async def test_the_health_port_answers_while_a_lost_database_is_rebuilt(
+    nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """Alive, not ready, and saying so: a probe must not kill a rebuild that takes minutes."""
+    await fill(js, 20_000)
+    port = free_port()
+    env = {
+        **os.environ,
+        "BOOKING_NATS_URL": nats_server.url,
+        "BOOKING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'booking.db'}",
+        "BOOKING_HEALTH_PORT": str(port),
+        "BOOKING_HEALTH_HOST": "127.0.0.1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "booking", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    seen: list[tuple[int, int, str]] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1) as client:
+            for _ in range(600):
+                try:
+                    alive = await client.get("/healthz")
+                    ready = await client.get("/readyz")
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+                    continue
+                seen.append((alive.status_code, ready.status_code, ready.text))
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+    rebuilding = [s for s in seen if "rebuilding its database by replay" in s[2]]
+    assert rebuilding, f"no probe saw the rebuild: {seen[:3]}"
+    assert all(alive == 200 and ready == 503 for alive, ready, _ in rebuilding)
+    assert seen[-1][:2] == (200, 200), "never ready after the rebuild"
