@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from choreo.db import is_sqlite, normalize_url
 from choreo.errors import Failure, classify
+from choreo.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ async def wait_for(
     started = time.monotonic()
     said_at: float | None = None
     attempts = 0
-    delay = first_delay
+    backoff = RetryPolicy(base_seconds=first_delay, max_seconds=max_delay)
     while True:
         try:
             await check(url)
@@ -205,8 +206,7 @@ async def wait_for(
                     max_delay,
                 )
                 said_at = now
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+            await asyncio.sleep(backoff.delay(attempts))
             continue
         if attempts:
             log.warning(
