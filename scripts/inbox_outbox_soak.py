@@ -21,8 +21,8 @@ what is measured).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,10 +127,17 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
 
 
 def main() -> None:
-    facts = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
+    parser.add_argument(
+        "facts", nargs="?", type=int, default=1_000_000, help="facts to push (default 1,000,000)"
+    )
+    parser.add_argument(
+        "database_url", nargs="?", help="a PostgreSQL database (default: a fresh SQLite file)"
+    )
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as folder:
-        url = sys.argv[2] if len(sys.argv) > 2 else f"sqlite:///{Path(folder) / 'soak.db'}"
-        asyncio.run(soak(facts, url, Path(folder)))
+        url = args.database_url or f"sqlite:///{Path(folder) / 'soak.db'}"
+        asyncio.run(soak(args.facts, url, Path(folder)))
 
 
 if __name__ == "__main__":
