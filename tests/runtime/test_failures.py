@@ -205,3 +205,22 @@ async def test_a_dlq_that_refuses_does_not_kill_the_consumer_and_loses_nothing(
     assert consumer.dlq_failures >= 1, "the DLQ never refused: the test proves nothing"
     [dead] = await dlq_messages(js)
     assert (dead.headers or {})["choreo-dlq-sequence"] == str(poison_seq)
+
+
+async def test_a_handler_that_raises_cancelled_error_fails_its_fact_not_the_consumer(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+) -> None:
+    """A stray CancelledError (a library that cancels what it should not) is the handler's failure."""
+    rt = await make_runtime(max_deliveries=2, retry_backoff_seconds=0.05, retry_backoff_max_seconds=0.2)
+    probe.error = asyncio.CancelledError  # type: ignore[assignment]
+    probe.always_fail.add("cancelling")
+    consumer = consumer_for(rt, probe.routes())
+    async with running(consumer):
+        await publish(js, envelope_for("cancelling"))
+        await publish(js, envelope_for("fine"))
+        await wait_until(
+            lambda: stream_count(js, DLQ_STREAM), timeout=10, message="the failing fact dead-lettered"
+        )
+        await wait_until(lambda: consumer.processed == 1, message="the other fact handled")
+    [dead] = await dlq_messages(js)
+    assert "HandlerCancelledError" in (dead.headers or {})["choreo-dlq-error"]
