@@ -21,6 +21,7 @@ age, as choreo provisions them) for a replay to be complete.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -311,6 +312,9 @@ async def replay(
                     )
                 if progress is not None:
                     progress(report.last_sequence, target)
+                # SQLite runs on the loop's thread (choreo.sqlite_inline) and a full pull
+                # buffer returns at once: let the health endpoint answer between batches.
+                await asyncio.sleep(0)
         except PullStalled as exc:
             stalls += 1
             if stalls > stall_retries:

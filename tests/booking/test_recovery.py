@@ -157,12 +157,13 @@ async def test_the_health_port_answers_while_a_lost_database_is_rebuilt(
     )
     seen: list[tuple[int, int, str]] = []
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1) as client:
+        # The probes' own timeout in k8s/base (timeoutSeconds: 3).
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=3) as client:
             for _ in range(600):
                 try:
                     alive = await client.get("/healthz")
                     ready = await client.get("/readyz")
-                except httpx.TransportError:
+                except httpx.ConnectError:  # not listening yet
                     await asyncio.sleep(0.05)
                     continue
                 seen.append((alive.status_code, ready.status_code, ready.text))
