@@ -222,8 +222,7 @@ async def recover_if_lost(
                 stream,
                 extra={"stream": stream},
             )
-            await _begin(engine, stream)
-            start = 0
+            start = 0  # replay() records the rebuild as begun
         else:
             start = state[0]
             log.warning(
