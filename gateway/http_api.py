@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -228,7 +228,11 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
     if stages is not None:
         timings = stages
 
-        @app.get("/metrics", summary="Time per stage, in Prometheus' text format (choreo.metrics)")
+        @app.get(
+            "/metrics",
+            response_class=PlainTextResponse,
+            summary="Time per stage, in Prometheus' text format (choreo.metrics)",
+        )
         async def metrics() -> Response:
             return Response(timings.render(), media_type=METRICS_CONTENT_TYPE)
 
