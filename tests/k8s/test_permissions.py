@@ -20,6 +20,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from choreo.bus import ensure_stream
+from choreo.natsidentity import inbox_prefix
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
 from tests.k8s.manifests import Manifests
@@ -64,14 +65,19 @@ async def connect(dev_nats: tuple[ConfiguredNats, dict[str, str]]) -> AsyncItera
     node, passwords = dev_nats
     sessions: list[Session] = []
 
-    async def as_user(user: str) -> Session:
+    async def as_user(user: str, prefix: str | None = None) -> Session:
         session = Session(nc=NATS())
 
         async def on_error(exc: Exception) -> None:
             session.errors.append(str(exc))
 
         session.nc = await nats.connect(
-            node.url, user=user, password=passwords[user], error_cb=on_error, allow_reconnect=False
+            node.url,
+            user=user,
+            password=passwords[user],
+            error_cb=on_error,
+            allow_reconnect=False,
+            inbox_prefix=prefix or inbox_prefix(user),
         )
         sessions.append(session)
         return session
@@ -198,11 +204,20 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
 
             users = user_passwords(dev, passwords)
             nc = await nats.connect(
-                node.url, user="booking", password=users["booking"], error_cb=on_error, allow_reconnect=False
+                node.url,
+                user="booking",
+                password=users["booking"],
+                error_cb=on_error,
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix("booking"),
             )
             # The payment user may read its own stream: the count must not move.
             owner = await nats.connect(
-                node.url, user="payment", password=users["payment"], allow_reconnect=False
+                node.url,
+                user="payment",
+                password=users["payment"],
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix("payment"),
             )
             try:
                 payment_js = owner.jetstream()
@@ -237,7 +252,13 @@ async def test_gateway_dead_letters_and_cleans_up_under_its_permissions(
             dev, "gateway", tmp_path / "gateway", secrets=passwords, replace={"GATEWAY_NATS_URL": node.url}
         )
         owners = {
-            stream: await nats.connect(node.url, user=user, password=users[user], allow_reconnect=False)
+            stream: await nats.connect(
+                node.url,
+                user=user,
+                password=users[user],
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix(user),
+            )
             for stream, user in (("BOOKING", "booking"), ("PAYMENT", "payment"))
         }
         try:
