@@ -39,3 +39,8 @@ def connection_owner(urls: str | list[str], user: str | None, fallback: str) -> 
     does not is named after the service or tool making it.
     """
     return user or url_user(urls) or fallback
+
+
+def tool_inbox(urls: str | list[str], tool: str) -> str:
+    """The inbox prefix of a tool connecting to ``urls``: its user's, else its own (``_INBOX_<tool>``)."""
+    return inbox_prefix(connection_owner(urls, None, tool))
