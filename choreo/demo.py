@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 import httpx
@@ -44,9 +44,15 @@ class _Endpoints(Protocol):
         """A token for the gateway when it verifies them (its ``sub`` is ``DEV_USER``)."""
 
 
-class _BearerAuth(
-    grpc.aio.UnaryUnaryClientInterceptor[Any, Any], grpc.aio.UnaryStreamClientInterceptor[Any, Any]
-):
+if TYPE_CHECKING:  # generic in the stubs only
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+
+
+class _BearerAuth(_UnaryUnary, _UnaryStream):
     """Adds ``authorization: Bearer <token>`` to every call of the channel."""
 
     def __init__(self, token: str) -> None:

@@ -116,7 +116,7 @@ async def _connect(nats_url: str) -> NATS:
 async def _read(js: JetStreamContext, limit: int) -> list[DeadLetter]:
     info = await js.stream_info(DLQ_STREAM)
     letters: list[DeadLetter] = []
-    seq = info.state.first_seq
+    seq = max(info.state.first_seq, 1)  # an empty stream says 0
     while seq <= info.state.last_seq and len(letters) < limit:
         try:
             msg = await js.get_msg(DLQ_STREAM, seq)
