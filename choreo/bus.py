@@ -19,6 +19,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from choreo import natsclient
+from choreo.natsidentity import connection_owner, inbox_prefix
 from choreo.settings import ServiceSettings
 from choreo.subjects import STREAM_SUBJECTS
 
@@ -58,6 +59,10 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
         "error_cb": on_error,
         # Keep publishing into the client buffer through a short outage.
         "pending_size": 64 * 1024 * 1024,
+        # Replies come back under `_INBOX_<user>`, which only this user may read (choreo.natsidentity).
+        "inbox_prefix": inbox_prefix(
+            connection_owner(settings.nats_servers, settings.nats_user, settings.service_name)
+        ),
     }
     if settings.nats_user:
         kwargs["user"] = settings.nats_user

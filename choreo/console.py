@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from choreo.devsecrets import SECRETS_DIR
+from choreo.natsidentity import OPERATOR
+
+if TYPE_CHECKING:
+    from choreo.local_stack import Endpoints
 
 
 class Console:
@@ -31,3 +37,50 @@ class Console:
         """Plain text (endpoint listings, tables)."""
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def print_endpoints(console: Console, ep: Endpoints) -> None:
+    host, port = ep.grpc_target.rsplit(":", 1)
+    lines = [
+        "",
+        "choreo is up:",
+        f"  NATS        {ep.nats_url}",
+        *_access_lines(ep),
+        f"  gRPC        {ep.grpc_target}   (grpcurl -plaintext {ep.grpc_target} list)",
+        f"  HTTP        {ep.http_base}   (POST/GET {ep.http_base}/v1/bookings)",
+        f"  OpenAPI     {ep.http_base}/openapi.json   (docs: {ep.http_base}/docs)",
+        *(f"  health      {name:<8} {url}" for name, url in ep.health.items()),
+        f"  gRPC health grpcurl -plaintext {host}:{port} grpc.health.v1.Health/Check",
+        f"  data        {ep.data_dir}",
+        *(f"  log         {name:<8} {path}" for name, path in ep.logs.items()),
+        "",
+    ]
+    console.text("\n".join(lines))
+
+
+def _access_lines(ep: Endpoints) -> list[str]:
+    lines = []
+    if ep.operator_url is not None:
+        secrets = ep.data_dir / SECRETS_DIR
+        lines += [
+            f"  NATS users  booking, payment, gateway (their k8s permissions), {OPERATOR}",
+            f"              (passwords in {secrets})",
+            f"  operator    {ep.operator_url}",
+            "              (reads every stream, manages the DLQ, may publish facts: for",
+            "               choreo dlq --nats-url, BOOKING_NATS_URL=... choreo recover booking,",
+            "               replay tools; an administrator's password)",
+        ]
+    if ep.gateway_auth == "none":
+        lines.append(
+            "  auth        none: anyone reaching the gateway may act as any user (choreo up --auth: JWTs)"
+        )
+    else:
+        lines.append(f"  auth        {ep.gateway_auth}: the gateway wants authorization: Bearer <token>")
+    for what, token in ep.tokens.items():
+        lines.append(f"  token       {what:<8} {token}")
+    if ep.tokens:
+        lines.append(
+            f"              (curl -H 'authorization: Bearer <token>' {ep.http_base}/v1/bookings;"
+            " grpcurl -H the same)"
+        )
+    return lines

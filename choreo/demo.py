@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import grpc
 import httpx
 from google.protobuf import json_format
 
 from choreo.console import Console
+from choreo.devauth import DEV_USER
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 CONFIRMED = gateway_pb2.BOOKING_STATUS_CONFIRMED
@@ -37,6 +38,34 @@ class _Endpoints(Protocol):
 
     @property
     def http_base(self) -> str: ...
+
+    @property
+    def bearer_token(self) -> str | None:
+        """A token for the gateway when it verifies them (its ``sub`` is ``DEV_USER``)."""
+
+
+if TYPE_CHECKING:  # generic in the stubs only
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+
+
+class _BearerAuth(_UnaryUnary, _UnaryStream):
+    """Adds ``authorization: Bearer <token>`` to every call of the channel."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()), self._metadata))
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
 
 
 @dataclass(frozen=True)
@@ -88,7 +117,7 @@ def status_name(status: int) -> str:
 
 async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:
     request = gateway_pb2.CreateBookingRequest(
-        user_id="demo-user",
+        user_id=DEV_USER,
         amount_cents=case.amount_cents,
         currency="EUR",
         payment_token=case.token,
@@ -102,7 +131,7 @@ async def create_via_http(client: httpx.AsyncClient, case: DemoCase) -> gateway_
     response = await client.post(
         "/v1/bookings",
         json={
-            "user_id": "demo-user",
+            "user_id": DEV_USER,
             "amount_cents": case.amount_cents,
             "currency": "EUR",
             "payment_token": case.token,
@@ -250,9 +279,13 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
     console.text(
         f"Demo: {len(CASES)} bookings through {endpoints.grpc_target} (gRPC) and {endpoints.http_base}\n"
     )
+    token = endpoints.bearer_token
+    # The stubs ask for a cast: their interceptor type is left open.
+    interceptors = [cast(grpc.aio.ClientInterceptor, _BearerAuth(token))] if token else None
+    headers = {"authorization": f"Bearer {token}"} if token else None
     async with (
-        grpc.aio.insecure_channel(endpoints.grpc_target) as channel,
-        httpx.AsyncClient(base_url=endpoints.http_base, timeout=10) as http,
+        grpc.aio.insecure_channel(endpoints.grpc_target, interceptors=interceptors) as channel,
+        httpx.AsyncClient(base_url=endpoints.http_base, timeout=10, headers=headers) as http,
     ):
         # The generated stub is untyped; its methods are used as Any.
         stub_class: Any = gateway_pb2_grpc.BookingGatewayServiceStub

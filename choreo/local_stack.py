@@ -8,6 +8,10 @@ that dies, and on Ctrl-C or SIGTERM stops the services gracefully and then
 nats-server. A data directory serves one ``choreo up`` at a time (an OS lock
 held while it runs, ``choreo.dirlock``). ``--demo`` drives a few bookings through the gateway once
 everything is ready (``choreo.demo``), then stops.
+
+The nats-server it starts has a user per service with the Kubernetes
+permissions, and an operator (``choreo.natsusers``); the gateway authenticates
+no one unless ``--auth`` (``choreo.devauth``).
 """
 
 from __future__ import annotations
@@ -20,22 +24,24 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from choreo import dbready
 from choreo.cli import Subcommand
-from choreo.console import Console
+from choreo.console import Console, print_endpoints
+from choreo.devsecrets import SecretFileError
 from choreo.dirlock import DirectoryInUseError, DirectoryLock
 from choreo.logtail import LogTail
-from choreo.natsserver import NatsServer, NatsServerError
+from choreo.natsserver import NatsServerError
 from choreo.ports import PortUnavailableError, resolve_port
 from choreo.supervisor import ProcessSpec, RestartPolicy, Supervisor, describe_exit
+from choreo.upaccess import open_access
 
 LOCALHOST = "127.0.0.1"
-DEFAULT_NATS_PORT = 4222
 #: In the data directory; held by the ``choreo up`` using it.
 DATA_DIR_LOCK = "choreo-up.lock"
+
 #: The services, in start order (they do not depend on each other to start).
 SERVICES = ("booking", "payment", "gateway")
 
@@ -61,6 +67,10 @@ class Endpoints:
         health: Readiness URL of each service.
         data_dir: Databases, JetStream store and logs.
         logs: Log file of each service (and of nats-server, when started here).
+        operator_url: NATS URL with the operator's credentials (when nats-server is ours).
+        gateway_auth: The gateway's ``GATEWAY_AUTH``.
+        tokens: Bearer tokens for the gateway by what they are for (``user``, ``admin``),
+            when it verifies them.
     """
 
     nats_url: str
@@ -69,17 +79,33 @@ class Endpoints:
     health: Mapping[str, str]
     data_dir: Path
     logs: Mapping[str, Path]
+    operator_url: str | None = None
+    gateway_auth: str = "none"
+    tokens: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The user token, for clients of the gateway (the demo)."""
+        return self.tokens.get("user")
 
 
 def service_environments(
-    base: Mapping[str, str], nats_url: str, ports: Ports, data_dir: Path, payment_latency_ms: int | None
+    base: Mapping[str, str],
+    nats_url: str,
+    ports: Ports,
+    data_dir: Path,
+    payment_latency_ms: int | None,
+    *,
+    settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, dict[str, str]]:
     """The environment of each service process.
 
-    What ``choreo up`` decides (NATS URL, ports, latency when given) overrides
-    the inherited environment; the rest are defaults that an exported variable
-    replaces, e.g. ``BOOKING_DATABASE_URL=postgresql+asyncpg://...`` to run the
-    booking service on PostgreSQL.
+    What ``choreo up`` decides (NATS URL, ports, latency when given, and
+    ``settings``: by service, settings without its prefix, such as its NATS
+    credentials) overrides the inherited environment; the rest are defaults
+    that an exported variable replaces, e.g.
+    ``BOOKING_DATABASE_URL=postgresql+asyncpg://...`` to run the booking service
+    on PostgreSQL.
     """
     defaults: dict[str, dict[str, str]] = {
         name: {
@@ -92,6 +118,8 @@ def service_environments(
     }
     # Locally the gateway listens on loopback only; export GATEWAY_HOST=0.0.0.0 to expose it.
     defaults["gateway"]["HOST"] = LOCALHOST
+    # Anyone reaching the gateway may act as any user, unless `choreo up --auth`.
+    defaults["gateway"]["AUTH"] = "none"
     defaults["payment"]["PROVIDER_LEDGER_URL"] = f"sqlite+aiosqlite:///{data_dir / 'psp-ledger.db'}"
     forced: dict[str, dict[str, str]] = {name: {"NATS_URL": nats_url} for name in SERVICES}
     forced["booking"]["HEALTH_PORT"] = str(ports.booking_health)
@@ -99,6 +127,8 @@ def service_environments(
     forced["gateway"].update(GRPC_PORT=str(ports.grpc), HTTP_PORT=str(ports.http))
     if payment_latency_ms is not None:
         forced["payment"]["PROVIDER_LATENCY_MS"] = str(payment_latency_ms)
+    for name, values in (settings or {}).items():
+        forced[name].update(values)
     envs = {}
     for name in SERVICES:
         prefix = f"{name.upper()}_"
@@ -143,24 +173,6 @@ def process_specs(endpoints: Endpoints, envs: Mapping[str, Mapping[str, str]]) -
     ]
 
 
-def print_endpoints(console: Console, ep: Endpoints) -> None:
-    host, port = ep.grpc_target.rsplit(":", 1)
-    lines = [
-        "",
-        "choreo is up:",
-        f"  NATS        {ep.nats_url}",
-        f"  gRPC        {ep.grpc_target}   (grpcurl -plaintext {ep.grpc_target} list)",
-        f"  HTTP        {ep.http_base}   (POST/GET {ep.http_base}/v1/bookings)",
-        f"  OpenAPI     {ep.http_base}/openapi.json   (docs: {ep.http_base}/docs)",
-        *(f"  health      {name:<8} {url}" for name, url in ep.health.items()),
-        f"  gRPC health grpcurl -plaintext {host}:{port} grpc.health.v1.Health/Check",
-        f"  data        {ep.data_dir}",
-        *(f"  log         {name:<8} {path}" for name, path in ep.logs.items()),
-        "",
-    ]
-    console.text("\n".join(lines))
-
-
 def resolve_ports(args: argparse.Namespace, console: Console) -> Ports:
     """The requested ports, or free ones where a default port is taken (said on the console)."""
 
@@ -179,16 +191,6 @@ def resolve_ports(args: argparse.Namespace, console: Console) -> Ports:
         booking_health=pick("booking health port", args.booking_health_port, 8081),
         payment_health=pick("payment health port", args.payment_health_port, 8082),
     )
-
-
-async def _start_nats(data_dir: Path, console: Console) -> NatsServer:
-    port, note = resolve_port(None, DEFAULT_NATS_PORT, LOCALHOST)
-    if note:
-        console.event("nats", f"NATS port: {note}")
-    server = NatsServer(data_dir / "nats", port=port, host=LOCALHOST)
-    await asyncio.to_thread(server.start)
-    console.event("nats", f"ready at {server.url} (JetStream store {server.store_dir})")
-    return server
 
 
 def _log_tail(path: Path, lines: int = 15) -> list[str]:
@@ -246,15 +248,17 @@ async def run_stack(
         loop.add_signal_handler(sig, on_signal)
     if not await create_databases(os.environ, console):
         return 2
-    nats: NatsServer | None = None
-    if args.nats_url:
-        nats_url = args.nats_url
-        console.event("nats", f"using {nats_url}")
-    else:
-        nats = await _start_nats(data_dir, console)
-        nats_url = nats.url
-    endpoints = endpoints_for(nats_url, ports, data_dir, nats.log_file if nats else None)
-    envs = service_environments(os.environ, nats_url, ports, data_dir, args.payment_latency_ms)
+    access = await open_access(args.nats_url, args.auth, data_dir, SERVICES, LOCALHOST, console)
+    nats = access.nats
+    envs = service_environments(
+        os.environ, access.nats_url, ports, data_dir, args.payment_latency_ms, settings=access.settings
+    )
+    endpoints = replace(
+        endpoints_for(access.nats_url, ports, data_dir, nats.log_file if nats else None),
+        operator_url=access.operator_url,
+        gateway_auth=envs["gateway"]["GATEWAY_AUTH"],
+        tokens=access.tokens,
+    )
     tail = LogTail(
         {name: endpoints.logs[name] for name in SERVICES},
         console.event,
@@ -343,7 +347,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--demo", action="store_true", help="drive a few bookings, print the outcomes, then stop"
     )
-    parser.add_argument("--nats-url", help="use this NATS server instead of starting one")
+    parser.add_argument(
+        "--nats-url", help="use this NATS server instead of starting one (no NATS users are made)"
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="the gateway verifies bearer tokens (a dev HS256 secret; tokens are printed)",
+    )
     parser.add_argument("--data-dir", default="./var", help="databases, JetStream store and log files")
     parser.add_argument("--grpc-port", type=int, help="gateway gRPC port (default 50051, or a free one)")
     parser.add_argument("--http-port", type=int, help="gateway HTTP port (default 8080, or a free one)")
@@ -383,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         try:
             return asyncio.run(run_stack(args, data_dir, console, after_ready))
-        except (PortUnavailableError, NatsServerError) as exc:
+        except (PortUnavailableError, NatsServerError, SecretFileError) as exc:
             console.event("choreo", str(exc))
             return 2
 

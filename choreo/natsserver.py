@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from choreo.dirlock import DirectoryInUseError, DirectoryLock
@@ -54,6 +55,7 @@ class NatsServer:
         host: Address to listen on.
         config_file: Optional ``nats-server`` configuration file.
         extra_args: More command-line arguments.
+        env: Variables added to the inherited environment (those the configuration reads).
     """
 
     def __init__(
@@ -64,12 +66,14 @@ class NatsServer:
         host: str = "127.0.0.1",
         config_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
         self.host = host
         self.config_file = config_file
         self.extra_args = extra_args
+        self.env = dict(env or {})
         self.log_file = self.store_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._lock = DirectoryLock(self.store_dir, STORE_LOCK)
@@ -99,7 +103,11 @@ class NatsServer:
         args += ["-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
         args += ["-l", str(self.log_file), *self.extra_args]
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(self._lock.fd,)
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(self._lock.fd,),
+            env={**os.environ, **self.env},
         )
         self._lock.record_owner(self.process.pid, "nats-server")
         deadline = time.monotonic() + timeout

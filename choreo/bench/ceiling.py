@@ -27,6 +27,7 @@ from choreo.bench.ceiling_worker import DURABLES, CeilingNames
 from choreo.bench.driver import LoadSpec
 from choreo.bench.procstats import ProcSample, machine_cores_used, process_costs, read_busy_cpu_s, sample_all
 from choreo.bus import stream_config
+from choreo.natsidentity import tool_inbox
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 
 
@@ -35,7 +36,7 @@ class CeilingError(RuntimeError):
 
 
 async def _provision(nats_url: str, names: CeilingNames, batch_size: int) -> None:
-    nc = await natsclient.connect(nats_url, name="ceiling-setup")
+    nc = await natsclient.connect(nats_url, name="ceiling-setup", inbox_prefix=tool_inbox(nats_url, "bench"))
     try:
         js = nc.jetstream()
         for template, name, subjects in (
@@ -66,7 +67,9 @@ async def _provision(nats_url: str, names: CeilingNames, batch_size: int) -> Non
 
 
 async def _remove(nats_url: str, names: CeilingNames) -> None:
-    nc = await natsclient.connect(nats_url, name="ceiling-teardown")
+    nc = await natsclient.connect(
+        nats_url, name="ceiling-teardown", inbox_prefix=tool_inbox(nats_url, "bench")
+    )
     try:
         js = nc.jetstream()
         for stream in (names.booking_stream, names.payment_stream):

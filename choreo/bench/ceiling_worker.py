@@ -42,6 +42,7 @@ from choreo.bench.driver import LoadSpec, StillPending, run_load
 from choreo.booking.v1 import commands_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.natsidentity import tool_inbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.pull import PullReader
 
@@ -274,7 +275,12 @@ async def main(args: argparse.Namespace) -> None:
     names = CeilingNames(args.run_id)
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch_stdin(stop))
-    nc = await natsclient.connect(args.nats_url, name=f"ceiling-{args.role}", pending_size=64 * 1024 * 1024)
+    nc = await natsclient.connect(
+        args.nats_url,
+        name=f"ceiling-{args.role}",
+        pending_size=64 * 1024 * 1024,
+        inbox_prefix=tool_inbox(args.nats_url, "bench"),
+    )
     try:
         if args.role == "booking":
             await run_booking(nc, names, stop, args.batch_size)

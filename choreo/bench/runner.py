@@ -39,6 +39,7 @@ from choreo.bench.procstats import sample_all
 from choreo.bench.report import evaluate_targets
 from choreo.bench.stack import BenchStack, find_service_pids
 from choreo.local_stack import SERVICES
+from choreo.natsidentity import tool_inbox
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 
 #: Reports progress, one line at a time.
@@ -307,7 +308,7 @@ async def _replay(target: Target, stack: BenchStack, progress: Progress) -> dict
 
 
 async def _stream_messages(nats_url: str, streams: tuple[str, ...]) -> int:
-    nc = await natsclient.connect(nats_url, name="bench-replay")
+    nc = await natsclient.connect(nats_url, name="bench-replay", inbox_prefix=tool_inbox(nats_url, "bench"))
     try:
         js = nc.jetstream()
         total = 0

@@ -40,6 +40,7 @@ from choreo.bench.load import Trip
 from choreo.bench.stats import LatencySummary
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import H_CORRELATION, H_TIME, H_TYPE
+from choreo.natsidentity import tool_inbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 
@@ -85,7 +86,7 @@ async def read_facts(
         By correlation id, by ``ce-type``: the fact's times.
     """
     facts: dict[str, dict[str, Fact]] = {}
-    nc = await natsclient.connect(nats_url, name="bench-stages")
+    nc = await natsclient.connect(nats_url, name="bench-stages", inbox_prefix=tool_inbox(nats_url, "bench"))
     try:
         js = nc.jetstream()
         start = datetime.fromtimestamp(since, UTC)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -14,12 +16,16 @@ from pathlib import Path
 
 import grpc
 import httpx
+import jwt
 import nats
+import nats.errors
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from choreo.natsidentity import inbox_prefix
 from choreo.natsserver import NatsServer
 from choreo.ports import free_port
+from tests.cli.test_dlq import choreo_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -146,26 +152,85 @@ async def test_up_starts_everything_and_stops_on_sigint(start_up: type[Up], tmp_
     up = start_up()
     up.wait_for("Press Ctrl-C to stop.", timeout=90)
     nats_url = up.endpoint("NATS")
+    operator_url = up.endpoint("operator")
+    assert operator_url.startswith("nats://operator:") and operator_url.endswith(
+        nats_url.removeprefix("nats://")
+    )
     assert_ready(up)
-    nc = await nats.connect(nats_url)
+    # Replay tools read every stream with the operator URL.
+    nc = await nats.connect(operator_url, inbox_prefix=inbox_prefix("operator"))
     try:
         streams = {info.config.name for info in await nc.jetstream().streams_info()}
     finally:
         await nc.close()
     assert {"BOOKING", "PAYMENT", "DLQ"} <= streams
+    code, out = await choreo_cli("dlq", "--nats-url", operator_url, "list")
+    assert (code, out.strip()) == (0, "the DLQ is empty")
     data = tmp_path / "var"
     for name in SERVICES:
         assert (data / "logs" / f"{name}.log").stat().st_size > 0
     assert (data / "booking.db").exists() and (data / "nats" / "jetstream").is_dir()
+    assert re.search(r"auth\s+none: anyone reaching the gateway may act as any user", up.output)
     code = up.interrupt()
     assert_stopped_cleanly(up, code)
     assert re.search(r" nats\s+stopped", up.output)
 
 
-def test_a_killed_service_is_restarted(start_up: type[Up], nats_server: NatsServer) -> None:
+async def test_up_runs_nats_with_a_user_per_service(start_up: type[Up], tmp_path: Path) -> None:
+    """The attack: with no NATS auth, anyone reaching `choreo up`'s NATS could publish a
+    `payment.succeeded` and confirm a declined booking."""
+    up = start_up()
+    up.wait_for("Press Ctrl-C to stop.", timeout=90)
+    nats_url = up.endpoint("NATS")
+    secrets = tmp_path / "var" / "secrets"
+    with pytest.raises((nats.errors.Error, OSError)):
+        anonymous = await nats.connect(nats_url, allow_reconnect=False, max_reconnect_attempts=0)
+        await anonymous.close()
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    password = (secrets / "BOOKING_NATS_PASSWORD").read_text().strip()
+    booking = await nats.connect(
+        nats_url, user="booking", password=password, error_cb=on_error, inbox_prefix=inbox_prefix("booking")
+    )
+    try:
+        await booking.publish("payment.succeeded", b"forged")
+        await booking.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        await booking.close()
+    assert any("permissions violation" in e and "payment.succeeded" in e for e in errors), errors
+    # Each service runs as its user, with the password stored in the data directory (0600).
+    for name in SERVICES:
+        env = process_env(up.service_pids()[name])
+        prefix = name.upper()
+        stored = secrets / f"{prefix}_NATS_PASSWORD"
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+        assert env[f"{prefix}_NATS_USER"] == name
+        assert env[f"{prefix}_NATS_PASSWORD"] == stored.read_text().strip()
+    before = {p.name: p.read_text() for p in secrets.iterdir()}
+    assert_stopped_cleanly(up, up.interrupt())
+    # A second run reuses them.
+    again = start_up()
+    again.wait_for("Press Ctrl-C to stop.", timeout=90)
+    assert {p.name: p.read_text() for p in secrets.iterdir()} == before
+    assert_stopped_cleanly(again, again.interrupt())
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_a_killed_service_is_restarted(start_up: type[Up], nats_server: NatsServer, tmp_path: Path) -> None:
     up = start_up("--nats-url", nats_server.url)
     up.wait_for("Press Ctrl-C to stop.", timeout=90)
     assert f"using {nats_server.url}" in up.output
+    # Another server's users are not ours to make.
+    assert "operator" not in up.output and not (tmp_path / "var" / "secrets").exists()
+    assert "BOOKING_NATS_USER" not in process_env(up.service_pids()["booking"])
     first = up.service_pids()["payment"]
     mark = len(up.lines)
     os.kill(first, signal.SIGKILL)
@@ -178,8 +243,19 @@ def test_a_killed_service_is_restarted(start_up: type[Up], nats_server: NatsServ
     assert nats_server.running, "a server given by --nats-url is not ours to stop"
 
 
-def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up]) -> None:
-    up = start_up("--demo")
+@pytest.mark.parametrize("auth", [False, True], ids=["no-auth", "auth"])
+def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up], auth: bool, tmp_path: Path) -> None:
+    up = start_up("--demo", *(["--auth"] if auth else []))
+    if auth:
+        # The gateway verifies tokens signed with the stored dev secret; the printed ones are.
+        gateway = int(up.wait_for(r"gateway\s+started \(pid (\d+)\)", timeout=60).group(1))
+        secret = (tmp_path / "var" / "secrets" / "GATEWAY_JWT_HS256_SECRET").read_text().strip()
+        env = process_env(gateway)
+        assert (env["GATEWAY_AUTH"], env["GATEWAY_JWT_HS256_SECRET"]) == ("jwt", secret)
+        user = jwt.decode(up.wait_for(r"^  token\s+user\s+(\S+)").group(1), secret, algorithms=["HS256"])
+        admin = jwt.decode(up.wait_for(r"^  token\s+admin\s+(\S+)").group(1), secret, algorithms=["HS256"])
+        assert (user["sub"], admin["sub"], admin["scope"]) == ("dev-user", "dev-admin", "bookings:admin")
+        assert "scope" not in user
     code = up.process.wait(180)
     up._reader.join(5)
     out = up.output
@@ -206,6 +282,7 @@ def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up]) -> None:
     positions = [trace.index(t) for t in types]
     assert positions == sorted(positions), "the trace is in causal order"
     assert "Demo passed." in out
+    assert ("auth        jwt" in out) == auth and ("auth        none" in out) == (not auth)
     assert_stopped_cleanly(up, code)
 
 

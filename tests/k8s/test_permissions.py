@@ -18,8 +18,13 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pydantic import SecretStr
 
+from choreo import bus
 from choreo.bus import ensure_stream
+from choreo.natsidentity import inbox_prefix
+from choreo.settings import ServiceSettings
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
 from tests.k8s.manifests import Manifests
@@ -64,14 +69,19 @@ async def connect(dev_nats: tuple[ConfiguredNats, dict[str, str]]) -> AsyncItera
     node, passwords = dev_nats
     sessions: list[Session] = []
 
-    async def as_user(user: str) -> Session:
+    async def as_user(user: str, prefix: str | None = None) -> Session:
         session = Session(nc=NATS())
 
         async def on_error(exc: Exception) -> None:
             session.errors.append(str(exc))
 
         session.nc = await nats.connect(
-            node.url, user=user, password=passwords[user], error_cb=on_error, allow_reconnect=False
+            node.url,
+            user=user,
+            password=passwords[user],
+            error_cb=on_error,
+            allow_reconnect=False,
+            inbox_prefix=prefix or inbox_prefix(user),
         )
         sessions.append(session)
         return session
@@ -130,6 +140,85 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
     await gateway.nc.subscribe("booking.>")
     assert await payment.denied('"cmd.booking.create"')
     assert await gateway.denied('"booking.>"')
+
+
+#: Each consumer's DLQ subject (``dlq.<stream>.<consumer>``), by the user that consumes.
+DLQ_SUBJECTS = {
+    "booking": ["dlq.payment.booking"],
+    "payment": ["dlq.booking.payment"],
+    "gateway": ["dlq.booking.gateway-projection", "dlq.payment.gateway-projection"],
+}
+
+
+async def test_no_user_may_publish_into_another_consumers_dlq_subject(connect) -> None:  # type: ignore[no-untyped-def]
+    """A forged dead letter in another consumer's DLQ subject is refused: only a consumer's own
+    user may copy into ``dlq.<stream>.<consumer>``."""
+    for user, own in DLQ_SUBJECTS.items():
+        session: Session = await connect(user)
+        others = [s for u, subjects in DLQ_SUBJECTS.items() if u != user for s in subjects]
+        others += ["dlq.payment.nobody", "dlq.booking.nobody", "dlq.other.x"]
+        for subject in others:
+            await session.nc.publish(subject, b"forged")
+        await session.nc.flush()
+        for subject in others:
+            assert await session.denied(f'"{subject}"'), f"{user} may publish on {subject}"
+        refused_before = len(session.errors)
+        for subject in own:
+            await session.nc.publish(subject, b"{}")
+        await session.nc.flush()
+        await asyncio.sleep(0.2)
+        assert len(session.errors) == refused_before, f"{user} refused its own DLQ subject: {session.errors}"
+
+
+async def test_no_user_may_read_another_users_inbox(  # type: ignore[no-untyped-def]
+    connect, dev_nats: tuple[ConfiguredNats, dict[str, str]]
+) -> None:
+    """The gateway's replies (publish acks, pull deliveries: payment tokens) are out of the other
+    users' reach. Before per-user inboxes every user could subscribe to ``_INBOX.>`` and read them."""
+    node, passwords = dev_nats
+    spy: Session = await connect("payment")
+    seen: list[str] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    for subject in ("_INBOX.>", "_INBOX_gateway.>", ">"):
+        await spy.nc.subscribe(subject, cb=record)
+    await spy.nc.flush()
+    # The gateway connects as it does in production, and gets JetStream answers on its inbox.
+    settings = ServiceSettings(
+        service_name="gateway",
+        nats_url=node.url,
+        nats_user="gateway",
+        nats_password=SecretStr(passwords["gateway"]),
+    )
+    gateway = await bus.connect(settings, allow_reconnect=False)
+    try:
+        owner: Session = await connect("booking")
+        await ensure_stream(owner.nc.jetstream(), "BOOKING")
+        info = await gateway.jetstream(timeout=2).stream_info("BOOKING")
+        assert info.config.name == "BOOKING"
+    finally:
+        await gateway.close()
+    await asyncio.sleep(0.2)
+    assert seen == [], f"payment read the gateway's inbox: {seen}"
+    for subject in ("_INBOX.>", "_INBOX_gateway.>", ">"):
+        assert await spy.denied(f'"{subject}"'), f"payment may subscribe to {subject}"
+    # Every user may subscribe under its own prefix, and under nobody else's.
+    for user in ("booking", "payment", "gateway"):
+        session: Session = await connect(user)
+        await session.nc.subscribe(f"{inbox_prefix(user)}.>")
+        await session.nc.flush()
+        assert not await session.denied(f'"{inbox_prefix(user)}.>"', timeout=0.3), session.errors
+        for other in ("booking", "payment", "gateway", "operator"):
+            if other != user:
+                await session.nc.subscribe(f"{inbox_prefix(other)}.>")
+        await session.nc.subscribe("_INBOX.>")
+        await session.nc.flush()
+        for other in ("booking", "payment", "gateway", "operator"):
+            if other != user:
+                assert await session.denied(f'"{inbox_prefix(other)}.>"'), f"{user} reads {other}'s inbox"
+        assert await session.denied('"_INBOX.>"'), f"{user} may subscribe to _INBOX.>"
 
 
 async def test_each_user_may_provision_only_its_own_stream(connect) -> None:  # type: ignore[no-untyped-def]
@@ -198,11 +287,20 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
 
             users = user_passwords(dev, passwords)
             nc = await nats.connect(
-                node.url, user="booking", password=users["booking"], error_cb=on_error, allow_reconnect=False
+                node.url,
+                user="booking",
+                password=users["booking"],
+                error_cb=on_error,
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix("booking"),
             )
             # The payment user may read its own stream: the count must not move.
             owner = await nats.connect(
-                node.url, user="payment", password=users["payment"], allow_reconnect=False
+                node.url,
+                user="payment",
+                password=users["payment"],
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix("payment"),
             )
             try:
                 payment_js = owner.jetstream()
@@ -237,7 +335,13 @@ async def test_gateway_dead_letters_and_cleans_up_under_its_permissions(
             dev, "gateway", tmp_path / "gateway", secrets=passwords, replace={"GATEWAY_NATS_URL": node.url}
         )
         owners = {
-            stream: await nats.connect(node.url, user=user, password=users[user], allow_reconnect=False)
+            stream: await nats.connect(
+                node.url,
+                user=user,
+                password=users[user],
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix(user),
+            )
             for stream, user in (("BOOKING", "booking"), ("PAYMENT", "payment"))
         }
         try:
