@@ -49,7 +49,8 @@ def secrets_dir_from_env() -> Path | None:
 class ServiceSettings(BaseSettings):
     """Common configuration. Environment variables are ``<PREFIX>_<FIELD>``."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # A rejected value is never echoed: it may be a password or a key.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     service_name: str = "service"
     #: One or more NATS URLs, comma-separated (any node of a cluster will do).

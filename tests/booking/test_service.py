@@ -20,9 +20,10 @@ from choreo.db import create_tables, make_engine
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.sealing import TokenOpener, parse_private_keys
 from choreo.service import Service
 from choreo.subjects import CMD_CREATE_BOOKING
-from tests.support import eventually, publish, running, stream_count, stream_envelopes
+from tests.support import TOKEN_PRIVATE_KEY, eventually, publish, running, stream_count, stream_envelopes
 
 Reply = commands_pb2.CreateBookingReply
 
@@ -79,7 +80,10 @@ async def test_create_saves_pending_and_publishes_booking_created(
     assert fact.source == "booking"
     created = fact.decode(events_pb2.BookingCreated)
     assert created.booking_id == reply.booking.booking_id
-    assert (created.amount_cents, created.currency, created.payment_token) == (1200, "USD", "tok_visa")
+    assert (created.amount_cents, created.currency) == (1200, "USD")
+    # Sealed to payment's key (tests/booking/test_sealed_token.py): the plaintext field stays empty.
+    assert created.payment_token == ""
+    assert TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(created.sealed_payment_token) == "tok_visa"
 
 
 async def test_invalid_command_names_the_field_and_writes_nothing(
