@@ -175,3 +175,22 @@ def test_keys_command_prints_a_pair_that_works() -> None:
         check=True,
     ).stdout
     assert derived.strip() == f"BOOKING_PAYMENT_TOKEN_PUBLIC_KEY={public}"
+
+
+def test_choreo_up_makes_a_key_pair_in_its_data_dir_and_reuses_it(tmp_path: Path) -> None:
+    from choreo.local_stack import Ports, service_environments
+    from choreo.sealing import TokenOpener, parse_private_keys
+
+    ports = Ports(grpc=1, http=2, booking_health=3, payment_health=4)
+    first = service_environments({}, "nats://127.0.0.1:1", ports, tmp_path, None)
+    again = service_environments({}, "nats://127.0.0.1:1", ports, tmp_path, None)
+    private = first["payment"]["PAYMENT_TOKEN_PRIVATE_KEY"]
+    public = first["booking"]["BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"]
+    assert (private, public) == (
+        again["payment"]["PAYMENT_TOKEN_PRIVATE_KEY"],
+        again["booking"]["BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"],
+    )
+    assert "PAYMENT_TOKEN_PRIVATE_KEY" not in first["booking"]  # booking never gets the private key
+    assert (tmp_path / "payment-token.key").stat().st_mode & 0o777 == 0o600
+    sealed = TokenSealer(parse_public_key(public)).seal("tok_visa")
+    assert TokenOpener(parse_private_keys(private)).open(sealed) == "tok_visa"
