@@ -15,8 +15,11 @@ from choreo.subjects import BOOKING_STREAM, CMD_CREATE_BOOKING, PAYMENT_STREAM
 
 async def build(settings: BookingSettings) -> Service:
     """Assembles the booking service: command server, payment consumer, outbox relay."""
+    sealer = settings.token_sealer()  # refuses to start without the key, before touching anything
     rt = await open_runtime(settings, own_stream=BOOKING_STREAM, migrations=MIGRATIONS, recovery=RECOVERY)
-    creator = CreateBookingHandler(rt.engine, settings.service_name, rt.relay.notify, rt.stages)
+    creator = CreateBookingHandler(
+        rt.engine, settings.service_name, rt.relay.notify, rt.stages, sealer=sealer
+    )
     commands = CommandServer(
         rt.nc, CMD_CREATE_BOOKING, queue="booking", handler=creator, max_batch=settings.command_batch_size
     )

@@ -3,7 +3,9 @@
 Commands arrive in batches (``choreo.commands.CommandServer``); a batch is one
 transaction, so under load one commit serves hundreds of bookings. The booking
 row and its ``BookingCreated`` fact (in the outbox) commit together: the fact is
-published if and only if the booking exists.
+published if and only if the booking exists. The payment token is sealed to the
+payment service's key before the fact is built (``choreo.sealing``): neither the
+fact nor booking's database (the outbox row, the bookings table) holds it in the clear.
 
 A command past its deadline (its requester gave up) is never committed: the
 deadlines are checked as the last step of the transaction, right before the
@@ -25,7 +27,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from booking.domain import BookingStatus, request_fingerprint
+from booking.domain import BookingStatus, request_fingerprint, same_request
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
@@ -35,6 +37,7 @@ from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
 from choreo.errors import Failure, classify
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
+from choreo.sealing import TokenSealer
 from choreo.subjects import BOOKING_CREATED
 from choreo.validation import validate_booking_request
 
@@ -57,9 +60,17 @@ class CreateRequest:
     def key(self) -> tuple[str, str] | None:
         return (self.command.user_id, self.command.idempotency_key) if self.command.idempotency_key else None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, booking_id: str) -> str:
+        """The request's fingerprint, salted with the id of the booking it creates."""
         c = self.command
-        return request_fingerprint(c.amount_cents, c.currency, c.payment_token)
+        return request_fingerprint(c.amount_cents, c.currency, c.payment_token, salt=booking_id)
+
+    def is_request_of(self, row: Any) -> bool:
+        """Whether a stored booking was made by this same request (a retry)."""
+        c = self.command
+        return same_request(
+            row["request_hash"], row["booking_id"], c.amount_cents, c.currency, c.payment_token
+        )
 
 
 def error_reply(code: commands_pb2.CommandErrorCode.ValueType, message: str, field: str = "") -> Reply:
@@ -104,9 +115,11 @@ def record_from_row(row: Any) -> commands_pb2.BookingRecord:
 
 
 async def create_bookings(
-    conn: AsyncConnection, requests: Sequence[CreateRequest], source: str
+    conn: AsyncConnection, requests: Sequence[CreateRequest], source: str, sealer: TokenSealer
 ) -> list[Reply]:
     """Saves the new bookings of a batch and their ``BookingCreated`` facts, in the caller's transaction.
+
+    Each fact carries the payment token sealed by ``sealer``, never the token itself.
 
     A request whose idempotency key was already used by the same user replays
     the stored booking (or is refused if its parameters differ).
@@ -122,8 +135,9 @@ async def create_bookings(
             continue
         c = req.command
         now = now_us()
+        booking_id = new_id()
         row: dict[str, Any] = {
-            "booking_id": new_id(),
+            "booking_id": booking_id,
             "user_id": c.user_id,
             "amount_cents": c.amount_cents,
             "currency": c.currency,
@@ -132,7 +146,7 @@ async def create_bookings(
             "payment_id": "",
             "cancellation_reason": "",
             "idempotency_key": c.idempotency_key or None,
-            "request_hash": req.fingerprint(),
+            "request_hash": req.fingerprint(booking_id),
             "created_at_us": now,
             "updated_at_us": now,
         }
@@ -144,9 +158,10 @@ async def create_bookings(
             user_id=c.user_id,
             amount_cents=c.amount_cents,
             currency=c.currency,
-            payment_token=c.payment_token,
+            sealed_payment_token=sealer.seal(c.payment_token),
             created_at=to_timestamp(now),
             idempotency_key=c.idempotency_key,
+            request_fingerprint=row["request_hash"],
         )
         facts.append(
             Envelope.wrap(
@@ -165,7 +180,7 @@ async def create_bookings(
 
 
 def _replay(row: Any, req: CreateRequest) -> Reply:
-    if row["request_hash"] != req.fingerprint():
+    if not req.is_request_of(row):
         return error_reply(
             commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT,
             "idempotency_key was already used with different parameters",
@@ -215,6 +230,7 @@ class CreateBookingHandler:
     Args:
         engine: The booking database.
         source: ``ce-source`` of the facts (the service name).
+        sealer: Seals each payment token to the payment service's key.
         on_commit: Called after a commit that queued facts (wakes the outbox relay).
         stages: Where to add each batch's ``command_transaction`` (``choreo.metrics``).
     """
@@ -225,9 +241,12 @@ class CreateBookingHandler:
         source: str,
         on_commit: Callable[[], None],
         stages: Stages | None = None,
+        *,
+        sealer: TokenSealer,
     ) -> None:
         self._engine = engine
         self._source = source
+        self._sealer = sealer
         self._on_commit = on_commit
         self._stages = stages or Stages(source)
 
@@ -252,7 +271,9 @@ class CreateBookingHandler:
             try:
                 with self._stages.timed("command_transaction"):
                     async with self._engine.begin() as conn:
-                        results = await create_bookings(conn, list(accepted.values()), self._source)
+                        results = await create_bookings(
+                            conn, list(accepted.values()), self._source, self._sealer
+                        )
                         _check_deadlines(accepted.values())
             except _DeadlinePassed:
                 continue
@@ -269,7 +290,7 @@ class CreateBookingHandler:
     async def _create_one(self, req: CreateRequest) -> Reply | None:
         try:
             async with self._engine.begin() as conn:
-                reply = (await create_bookings(conn, [req], self._source))[0]
+                reply = (await create_bookings(conn, [req], self._source, self._sealer))[0]
                 _check_deadlines([req])
                 return reply
         except _DeadlinePassed:

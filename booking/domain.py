@@ -40,6 +40,23 @@ def on_payment(current: BookingStatus, succeeded: bool) -> BookingStatus | None:
     return BookingStatus.CONFIRMED if succeeded else BookingStatus.CANCELLED
 
 
-def request_fingerprint(amount_cents: int, currency: str, payment_token: str) -> str:
-    """What a create request asks for; a key reused with another fingerprint is refused."""
-    return hashlib.sha256(f"{amount_cents}|{currency}|{payment_token}".encode()).hexdigest()[:32]
+def request_fingerprint(amount_cents: int, currency: str, payment_token: str, salt: str = "") -> str:
+    """What a create request asks for; a key reused with another fingerprint is refused.
+
+    It travels in ``BookingCreated`` (so a rebuild by replay restores it without the
+    token, which only payment can read), salted with the booking id so that a
+    reader of the fact cannot test guesses of a token against a table made once.
+    Bookings made before the salt have an unsalted fingerprint (``salt=""``).
+    """
+    text = f"{amount_cents}|{currency}|{payment_token}"
+    if salt:
+        text = f"{salt}|{text}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def same_request(stored: str, booking_id: str, amount_cents: int, currency: str, payment_token: str) -> bool:
+    """Whether a stored fingerprint (salted, or unsalted from an older release) is this request's."""
+    return stored in (
+        request_fingerprint(amount_cents, currency, payment_token, salt=booking_id),
+        request_fingerprint(amount_cents, currency, payment_token),
+    )

@@ -1,4 +1,16 @@
-"""Reactions of the booking service to payment facts."""
+"""Reactions of the booking service to payment facts.
+
+A payment fact settles a booking only if it agrees with it (``booking.payment_checks``):
+published by payment, for an existing booking of the same workflow, with the
+booked amount and currency. The common case costs one statement: the agreement
+is part of the guarded UPDATE, and only an UPDATE that moved nothing looks the
+booking up to say why (a repeat, a mismatch or a contradiction). A mismatch or a
+contradiction of a terminal state is dead-lettered at once (``PermanentError``),
+never applied: in particular a ``PaymentSucceeded`` for a CANCELLED booking (or a
+``PaymentFailed`` for a CONFIRMED one) leaves the booking as it is and waits in
+the DLQ for an operator, since money may have been taken for a booking the
+customer was told had failed.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +19,15 @@ import logging
 from sqlalchemy import bindparam, select, update
 
 from booking.domain import BookingStatus, on_payment
+from booking.payment_checks import PaymentOutcome, UnknownBookingError, check_against, check_source
 from booking.tables import bookings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
 from choreo.db import now_us
-from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.payment.v1 import events_pb2 as payment_events
+
+__all__ = ["DURABLE", "ROUTES", "SETTLE", "UnknownBookingError"]
 
 log = logging.getLogger(__name__)
 
@@ -33,57 +47,69 @@ SETTLE = (
         updated_at_us=bindparam("b_now"),
     )
 )
-_STATUS_OF = select(bookings.c.status).where(bookings.c.booking_id == bindparam("b_id"))
-
-
-class UnknownBookingError(PermanentError, LookupError):
-    """A payment fact names a booking this service never created: no retry can change that."""
+#: ``SETTLE`` for a payment fact that agrees with the booking (``booking.payment_checks``).
+_SETTLE_MATCHING = SETTLE.where(
+    bookings.c.amount_cents == bindparam("b_amount"),
+    bookings.c.currency == bindparam("b_currency"),
+    bookings.c.correlation_id == bindparam("b_correlation"),
+)
+_BOOKING = select(
+    bookings.c.status,
+    bookings.c.amount_cents,
+    bookings.c.currency,
+    bookings.c.correlation_id,
+    bookings.c.payment_id,
+).where(bookings.c.booking_id == bindparam("b_id"))
 
 
 async def on_payment_succeeded(event: payment_events.PaymentSucceeded, ctx: HandlerContext) -> None:
-    """CONFIRMED, and ``BookingConfirmed``."""
-    await _settle(ctx, event.booking_id, succeeded=True, payment_id=event.payment_id, reason="")
+    """CONFIRMED, and ``BookingConfirmed``; a fact that disagrees with the booking goes to the DLQ."""
+    await _settle(ctx, PaymentOutcome(event, ctx.envelope), reason="")
 
 
 async def on_payment_failed(event: payment_events.PaymentFailed, ctx: HandlerContext) -> None:
-    """CANCELLED with the reason, and the compensating ``BookingCancelled``."""
-    await _settle(ctx, event.booking_id, succeeded=False, payment_id=event.payment_id, reason=event.reason)
+    """CANCELLED with the reason, and the compensating ``BookingCancelled``; a mismatch goes to the DLQ."""
+    await _settle(ctx, PaymentOutcome(event, ctx.envelope), reason=event.reason)
 
 
-async def _settle(
-    ctx: HandlerContext, booking_id: str, *, succeeded: bool, payment_id: str, reason: str
-) -> None:
-    # Only a PENDING booking moves (booking.domain.on_payment); the guard is in the UPDATE itself,
-    # so the common case costs one statement.
-    status = on_payment(BookingStatus.PENDING, succeeded)
+async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) -> None:
+    check_source(outcome)
+    fact = outcome.fact
+    booking_id = fact.booking_id
+    # Only a PENDING booking moves (booking.domain.on_payment); the guard is in the UPDATE itself.
+    status = on_payment(BookingStatus.PENDING, outcome.succeeded)
     assert status is not None
     now = now_us()
     moved = await ctx.conn.execute(
-        SETTLE,
+        _SETTLE_MATCHING,
         {
             "b_id": booking_id,
             "b_status": status.value,
-            "b_payment_id": payment_id,
+            "b_payment_id": fact.payment_id,
             "b_reason": reason,
             "b_now": now,
+            "b_amount": fact.amount_cents,
+            "b_currency": fact.currency,
+            "b_correlation": ctx.envelope.correlation_id,
         },
     )
     if moved.rowcount == 0:
-        current = (await ctx.conn.execute(_STATUS_OF, {"b_id": booking_id})).scalar_one_or_none()
-        if current is None:
-            raise UnknownBookingError(f"no booking {booking_id!r}")
-        log.info("booking %s is already %s; payment outcome ignored", booking_id, current)
+        booking = (await ctx.conn.execute(_BOOKING, {"b_id": booking_id})).mappings().one_or_none()
+        check_against(outcome, booking)  # raises unless the fact merely repeats the outcome
         return
     if status is BookingStatus.CONFIRMED:
         ctx.emit(
             booking_events.BookingConfirmed(
-                booking_id=booking_id, payment_id=payment_id, confirmed_at=to_timestamp(now)
+                booking_id=booking_id, payment_id=fact.payment_id, confirmed_at=to_timestamp(now)
             )
         )
     else:
         ctx.emit(
             booking_events.BookingCancelled(
-                booking_id=booking_id, reason=reason, cancelled_at=to_timestamp(now), payment_id=payment_id
+                booking_id=booking_id,
+                reason=reason,
+                cancelled_at=to_timestamp(now),
+                payment_id=fact.payment_id,
             )
         )
     log.debug("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})

@@ -1,7 +1,8 @@
 """How the booking service rebuilds its database from its own stream (``choreo.recovery``).
 
-``BookingCreated`` gives back the PENDING booking with its idempotency key, so a
-client's retry after the rebuild still gets the same booking; ``BookingConfirmed``
+``BookingCreated`` gives back the PENDING booking with its idempotency key and
+request fingerprint (the token itself is sealed to payment's key: booking never
+reads it back), so a client's retry after the rebuild still gets the same booking; ``BookingConfirmed``
 and ``BookingCancelled`` give back the outcome, and the payment fact they reacted
 to goes back into the inbox of the payment consumer.
 """
@@ -38,7 +39,9 @@ async def created(event: booking_events.BookingCreated, ctx: RestoreContext) -> 
             "payment_id": "",
             "cancellation_reason": "",
             "idempotency_key": event.idempotency_key or None,
-            "request_hash": request_fingerprint(event.amount_cents, event.currency, event.payment_token),
+            "request_hash": event.request_fingerprint
+            # A fact from before tokens were sealed carries the plaintext token instead.
+            or request_fingerprint(event.amount_cents, event.currency, event.payment_token),
             "created_at_us": at,
             "updated_at_us": at,
         },

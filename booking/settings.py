@@ -1,8 +1,13 @@
 """Configuration of the booking service (environment variables ``BOOKING_*``)."""
 
-from pydantic_settings import SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict, SettingsError
 
+from choreo.sealing import TokenSealer, parse_public_key
 from choreo.settings import ServiceSettings
+
+#: The variable of the key payment tokens are sealed to; the service refuses to start without it.
+PUBLIC_KEY_ENV = "BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"
 
 
 class BookingSettings(ServiceSettings):
@@ -15,3 +20,24 @@ class BookingSettings(ServiceSettings):
     health_port: int = 8081
     #: Most create commands committed in one transaction.
     command_batch_size: int = 256
+    #: The payment service's X25519 public key (base64, from ``python -m payment.keys``):
+    #: payment tokens are sealed to it before they leave this service (``choreo.sealing``).
+    #: No default: the service refuses to start without it (migrations and recovery do not need it).
+    payment_token_public_key: str | None = None
+
+    @field_validator("payment_token_public_key")
+    @classmethod
+    def _check_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_public_key(value)
+        return value.strip()
+
+    def token_sealer(self) -> TokenSealer:
+        """What seals payment tokens; ``SettingsError`` naming the variable when the key is unset."""
+        if not self.payment_token_public_key:
+            raise SettingsError(
+                f"{PUBLIC_KEY_ENV} is not set: booking seals payment tokens to the payment service's "
+                "public key (make a key pair with `python -m payment.keys`)"
+            )
+        return TokenSealer(parse_public_key(self.payment_token_public_key))

@@ -2,13 +2,16 @@
 
 Each service provisions what it owns at start-up: its own stream, the DLQ
 stream, and its durable consumers. Provisioning is "create or update", so it is
-safe to run on every start and on every replica.
+safe to run on every start and on every replica. Every stream has limits
+(``StreamLimits``: bytes, message size, age) and refuses publishes when full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -20,8 +23,8 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceU
 
 from choreo import natsclient
 from choreo.natsidentity import connection_owner, inbox_prefix
-from choreo.settings import ServiceSettings
-from choreo.subjects import STREAM_SUBJECTS
+from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE, MIB, ServiceSettings
+from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +90,49 @@ async def flush_subscriptions(nc: NATS) -> None:
     await nc.flush()
 
 
-def stream_config(name: str, replicas: int = 1) -> StreamConfig:
-    """The configuration of one of choreo's streams (file storage, de-duplication)."""
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """How much a stream may hold (``choreo.settings``: ``<PREFIX>_STREAM_MAX_*``).
+
+    Attributes:
+        max_bytes: Most bytes stored; when reached, publishes are refused (``discard=new``).
+        max_msg_size: Largest message accepted.
+        max_age_seconds: Age after which a message is deleted; 0 keeps it forever.
+    """
+
+    max_bytes: int = DEFAULT_STREAM_MAX_BYTES
+    max_msg_size: int = DEFAULT_STREAM_MAX_MSG_SIZE
+    max_age_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> StreamLimits:
+        return cls(settings.stream_max_bytes, settings.stream_max_msg_size, settings.stream_max_age_seconds)
+
+
+#: The DLQ's limits. Every service provisions the DLQ, so its limits are constants of the release,
+#: not settings: services configured differently would otherwise rewrite it at each start. Its
+#: messages are copies of facts plus a few headers, hence the larger ``max_msg_size`` (a copy of
+#: any fact a stream accepted fits; the server's ``max_payload`` bounds both anyway).
+DLQ_LIMITS = StreamLimits(max_bytes=256 * MIB, max_msg_size=8 * MIB, max_age_seconds=0.0)
+
+
+def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
+    """The configuration of one of choreo's streams (file storage, de-duplication, limits).
+
+    A full stream refuses new messages (``discard=new``) rather than dropping its oldest:
+    the history is what a rebuild by replay reads, and the outboxes keep what was refused.
+    The DLQ always gets ``DLQ_LIMITS``, whatever ``limits`` says.
+    """
+    chosen = DLQ_LIMITS if name == DLQ_STREAM else (limits or StreamLimits())
     return StreamConfig(
         name=name,
         subjects=STREAM_SUBJECTS[name],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
+        discard=DiscardPolicy.NEW,
+        max_bytes=chosen.max_bytes,
+        max_msg_size=chosen.max_msg_size,
+        max_age=chosen.max_age_seconds,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         # Lets readers fetch a message by subject without a consumer.
@@ -102,7 +140,9 @@ def stream_config(name: str, replicas: int = 1) -> StreamConfig:
     )
 
 
-async def provision_stream(js: JetStreamContext, name: str, replicas: int = 1) -> None:
+async def provision_stream(
+    js: JetStreamContext, name: str, replicas: int = 1, limits: StreamLimits | None = None
+) -> None:
     """``ensure_stream``, retried until JetStream answers.
 
     A cluster that is still forming (no meta leader yet) or a node that is
@@ -113,7 +153,7 @@ async def provision_stream(js: JetStreamContext, name: str, replicas: int = 1) -
     delay = 0.2
     while True:
         try:
-            await ensure_stream(js, name, replicas)
+            await ensure_stream(js, name, replicas, limits)
             return
         except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError) as exc:
             log.warning("JetStream not ready to provision %s (%r); retrying in %.1fs", name, exc, delay)
@@ -121,9 +161,16 @@ async def provision_stream(js: JetStreamContext, name: str, replicas: int = 1) -
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, name: str, replicas: int = 1) -> None:
-    """Creates the stream, or updates it to the wanted configuration."""
-    config = stream_config(name, replicas)
+async def ensure_stream(
+    js: JetStreamContext, name: str, replicas: int = 1, limits: StreamLimits | None = None
+) -> None:
+    """Creates the stream, or updates it to the wanted configuration (subjects, replicas, limits).
+
+    A ``max_bytes`` below what the stream already holds is not applied: JetStream would
+    delete the oldest facts to fit, and a rebuild by replay needs them. The stream keeps
+    its larger limit and an error says so.
+    """
+    config = stream_config(name, replicas, limits)
     try:
         info = await js.stream_info(name)
     except NotFoundError:
@@ -135,6 +182,29 @@ async def ensure_stream(js: JetStreamContext, name: str, replicas: int = 1) -> N
             # Another replica created it between our lookup and our create.
             info = await js.stream_info(name)
     current = info.config
-    if current.subjects != config.subjects or current.num_replicas != config.num_replicas:
+    held = info.state.bytes
+    if config.max_bytes is not None and 0 < config.max_bytes < held:
+        log.error(
+            "stream %s holds %d bytes, more than the wanted max_bytes %d: keeping its limit of %s "
+            "(a lower one would delete its oldest facts); raise the setting, or remove facts by hand",
+            name,
+            held,
+            config.max_bytes,
+            current.max_bytes,
+            extra={"stream": name},
+        )
+        config = dataclasses.replace(config, max_bytes=current.max_bytes)
+    if _differs(current, config):
         await js.update_stream(config)
         log.info("updated stream %s", name, extra={"stream": name})
+
+
+def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        current.subjects != wanted.subjects
+        or current.num_replicas != wanted.num_replicas
+        or current.discard != wanted.discard
+        or current.max_bytes != wanted.max_bytes
+        or current.max_msg_size != wanted.max_msg_size
+        or (current.max_age or 0.0) != (wanted.max_age or 0.0)
+    )

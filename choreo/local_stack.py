@@ -35,6 +35,7 @@ from choreo.dirlock import DirectoryInUseError, DirectoryLock
 from choreo.logtail import LogTail
 from choreo.natsserver import NatsServerError
 from choreo.ports import PortUnavailableError, resolve_port
+from choreo.sealing import load_or_create_keypair
 from choreo.supervisor import ProcessSpec, RestartPolicy, Supervisor, describe_exit
 from choreo.upaccess import open_access
 
@@ -121,6 +122,10 @@ def service_environments(
     # Anyone reaching the gateway may act as any user, unless `choreo up --auth`.
     defaults["gateway"]["AUTH"] = "none"
     defaults["payment"]["PROVIDER_LEDGER_URL"] = f"sqlite+aiosqlite:///{data_dir / 'psp-ledger.db'}"
+    # Payment tokens are sealed to payment's key (choreo.sealing): one pair per data directory.
+    private_key, public_key = load_or_create_keypair(data_dir / "payment-token.key")
+    defaults["payment"]["TOKEN_PRIVATE_KEY"] = private_key
+    defaults["booking"]["PAYMENT_TOKEN_PUBLIC_KEY"] = public_key
     forced: dict[str, dict[str, str]] = {name: {"NATS_URL": nats_url} for name in SERVICES}
     forced["booking"]["HEALTH_PORT"] = str(ports.booking_health)
     forced["payment"]["HEALTH_PORT"] = str(ports.payment_health)

@@ -23,7 +23,11 @@ Stages (all in seconds):
 
 Gauges (``set_gauge``) are served next to it as ``choreo_<name>{service=...}``,
 e.g. ``choreo_outbox_parked_rows``: outbox rows parked as unpublishable
-(``choreo.outbox``; alert when it is above zero).
+(``choreo.outbox``; alert when it is above zero), and
+``choreo_outbox_oldest_unpublished_seconds``: age of the oldest fact waiting to
+be published. Counters (``count``) carry labels of their own, e.g.
+``choreo_outbox_publish_refused_total{service=...,stream=...}``: facts a full
+stream refused (kept by the outbox, retried). Alert rules: docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -48,10 +52,27 @@ class Stages:
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._gauges: dict[str, tuple[float, str]] = {}
+        self._counters: dict[str, tuple[dict[tuple[tuple[str, str], ...], float], str]] = {}
 
     def set_gauge(self, name: str, value: float, help_text: str) -> None:
         """Sets the gauge ``choreo_<name>`` (served by ``render``)."""
         self._gauges[name] = (value, help_text)
+
+    def count(self, name: str, help_text: str, amount: float = 1, **labels: str) -> None:
+        """Adds ``amount`` to the counter ``choreo_<name>`` with these labels (served by ``render``)."""
+        series, _ = self._counters.setdefault(name, ({}, help_text))
+        key = tuple(sorted(labels.items()))
+        series[key] = series.get(key, 0.0) + amount
+
+    def counter(self, name: str, **labels: str) -> float:
+        """The counter's value for these labels (0 before its first ``count``)."""
+        series, _ = self._counters.get(name, ({}, ""))
+        return series.get(tuple(sorted(labels.items())), 0.0)
+
+    def gauge(self, name: str) -> float | None:
+        """The gauge's last value, or None before it was first set."""
+        value = self._gauges.get(name)
+        return None if value is None else value[0]
 
     def observe(self, stage: str, seconds: float, count: int = 1) -> None:
         """Adds ``seconds`` spent in ``stage`` over ``count`` occurrences."""
@@ -85,6 +106,12 @@ class Stages:
             lines.append(f"# HELP choreo_{name} {help_text}")
             lines.append(f"# TYPE choreo_{name} gauge")
             lines.append(f'choreo_{name}{{service="{self._service}"}} {value:g}')
+        for name, (series, help_text) in sorted(self._counters.items()):
+            lines.append(f"# HELP choreo_{name} {help_text}")
+            lines.append(f"# TYPE choreo_{name} counter")
+            for key, total in sorted(series.items()):
+                labels = ",".join(f'{k}="{v}"' for k, v in (("service", self._service), *key))
+                lines.append(f"choreo_{name}{{{labels}}} {total:g}")
         return "\n".join(lines) + "\n"
 
 

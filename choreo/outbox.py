@@ -14,6 +14,13 @@ delete), and then settles each row on its own outcome:
   ``choreo_outbox_parked_rows``; ``choreo outbox`` lists, re-queues or discards it;
 - "no stream" (the stream was deleted or JetStream lost its data): the relay
   re-provisions its stream through ``provision`` and publishes the row again;
+- refused because the stream is full (its ``max_bytes``, see ``choreo.bus``, or
+  the server's storage): kept and retried with backoff like a transient failure,
+  never dropped; the relay raises an alert: one ERROR line per episode naming the
+  stream, ``choreo_outbox_publish_refused_total{stream=...}`` counts the refusals
+  and ``choreo_outbox_oldest_unpublished_seconds`` shows how long facts have
+  waited (alert rules: docs/alerts.md). Once the limit is raised (or space freed)
+  the facts are published, each workflow's in order;
 - anything else (a timeout, a lost connection): the row is retried with backoff.
 
 A parked or retried row holds back only the later facts of its own workflow
@@ -45,11 +52,13 @@ from choreo.outbox_store import (
     add_to_outbox,
     anything_to_claim,
     claim,
+    oldest_unpublished_us,
     outbox_table,
     parked_count,
     release_all_claims,
     settle,
 )
+from choreo.subjects import stream_of
 
 __all__ = ["OutboxRelay", "OutboxRow", "add_to_outbox", "outbox_table"]
 
@@ -59,8 +68,13 @@ log = logging.getLogger(__name__)
 _UNSENDABLE = (MaxPayloadError, BadSubjectError, BadHeaderError)
 #: JetStream's refusals that no retry can change: 10054 "message size exceeds maximum allowed".
 _PERMANENT_API_CODES = frozenset({10054})
+#: JetStream's refusals of a stream (or server) with no room: 10077 "maximum bytes exceeded" (or
+#: messages) of a ``discard=new`` stream, 10047 / 10023 insufficient storage resources.
+_FULL_API_CODES = frozenset({10077, 10047, 10023})
 
 PARKED_GAUGE = "outbox_parked_rows"
+OLDEST_GAUGE = "outbox_oldest_unpublished_seconds"
+REFUSED_COUNTER = "outbox_publish_refused_total"
 
 
 @dataclass
@@ -75,6 +89,8 @@ class _Round:
     error: BaseException | None = None
     #: Rows wait for a stream nobody re-provisions (no backoff: other facts go on).
     unresolved: str | None = None
+    #: Stream -> (rows it refused for want of room, JetStream's reason).
+    full: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class OutboxRelay:
@@ -129,6 +145,8 @@ class OutboxRelay:
         self.parked_rows = 0
         #: Called with (event_id, created_at_us) after JetStream acknowledged it.
         self.on_published: list[Any] = []
+        #: Streams refusing facts for want of room, with the reason (an episode is alerted once).
+        self.full_streams: dict[str, str] = {}
         #: Outcomes of a round whose settling transaction failed (the database blinked): settled
         #: first next round, so this relay's own claims never wait for their lease to expire.
         self._unsettled: list[dict[str, Any]] = []
@@ -168,8 +186,12 @@ class OutboxRelay:
                 while await self.publish_pending() or self._again:
                     self._again = False
                 failures = 0
+                if polled or self._oldest_seen:
+                    await self.measure_oldest()
             except Exception as exc:  # NATS or database down: keep the rows, retry later
                 failures += 1
+                with contextlib.suppress(Exception):
+                    await self.measure_oldest()
                 delay = min(self._poll_interval * 2**failures, 10.0)
                 self.problem = self.problem or f"outbox publish failing: {exc!r}"
                 log.warning("outbox publish failed, retrying in %.1fs: %r", delay, exc)
@@ -188,6 +210,20 @@ class OutboxRelay:
         if self._stages is not None:
             self._stages.set_gauge(PARKED_GAUGE, self.parked_rows, "Outbox rows parked as unpublishable.")
         return self.parked_rows
+
+    @property
+    def _oldest_seen(self) -> bool:
+        return bool(self._stages is not None and self._stages.gauge(OLDEST_GAUGE))
+
+    async def measure_oldest(self) -> float:
+        """Sets the gauge of the oldest unpublished fact's age (0 when nothing waits); returns it."""
+        async with read_only(self._engine) as conn:
+            oldest = await oldest_unpublished_us(conn)
+            await conn.rollback()
+        age = 0.0 if oldest is None else max(0.0, (now_us() - oldest) / 1e6)
+        if self._stages is not None:
+            self._stages.set_gauge(OLDEST_GAUGE, age, "Age of the oldest outbox fact not yet published.")
+        return age
 
     async def publish_pending(self) -> int:
         """Claims and publishes one batch; returns how many rows were published.
@@ -223,6 +259,7 @@ class OutboxRelay:
             self._unsettled.append(settling)
             raise
         self._report(rows, outcome)
+        self._alert_full(outcome)
         if outcome.parked:
             await self.count_parked()
         if outcome.error is not None:
@@ -269,6 +306,12 @@ class OutboxRelay:
             outcome.no_stream.append(row)
         elif isinstance(exc, APIError) and exc.err_code in _PERMANENT_API_CODES:
             outcome.parked[row.id] = f"refused by JetStream: {exc}"
+        elif isinstance(exc, APIError) and exc.err_code in _FULL_API_CODES:
+            stream = stream_of(row.subject)
+            refused, _ = outcome.full.get(stream, (0, ""))
+            outcome.full[stream] = (refused + 1, exc.description or repr(exc))
+            outcome.retry.append(row)
+            outcome.error = outcome.error or exc
         else:
             outcome.retry.append(row)
             outcome.error = outcome.error or exc
@@ -300,6 +343,31 @@ class OutboxRelay:
         self._provisioned_for.update(r.id for r in retry)
         self._again = True  # publish them again at once
         return retry
+
+    def _alert_full(self, outcome: _Round) -> None:
+        """Counts refusals by full streams; logs an episode's start (ERROR) and end once each."""
+        for stream, (refused, reason) in outcome.full.items():
+            if self._stages is not None:
+                self._stages.count(
+                    REFUSED_COUNTER,
+                    "Facts a full stream refused (kept in the outbox).",
+                    refused,
+                    stream=stream,
+                )
+            if stream not in self.full_streams:
+                self.full_streams[stream] = reason
+                log.error(
+                    "stream %s is full (%s): it refuses new facts; the outbox keeps them and retries. "
+                    "Raise its <PREFIX>_STREAM_MAX_BYTES (or free JetStream storage) and they are published",
+                    stream,
+                    reason,
+                    extra={"stream": stream},
+                )
+        for stream in {stream_of(r.subject) for r in outcome.published} - set(outcome.full):
+            if self.full_streams.pop(stream, None) is not None:
+                log.warning(
+                    "stream %s accepts facts again; the outbox catches up", stream, extra={"stream": stream}
+                )
 
     def _report(self, rows: list[Pending], outcome: _Round) -> None:
         for row_id in outcome.parked:

@@ -106,6 +106,8 @@ _PARK = (
 )
 _RELEASE_ALL = update(_t).where(_t.c.claimed_until_us.is_not(None)).values(claimed_until_us=None)
 _PARKED_COUNT = select(func.count()).select_from(_t).where(_t.c.parked_at_us.is_not(None))
+#: The first publishable row (ids follow insertion), by the primary key's index: no scan.
+_OLDEST = select(_t.c.created_at_us).where(_t.c.parked_at_us.is_(None)).order_by(_t.c.id).limit(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,12 @@ async def settle(
 
 async def parked_count(conn: AsyncConnection) -> int:
     return int((await conn.execute(_PARKED_COUNT)).scalar_one())
+
+
+async def oldest_unpublished_us(conn: AsyncConnection) -> int | None:
+    """When the oldest fact still waiting to be published (parked rows aside) was written, or None."""
+    value = (await conn.execute(_OLDEST)).scalar_one_or_none()
+    return None if value is None else int(value)
 
 
 async def parked_rows(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import connect, ensure_stream, provision_stream
+from choreo.bus import StreamLimits, connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import make_engine
 from choreo.handler import Route
@@ -139,7 +139,7 @@ async def open_runtime(
     try:
         starting.step = "provisioning streams"
         if own_stream is not None:
-            await provision_stream(js, own_stream, settings.stream_replicas)
+            await provision_stream(js, own_stream, settings.stream_replicas, StreamLimits.of(settings))
         await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
         if recovery is not None:
             starting.step = f"checking whether to rebuild from {recovery.stream}"
@@ -158,7 +158,7 @@ async def open_runtime(
         stream = own_stream
 
         async def provision() -> None:
-            await ensure_stream(js, stream, settings.stream_replicas)
+            await ensure_stream(js, stream, settings.stream_replicas, StreamLimits.of(settings))
 
     # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
     relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)

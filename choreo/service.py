@@ -229,3 +229,5 @@ def run_main(settings_cls: type[S], build: Callable[[S], Awaitable[Service]]) ->
         sys.exit(EXIT_CONFIG)
     except SchemaRefused as exc:
         sys.exit(str(exc))
+    except SettingsError as exc:  # a setting the service cannot start without (e.g. a key)
+        sys.exit(f"invalid configuration: {exc}")

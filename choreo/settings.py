@@ -28,6 +28,13 @@ from pydantic_settings import (
 #: Environment variable naming the directory of secret files (unset: no files are read).
 SECRETS_DIR_ENV = "CHOREO_SECRETS_DIR"
 
+MIB = 1024 * 1024
+#: ``<PREFIX>_STREAM_MAX_BYTES`` unless set: 1 GiB, about two million facts. BOOKING, PAYMENT and
+#: the DLQ fit (reserved) in a 10 GiB JetStream volume with room to raise one of them.
+DEFAULT_STREAM_MAX_BYTES = 1024 * MIB
+#: ``<PREFIX>_STREAM_MAX_MSG_SIZE`` unless set: NATS's default ``max_payload``; facts are ~1 KiB.
+DEFAULT_STREAM_MAX_MSG_SIZE = 1 * MIB
+
 
 def secrets_dir_from_env() -> Path | None:
     """The directory named by ``CHOREO_SECRETS_DIR``, or None when it is unset or empty.
@@ -49,7 +56,8 @@ def secrets_dir_from_env() -> Path | None:
 class ServiceSettings(BaseSettings):
     """Common configuration. Environment variables are ``<PREFIX>_<FIELD>``."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # A rejected value is never echoed: it may be a password or a key.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     service_name: str = "service"
     #: One or more NATS URLs, comma-separated (any node of a cluster will do).
@@ -62,6 +70,15 @@ class ServiceSettings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./var/service.db"
     #: Replicas of the streams this service owns (1 locally, 3 on a cluster).
     stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Most bytes the stream this service owns may hold (JetStream ``max_bytes``). A full stream
+    #: refuses publishes (``discard=new``, history is never dropped to make room): the outbox keeps
+    #: the facts and alerts (``choreo.outbox``). JetStream reserves it from the server's storage.
+    stream_max_bytes: int = Field(default=DEFAULT_STREAM_MAX_BYTES, ge=1)
+    #: Largest message the stream accepts (``max_msg_size``); a larger fact is parked by the outbox.
+    stream_max_msg_size: int = Field(default=DEFAULT_STREAM_MAX_MSG_SIZE, ge=1, le=64 * MIB)
+    #: Age after which JetStream deletes a fact (``max_age``); 0 keeps the history forever, the
+    #: default, since a rebuild by replay (``choreo.recovery``) needs it from the first fact.
+    stream_max_age_seconds: float = Field(default=0.0, ge=0)
     #: Port of the HTTP health endpoint (/healthz, /readyz); 0 disables it.
     health_port: int = Field(default=0, ge=0, le=65535)
     health_host: str = "0.0.0.0"

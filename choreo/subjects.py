@@ -60,3 +60,12 @@ def subject_for(message: Message) -> str:
 
 def dlq_subject(stream: str, consumer: str) -> str:
     return f"dlq.{stream.lower()}.{consumer}"
+
+
+def stream_of(subject: str) -> str:
+    """The stream that captures ``subject`` (``STREAM_SUBJECTS``), or the subject itself when none does."""
+    for stream, patterns in STREAM_SUBJECTS.items():
+        for pattern in patterns:
+            if subject == pattern or (pattern.endswith(">") and subject.startswith(pattern[:-1])):
+                return stream
+    return subject

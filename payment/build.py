@@ -14,10 +14,11 @@ from payment.simulator import SimulatedProvider
 
 async def build(settings: PaymentSettings) -> Service:
     """Assembles the payment service: provider, booking consumer, outbox relay."""
+    opener = settings.token_opener()  # refuses to start without the key, before touching anything
     provider = await SimulatedProvider.open(settings.provider_ledger_url, settings.provider_latency_ms / 1000)
     rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, migrations=MIGRATIONS, recovery=RECOVERY)
     consumer = rt.consumer(
-        stream=BOOKING_STREAM, durable=DURABLE, subjects=[BOOKING_CREATED], routes=routes(provider)
+        stream=BOOKING_STREAM, durable=DURABLE, subjects=[BOOKING_CREATED], routes=routes(provider, opener)
     )
     service = rt.service([consumer])
     service.on_stop.append(provider.close)

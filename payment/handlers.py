@@ -1,4 +1,10 @@
-"""Reaction of the payment service to a new booking."""
+"""Reaction of the payment service to a new booking.
+
+The payment token arrives sealed to this service's key (``choreo.sealing``); it is
+opened right before the charge and never stored or logged. A token that does not
+open (sealed to a key this service lacks, altered, missing) is a permanent failure:
+the fact goes to the DLQ and nothing is charged.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import Envelope
+from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.ids import uuid7
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.sealing import SealingError, TokenOpener
 from choreo.upserts import insert_new
 from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
 from payment.tables import payments
@@ -30,14 +38,32 @@ RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect 
 _PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
 
 
-async def charge(provider: PaymentProvider, event: booking_events.BookingCreated) -> ChargeResult:
+class UnreadableTokenError(PermanentError):
+    """A ``BookingCreated`` whose payment token cannot be read: it is never charged."""
+
+
+def payment_token(opener: TokenOpener, event: booking_events.BookingCreated) -> str:
+    """The token to charge: opened from ``sealed_payment_token``, or the plaintext of an older fact."""
+    if event.sealed_payment_token:
+        try:
+            return opener.open(event.sealed_payment_token)
+        except SealingError as exc:
+            raise UnreadableTokenError(f"booking {event.booking_id}: payment token {exc}") from None
+    if event.payment_token:  # published before tokens were sealed
+        return event.payment_token
+    raise UnreadableTokenError(f"booking {event.booking_id}: the fact carries no payment token")
+
+
+async def charge(
+    provider: PaymentProvider, opener: TokenOpener, event: booking_events.BookingCreated
+) -> ChargeResult:
     """Charges the booking; the booking id is the idempotency key, so a retry never charges twice."""
     return await provider.charge(
         ChargeRequest(
             idempotency_key=event.booking_id,
             amount_cents=event.amount_cents,
             currency=event.currency,
-            payment_token=event.payment_token,
+            payment_token=payment_token(opener, event),
         )
     )
 
@@ -89,10 +115,10 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
         )
 
 
-def routes(provider: PaymentProvider) -> list[Route]:
-    """The payment service's routes, bound to its provider."""
+def routes(provider: PaymentProvider, opener: TokenOpener) -> list[Route]:
+    """The payment service's routes, bound to its provider and the keys that open tokens."""
 
     async def prepare(event: booking_events.BookingCreated, _env: Envelope) -> ChargeResult:
-        return await charge(provider, event)
+        return await charge(provider, opener, event)
 
     return [Route(booking_events.BookingCreated, record_payment, prepare=prepare)]

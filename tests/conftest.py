@@ -20,8 +20,23 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from choreo.natsserver import NatsServer
+from tests.support import TOKEN_KEY_ENV
 
 PG_URL = os.environ.get("CHOREO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def payment_token_keys() -> Iterator[None]:
+    """Booking and payment need their sealing keys to start: one pair for the session, in the
+    environment, so every in-process service and every subprocess stack finds it."""
+    saved = {name: os.environ.get(name) for name in TOKEN_KEY_ENV}
+    os.environ.update(TOKEN_KEY_ENV)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

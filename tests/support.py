@@ -11,9 +11,18 @@ from typing import Any, TypeVar
 from nats.js import JetStreamContext
 
 from choreo.envelope import Envelope
+from choreo.sealing import generate_keypair
 from choreo.service import Service
 
 T = TypeVar("T")
+
+#: This test session's payment-token key pair (base64 private, public), made once per session.
+TOKEN_PRIVATE_KEY, TOKEN_PUBLIC_KEY = generate_keypair()
+#: The variables that give it to booking and payment, in-process or in a subprocess.
+TOKEN_KEY_ENV = {
+    "PAYMENT_TOKEN_PRIVATE_KEY": TOKEN_PRIVATE_KEY,
+    "BOOKING_PAYMENT_TOKEN_PUBLIC_KEY": TOKEN_PUBLIC_KEY,
+}
 
 
 async def eventually(

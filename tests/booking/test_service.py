@@ -20,9 +20,10 @@ from choreo.db import create_tables, make_engine
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.sealing import TokenOpener, parse_private_keys
 from choreo.service import Service
 from choreo.subjects import CMD_CREATE_BOOKING
-from tests.support import eventually, publish, running, stream_count, stream_envelopes
+from tests.support import TOKEN_PRIVATE_KEY, eventually, publish, running, stream_count, stream_envelopes
 
 Reply = commands_pb2.CreateBookingReply
 
@@ -79,7 +80,10 @@ async def test_create_saves_pending_and_publishes_booking_created(
     assert fact.source == "booking"
     created = fact.decode(events_pb2.BookingCreated)
     assert created.booking_id == reply.booking.booking_id
-    assert (created.amount_cents, created.currency, created.payment_token) == (1200, "USD", "tok_visa")
+    assert (created.amount_cents, created.currency) == (1200, "USD")
+    # Sealed to payment's key (tests/booking/test_sealed_token.py): the plaintext field stays empty.
+    assert created.payment_token == ""
+    assert TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(created.sealed_payment_token) == "tok_visa"
 
 
 async def test_invalid_command_names_the_field_and_writes_nothing(
@@ -180,6 +184,7 @@ async def test_payment_outcome_settles_the_booking_once(
     async with running(build(settings(nats_server, database_url))) as service:
         reply = await create(nc, correlation="wf-7")
         fact.booking_id = reply.booking.booking_id  # type: ignore[attr-defined]
+        fact.amount_cents, fact.currency = 1200, "USD"  # type: ignore[attr-defined]
         env = payment_fact(fact, booking=reply)
         await publish(js, env)
         # The same fact again, past JetStream's de-duplication (another Nats-Msg-Id): the inbox
@@ -198,26 +203,23 @@ async def test_payment_outcome_settles_the_booking_once(
         assert cancelled.reason == "card_declined"
 
 
-async def test_late_opposite_outcome_does_not_reopen_a_terminal_booking(
+async def test_a_repeated_outcome_from_the_same_payment_is_a_no_op(
     nats_server: NatsServer, database_url: str, nc: NATS, js: JetStreamContext
 ) -> None:
+    """A copy of the fact that settled the booking (another event id: past the inbox) changes nothing."""
     async with running(build(settings(nats_server, database_url))) as service:
         reply = await create(nc)
         bid = reply.booking.booking_id
-        await publish(
-            js, payment_fact(payment_events.PaymentSucceeded(payment_id="p1", booking_id=bid), booking=reply)
+        paid = payment_events.PaymentSucceeded(
+            payment_id="p1", booking_id=bid, amount_cents=1200, currency="USD"
         )
+        await publish(js, payment_fact(paid, booking=reply))
         await eventually(lambda: _at_least(js, "BOOKING", 2))
-        await publish(
-            js,
-            payment_fact(
-                payment_events.PaymentFailed(payment_id="p2", booking_id=bid, reason="card_declined"),
-                booking=reply,
-            ),
-        )
+        await publish(js, payment_fact(paid, booking=reply))
         await asyncio.sleep(0.5)
         assert await _status(service, bid) == ("CONFIRMED", "p1", "")
     assert await stream_count(js, "BOOKING") == 2
+    assert await stream_count(js, "DLQ") == 0
 
 
 async def test_payment_for_unknown_booking_is_dead_lettered_at_once(

@@ -43,6 +43,7 @@ from tests.k8s.manifests import (
     SecretRef,
     only_container,
 )
+from tests.support import TOKEN_PRIVATE_KEY, TOKEN_PUBLIC_KEY
 
 #: The image's ENV (Dockerfile, runtime stage) that matters to the process.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
@@ -50,6 +51,12 @@ IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 LOCAL_START_SECONDS = 90.0
 #: A SQLAlchemy SQLite URL: driver part, then the file path (absolute when it starts with /).
 SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)(.*)$")
+#: The payment-token key pair's Secrets (``choreo.sealing``): a test brings no value for them,
+#: every pod gets this test session's pair (``tests.support``), so booking and payment agree.
+TOKEN_KEY_SECRETS = {
+    SecretRef("payment-token-key", "private-key"): TOKEN_PRIVATE_KEY,
+    SecretRef("payment-token-public-key", "public-key"): TOKEN_PUBLIC_KEY,
+}
 
 
 def emptydir_mounts(workload: Obj, container: Obj) -> dict[str, str]:
@@ -83,7 +90,8 @@ class LocalPod:
         overlay: The rendered overlay.
         name: The Deployment.
         workdir: Working directory, HOME and TMPDIR of the process (its /tmp emptyDir).
-        secrets: Value of each Secret key the container reads.
+        secrets: Value of each Secret key the container reads (the payment-token keys default to
+            ``TOKEN_KEY_SECRETS``).
         replace: Settings whose rendered value points into the cluster, with the local value
             to use; each must exist in the rendered environment or the secret volume (a file
             of the volume gets the local value as its content).
@@ -121,6 +129,7 @@ class LocalPod:
         self.secret_files: dict[str, str] = {}
         #: The local directory standing in for the secret volume, if the pod has one.
         self.secrets_dir: Path | None = None
+        secrets = {**TOKEN_KEY_SECRETS, **secrets}
         if volume is not None:
             for file, ref in files.items():
                 if file in replace:

@@ -13,6 +13,7 @@ from tests.k8s.dockerfile import parse
 from tests.k8s.manifests import REPO, Manifests, Obj, SecretRef, containers, only_container
 from tests.k8s.pgsetup import DATABASES
 from tests.k8s.semantics import selector_matches
+from tests.support import TOKEN_KEY_ENV
 
 OVERLAYS = ("dev", "prod")
 SERVICES = ("booking", "payment", "gateway")
@@ -193,6 +194,8 @@ def test_configuration_names_real_settings(
     for key in values:
         if key.endswith("_URL") and isinstance(env[key], SecretRef):
             values[key] = "sqlite+aiosqlite:///:memory:"
+        elif key in TOKEN_KEY_ENV and isinstance(env[key], SecretRef):
+            values[key] = TOKEN_KEY_ENV[key]  # a key of the right form (choreo.sealing)
     settings = cls.model_validate({k[len(prefix) :].lower(): v for k, v in values.items()})
     assert isinstance(env[f"{prefix}NATS_PASSWORD"], SecretRef), (
         f"{prefix}NATS_PASSWORD must come from a Secret"

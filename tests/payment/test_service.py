@@ -14,12 +14,15 @@ from choreo.bus import ensure_stream
 from choreo.envelope import Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreo.sealing import TokenSealer, parse_public_key
 from choreo.service import Service
 from payment.build import build
 from payment.settings import PaymentSettings
 from payment.simulator import ledger
 from payment.tables import payments
-from tests.support import eventually, publish, running, stream_count, stream_envelopes
+from tests.support import TOKEN_PUBLIC_KEY, eventually, publish, running, stream_count, stream_envelopes
+
+SESSION_SEALER = TokenSealer(parse_public_key(TOKEN_PUBLIC_KEY))
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +44,16 @@ def settings(nats_server: NatsServer, database_url: str, tmp_path: Path, **extra
     )
 
 
-def booking_created(booking_id: str, token: str, correlation: str = "wf-1") -> Envelope:
+def booking_created(
+    booking_id: str, token: str, correlation: str = "wf-1", *, sealed: bytes | None = None
+) -> Envelope:
+    """A ``BookingCreated`` as booking publishes it: the token sealed to this session's key."""
     event = booking_events.BookingCreated(
-        booking_id=booking_id, user_id="u1", amount_cents=2500, currency="EUR", payment_token=token
+        booking_id=booking_id,
+        user_id="u1",
+        amount_cents=2500,
+        currency="EUR",
+        sealed_payment_token=sealed if sealed is not None else SESSION_SEALER.seal(token),
     )
     return Envelope.wrap(event, source="booking", subject="booking.created", correlation_id=correlation)
 

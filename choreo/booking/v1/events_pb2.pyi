@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -33,17 +38,42 @@ class BookingCreated(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SEALED_PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    REQUEST_FINGERPRINT_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
     """Price in the currency's minor unit (cents for USD, EUR)."""
     currency: _builtins.str
     """ISO 4217 alphabetic code, upper case."""
-    payment_token: _builtins.str
-    """Opaque token from the payment provider; never a card number."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def payment_token(self) -> _builtins.str:
+        """Deprecated: the plaintext payment token, filled by releases before tokens were sealed.
+        No longer written (any subscriber of the stream could read it); the payment service
+        still reads it from facts published before the release that sealed them.
+        """
+
+    @payment_token.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def payment_token(self, value: _builtins.str) -> None:
+        """Deprecated: the plaintext payment token, filled by releases before tokens were sealed.
+        No longer written (any subscriber of the stream could read it); the payment service
+        still reads it from facts published before the release that sealed them.
+        """
+
     idempotency_key: _builtins.str
     """The client's idempotency key (empty when it gave none). With the fields above it is
     everything the booking service needs to rebuild its de-duplication by replaying its stream.
+    """
+    sealed_payment_token: _builtins.bytes
+    """The payment provider's opaque token (never a card number), sealed to the payment
+    service's X25519 key (libsodium sealed box; layout in choreo/sealing.py): only the
+    payment service can open it.
+    """
+    request_fingerprint: _builtins.str
+    """Fingerprint of the request (amount, currency, token, salted with booking_id), so the
+    booking service rebuilds its idempotency check by replay without reading the token.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -57,10 +87,12 @@ class BookingCreated(_message.Message):
         payment_token: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
+        sealed_payment_token: _builtins.bytes = ...,
+        request_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "request_fingerprint", b"request_fingerprint", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

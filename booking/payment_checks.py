@@ -1,0 +1,149 @@
+"""Checking a payment fact against the booking it names, before it may settle it.
+
+Anyone who can publish on ``payment.>`` could otherwise confirm a declined booking
+or cancel a paid one. NATS permissions (only the payment service's user may
+publish there) are the first guard; this module is the second: a payment fact
+settles a booking only if it agrees with what the booking service itself
+recorded. A fact that does not is refused for good (``PermanentError``): the
+consumer copies it to the DLQ at once, and the log line names the booking, the
+workflow's correlation id and the field that disagrees.
+
+What must agree:
+
+- ``ce-source``: the fact was published by the payment service (``PAYMENT_SOURCE``);
+- the booking exists (``UnknownBookingError``);
+- ``amount_cents`` and ``currency``: what was charged is what was booked;
+- the correlation id: the fact belongs to the booking's workflow.
+
+A booking in a terminal state is never moved again. The same outcome from the
+same payment (a redelivered copy, e.g. after the inbox was pruned) is a no-op;
+any other outcome (``ContradictingPaymentError``) goes to the DLQ: a
+``PaymentSucceeded`` for a CANCELLED booking means money may have been taken for
+a booking the customer was told failed, which only an operator can settle (a
+refund, or a manual confirmation); a ``PaymentFailed`` for a CONFIRMED booking, or
+a second payment for a settled booking, is either forged or a bug upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from booking.domain import BookingStatus
+from choreo.envelope import Envelope
+from choreo.errors import PermanentError
+from choreo.payment.v1 import events_pb2 as payment_events
+
+log = logging.getLogger(__name__)
+
+#: ``ce-source`` of every genuine payment fact (the payment service's name).
+PAYMENT_SOURCE = "payment"
+
+PaymentFact = payment_events.PaymentSucceeded | payment_events.PaymentFailed
+
+
+class UnknownBookingError(PermanentError, LookupError):
+    """A payment fact names a booking this service never created: no retry can change that."""
+
+
+class PaymentMismatchError(PermanentError):
+    """A payment fact disagrees with its booking (or was not published by payment).
+
+    Attributes:
+        field: The fact's field that disagrees (``ce-source``, ``amount_cents``, ...).
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ContradictingPaymentError(PermanentError):
+    """A payment outcome for a booking already settled otherwise: an operator must decide."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentOutcome:
+    """What a payment fact says, with where it came from."""
+
+    fact: PaymentFact
+    envelope: Envelope
+
+    @property
+    def succeeded(self) -> bool:
+        return isinstance(self.fact, payment_events.PaymentSucceeded)
+
+    @property
+    def description(self) -> str:
+        e = self.envelope
+        return (
+            f"{type(self.fact).__name__} {self.fact.payment_id!r} for booking {self.fact.booking_id!r} "
+            f"(correlation {e.correlation_id!r}, event {e.id!r})"
+        )
+
+
+def check_source(outcome: PaymentOutcome) -> None:
+    """Refuses a payment fact whose ``ce-source`` is not the payment service."""
+    if outcome.envelope.source != PAYMENT_SOURCE:
+        _refuse(outcome, "ce-source", outcome.envelope.source, PAYMENT_SOURCE)
+
+
+def check_against(outcome: PaymentOutcome, booking: Any) -> None:
+    """Raises unless the fact may settle ``booking`` (a bookings row, or None when there is none).
+
+    Returns normally for a fact that repeats the outcome the booking already has
+    (nothing to do); the caller moves a PENDING booking only through its
+    guarded UPDATE, so this is the slow path, run when that UPDATE moved nothing.
+    """
+    fact = outcome.fact
+    if booking is None:
+        raise UnknownBookingError(f"{outcome.description}: no such booking")
+    for field, got, want in (
+        ("amount_cents", fact.amount_cents, booking["amount_cents"]),
+        ("currency", fact.currency, booking["currency"]),
+        ("correlation_id", outcome.envelope.correlation_id, booking["correlation_id"]),
+    ):
+        if got != want:
+            _refuse(outcome, field, got, want)
+    status = BookingStatus(booking["status"])
+    if not status.terminal:
+        # Agrees in every field, yet the guarded UPDATE moved nothing: it changed meanwhile.
+        raise RuntimeError(f"{outcome.description}: booking changed while it was settled; retrying")
+    same_outcome = (status is BookingStatus.CONFIRMED) == outcome.succeeded
+    if same_outcome and fact.payment_id == booking["payment_id"]:
+        log.info(
+            "booking %s is already %s by %s; repeated payment fact ignored",
+            fact.booking_id,
+            status.value,
+            fact.payment_id,
+            extra={"booking_id": fact.booking_id, "correlation_id": outcome.envelope.correlation_id},
+        )
+        return
+    message = (
+        f"{outcome.description} contradicts the booking, which is {status.value}"
+        f" (payment {booking['payment_id']!r})"
+    )
+    if outcome.succeeded and status is BookingStatus.CANCELLED:
+        message += ": money may have been taken for a cancelled booking; refund it or settle it by hand"
+    log.error(
+        "%s; dead-lettering it, the booking stays %s",
+        message,
+        status.value,
+        extra={"booking_id": fact.booking_id, "correlation_id": outcome.envelope.correlation_id},
+    )
+    raise ContradictingPaymentError(message)
+
+
+def _refuse(outcome: PaymentOutcome, field: str, got: object, want: object) -> None:
+    message = f"{outcome.description} does not match the booking: {field} is {got!r}, expected {want!r}"
+    log.error(
+        "refused payment fact: %s; dead-lettering it",
+        message,
+        extra={
+            "booking_id": outcome.fact.booking_id,
+            "correlation_id": outcome.envelope.correlation_id,
+            "field": field,
+        },
+    )
+    raise PaymentMismatchError(message, field)
