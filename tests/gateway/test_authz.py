@@ -72,7 +72,7 @@ async def grpc_error(call: Any) -> grpc.aio.AioRpcError:
     return err.value
 
 
-async def create(stub: Stub, token: str, user: str = "", correlation: str = "") -> gw.Booking:
+async def create(stub: Stub, token: str, user: str, correlation: str = "") -> gw.Booking:
     metadata = grpc_bearer(token) + ((("x-correlation-id", correlation),) if correlation else ())
     return (await stub.CreateBooking(request(user), metadata=metadata)).booking
 
@@ -139,7 +139,7 @@ async def test_create_as_another_user_is_denied(stub: Stub, http: httpx.AsyncCli
     response = await http.post("/v1/bookings", json={"user_id": "alice", **BODY}, headers=bearer(BOB))
     assert response.status_code == 403 and response.json()["error"]["field"] == "user_id"
     # Without a user_id, or with its own, the booking is the caller's.
-    assert (await create(stub, BOB)).user_id == "bob"
+    assert (await create(stub, BOB, "")).user_id == "bob"
     assert (await create(stub, BOB, "bob")).user_id == "bob"
     own = await http.post("/v1/bookings", json=BODY, headers=bearer(BOB))
     assert own.status_code == 201 and own.json()["user_id"] == "bob"
@@ -150,8 +150,8 @@ async def test_create_as_another_user_is_denied(stub: Stub, http: httpx.AsyncCli
 async def test_nobody_lists_everyones_bookings(
     stub: Stub, http: httpx.AsyncClient, fake_booking: FakeBookingService
 ) -> None:
-    alices = await create(stub, ALICE)
-    bobs = await create(stub, BOB)
+    alices = await create(stub, ALICE, "alice")
+    bobs = await create(stub, BOB, "bob")
     listed = await stub.ListBookings(gw.ListBookingsRequest(), metadata=grpc_bearer(BOB))
     assert [b.booking_id for b in listed.bookings] == [bobs.booking_id]
     page = await http.get("/v1/bookings", headers=bearer(BOB))
@@ -171,7 +171,7 @@ async def test_nobody_lists_everyones_bookings(
 async def test_another_users_booking_is_not_found_like_a_missing_one(
     stub: Stub, http: httpx.AsyncClient, fake_booking: FakeBookingService
 ) -> None:
-    alices = await create(stub, ALICE)
+    alices = await create(stub, ALICE, "alice")
     theirs, missing = alices.booking_id, "no-such-booking"
     for booking_id in (theirs, missing):
         started = time.monotonic()
@@ -210,7 +210,7 @@ async def test_another_users_booking_is_not_found_like_a_missing_one(
 async def test_nobody_reads_another_users_trace(
     stub: Stub, http: httpx.AsyncClient, fake_booking: FakeBookingService
 ) -> None:
-    alices = await create(stub, ALICE, correlation="wf-alice")
+    alices = await create(stub, ALICE, "alice", correlation="wf-alice")
 
     async def traced() -> bool:
         response = await http.get("/v1/traces/wf-alice", headers=bearer(ALICE))
@@ -240,7 +240,7 @@ async def test_nobody_reads_another_users_trace(
 async def test_nobody_injects_facts_into_another_users_trace(
     stub: Stub, http: httpx.AsyncClient, fake_booking: FakeBookingService
 ) -> None:
-    await create(stub, ALICE, correlation="wf-alice")
+    await create(stub, ALICE, "alice", correlation="wf-alice")
 
     async def traced() -> bool:
         return (await http.get("/v1/traces/wf-alice", headers=bearer(ALICE))).status_code == 200
@@ -248,17 +248,19 @@ async def test_nobody_injects_facts_into_another_users_trace(
     await eventually(traced)
     before = fake_booking.requests
     err = await grpc_error(
-        stub.CreateBooking(request(), metadata=(*grpc_bearer(BOB), ("x-correlation-id", "wf-alice")))
+        stub.CreateBooking(request("bob"), metadata=(*grpc_bearer(BOB), ("x-correlation-id", "wf-alice")))
     )
     assert (
         err.code() == grpc.StatusCode.PERMISSION_DENIED and trailing(err, "error-field") == "correlation_id"
     )
     response = await http.post(
-        "/v1/bookings", json=BODY, headers={**bearer(BOB), "X-Correlation-Id": "wf-alice"}
+        "/v1/bookings",
+        json={"user_id": "bob", **BODY},
+        headers={**bearer(BOB), "X-Correlation-Id": "wf-alice"},
     )
     assert response.status_code == 403 and response.json()["error"]["field"] == "correlation_id"
     assert fake_booking.requests == before  # nothing was sent
     # A new id is fine, and so is the caller's own workflow; an admin may join any.
-    assert (await create(stub, BOB, correlation="wf-bob")).correlation_id == "wf-bob"
-    assert (await create(stub, ALICE, correlation="wf-alice")).correlation_id == "wf-alice"
+    assert (await create(stub, BOB, "bob", correlation="wf-bob")).correlation_id == "wf-bob"
+    assert (await create(stub, ALICE, "alice", correlation="wf-alice")).correlation_id == "wf-alice"
     assert (await create(stub, ADMIN, "alice", correlation="wf-alice")).correlation_id == "wf-alice"

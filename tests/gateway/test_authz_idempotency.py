@@ -50,7 +50,8 @@ async def test_a_reused_idempotency_key_is_the_callers_own(
             stub: Any = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
             alices = (
                 await stub.CreateBooking(
-                    gw.CreateBookingRequest(idempotency_key="order-1", **BODY), metadata=grpc_bearer(ALICE)
+                    gw.CreateBookingRequest(user_id="alice", idempotency_key="order-1", **BODY),
+                    metadata=grpc_bearer(ALICE),
                 )
             ).booking
             assert alices.user_id == "alice"
@@ -83,6 +84,8 @@ async def test_a_reused_idempotency_key_is_the_callers_own(
             assert again.headers.get("idempotent-replayed") == "true"
             # And Alice's key still gives Alice hers.
             hers = await http.post(
-                "/v1/bookings", json=BODY, headers={**bearer(ALICE), "Idempotency-Key": "order-1"}
+                "/v1/bookings",
+                json={"user_id": "alice", **BODY},
+                headers={**bearer(ALICE), "Idempotency-Key": "order-1"},
             )
             assert hers.json()["booking_id"] == alices.booking_id

@@ -27,6 +27,8 @@ from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
 
 Stub = Any
 ALICE, BOB = hs256("alice"), hs256("bob")
+#: GATEWAY_MAX_WATCHES_PER_CALLER's default.
+PER_CALLER = 100
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
 
 
@@ -79,7 +81,7 @@ def test_defaults_leave_room_for_the_bench() -> None:
     defaults = GatewaySettings()
     # choreo bench: 1,000 creates/s open loop, each followed by a wait of up to ~1.5 s.
     assert defaults.max_watches >= 3 * 1_500
-    assert defaults.max_watches_per_caller < 5_000
+    assert defaults.max_watches_per_caller == PER_CALLER
 
 
 # -- over the APIs ----------------------------------------------------------------------------------
@@ -118,8 +120,10 @@ def trailing(err: grpc.aio.AioRpcError, key: str) -> str:
 async def test_one_caller_cannot_open_5000_watches(
     secured: GatewayService, stub: Stub, http: httpx.AsyncClient
 ) -> None:
-    booking = (await stub.CreateBooking(gw.CreateBookingRequest(**BODY), metadata=grpc_bearer(BOB))).booking
-    limit = GatewaySettings().max_watches_per_caller
+    booking = (
+        await stub.CreateBooking(gw.CreateBookingRequest(user_id="bob", **BODY), metadata=grpc_bearer(BOB))
+    ).booking
+    limit = PER_CALLER
     watches: list[Any] = []
     refused: grpc.aio.AioRpcError | None = None
     try:
@@ -150,7 +154,9 @@ async def test_one_caller_cannot_open_5000_watches(
         # A plain read is no watch; another caller has watches of its own.
         assert (await http.get(f"/v1/bookings/{booking.booking_id}", headers=bearer(BOB))).status_code == 200
         alices = (
-            await stub.CreateBooking(gw.CreateBookingRequest(**BODY), metadata=grpc_bearer(ALICE))
+            await stub.CreateBooking(
+                gw.CreateBookingRequest(user_id="alice", **BODY), metadata=grpc_bearer(ALICE)
+            )
         ).booking
         theirs = stub.WatchBooking(
             gw.WatchBookingRequest(booking_id=alices.booking_id), metadata=grpc_bearer(ALICE)
@@ -177,8 +183,10 @@ async def test_one_caller_cannot_open_5000_watches(
 
 
 async def test_one_caller_cannot_hold_many_http_waits(stub: Stub, http: httpx.AsyncClient) -> None:
-    booking = (await stub.CreateBooking(gw.CreateBookingRequest(**BODY), metadata=grpc_bearer(BOB))).booking
-    limit = GatewaySettings().max_watches_per_caller
+    booking = (
+        await stub.CreateBooking(gw.CreateBookingRequest(user_id="bob", **BODY), metadata=grpc_bearer(BOB))
+    ).booking
+    limit = PER_CALLER
     path = f"/v1/bookings/{booking.booking_id}?wait=1.5"
     responses = await asyncio.gather(*(http.get(path, headers=bearer(BOB)) for _ in range(limit + 20)))
     codes = sorted(r.status_code for r in responses)
@@ -197,16 +205,21 @@ async def test_creates_are_rate_limited_per_caller(
     ):
         stub: Stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
         for _ in range(3):
-            await stub.CreateBooking(gw.CreateBookingRequest(**BODY), metadata=grpc_bearer(BOB))
+            await stub.CreateBooking(
+                gw.CreateBookingRequest(user_id="bob", **BODY), metadata=grpc_bearer(BOB)
+            )
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.CreateBooking(gw.CreateBookingRequest(**BODY), metadata=grpc_bearer(BOB))
+            await stub.CreateBooking(
+                gw.CreateBookingRequest(user_id="bob", **BODY), metadata=grpc_bearer(BOB)
+            )
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert trailing(err.value, "retry-after") == "2"  # a token every 2 s
-        response = await http.post("/v1/bookings", json=BODY, headers=bearer(BOB))
+        response = await http.post("/v1/bookings", json={"user_id": "bob", **BODY}, headers=bearer(BOB))
         assert response.status_code == 429 and response.headers["retry-after"] == "2"
         assert response.json()["error"]["code"] == "RESOURCE_EXHAUSTED"
         # Alice has a bucket of her own.
-        assert (await http.post("/v1/bookings", json=BODY, headers=bearer(ALICE))).status_code == 201
+        alices = await http.post("/v1/bookings", json={"user_id": "alice", **BODY}, headers=bearer(ALICE))
+        assert alices.status_code == 201
 
 
 async def test_without_auth_only_the_global_limits_apply(
