@@ -15,7 +15,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
-from gateway.auth import AuthenticationFailed, Authenticator, JwtVerifier, build_authenticator
+from gateway.auth import (
+    AuthenticationFailed,
+    Authenticator,
+    JwtVerifier,
+    build_authenticator,
+    issue_dev_token,
+)
 from gateway.core import ErrorCode, GatewayError
 from gateway.jwks import JwksCache
 from gateway.principal import ANONYMOUS, Principal
@@ -219,3 +225,9 @@ async def test_an_unreachable_jwks_is_unavailable_not_unauthenticated(http: http
     with pytest.raises(GatewayError) as err:
         await auth.authenticate(f"Bearer {SigningKeyPair('k').sign()}")
     assert err.value.code is ErrorCode.UNAVAILABLE and not isinstance(err.value, AuthenticationFailed)
+
+
+async def test_a_dev_token_is_accepted() -> None:
+    auth = build_authenticator(jwt_settings(jwt_hs256_secret=SECRET), None)
+    token = issue_dev_token(SECRET.encode(), "dev", scopes=["bookings:admin"])
+    assert await auth.authenticate(f"Bearer {token}") == Principal("dev", frozenset({"bookings:admin"}))
