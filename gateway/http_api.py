@@ -3,7 +3,7 @@
 Handlers only translate between HTTP and ``GatewayCore``; bodies are the
 protobuf JSON mapping of the gRPC messages. Errors are always
 ``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
-code (400, 404, 409, 503, 500). The server runs in the gateway's event loop,
+code (400, 401, 403, 404, 409, 429, 503, 500). The server runs in the gateway's event loop,
 next to the gRPC server, under uvicorn.
 """
 

@@ -78,10 +78,11 @@ class GatewaySettings(ServiceSettings):
     #: Watches and waits (WatchBooking, GetBooking with ``wait``, ``?wait=``) one caller may
     #: hold open at once; only with ``GATEWAY_AUTH=jwt``.
     max_watches_per_caller: int = Field(default=100, ge=1, le=1_000_000)
-    #: Watches and waits open at once, all callers together. ``choreo bench`` holds about
-    #: 1,500 (1,000 creates/s, each followed by a wait of up to ~1.5 s); 5,000 leaves three
-    #: times that for latency spikes while bounding the memory they hold (a few KiB each).
-    max_watches: int = Field(default=5_000, ge=1, le=1_000_000)
+    #: Watches and waits open at once, all callers together (with or without auth). Each holds
+    #: a call's memory for as long as its client likes. ``choreo bench`` holds at most about
+    #: 1,500 (1,000 creates/s open loop, each followed by a wait of up to ~1.5 s); 4,000 leaves
+    #: more than twice that for latency spikes, and still refuses a flood of 5,000.
+    max_watches: int = Field(default=4_000, ge=1, le=1_000_000)
 
     @field_validator("jwt_jwks_url")
     @classmethod

@@ -80,7 +80,7 @@ def test_watch_slots_per_caller_and_in_total() -> None:
 def test_defaults_leave_room_for_the_bench() -> None:
     defaults = GatewaySettings()
     # choreo bench: 1,000 creates/s open loop, each followed by a wait of up to ~1.5 s.
-    assert defaults.max_watches >= 3 * 1_500
+    assert 2 * 1_500 <= defaults.max_watches < 5_000  # the attack's 5,000 fail even without auth
     assert defaults.max_watches_per_caller == PER_CALLER
 
 
