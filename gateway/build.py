@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.bus import connect, provision_stream
@@ -19,11 +20,13 @@ from choreo.db import is_sqlite, make_engine, normalize_url
 from choreo.metrics import Stages
 from choreo.service import Component, Service
 from choreo.subjects import DLQ_STREAM
+from gateway.auth import build_authenticator
 from gateway.command_client import BookingCommands
 from gateway.core import GatewayCore
 from gateway.feed import StreamFeed
 from gateway.grpc_api import GrpcServer
 from gateway.http_api import HttpServer, create_app
+from gateway.limits import CallerLimits
 from gateway.readiness import Readiness
 from gateway.settings import GatewaySettings
 from gateway.store import ReadModel
@@ -49,6 +52,8 @@ async def build(settings: GatewaySettings) -> GatewayService:
     nc = await connect(settings)
     engines: list[AsyncEngine] = []
     servers: list[GrpcServer | HttpServer] = []
+    # Fetches the identity provider's keys (GATEWAY_JWT_JWKS_URL), if any.
+    jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False) if settings.jwt_jwks_url else None
     try:
         js = nc.jetstream()
         # Poison facts are copied there; every service provisions it the same way.
@@ -84,13 +89,27 @@ async def build(settings: GatewaySettings) -> GatewayService:
             watchers=watchers,
             max_wait_seconds=settings.max_wait_seconds,
             not_found_grace_seconds=settings.not_found_grace_seconds,
+            limits=CallerLimits(
+                create_rate=settings.create_rate_per_second,
+                create_burst=settings.create_burst,
+                max_watches_per_caller=settings.max_watches_per_caller,
+                max_watches=settings.max_watches,
+            ),
         )
+        authenticator = build_authenticator(settings, jwks_http)
         readiness = Readiness(nc, store, feeds)
         grace = settings.shutdown_grace_seconds
-        grpc_server = GrpcServer(core, readiness, host=settings.host, port=settings.grpc_port, grace=grace)
+        grpc_server = GrpcServer(
+            core,
+            readiness,
+            authenticator=authenticator,
+            host=settings.host,
+            port=settings.grpc_port,
+            grace=grace,
+        )
         servers.append(grpc_server)
         http_server = HttpServer(
-            create_app(core, readiness, stages),
+            create_app(core, readiness, stages, authenticator=authenticator),
             core,
             host=settings.host,
             port=settings.http_port,
@@ -103,6 +122,8 @@ async def build(settings: GatewaySettings) -> GatewayService:
                 server.close()
         for engine in engines:
             await engine.dispose()
+        if jwks_http is not None:
+            await jwks_http.aclose()
         with contextlib.suppress(Exception):
             await nc.close()
         raise
@@ -122,6 +143,13 @@ async def build(settings: GatewaySettings) -> GatewayService:
     )
     if reader is not writer:
         service.on_stop.append(reader.dispose)
+    if jwks_http is not None:
+        service.on_stop.append(jwks_http.aclose)
+    if settings.auth == "none":
+        log.info("gateway: authentication off (GATEWAY_AUTH=none): every caller may do everything")
+    else:
+        keys = f"the JWKS at {settings.jwt_jwks_url}" if settings.jwt_jwks_url else "an HS256 secret"
+        log.info("gateway: callers authenticated by bearer tokens verified with %s", keys)
     log.info(
         "gateway: gRPC on %s:%d, HTTP on %s:%d, projecting %s",
         settings.host,

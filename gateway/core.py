@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,8 +23,10 @@ from gateway.causal import causal_order
 from gateway.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
 from gateway.convert import change_from_record
 from gateway.facts import TraceRecord
+from gateway.limits import CallerLimits, LimitExceeded
 from gateway.merge import BookingView, Status, merge
 from gateway.paging import Cursor, InvalidPageToken, decode_page_token, encode_page_token
+from gateway.principal import Principal
 from gateway.store import ReadModel, WriteBatch
 from gateway.watchers import Watchers
 
@@ -46,6 +48,12 @@ class ErrorCode(StrEnum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    #: No valid bearer token (HTTP 401 with ``WWW-Authenticate: Bearer``).
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    #: The caller may not do this (HTTP 403).
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    #: A limit of the caller or of the gateway is reached (HTTP 429 with ``Retry-After``).
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 class GatewayError(Exception):
@@ -55,13 +63,17 @@ class GatewayError(Exception):
         code: The kind of failure.
         message: Human-readable explanation.
         field: The offending request field, when there is one.
+        retry_after: Seconds after which a retry may succeed (``Retry-After``), if known.
     """
 
-    def __init__(self, code: ErrorCode, message: str, field: str = "") -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, field: str = "", *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,12 @@ class GatewayCore:
         max_wait_seconds: Longest ``wait`` allowed.
         not_found_grace_seconds: How long a read of an unknown booking waits for it
             to arrive from another replica's create before answering NOT_FOUND.
+        limits: Limits on creates and open watches (``None``: none).
+
+    Every call names its ``caller``. A caller that is not an admin (``Principal.is_admin``;
+    with ``GATEWAY_AUTH=none`` everyone is) creates bookings only for itself, lists only its
+    own, and is told NOT_FOUND about another user's booking or workflow, exactly as about
+    one that does not exist.
     """
 
     def __init__(
@@ -116,10 +134,12 @@ class GatewayCore:
         watchers: Watchers,
         max_wait_seconds: float,
         not_found_grace_seconds: float = 0.0,
+        limits: CallerLimits | None = None,
     ) -> None:
         self._store = store
         self._commands = commands
         self._watchers = watchers
+        self._limits = limits
         self.max_wait_seconds = max_wait_seconds
         self.not_found_grace_seconds = not_found_grace_seconds
 
@@ -131,25 +151,37 @@ class GatewayCore:
         self,
         request: gateway_pb2.CreateBookingRequest,
         *,
+        caller: Principal,
         correlation_id: str = "",
         timeout: float | None = None,
     ) -> Created:
         """Validates, sends the command, and records the booking in the read model.
 
         A request without an idempotency key gets one of the gateway's (``gw-...``),
-        so the command is safe to send again; an UNAVAILABLE message names it.
+        so the command is safe to send again; an UNAVAILABLE message names it. An
+        authenticated caller's request without a ``user_id`` is for the caller.
 
         Args:
             request: The booking to create.
-            correlation_id: The client's workflow id (new one when empty).
+            caller: Who asks; only an admin may create bookings for another user.
+            correlation_id: The client's workflow id (new one when empty); see
+                ``_check_correlation`` for whose it may be.
             timeout: Seconds the client still waits (its call's deadline), if it said.
 
         Raises:
-            GatewayError: INVALID_ARGUMENT (nothing sent), ALREADY_EXISTS (idempotency key
-                reused with other parameters), UNAVAILABLE (retry), INTERNAL.
+            GatewayError: INVALID_ARGUMENT (nothing sent), PERMISSION_DENIED (another user's
+                ``user_id`` or ``correlation_id``), RESOURCE_EXHAUSTED (the caller's create
+                rate), ALREADY_EXISTS (idempotency key reused with other parameters),
+                UNAVAILABLE (retry), INTERNAL.
         """
+        if self._limits is not None:
+            try:
+                self._limits.check_create(caller)
+            except LimitExceeded as exc:
+                raise _exhausted(exc) from None
+        user_id = request.user_id or (caller.subject if caller.authenticated else "")
         invalid = validate_booking_request(
-            request.user_id,
+            user_id,
             request.amount_cents,
             request.currency,
             request.payment_token,
@@ -157,13 +189,18 @@ class GatewayCore:
         )
         if invalid is not None:
             raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, invalid.field)
+        if not caller.may_act_for(user_id):
+            raise GatewayError(
+                ErrorCode.PERMISSION_DENIED, "must be the caller's own (the token's sub) or empty", "user_id"
+            )
         if correlation_id:
             check_id("correlation_id", correlation_id)
+            await self._check_correlation(correlation_id, caller)
         else:
             correlation_id = new_id()
         command_id = new_id()
         command = commands_pb2.CreateBookingCommand(
-            user_id=request.user_id,
+            user_id=user_id,
             amount_cents=request.amount_cents,
             currency=request.currency,
             payment_token=request.payment_token,
@@ -207,15 +244,43 @@ class GatewayCore:
             )
             return Created(merge(None, change), reply.replayed)
 
-    async def get(self, booking_id: str) -> BookingView:
-        """The booking; NOT_FOUND when the read model has never heard of it.
+    async def _check_correlation(self, correlation_id: str, caller: Principal) -> None:
+        """Lets a caller choose a correlation id only if it is new or names the caller's workflow.
+
+        Otherwise its facts would join another user's trace. The owners of a workflow are the
+        users of the bookings its indexed facts name; a workflow whose facts name no booking
+        the read model knows counts as someone else's.
+
+        The check sees what the read model has projected: two users who choose the same new
+        id within the projection's lag (a create is indexed for traces once its
+        ``booking.created`` fact is projected, a few milliseconds after the reply) both pass.
+        Their workflow then has two owners, and ``trace`` shows it to neither.
+
+        Raises:
+            GatewayError: PERMISSION_DENIED, field ``correlation_id``.
+        """
+        if caller.is_admin:
+            return
+        known, owners = await self._store.correlation_owners(correlation_id)
+        if known and owners != {caller.subject}:
+            raise GatewayError(
+                ErrorCode.PERMISSION_DENIED,
+                "names a workflow that is not the caller's; choose a new one or send none",
+                "correlation_id",
+            )
+
+    async def get(self, booking_id: str, *, caller: Principal) -> BookingView:
+        """The booking; NOT_FOUND when the read model has never heard of it or it is another user's.
 
         An unknown id waits up to ``not_found_grace_seconds`` for the projection:
         with several gateway replicas, a booking created through another replica
         reaches this one's read model a few milliseconds later, and a client that
-        reads its own write must not see a 404 in that window.
+        reads its own write must not see a 404 in that window. Another user's
+        booking is answered NOT_FOUND just as late, so the time taken tells nothing.
         """
         check_id("booking_id", booking_id)
+        loop = asyncio.get_running_loop()
+        answer_at = loop.time() + self.not_found_grace_seconds
         view = await self._store.get(booking_id)
         if view is None and self.not_found_grace_seconds > 0:
             with self._watchers.watch(booking_id) as changed:
@@ -226,16 +291,33 @@ class GatewayCore:
                         async with asyncio.timeout(self.not_found_grace_seconds):
                             await changed.wait()
                     view = self._watchers.latest(booking_id) or await self._store.get(booking_id)
+        if view is not None and not caller.may_act_for(view.user_id):
+            view = None
+            delay = answer_at - loop.time()
+            if delay > 0 and not self._watchers.closed:
+                await asyncio.sleep(delay)
         if view is None:
             raise GatewayError(ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id")
         return view
 
     async def list_bookings(
-        self, *, user_id: str, status: Status | None, page_size: int, page_token: str
+        self, *, caller: Principal, user_id: str, status: Status | None, page_size: int, page_token: str
     ) -> tuple[list[BookingView], str]:
-        """One page of bookings, newest first, and the token of the next page ("" at the end)."""
+        """One page of bookings, newest first, and the token of the next page ("" at the end).
+
+        A caller that is not an admin lists its own bookings (``user_id`` empty or its own);
+        naming another user is PERMISSION_DENIED.
+        """
         if user_id:
             check_id("user_id", user_id)
+        if not caller.is_admin:
+            if user_id and user_id != caller.subject:
+                raise GatewayError(
+                    ErrorCode.PERMISSION_DENIED,
+                    "must be the caller's own (the token's sub) or empty",
+                    "user_id",
+                )
+            user_id = caller.subject
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise GatewayError(
                 ErrorCode.INVALID_ARGUMENT, f"must be between 0 and {MAX_PAGE_SIZE}", "page_size"
@@ -259,15 +341,16 @@ class GatewayCore:
         )
         return views, token
 
-    async def watch(self, booking_id: str) -> AsyncIterator[BookingView]:
+    async def watch(self, booking_id: str, *, caller: Principal) -> AsyncIterator[BookingView]:
         """The booking now, then after each change; ends after a terminal state.
 
         Raises:
-            GatewayError: NOT_FOUND, or UNAVAILABLE when the gateway shuts down.
+            GatewayError: NOT_FOUND, RESOURCE_EXHAUSTED (too many watches open), or
+                UNAVAILABLE when the gateway shuts down.
         """
         check_id("booking_id", booking_id)
-        with self._watchers.watch(booking_id) as changed:
-            last = await self.get(booking_id)
+        with self._watch_slot(caller), self._watchers.watch(booking_id) as changed:
+            last = await self.get(booking_id, caller=caller)
             yield last
             while not last.is_terminal:
                 await changed.wait()
@@ -279,15 +362,19 @@ class GatewayCore:
                     last = view
                     yield view
 
-    async def wait(self, booking_id: str, seconds: float) -> BookingView:
-        """The booking once terminal, or as it is after ``seconds`` (or at shutdown)."""
+    async def wait(self, booking_id: str, seconds: float, *, caller: Principal) -> BookingView:
+        """The booking once terminal, or as it is after ``seconds`` (or at shutdown).
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED (too many waits open).
+        """
         check_id("booking_id", booking_id)
         if not 0 <= seconds <= self.max_wait_seconds:
             raise GatewayError(
                 ErrorCode.INVALID_ARGUMENT, f"must be between 0 and {self.max_wait_seconds:g} seconds", "wait"
             )
-        with self._watchers.watch(booking_id) as changed:
-            view = await self.get(booking_id)
+        with self._watch_slot(caller), self._watchers.watch(booking_id) as changed:
+            view = await self.get(booking_id, caller=caller)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     while not view.is_terminal and not self._watchers.closed:
@@ -296,23 +383,53 @@ class GatewayCore:
                         view = self._watchers.latest(booking_id) or await self._store.get(booking_id) or view
         return view
 
-    async def trace(self, *, booking_id: str = "", correlation_id: str = "") -> tuple[str, list[TraceRecord]]:
-        """The workflow's correlation id and its facts in causal order; NOT_FOUND when none."""
+    @contextlib.contextmanager
+    def _watch_slot(self, caller: Principal) -> Iterator[None]:
+        """Holds one of the open watches and waits ``caller`` and the gateway may have."""
+        if self._limits is None:
+            yield
+            return
+        with contextlib.ExitStack() as slot:
+            try:
+                slot.enter_context(self._limits.watching(caller))
+            except LimitExceeded as exc:
+                raise _exhausted(exc) from None
+            yield
+
+    async def trace(
+        self, *, caller: Principal, booking_id: str = "", correlation_id: str = ""
+    ) -> tuple[str, list[TraceRecord]]:
+        """The workflow's correlation id and its facts in causal order.
+
+        A caller that is not an admin sees a workflow only when every booking in it is its
+        own; otherwise it is told NOT_FOUND, as about a workflow without facts.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT, NOT_FOUND.
+        """
         if booking_id:
             check_id("booking_id", booking_id)
-            found = await self._store.correlation_of(booking_id)
-            if found is None:
+            view = await self._store.get(booking_id)
+            if view is None or not view.correlation_id or not caller.may_act_for(view.user_id):
                 raise GatewayError(ErrorCode.NOT_FOUND, f"no facts about booking {booking_id}", "booking_id")
-            correlation_id = found
+            correlation_id = view.correlation_id
         elif correlation_id:
             check_id("correlation_id", correlation_id)
         else:
             raise GatewayError(
                 ErrorCode.INVALID_ARGUMENT, "booking_id or correlation_id is required", "booking_id"
             )
-        events = await self._store.trace(correlation_id)
+        if caller.is_admin:
+            events = await self._store.trace(correlation_id)
+        else:
+            _, owners = await self._store.correlation_owners(correlation_id)
+            events = await self._store.trace(correlation_id) if owners == {caller.subject} else []
         if not events:
             raise GatewayError(
                 ErrorCode.NOT_FOUND, f"no facts for correlation id {correlation_id}", "correlation_id"
             )
         return correlation_id, causal_order(events)
+
+
+def _exhausted(exc: LimitExceeded) -> GatewayError:
+    return GatewayError(ErrorCode.RESOURCE_EXHAUSTED, str(exc), retry_after=exc.retry_after)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.auth import Authenticator, grpc_caller
 from gateway.convert import booking_message, status_from_proto, trace_message
 from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.grpc_auth import AuthInterceptor
 from gateway.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ SERVICE_NAME: str = gateway_pb2.DESCRIPTOR.services_by_name["BookingGatewayServi
 CORRELATION_METADATA = "x-correlation-id"
 #: Trailing metadata naming the invalid field of an INVALID_ARGUMENT.
 FIELD_METADATA = "error-field"
+#: Trailing metadata of a RESOURCE_EXHAUSTED: whole seconds to wait before retrying.
+RETRY_AFTER_METADATA = "retry-after"
 
 _STATUS = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -37,14 +42,22 @@ _STATUS = {
     ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _abort(context: Context, error: GatewayError) -> None:
+    trailing: list[tuple[str, str]] = []
     if error.field:
-        context.set_trailing_metadata(((FIELD_METADATA, error.field),))
+        trailing.append((FIELD_METADATA, error.field))
+    if error.retry_after is not None:
+        trailing.append((RETRY_AFTER_METADATA, str(max(1, math.ceil(error.retry_after)))))
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
     details = f"{error.field}: {error.message}" if error.field else error.message
     await context.abort(_STATUS[error.code], details)
 
@@ -83,6 +96,7 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         try:
             created = await self._core.create(
                 request,
+                caller=grpc_caller(),
                 correlation_id=_metadata(context, CORRELATION_METADATA),
                 timeout=_time_left(context),
             )
@@ -98,9 +112,9 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
     ) -> gateway_pb2.GetBookingResponse:
         try:
             if request.HasField("wait"):
-                view = await self._core.wait(request.booking_id, _seconds(request.wait))
+                view = await self._core.wait(request.booking_id, _seconds(request.wait), caller=grpc_caller())
             else:
-                view = await self._core.get(request.booking_id)
+                view = await self._core.get(request.booking_id, caller=grpc_caller())
         except GatewayError as exc:
             await _abort(context, exc)
             raise
@@ -115,6 +129,7 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
             except ValueError as exc:
                 raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "status") from None
             views, token = await self._core.list_bookings(
+                caller=grpc_caller(),
                 user_id=request.user_id,
                 status=status,
                 page_size=request.page_size,
@@ -131,7 +146,7 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         self, request: gateway_pb2.WatchBookingRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WatchBookingResponse]:
         try:
-            async for view in self._core.watch(request.booking_id):
+            async for view in self._core.watch(request.booking_id, caller=grpc_caller()):
                 yield gateway_pb2.WatchBookingResponse(booking=booking_message(view))
         except GatewayError as exc:
             await _abort(context, exc)
@@ -141,7 +156,7 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
     ) -> gateway_pb2.GetWorkflowTraceResponse:
         try:
             correlation_id, events = await self._core.trace(
-                booking_id=request.booking_id, correlation_id=request.correlation_id
+                caller=grpc_caller(), booking_id=request.booking_id, correlation_id=request.correlation_id
             )
         except GatewayError as exc:
             await _abort(context, exc)
@@ -160,6 +175,7 @@ class GrpcServer:
     Args:
         core: Application logic.
         readiness: Drives the health status.
+        authenticator: Identifies the caller of each call (``gateway.grpc_auth``).
         host: Address to bind.
         port: Port to bind.
         grace: Seconds in-flight calls get on shutdown.
@@ -171,6 +187,7 @@ class GrpcServer:
         core: GatewayCore,
         readiness: Readiness,
         *,
+        authenticator: Authenticator,
         host: str,
         port: int,
         grace: float,
@@ -182,7 +199,9 @@ class GrpcServer:
         self._health_interval = health_interval
         self._stopping = asyncio.Event()
         # No SO_REUSEPORT: a second process on the same port must fail, not share the traffic.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(authenticator)], options=[("grpc.so_reuseport", 0)]
+        )
         gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
             BookingGatewayServicer(core), self.server
         )

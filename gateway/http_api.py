@@ -3,7 +3,7 @@
 Handlers only translate between HTTP and ``GatewayCore``; bodies are the
 protobuf JSON mapping of the gRPC messages. Errors are always
 ``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
-code (400, 404, 409, 503, 500). The server runs in the gateway's event loop,
+code (400, 401, 403, 404, 409, 429, 503, 500). The server runs in the gateway's event loop,
 next to the gRPC server, under uvicorn.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import uvicorn
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from choreo.metrics import Stages
+from gateway.auth import AuthenticationFailed, Authenticator, http_caller
 from gateway.convert import booking_message, status_from_name, trace_message
 from gateway.core import ErrorCode, GatewayCore, GatewayError
 from gateway.http_models import (
@@ -38,6 +40,7 @@ from gateway.http_models import (
     ListBookingsJson,
     WorkflowTraceJson,
 )
+from gateway.principal import Principal
 from gateway.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -48,10 +51,23 @@ HTTP_STATUS = {
     ErrorCode.ALREADY_EXISTS: 409,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
 }
 _BAD_REQUEST: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorJson, "description": "Invalid request; `field` names the culprit."},
 }
+#: Every ``/v1`` operation may answer these (authentication, authorization, limits).
+_CALLER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorJson,
+        "description": "No valid bearer token (GATEWAY_AUTH=jwt); see `WWW-Authenticate`.",
+    },
+    403: {"model": ErrorJson, "description": "The caller may not do this; `field` says what."},
+    429: {"model": ErrorJson, "description": "A limit of the caller or the gateway; see `Retry-After`."},
+}
+_BAD_REQUEST = {**_BAD_REQUEST, **_CALLER_ERRORS}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     **_BAD_REQUEST,
     404: {"model": ErrorJson, "description": "Not found."},
@@ -74,16 +90,26 @@ def error_response(code: str, message: str, field: str = "", status: int = 400) 
 
 
 def _gateway_error(error: GatewayError) -> JSONResponse:
-    return error_response(error.code, error.message, error.field, HTTP_STATUS[error.code])
+    response = error_response(error.code, error.message, error.field, HTTP_STATUS[error.code])
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if isinstance(error, AuthenticationFailed):
+        response.headers["WWW-Authenticate"] = error.challenge
+    return response
 
 
-def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = None) -> FastAPI:
-    """The FastAPI application of the gateway."""
+def create_app(
+    core: GatewayCore, readiness: Readiness, stages: Stages | None = None, *, authenticator: Authenticator
+) -> FastAPI:
+    """The FastAPI application of the gateway; ``authenticator`` identifies the caller of ``/v1``."""
     app = FastAPI(
         title="choreo gateway",
         version="1.0.0",
         description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
     )
+
+    # A default, not an annotation: the dependency is this app's, and annotations are strings.
+    identify = Depends(http_caller(authenticator))
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
@@ -130,6 +156,7 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
         x_correlation_id: Annotated[
             str | None, Header(description="Workflow id to use (default: new).")
         ] = None,
+        caller: Principal = identify,
     ) -> Response:
         key = body.idempotency_key
         if idempotency_key:  # an empty header is no key
@@ -147,7 +174,7 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
             payment_token=body.payment_token,
             idempotency_key=key,
         )
-        created = await core.create(request, correlation_id=x_correlation_id or "")
+        created = await core.create(request, caller=caller, correlation_id=x_correlation_id or "")
         booking_id = created.booking.booking_id
         headers = {"Location": f"/v1/bookings/{quote(booking_id, safe='')}"}
         if created.replayed:
@@ -163,8 +190,13 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
     async def get_booking(
         booking_id: str,
         wait: Annotated[float | None, Query(description="Seconds to wait for a terminal state.")] = None,
+        caller: Principal = identify,
     ) -> Response:
-        view = await (core.get(booking_id) if wait is None else core.wait(booking_id, wait))
+        view = await (
+            core.get(booking_id, caller=caller)
+            if wait is None
+            else core.wait(booking_id, wait, caller=caller)
+        )
         return JSONResponse(to_json(booking_message(view)))
 
     @app.get(
@@ -174,17 +206,20 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
         summary="List bookings, newest first",
     )
     async def list_bookings(
-        user_id: str = "",
+        user_id: Annotated[
+            str, Query(description="Whose bookings (default: the caller's; all for an admin).")
+        ] = "",
         status: Annotated[str, Query(description="BOOKING_STATUS_CONFIRMED (or CONFIRMED), ...")] = "",
         page_size: Annotated[int, Query(description="Default 50, at most 500.")] = 0,
         page_token: str = "",
+        caller: Principal = identify,
     ) -> Response:
         try:
             wanted = status_from_name(status)
         except ValueError as exc:
             raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "status") from None
         views, token = await core.list_bookings(
-            user_id=user_id, status=wanted, page_size=page_size, page_token=page_token
+            caller=caller, user_id=user_id, status=wanted, page_size=page_size, page_token=page_token
         )
         response = gateway_pb2.ListBookingsResponse(
             bookings=[booking_message(v) for v in views], next_page_token=token
@@ -197,8 +232,8 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
         responses=_ERRORS,
         summary="The booking's workflow: every fact, in causal order",
     )
-    async def booking_trace(booking_id: str) -> Response:
-        return _trace_response(*await core.trace(booking_id=booking_id))
+    async def booking_trace(booking_id: str, caller: Principal = identify) -> Response:
+        return _trace_response(*await core.trace(caller=caller, booking_id=booking_id))
 
     @app.get(
         "/v1/traces/{correlation_id}",
@@ -206,8 +241,8 @@ def create_app(core: GatewayCore, readiness: Readiness, stages: Stages | None = 
         responses=_ERRORS,
         summary="A workflow by correlation id: every fact, in causal order",
     )
-    async def workflow_trace(correlation_id: str) -> Response:
-        return _trace_response(*await core.trace(correlation_id=correlation_id))
+    async def workflow_trace(correlation_id: str, caller: Principal = identify) -> Response:
+        return _trace_response(*await core.trace(caller=caller, correlation_id=correlation_id))
 
     @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
     async def healthz() -> Response:

@@ -52,7 +52,11 @@ class CreateBookingBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    user_id: str = ""
+    user_id: str = Field(
+        default="",
+        description="Whose booking. With GATEWAY_AUTH=jwt: empty (the caller's, the token's sub) "
+        "or the caller's; another user's needs the bookings:admin scope.",
+    )
     amount_cents: Int64 = Field(default=0, description="Price in minor units of the currency (cents).")
     currency: str = Field(default="", description="ISO 4217 code, upper case, e.g. USD.")
     payment_token: str = Field(default="", description="tok_visa, tok_chargeDeclined, ...")
@@ -106,7 +110,8 @@ class WorkflowTraceJson(BaseModel):
 
 class ErrorDetail(BaseModel):
     code: str = Field(
-        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, ..."
+        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, "
+        "UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ..."
     )
     message: str
     field: str = Field(default="", description="The offending request field, when there is one.")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from choreo.settings import ServiceSettings
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash).
+MIN_HS256_SECRET_BYTES = 32
 
 
 class GatewaySettings(ServiceSettings):
@@ -42,6 +47,98 @@ class GatewaySettings(ServiceSettings):
     #: Idle heartbeat of the projection's pull consumers; three missed ones restart a feed
     #: from its checkpoint (how fast it notices a NATS restart).
     projection_heartbeat_seconds: float = Field(default=1.0, ge=0.1, le=30)
+
+    # -- authentication (gateway.auth) and per-caller limits (gateway.limits) ----------------------
+
+    #: ``none``: every caller is anonymous and may do everything (local use, ``choreo up``);
+    #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (``docs/auth.md``).
+    auth: Literal["none", "jwt"] = "none"
+    #: HS256 key of the tokens (at least 32 bytes); or give ``jwt_hs256_secret_file`` or ``jwt_jwks_url``.
+    jwt_hs256_secret: SecretStr | None = None
+    #: File holding the HS256 key (surrounding whitespace stripped), e.g. a mounted Secret.
+    jwt_hs256_secret_file: Path | None = None
+    #: The identity provider's JWKS (RS256 and ES256 keys), fetched, cached and refreshed.
+    jwt_jwks_url: str | None = None
+    #: Required ``iss`` of the tokens (unset: not checked).
+    jwt_issuer: str | None = None
+    #: Required ``aud`` of the tokens (unset: a token naming an audience is refused).
+    jwt_audience: str | None = None
+    #: Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (seconds).
+    jwt_leeway_seconds: float = Field(default=10.0, ge=0, le=300)
+    #: The JWKS is fetched again after this long, so rotated keys are picked up (seconds).
+    jwt_jwks_max_age_seconds: float = Field(default=600.0, ge=1, le=86_400)
+    #: A token with an unknown ``kid`` refetches the JWKS at most this often, so a flood of
+    #: made-up kids cannot hammer the identity provider (seconds).
+    jwt_jwks_refresh_interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
+    #: Creates per second one caller (token ``sub``) may make, on average; 0: unlimited.
+    #: Only with ``GATEWAY_AUTH=jwt`` (without auth nobody is told apart).
+    create_rate_per_second: float = Field(default=10.0, ge=0, le=100_000)
+    #: Creates one caller may make at once above that rate (the bucket's size).
+    create_burst: int = Field(default=50, ge=1, le=1_000_000)
+    #: Watches and waits (WatchBooking, GetBooking with ``wait``, ``?wait=``) one caller may
+    #: hold open at once; only with ``GATEWAY_AUTH=jwt``.
+    max_watches_per_caller: int = Field(default=100, ge=1, le=1_000_000)
+    #: Watches and waits open at once, all callers together (with or without auth). Each holds
+    #: a call's memory for as long as its client likes. ``choreo bench`` holds at most about
+    #: 1,500 (1,000 creates/s open loop, each followed by a wait of up to ~1.5 s); 4,000 leaves
+    #: more than twice that for latency spikes, and still refuses a flood of 5,000.
+    max_watches: int = Field(default=4_000, ge=1, le=1_000_000)
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.auth != "jwt":
+            return self
+        secrets = [
+            name
+            for name, value in (
+                ("GATEWAY_JWT_HS256_SECRET", self.jwt_hs256_secret),
+                ("GATEWAY_JWT_HS256_SECRET_FILE", self.jwt_hs256_secret_file),
+                ("GATEWAY_JWT_JWKS_URL", self.jwt_jwks_url),
+            )
+            if value is not None
+        ]
+        if len(secrets) != 1:
+            given = f"{' and '.join(secrets)} are set" if secrets else "none is set"
+            raise ValueError(
+                "GATEWAY_AUTH=jwt needs exactly one of GATEWAY_JWT_HS256_SECRET, "
+                f"GATEWAY_JWT_HS256_SECRET_FILE or GATEWAY_JWT_JWKS_URL; {given}"
+            )
+        if self.jwt_jwks_url is None:
+            self.hs256_secret()
+        return self
+
+    def hs256_secret(self) -> bytes:
+        """The HS256 key (from ``jwt_hs256_secret`` or its file).
+
+        Raises:
+            ValueError: Neither is set, the file cannot be read, or the key is shorter
+                than ``MIN_HS256_SECRET_BYTES``; the message names the variable.
+        """
+        if self.jwt_hs256_secret is not None:
+            name, secret = "GATEWAY_JWT_HS256_SECRET", self.jwt_hs256_secret.get_secret_value().encode()
+        elif self.jwt_hs256_secret_file is not None:
+            name = "GATEWAY_JWT_HS256_SECRET_FILE"
+            try:
+                secret = self.jwt_hs256_secret_file.read_bytes().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"{name}: cannot read {self.jwt_hs256_secret_file}: {exc.strerror}"
+                ) from None
+        else:
+            raise ValueError("no HS256 secret is configured")
+        if len(secret) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(f"{name}: the secret must be at least {MIN_HS256_SECRET_BYTES} bytes")
+        return secret
 
     @field_validator("streams")
     @classmethod

@@ -341,6 +341,23 @@ class ReadModel:
             value = (await conn.execute(stmt)).scalar()
         return str(value) if value else None
 
+    async def correlation_owners(self, correlation_id: str) -> tuple[bool, set[str]]:
+        """Whether facts of the workflow are indexed, and the users of the bookings they name.
+
+        Found through the trace index (``correlation_id`` is indexed there, not on bookings):
+        facts that name no booking the read model knows add no owner.
+        """
+        t, b = trace_events_table.c, bookings_table.c
+        stmt = (
+            select(t.booking_id, b.user_id)
+            .select_from(trace_events_table.outerjoin(bookings_table, b.booking_id == t.booking_id))
+            .where(t.correlation_id == correlation_id)
+            .distinct()
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return bool(rows), {row.user_id for row in rows if row.user_id}
+
     async def ping(self) -> None:
         """Raises when the database does not answer."""
         async with self._reader.connect() as conn:

@@ -53,8 +53,8 @@ def test_ci_run_runs_the_documented_checks_and_tests() -> None:
 def documented_settings() -> dict[type[ServiceSettings], set[str]]:
     classes: list[type[ServiceSettings]] = [ServiceSettings, *SERVICES.values()]
     documented: dict[type[ServiceSettings], set[str]] = {cls: set() for cls in classes}
-    for cell in re.findall(r"^\| ((?:`[A-Z_]+`(?:, )?)+) \|", section("Configuration"), re.M):
-        for name in re.findall(r"`([A-Z_]+)`", cell):
+    for cell in re.findall(r"^\| ((?:`[A-Z0-9_]+`(?:, )?)+) \|", section("Configuration"), re.M):
+        for name in re.findall(r"`([A-Z0-9_]+)`", cell):
             prefix = next((p for p in SERVICES if name.startswith(p)), None)
             cls = SERVICES[prefix] if prefix else ServiceSettings
             field = name.removeprefix(prefix or "").lower()

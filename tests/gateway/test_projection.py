@@ -23,6 +23,7 @@ from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
 from gateway.build import GatewayService
 from gateway.merge import Status
+from gateway.principal import ANONYMOUS
 from gateway.tables import TABLES, ReadModelBase
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts
@@ -151,7 +152,7 @@ async def test_facts_from_two_streams_project_the_same_in_any_order(
         return view is not None and view.is_terminal
 
     await eventually(live_done)
-    correlation, trace = await gateway.core.trace(booking_id="payment-first")
+    correlation, trace = await gateway.core.trace(caller=ANONYMOUS, booking_id="payment-first")
     assert correlation == "wf-payment-first"
     assert [e.event_type.rsplit(".", 1)[1] for e in trace] == [
         "BookingCreated",
@@ -203,9 +204,9 @@ async def test_poison_goes_to_the_dlq_and_the_projection_carries_on(
     assert "undecodable" in errors[0] and "not an event" in errors[1] and "unknown type" in errors[2]
     assert copies[1].data == b"no headers at all"
     # What had event headers is still in its workflow's trace.
-    _, events = await gateway.core.trace(correlation_id="wf-garbage")
+    _, events = await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-garbage")
     assert [e.event_id for e in events] == ["garbage-1"]
-    _, events = await gateway.core.trace(correlation_id="wf-unknown")
+    _, events = await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-unknown")
     assert [e.event_type for e in events] == ["choreo.booking.v1.BookingTeleported"]
 
 

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from gateway.principal import ANONYMOUS
 from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService, publish
 
@@ -55,7 +56,7 @@ async def test_unknown_booking_waits_for_the_projection_then_is_found(
         await publish(js, created, subject="booking.created", source="booking", correlation_id="wf-late")
 
     later = asyncio.create_task(arrive_later())
-    view = await service.core.get("late-1")  # type: ignore[attr-defined]
+    view = await service.core.get("late-1", caller=ANONYMOUS)  # type: ignore[attr-defined]
     await later
     assert view.booking_id == "late-1"
 

@@ -105,6 +105,9 @@ class CreateBookingRequest(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    """With GATEWAY_AUTH=jwt: empty or the caller's (the token's sub); only a
+    bookings:admin caller may name another user. Without auth: required.
+    """
     amount_cents: _builtins.int
     currency: _builtins.str
     payment_token: _builtins.str
@@ -206,7 +209,9 @@ class ListBookingsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
-    """Empty: all users."""
+    """Empty: all users (with GATEWAY_AUTH=jwt: the caller's, all users for a
+    bookings:admin caller). Another user's id needs bookings:admin.
+    """
     status: Global___BookingStatus.ValueType
     """UNSPECIFIED: any status."""
     page_size: _builtins.int
