@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceU
 from choreo import natsclient
 from choreo.settings import ServiceSettings
 from choreo.subjects import STREAM_SUBJECTS
+from choreo.tlsconfig import nats_tls_options
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
         kwargs["password"] = settings.nats_password.get_secret_value() if settings.nats_password else ""
     if settings.nats_creds:
         kwargs["user_credentials"] = settings.nats_creds
+    kwargs.update(nats_tls_options(settings))
     kwargs.update(options)
     nc = await natsclient.connect(**kwargs)
     return nc
