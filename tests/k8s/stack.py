@@ -6,11 +6,41 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.k8s.manifests import Manifests, SecretRef
-from tests.k8s.natsconf import server_env, write_config
+from tests.k8s.manifests import Manifests, SecretRef, only_container
+from tests.k8s.natsconf import FILES, server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
+from tests.tlscerts import CertificateAuthority
 
 SERVICES = ("booking", "payment", "gateway")
+
+
+def nats_tls_mount(overlay: Manifests) -> str | None:
+    """Where the NATS container mounts its certificate (the `nats-tls` Secret), if it does."""
+    statefulset = overlay.get("StatefulSet", "nats")
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    for mount in only_container(statefulset).get("volumeMounts", []):
+        if volumes.get(mount["name"], {}).get("secret", {}).get("secretName") == "nats-tls":
+            return str(mount["mountPath"])
+    return None
+
+
+def local_nats_tls(overlay: Manifests, config_dir: Path, pki: Path) -> CertificateAuthority | None:
+    """The `nats-tls` Secret as cert-manager would write it (ca.crt, tls.crt, tls.key), made here
+    for loopback, with the config files written in ``config_dir`` pointed at it. None when the
+    overlay's NATS has no TLS (dev)."""
+    mount = nats_tls_mount(overlay)
+    if mount is None:
+        return None
+    ca = CertificateAuthority(pki, "nats")
+    leaf = ca.issue("nats", dns=("localhost", "nats"))
+    pki.mkdir(parents=True, exist_ok=True)
+    (pki / "ca.crt").write_bytes(ca.cert_file.read_bytes())
+    leaf.cert.rename(pki / "tls.crt")
+    leaf.key.rename(pki / "tls.key")
+    for name in FILES:
+        path = config_dir / name
+        path.write_text(path.read_text().replace(mount.rstrip("/") + "/", f"{pki}/"))
+    return ca
 
 
 def nats_passwords(overlay: Manifests) -> dict[SecretRef, str]:
