@@ -24,14 +24,16 @@ def nats_tls_mount(overlay: Manifests) -> str | None:
     return None
 
 
-def local_nats_tls(overlay: Manifests, config_dir: Path, pki: Path) -> CertificateAuthority | None:
+def local_nats_tls(
+    overlay: Manifests, config_dir: Path, pki: Path, ca: CertificateAuthority | None = None
+) -> CertificateAuthority | None:
     """The `nats-tls` Secret as cert-manager would write it (ca.crt, tls.crt, tls.key), made here
-    for loopback, with the config files written in ``config_dir`` pointed at it. None when the
-    overlay's NATS has no TLS (dev)."""
+    for loopback by ``ca`` (a new one if None; the nodes of one cluster share it), with the config
+    files written in ``config_dir`` pointed at it. None when the overlay's NATS has no TLS (dev)."""
     mount = nats_tls_mount(overlay)
     if mount is None:
         return None
-    ca = CertificateAuthority(pki, "nats")
+    ca = ca or CertificateAuthority(pki.parent / f"{pki.name}-ca", "nats")
     leaf = ca.issue("nats", dns=("localhost", "nats"))
     pki.mkdir(parents=True, exist_ok=True)
     (pki / "ca.crt").write_bytes(ca.cert_file.read_bytes())
@@ -43,13 +45,35 @@ def local_nats_tls(overlay: Manifests, config_dir: Path, pki: Path) -> Certifica
     return ca
 
 
+class RoutedNats(ConfiguredNats):
+    """A node whose routes log in (cluster.conf's `authorization`): nats-server's ``--cluster``
+    and ``--routes`` flags replace the config's, and a ``--cluster`` URL without a user clears
+    the route login, so both carry it, as the pods' NATS_ROUTES URLs do."""
+
+    login = ""
+
+    def args(self) -> list[str]:
+        args = super().args()
+        for i, arg in enumerate(args):
+            if arg in ("--cluster", "--routes"):
+                args[i + 1] = args[i + 1].replace("nats://", f"nats://{self.login}@")
+        return args
+
+
+def route_login(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> str:
+    """``route:<password>`` when the overlay's routes log in (prod), else empty."""
+    ref = SecretRef("nats-routes", "password")
+    return f"route:{passwords[ref]}" if ref in passwords else ""
+
+
 def nats_passwords(overlay: Manifests) -> dict[SecretRef, str]:
-    """Every NATS password Secret the overlay refers to: the dev values where the overlay ships
-    them, test values otherwise (prod ships no Secret)."""
+    """Every NATS password Secret the overlay refers to (the services' and the routes'): the dev
+    values where the overlay ships them, test values otherwise (prod ships no Secret)."""
     passwords: dict[SecretRef, str] = {}
+    names = (*(f"{s}-nats" for s in SERVICES), "nats-routes")
     for workload in overlay.workloads():
         for value in overlay.settings_env(workload).values():
-            if isinstance(value, SecretRef) and value.name.startswith(tuple(f"{s}-nats" for s in SERVICES)):
+            if isinstance(value, SecretRef) and value.name.startswith(names):
                 passwords[value] = overlay.secret_value(value) or f"test-{value.name}-{value.key}"
     return passwords
 
@@ -99,8 +123,18 @@ def nats_cluster(
     replicas = int(overlay.get("StatefulSet", "nats")["spec"]["replicas"])
     names = [f"nats-{i}" for i in range(replicas)]
     configs = [write_config(overlay, workdir / n / "config", store_dir=workdir / n / "store") for n in names]
+    ca = None
+    for config in configs:
+        # The nodes' certificates come from one CA, so that each route verifies its peer.
+        ca = local_nats_tls(overlay, config.parent, config.parent.parent / "pki", ca)
     envs = [server_env(overlay, dict(passwords), n) for n in names]
     cluster = LocalCluster(configs, envs, workdir)
+    cluster.ca = ca  # type: ignore[attr-defined]
+    login = route_login(overlay, passwords)
+    if login:
+        for node in cluster.nodes:
+            node.__class__ = RoutedNats
+            node.login = login  # type: ignore[attr-defined]
     try:
         cluster.start()
         yield cluster
