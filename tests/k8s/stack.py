@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,25 +46,28 @@ def local_nats_tls(
     return ca
 
 
-class RoutedNats(ConfiguredNats):
-    """A node whose routes log in (cluster.conf's `authorization`): nats-server's ``--cluster``
-    and ``--routes`` flags replace the config's, and a ``--cluster`` URL without a user clears
-    the route login, so both carry it, as the pods' NATS_ROUTES URLs do."""
-
-    login = ""
-
-    def args(self) -> list[str]:
-        args = super().args()
-        for i, arg in enumerate(args):
-            if arg in ("--cluster", "--routes"):
-                args[i + 1] = args[i + 1].replace("nats://", f"nats://{self.login}@")
-        return args
+def route_login(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> str | None:
+    """The route password when the overlay's routes log in (prod), else None."""
+    return passwords.get(SecretRef("nats-routes", "password"))
 
 
-def route_login(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> str:
-    """``route:<password>`` when the overlay's routes log in (prod), else empty."""
-    ref = SecretRef("nats-routes", "password")
-    return f"route:{passwords[ref]}" if ref in passwords else ""
+def loopback_routes(cluster: LocalCluster, password: str) -> None:
+    """Runs each node's rendered cluster block as it is, on loopback: its `port` line set to the
+    node's free route port and NATS_ROUTES expanded as the kubelet would, the pod names pointed
+    at those ports. (nats-server's --cluster/--routes flags would replace the block's login.)"""
+    ports = [node.cluster_port for node in cluster.nodes]
+    for node in cluster.nodes:
+        routes = node.env["NATS_ROUTES"].replace("$(NATS_ROUTE_PASSWORD)", password)
+        for i, port in enumerate(ports):
+            routes = re.sub(rf"@nats-{i}\.[\w.-]+:6222", f"@127.0.0.1:{port}", routes)
+        node.env["NATS_ROUTES"] = routes
+        conf = node.config.parent / "cluster.conf"
+        text, count = re.subn(
+            r"^(\s*)port: 6222$", rf"\g<1>port: {node.cluster_port}", conf.read_text(), flags=re.M
+        )
+        assert count == 1, "cluster.conf sets the route port once"
+        conf.write_text(text)
+        node.cluster_port = None  # no flags: the file's cluster block runs
 
 
 def nats_passwords(overlay: Manifests) -> dict[SecretRef, str]:
@@ -130,11 +134,9 @@ def nats_cluster(
     envs = [server_env(overlay, dict(passwords), n) for n in names]
     cluster = LocalCluster(configs, envs, workdir)
     cluster.ca = ca  # type: ignore[attr-defined]
-    login = route_login(overlay, passwords)
-    if login:
-        for node in cluster.nodes:
-            node.__class__ = RoutedNats
-            node.login = login  # type: ignore[attr-defined]
+    password = route_login(overlay, passwords)
+    if password is not None:
+        loopback_routes(cluster, password)
     try:
         cluster.start()
         yield cluster

@@ -154,10 +154,12 @@ def _intruder_config(config: Path, target: ConfiguredNats) -> str:
     text = (config.parent / "tls.conf").read_text()
     cluster = (config.parent / "cluster.conf").read_text()
     tls = cluster[cluster.index("  tls {") : cluster.index("  }", cluster.index("  tls {")) + 3]
+    port = re.search(r"^\s*port: (\d+)$", (target.config.parent / "cluster.conf").read_text(), re.M)
+    assert port, "the target's route port"
     return (
         f'{text}\nserver_name: "nats-9"\njetstream: disabled\n'
         f"cluster {{\n  name: choreo\n  listen: 127.0.0.1:-1\n{tls}\n"
-        f"  routes: [nats://127.0.0.1:{target.cluster_port}]\n}}\n"
+        f"  routes: [nats://127.0.0.1:{port.group(1)}]\n}}\n"
     )
 
 
