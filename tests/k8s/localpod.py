@@ -82,6 +82,7 @@ class LocalPod:
     Args:
         overlay: The rendered overlay.
         name: The Deployment.
+        tls_ca: Verifies the process's certificate when a probe's scheme is HTTPS.
         workdir: Working directory, HOME and TMPDIR of the process (its /tmp emptyDir).
         secrets: Value of each Secret key the container reads.
         replace: Settings whose rendered value points into the cluster, with the local value
@@ -97,8 +98,11 @@ class LocalPod:
         *,
         secrets: Mapping[SecretRef, str],
         replace: Mapping[str, str],
+        tls_ca: Path | None = None,
     ) -> None:
         self.name = name
+        #: CA that verifies the process's certificate in HTTPS probes (the kubelet verifies none).
+        self.tls_ca = tls_ca
         self.deployment = overlay.get("Deployment", name)
         self.container = only_container(self.deployment)
         self.workdir = workdir
@@ -229,8 +233,12 @@ class LocalPod:
         if "httpGet" in spec:
             port = spec["httpGet"]["port"]
             local = self.ports[port] if isinstance(port, str) else self._by_number(port)
+            scheme = str(spec["httpGet"].get("scheme", "HTTP")).lower()
+            verify = str(self.tls_ca) if self.tls_ca else True
             try:
-                response = httpx.get(f"http://127.0.0.1:{local}{spec['httpGet']['path']}", timeout=3)
+                response = httpx.get(
+                    f"{scheme}://127.0.0.1:{local}{spec['httpGet']['path']}", timeout=3, verify=verify
+                )
             except httpx.HTTPError as exc:
                 return False, repr(exc)
             return 200 <= response.status_code < 400, f"{response.status_code} {response.text[:300]}"
