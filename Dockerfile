@@ -17,14 +17,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt
+# Dependencies first, from the lock alone, so a code change does not reinstall them. Every
+# file pip fetches must match a sha256 of requirements.lock (scripts/lock.sh regenerates it
+# from pyproject.toml; tests/test_lock.py keeps the two in step), and no dependency outside
+# the lock can come in: pip refuses an unhashed requirement in this mode.
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
 COPY . .
-# --no-deps: the dependencies are already there; a missing one would fail the import check below.
-RUN pip install --no-deps . \
+# The project's own wheel, built without build isolation (which would fetch an unpinned
+# setuptools) by the hash-locked backend of requirements-build.lock, in a venv of its own
+# that the runtime stage never sees. --no-deps: the dependencies are already there; a
+# missing one would fail the import check below.
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --requirement requirements-build.lock \
+    && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+    && pip install --no-deps /tmp/dist/choreo-*.whl \
     && python -m compileall -q /opt/venv/lib \
     && python -c "import choreo, booking, payment, gateway"
 

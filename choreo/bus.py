@@ -25,6 +25,7 @@ from choreo import natsclient
 from choreo.natsidentity import connection_owner, inbox_prefix
 from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE, MIB, ServiceSettings
 from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
+from choreo.tlsconfig import nats_tls_options
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ async def connect(settings: ServiceSettings, *, name: str | None = None, **optio
         kwargs["password"] = settings.nats_password.get_secret_value() if settings.nats_password else ""
     if settings.nats_creds:
         kwargs["user_credentials"] = settings.nats_creds
+    kwargs.update(nats_tls_options(settings))
     kwargs.update(options)
     nc = await natsclient.connect(**kwargs)
     return nc

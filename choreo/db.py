@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import BigInteger, Column, Integer, Table, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
@@ -64,6 +66,46 @@ def normalize_url(url: str) -> str:
     return url
 
 
+#: ``sslmode`` values of libpq, which asyncpg implements (``ssl`` in the URL is the same parameter).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: libpq's TLS parameters a PostgreSQL URL may carry (files on the service's filesystem).
+TLS_FILE_PARAMETERS = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def postgres_tls(url: str) -> tuple[URL, dict[str, Any]]:
+    """A PostgreSQL URL without its TLS parameters, and the asyncpg arguments that carry them.
+
+    The URL may say ``ssl=`` (or libpq's ``sslmode=``) with one of ``SSL_MODES``, and name
+    the CA that signed the server's certificate (``sslrootcert=``), a client certificate and
+    key (``sslcert=``, ``sslkey=``) and a revocation list (``sslcrl=``), e.g.
+    ``postgresql+asyncpg://u:p@db:5432/app?ssl=verify-full&sslrootcert=/etc/tls/ca.crt``.
+    SQLAlchemy hands every query parameter to ``asyncpg.connect`` as a keyword, which has none
+    for the files, so they travel in asyncpg's own libpq-style ``dsn`` argument instead (its
+    host, user and database come from the URL): asyncpg builds and checks the TLS context.
+    Without ``sslrootcert``, asyncpg reads ``PGSSLROOTCERT`` or ``~/.postgresql/root.crt``.
+
+    Raises:
+        ValueError: An unknown mode, both ``ssl`` and ``sslmode``, or a file that cannot be read.
+    """
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    if "ssl" in query and "sslmode" in query:
+        raise ValueError("the database URL sets both ssl= and sslmode=; keep one")
+    mode = query.pop("ssl", None) or query.pop("sslmode", None)
+    files = {key: query.pop(key) for key in TLS_FILE_PARAMETERS if key in query}
+    if mode is None and not files:
+        return parsed, {}
+    if mode is not None and (not isinstance(mode, str) or mode not in SSL_MODES):
+        raise ValueError(f"ssl={mode!r} in the database URL: must be one of {', '.join(SSL_MODES)}")
+    for key, path in files.items():
+        try:
+            Path(str(path)).open("rb").close()
+        except OSError as exc:
+            raise ValueError(f"{key}={path!r} in the database URL: cannot read it ({exc.strerror})") from None
+    params = {"sslmode": mode, **files} if mode else files
+    return parsed.set(query=query), {"dsn": "postgresql://?" + urlencode(params)}
+
+
 #: SQLite ``synchronous`` values a service may choose (``ServiceSettings.sqlite_synchronous``).
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
@@ -89,7 +131,10 @@ def make_engine(
         raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, not {synchronous!r}")
     url = normalize_url(url)
     if not is_sqlite(url):
-        return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        plain, tls = postgres_tls(url)
+        return create_async_engine(
+            plain, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=tls
+        )
     path = url.split(":///", 1)[1] if ":///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from choreo.db import is_sqlite, normalize_url
+from choreo.db import is_sqlite, normalize_url, postgres_tls
 from choreo.errors import Failure, classify
 from choreo.retry import RetryPolicy
 
@@ -164,9 +164,8 @@ def describe(variable: str, url: str, problem: Problem, exc: BaseException) -> s
 
 async def check(url: str) -> None:
     """Connects to ``url`` once and runs ``SELECT 1``; raises what the driver raised."""
-    engine = create_async_engine(
-        normalize_url(url), poolclass=NullPool, connect_args={"timeout": CONNECT_TIMEOUT}
-    )
+    plain, tls = postgres_tls(normalize_url(url))
+    engine = create_async_engine(plain, poolclass=NullPool, connect_args={"timeout": CONNECT_TIMEOUT, **tls})
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -241,13 +240,13 @@ async def create_missing(variable: str, url: str) -> str | None:
     except Exception as exc:
         if diagnose(exc) is not Problem.MISSING:
             return None
-    parsed = make_url(normalize_url(url))
+    parsed, tls = postgres_tls(normalize_url(url))
     name = parsed.database or ""
     maintenance = create_async_engine(
         parsed.set(database="postgres"),
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",  # CREATE DATABASE cannot run in a transaction
-        connect_args={"timeout": CONNECT_TIMEOUT},
+        connect_args={"timeout": CONNECT_TIMEOUT, **tls},
     )
     try:
         async with maintenance.connect() as conn:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -156,3 +156,44 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper_synchronous(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    # NATS client TLS (choreo.tlsconfig). Unset: the connection is as the URL and the server
+    # make it (plain TCP for nats://). Set: TLS from the first byte (handshake first), the
+    # server verified against the CA, and with a certificate and key, mutual TLS.
+    #: PEM bundle of the CA(s) that signed the NATS servers' certificates (default: the system's).
+    nats_tls_ca_file: str | None = None
+    #: PEM certificate this service presents to NATS (mutual TLS); needs the key too.
+    nats_tls_cert_file: str | None = None
+    #: PEM private key of that certificate.
+    nats_tls_key_file: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("nats_tls_ca_file", "nats_tls_cert_file", "nats_tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("nats_tls_ca_file", "nats_tls_cert_file", "nats_tls_key_file")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        # Checked at start-up: a missing mount stops the service instead of a reconnect loop.
+        if value is not None:
+            try:
+                Path(value).open("rb").close()
+            except OSError as exc:
+                raise ValueError(f"cannot read {value!r}: {exc.strerror or exc}") from None
+        return value
+
+    @field_validator("nats_tls_key_file")
+    @classmethod
+    def _cert_and_key_together(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "nats_tls_cert_file" not in info.data:
+            return value  # the certificate itself failed, and is reported
+        if (info.data["nats_tls_cert_file"] is None) != (value is None):
+            prefix = cls.model_config.get("env_prefix", "")
+            raise ValueError(f"set both {prefix}NATS_TLS_CERT_FILE and {prefix}NATS_TLS_KEY_FILE, or neither")
+        return value
+
+    @property
+    def nats_tls(self) -> bool:
+        """Whether any NATS TLS setting is given (the connection is then TLS only)."""
+        return any((self.nats_tls_ca_file, self.nats_tls_cert_file, self.nats_tls_key_file))

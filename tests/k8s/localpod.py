@@ -54,8 +54,8 @@ SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)(.*)$")
 #: The payment-token key pair's Secrets (``choreo.sealing``): a test brings no value for them,
 #: every pod gets this test session's pair (``tests.support``), so booking and payment agree.
 TOKEN_KEY_SECRETS = {
-    SecretRef("payment-token-key", "private-key"): TOKEN_PRIVATE_KEY,
-    SecretRef("payment-token-public-key", "public-key"): TOKEN_PUBLIC_KEY,
+    SecretRef("payment-token-keys", "private-key"): TOKEN_PRIVATE_KEY,
+    SecretRef("payment-token-keys", "public-key"): TOKEN_PUBLIC_KEY,
 }
 
 
@@ -89,6 +89,7 @@ class LocalPod:
     Args:
         overlay: The rendered overlay.
         name: The Deployment.
+        tls_ca: Verifies the process's certificate when a probe's scheme is HTTPS.
         workdir: Working directory, HOME and TMPDIR of the process (its /tmp emptyDir).
         secrets: Value of each Secret key the container reads (the payment-token keys default to
             ``TOKEN_KEY_SECRETS``).
@@ -105,8 +106,11 @@ class LocalPod:
         *,
         secrets: Mapping[SecretRef, str],
         replace: Mapping[str, str],
+        tls_ca: Path | None = None,
     ) -> None:
         self.name = name
+        #: CA that verifies the process's certificate in HTTPS probes (the kubelet verifies none).
+        self.tls_ca = tls_ca
         self.deployment = overlay.get("Deployment", name)
         self.container = only_container(self.deployment)
         self.workdir = workdir
@@ -238,8 +242,12 @@ class LocalPod:
         if "httpGet" in spec:
             port = spec["httpGet"]["port"]
             local = self.ports[port] if isinstance(port, str) else self._by_number(port)
+            scheme = str(spec["httpGet"].get("scheme", "HTTP")).lower()
+            verify = str(self.tls_ca) if self.tls_ca else True
             try:
-                response = httpx.get(f"http://127.0.0.1:{local}{spec['httpGet']['path']}", timeout=3)
+                response = httpx.get(
+                    f"{scheme}://127.0.0.1:{local}{spec['httpGet']['path']}", timeout=3, verify=verify
+                )
             except httpx.HTTPError as exc:
                 return False, repr(exc)
             return 200 <= response.status_code < 400, f"{response.status_code} {response.text[:300]}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.k8s.manifests import Manifests, SecretRef, only_container
 
-#: Files of the nats-config ConfigMap (nats.conf includes the other two).
-FILES = ("nats.conf", "auth.conf", "cluster.conf")
+#: Files of the nats-config ConfigMap (nats.conf includes the others).
+FILES = ("nats.conf", "auth.conf", "cluster.conf", "tls.conf")
 STORE_LINE = re.compile(r'^(\s*store_dir:\s*)"[^"]*"\s*$', re.MULTILINE)
 
 

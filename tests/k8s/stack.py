@@ -2,24 +2,82 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.k8s.manifests import Manifests, SecretRef
-from tests.k8s.natsconf import server_env, write_config
+from tests.k8s.manifests import Manifests, SecretRef, only_container
+from tests.k8s.natsconf import FILES, server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
+from tests.tlscerts import CertificateAuthority
 
 SERVICES = ("booking", "payment", "gateway")
 
 
+def nats_tls_mount(overlay: Manifests) -> str | None:
+    """Where the NATS container mounts its certificate (the `nats-tls` Secret), if it does."""
+    statefulset = overlay.get("StatefulSet", "nats")
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    for mount in only_container(statefulset).get("volumeMounts", []):
+        if volumes.get(mount["name"], {}).get("secret", {}).get("secretName") == "nats-tls":
+            return str(mount["mountPath"])
+    return None
+
+
+def local_nats_tls(
+    overlay: Manifests, config_dir: Path, pki: Path, ca: CertificateAuthority | None = None
+) -> CertificateAuthority | None:
+    """The `nats-tls` Secret as cert-manager would write it (ca.crt, tls.crt, tls.key), made here
+    for loopback by ``ca`` (a new one if None; the nodes of one cluster share it), with the config
+    files written in ``config_dir`` pointed at it. None when the overlay's NATS has no TLS (dev)."""
+    mount = nats_tls_mount(overlay)
+    if mount is None:
+        return None
+    ca = ca or CertificateAuthority(pki.parent / f"{pki.name}-ca", "nats")
+    leaf = ca.issue("nats", dns=("localhost", "nats"))
+    pki.mkdir(parents=True, exist_ok=True)
+    (pki / "ca.crt").write_bytes(ca.cert_file.read_bytes())
+    leaf.cert.rename(pki / "tls.crt")
+    leaf.key.rename(pki / "tls.key")
+    for name in FILES:
+        path = config_dir / name
+        path.write_text(path.read_text().replace(mount.rstrip("/") + "/", f"{pki}/"))
+    return ca
+
+
+def route_login(overlay: Manifests, passwords: Mapping[SecretRef, str]) -> str | None:
+    """The route password when the overlay's routes log in (prod), else None."""
+    return passwords.get(SecretRef("nats-routes", "password"))
+
+
+def loopback_routes(cluster: LocalCluster, password: str) -> None:
+    """Runs each node's rendered cluster block as it is, on loopback: its `port` line set to the
+    node's free route port and NATS_ROUTES expanded as the kubelet would, the pod names pointed
+    at those ports. (nats-server's --cluster/--routes flags would replace the block's login.)"""
+    ports = [node.cluster_port for node in cluster.nodes]
+    for node in cluster.nodes:
+        routes = node.env["NATS_ROUTES"].replace("$(NATS_ROUTE_PASSWORD)", password)
+        for i, port in enumerate(ports):
+            routes = re.sub(rf"@nats-{i}\.[\w.-]+:6222", f"@127.0.0.1:{port}", routes)
+        node.env["NATS_ROUTES"] = routes
+        conf = node.config.parent / "cluster.conf"
+        text, count = re.subn(
+            r"^(\s*)port: 6222$", rf"\g<1>port: {node.cluster_port}", conf.read_text(), flags=re.M
+        )
+        assert count == 1, "cluster.conf sets the route port once"
+        conf.write_text(text)
+        node.cluster_port = None  # no flags: the file's cluster block runs
+
+
 def nats_passwords(overlay: Manifests) -> dict[SecretRef, str]:
-    """Every NATS password Secret the overlay refers to: the dev values where the overlay ships
-    them, test values otherwise (prod ships no Secret)."""
+    """Every NATS password Secret the overlay refers to (the services' and the routes'): the dev
+    values where the overlay ships them, test values otherwise (prod ships no Secret)."""
     passwords: dict[SecretRef, str] = {}
+    names = (*(f"{s}-nats" for s in SERVICES), "nats-routes")
     for workload in overlay.workloads():
         for value in overlay.settings_env(workload).values():
-            if isinstance(value, SecretRef) and value.name.startswith(tuple(f"{s}-nats" for s in SERVICES)):
+            if isinstance(value, SecretRef) and value.name.startswith(names):
                 passwords[value] = overlay.secret_value(value) or f"test-{value.name}-{value.key}"
     return passwords
 
@@ -69,8 +127,16 @@ def nats_cluster(
     replicas = int(overlay.get("StatefulSet", "nats")["spec"]["replicas"])
     names = [f"nats-{i}" for i in range(replicas)]
     configs = [write_config(overlay, workdir / n / "config", store_dir=workdir / n / "store") for n in names]
+    ca = None
+    for config in configs:
+        # The nodes' certificates come from one CA, so that each route verifies its peer.
+        ca = local_nats_tls(overlay, config.parent, config.parent.parent / "pki", ca)
     envs = [server_env(overlay, dict(passwords), n) for n in names]
     cluster = LocalCluster(configs, envs, workdir)
+    cluster.ca = ca  # type: ignore[attr-defined]
+    password = route_login(overlay, passwords)
+    if password is not None:
+        loopback_routes(cluster, password)
     try:
         cluster.start()
         yield cluster

@@ -32,9 +32,35 @@ def test_builder_installs_the_project_into_a_virtualenv(stages: list[Stage]) -> 
     builder = stages[0]
     runs = " ".join(builder.args("RUN"))
     assert "python -m venv /opt/venv" in runs
-    assert re.search(r"pip install( --\S+)* \.(\s|$)", runs), "pip install . of the project"
+    assert re.search(r"pip wheel [^&]* \.(\s|$)", runs), "the project's wheel, built from the source"
+    assert re.search(r"pip install --no-deps /tmp/dist/choreo-\S*\.whl", runs), "the wheel installed"
     # The image must import every package a Deployment runs.
     assert all(name in runs for name in ("import choreo", *SERVICES)), runs
+
+
+def test_builder_installs_only_hash_locked_packages(stages: list[Stage]) -> None:
+    builder = stages[0]
+    copies = builder.args("COPY")
+    assert copies[0] == "requirements.lock requirements-build.lock ./", "the locks alone, before the source"
+    installs = [
+        part.strip()
+        for run in builder.args("RUN")
+        for part in run.split("&&")
+        if re.search(r"pip install\b", part)
+    ]
+    assert installs, "the builder installs something"
+    for install in installs:
+        # From a lock, every file checked against its sha256; or the wheel built here, alone.
+        locked = re.search(
+            r"pip install --require-hashes --requirement requirements(-build)?\.lock$", install
+        )
+        assert locked or "--no-deps /tmp/dist/" in install, f"not hash-locked: {install}"
+    assert any("requirements.lock" in i for i in installs) and any(
+        "requirements-build.lock" in i for i in installs
+    )
+    wheel = " ".join(builder.args("RUN"))
+    # Build isolation would fetch an unpinned backend; the locked one builds instead.
+    assert "--no-build-isolation" in wheel
 
 
 def test_runtime_copies_only_the_virtualenv(stages: list[Stage]) -> None:
@@ -80,6 +106,8 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
     for needed in (
         "pyproject.toml",
         "README.md",
+        "requirements.lock",
+        "requirements-build.lock",
         "choreo/envelope.py",
         *(f"{s}/__main__.py" for s in SERVICES),
     ):

@@ -12,6 +12,7 @@ import pytest
 from choreo.natsserver import find_binary
 from tests.k8s.manifests import K8S, Manifests, Obj, SecretRef, only_container
 from tests.k8s.natsconf import auth_users, routes, server_env, write_config
+from tests.k8s.stack import local_nats_tls
 
 OVERLAYS = ("dev", "prod")
 SERVICES = ("booking", "payment", "gateway")
@@ -33,6 +34,7 @@ def test_rendered_config_is_accepted_by_nats_server(
     overlays: dict[str, Manifests], overlay: str, tmp_path: Path
 ) -> None:
     conf = write_config(overlays[overlay], tmp_path)
+    local_nats_tls(overlays[overlay], tmp_path, tmp_path / "pki")
     env = server_env(overlays[overlay], placeholder_passwords(overlays[overlay]), "nats-0")
     result = subprocess.run(
         [find_binary(), "-t", "-c", str(conf)],
@@ -120,9 +122,20 @@ def test_cluster_routes_name_every_node(overlays: dict[str, Manifests], overlay:
     if nodes == 1:
         assert "cluster" not in re.sub(r"#.*", "", cluster_conf), "one node: no cluster block"
         return
-    expected = [f"nats://nats-{i}.{sts['spec']['serviceName']}:6222" for i in range(nodes)]
-    assert routes(cluster_conf) == expected
+    # The route URLs carry the route password, so the pod's environment builds them.
+    assert re.search(r"^\s*routes: \$NATS_ROUTES$", cluster_conf, re.MULTILINE)
+    env = overlays[overlay].container_env(nats(overlays[overlay])[1])
+    assert env["NATS_ROUTE_PASSWORD"] == SecretRef("nats-routes", "password")
+    expected = [
+        f"nats://route:$(NATS_ROUTE_PASSWORD)@nats-{i}.{sts['spec']['serviceName']}:6222"
+        for i in range(nodes)
+    ]
+    assert routes(f"routes: {str(env['NATS_ROUTES']).replace(',', ' ')}") == expected
     assert re.search(r"^\s*port: 6222$", cluster_conf, re.MULTILINE)
+    # Routes: TLS both ways (each peer's certificate verified) and a login.
+    block = re.sub(r"#.*", "", cluster_conf)
+    assert re.search(r"tls \{[^}]*verify: true[^}]*\}", block), "route TLS with peer verification"
+    assert re.search(r"authorization \{\s*user: route\s*password: \$NATS_ROUTE_PASSWORD", block)
     constraints = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert {
         "topologyKey": "kubernetes.io/hostname",

@@ -93,8 +93,9 @@ def test_startup_budget_covers_a_full_replay(overlays: dict[str, Manifests], ove
     events = quantity_bytes(volume["emptyDir"]["sizeLimit"]) / BYTES_PER_EVENT
     replay = events / BUDGET_EVENTS_PER_S
     startup = container["startupProbe"]
-    # gRPC health answers SERVING only once every feed has caught up (gateway/grpc_api.py).
-    assert "grpc" in startup
+    # gRPC health answers SERVING only once every feed has caught up (gateway/grpc_api.py), and
+    # so does /readyz (the probe when the gateway serves TLS, which the kubelet's gRPC probe lacks).
+    assert "grpc" in startup or startup["httpGet"]["path"] == "/readyz", startup
     budget = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]
     assert budget >= replay, f"startup budget {budget}s < {replay:.0f}s to replay {events:,.0f} events"
     deadline = deployment["spec"].get("progressDeadlineSeconds", 600)
@@ -110,7 +111,7 @@ def test_gateway_has_no_database_server(overlays: dict[str, Manifests], overlay:
         for v in rendered.settings_env(deployment).values()
         if isinstance(v, SecretRef)
     }
-    assert secrets == {"gateway-nats"}, secrets
+    assert secrets == {"gateway-nats", "gateway-page-token"}, secrets
     postgres = only_container(rendered.get("StatefulSet", "postgres"))
     assert not [k for k in rendered.container_env(postgres) if k.startswith("GATEWAY_")]
     assert "gateway-db" not in {

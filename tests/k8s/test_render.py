@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s import tools
+from tests.k8s import certmanager, tools
 from tests.k8s.manifests import K8S, Manifests, kustomization_dirs, render
 
 kubernetes_validate = tools.import_module("kubernetes_validate", "pip install kubernetes-validate")
@@ -21,8 +21,11 @@ def test_kustomization_renders_valid_objects(kubectl: str, directory: Path) -> N
     errors = []
     for obj in objects:
         try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
+            if certmanager.is_cert_manager(obj):
+                certmanager.validate(obj)
+            else:
+                kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, certmanager.jsonschema.ValidationError) as exc:
             errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
     assert not errors, "\n".join(errors)
 
@@ -44,3 +47,11 @@ def test_schemas_are_bundled_for_offline_use() -> None:
     # kubernetes-validate ships the schemas: nothing is downloaded, so CI needs no network.
     root = Path(str(kubernetes_validate.__file__)).parent / "kubernetes-json-schema"
     assert (root / f"v{KUBERNETES_VERSION}-local-strict" / "deployment-apps-v1.json").exists()
+
+
+def test_cert_manager_objects_are_checked_strictly(overlays: dict[str, Manifests]) -> None:
+    certificate = dict(overlays["prod"].get("Certificate", "nats-tls"))
+    certmanager.validate(certificate)
+    certificate["spec"] = {**certificate["spec"], "dnsName": ["nats"]}
+    with pytest.raises(certmanager.jsonschema.ValidationError, match="dnsName"):
+        certmanager.validate(certificate)

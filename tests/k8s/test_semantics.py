@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.k8s.certmanager import certificate_secrets
 from tests.k8s.docs import prod_secrets
 from tests.k8s.manifests import Manifests, Obj
 from tests.k8s.semantics import check_all, selector_matches
@@ -22,7 +23,9 @@ def test_dev_overlay_is_consistent(overlays: dict[str, Manifests]) -> None:
 
 
 def test_prod_overlay_is_consistent_given_the_documented_secrets(overlays: dict[str, Manifests]) -> None:
-    provided = frozenset(("Secret", name) for name in prod_secrets())
+    # The user creates the documented Secrets; cert-manager writes one per Certificate.
+    made = certificate_secrets(overlays["prod"].objects)
+    provided = frozenset(("Secret", name) for name in {*prod_secrets(), *made})
     assert check_all(overlays["prod"].objects, provided) == []
 
 
@@ -31,7 +34,7 @@ def test_prod_needs_exactly_the_documented_secrets(overlays: dict[str, Manifests
     problems = check_all(overlays["prod"].objects)
     missing = {p.split("'")[1] for p in problems if "refers to Secret" in p}
     assert all("refers to Secret" in p for p in problems), problems
-    assert missing == set(prod_secrets())
+    assert missing == set(prod_secrets()) | certificate_secrets(overlays["prod"].objects, leaves_only=True)
     assert not overlays["prod"].of_kind("Secret"), "prod must ship no Secret"
 
 
