@@ -139,8 +139,10 @@ class LocalPod:
                 if file in replace:
                     self.secret_files[file] = replace[file]
                 else:
-                    assert ref in secrets, f"{name}: no local value for Secret {ref.name}/{ref.key} ({file})"
-                    self.secret_files[file] = secrets[ref]
+                    # The test's value, else the one the overlay ships (dev generates its Secrets).
+                    value = secrets.get(ref) or overlay.secret_value(ref)
+                    assert value is not None, f"{name}: no local value for Secret {ref.name}/{ref.key} ({file})"
+                    self.secret_files[file] = value
             self.secrets_dir = workdir / volume.name
         for key, value in rendered.items():
             if key == SECRETS_DIR_ENV and self.secrets_dir is not None:

@@ -23,6 +23,7 @@ import pytest
 from nacl.public import PrivateKey
 
 from choreo.gateway.v1 import gateway_pb2 as gw
+from choreo.natsidentity import inbox_prefix
 from gateway.settings import GatewaySettings
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
@@ -135,7 +136,13 @@ async def _flow(cluster: LocalCluster, gateway: LocalPod, booking_password: str)
     assert gateway.tls_ca is not None
     tls = ssl.create_default_context(cafile=str(gateway.tls_ca))
     nc = await nats.connect(
-        cluster.urls, user="booking", password=booking_password, tls=tls, tls_handshake_first=True
+        cluster.urls,
+        user="booking",
+        password=booking_password,
+        tls=tls,
+        tls_handshake_first=True,
+        # booking's user may read replies on its own inbox prefix only.
+        inbox_prefix=inbox_prefix("booking"),
     )
     try:
         info = await nc.jetstream().stream_info("BOOKING")
