@@ -51,7 +51,7 @@ class GatewaySettings(ServiceSettings):
     # -- authentication (gateway.auth) and per-caller limits (gateway.limits) ----------------------
 
     #: ``none``: every caller is anonymous and may do everything (local use, ``choreo up``);
-    #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (``docs/auth.md``).
+    #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (README, "Authentication and authorization").
     auth: Literal["none", "jwt"] = "none"
     #: HS256 key of the tokens (at least 32 bytes); or give ``jwt_hs256_secret_file`` or ``jwt_jwks_url``.
     jwt_hs256_secret: SecretStr | None = None
