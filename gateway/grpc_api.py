@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.convert import booking_message, status_from_proto, trace_message
@@ -140,14 +140,19 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         self, request: gateway_pb2.GetWorkflowTraceRequest, context: Context
     ) -> gateway_pb2.GetWorkflowTraceResponse:
         try:
-            correlation_id, events = await self._core.trace(
-                booking_id=request.booking_id, correlation_id=request.correlation_id
+            page = await self._core.trace(
+                booking_id=request.booking_id,
+                correlation_id=request.correlation_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
         except GatewayError as exc:
             await _abort(context, exc)
             raise
         return gateway_pb2.GetWorkflowTraceResponse(
-            correlation_id=correlation_id, events=[trace_message(e) for e in events]
+            correlation_id=page.correlation_id,
+            events=[trace_message(e) for e in page.events],
+            next_page_token=page.next_page_token,
         )
 
 
@@ -164,6 +169,11 @@ class GrpcServer:
         port: Port to bind.
         grace: Seconds in-flight calls get on shutdown.
         health_interval: Seconds between readiness evaluations.
+        interceptors: Server interceptors, outermost first.
+        options: Channel arguments (limits, keepalive; ``gateway.server_limits``).
+        maximum_concurrent_rpcs: Calls in progress before new ones are RESOURCE_EXHAUSTED.
+        credentials: TLS credentials (``gateway.tls``); ``None`` serves plaintext.
+        reflection: Serve gRPC server reflection.
     """
 
     def __init__(
@@ -175,6 +185,11 @@ class GrpcServer:
         port: int,
         grace: float,
         health_interval: float = 1.0,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+        options: Sequence[tuple[str, Any]] = (),
+        maximum_concurrent_rpcs: int | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        reflection: bool = True,
     ) -> None:
         self._core = core
         self._readiness = readiness
@@ -182,16 +197,26 @@ class GrpcServer:
         self._health_interval = health_interval
         self._stopping = asyncio.Event()
         # No SO_REUSEPORT: a second process on the same port must fail, not share the traffic.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            interceptors=list(interceptors),
+            options=[("grpc.so_reuseport", 0), *options],
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        )
         gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
             BookingGatewayServicer(core), self.server
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        if reflection:
+            grpc_reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME), self.server
+            )
+        address = f"{_bracket(host)}:{port}"
+        self.port: int = (
+            self.server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self.server.add_insecure_port(address)
         )
-        self.port: int = self.server.add_insecure_port(f"{_bracket(host)}:{port}")
         if not self.port:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
 
