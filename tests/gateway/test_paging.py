@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import grpc
+import httpx
 import pytest
 
+from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway import paging
 from gateway.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
+from tests.gateway.conftest import eventually
+from tests.gateway.fakes import FakeBookingService
 
 KEY = b"k" * 32
 
@@ -91,3 +97,69 @@ def test_a_malformed_token_is_refused(token: str) -> None:
 def test_an_empty_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         PageTokens(b"")
+
+
+# --- Traces, a page at a time, through both APIs ---
+
+
+async def _finished_workflow(http: httpx.AsyncClient) -> tuple[str, str]:
+    body = {"user_id": "u1", "amount_cents": 100, "currency": "EUR", "payment_token": "tok_visa"}
+    created = (await http.post("/v1/bookings", json=body)).json()
+    booking_id = created["booking_id"]
+    await http.get(f"/v1/bookings/{booking_id}", params={"wait": 5})
+
+    async def traced() -> bool:  # the terminal fact is in the trace index too
+        return len((await http.get(f"/v1/bookings/{booking_id}/trace")).json().get("events", [])) == 3
+
+    await eventually(traced)
+    return booking_id, created["correlation_id"]
+
+
+async def test_a_trace_pages_over_http(http: httpx.AsyncClient, fake_booking: FakeBookingService) -> None:
+    booking_id, correlation_id = await _finished_workflow(http)
+    whole = (await http.get(f"/v1/traces/{correlation_id}")).json()
+    assert whole["next_page_token"] == "" and len(whole["events"]) == 3
+
+    first = (await http.get(f"/v1/bookings/{booking_id}/trace", params={"page_size": 2})).json()
+    assert len(first["events"]) == 2 and first["next_page_token"]
+    rest = (
+        await http.get(
+            f"/v1/traces/{correlation_id}", params={"page_size": 2, "page_token": first["next_page_token"]}
+        )
+    ).json()
+    assert rest["next_page_token"] == ""
+    assert first["events"] + rest["events"] == whole["events"]
+
+    _, other = await _finished_workflow(http)
+    for params, field in (
+        ({"page_token": first["next_page_token"]}, "page_token"),  # another workflow's token
+        ({"page_size": 1001}, "page_size"),
+        ({"page_size": -1}, "page_size"),
+    ):
+        bad = await http.get(f"/v1/traces/{other}", params=params)
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == field, params
+
+
+async def test_a_trace_pages_over_grpc(
+    http: httpx.AsyncClient, stub: Any, fake_booking: FakeBookingService
+) -> None:
+    booking_id, correlation_id = await _finished_workflow(http)
+    events: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        request = gw.GetWorkflowTraceRequest(booking_id=booking_id, page_size=1, page_token=token)
+        page = await stub.GetWorkflowTrace(request)
+        assert page.correlation_id == correlation_id
+        events += [e.event_type.rsplit(".", 1)[1] for e in page.events]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert events == ["BookingCreated", "PaymentSucceeded", "BookingConfirmed"] and pages == 3
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetWorkflowTrace(
+            gw.GetWorkflowTraceRequest(correlation_id=correlation_id, page_token="x.y")
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("page_token:")
