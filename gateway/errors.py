@@ -27,3 +27,10 @@ def report_unexpected(where: str) -> str:
         "unexpected error in %s (error id %s)", where, error_id, exc_info=True, extra={"error_id": error_id}
     )
     return error_id
+
+
+def report_internal(where: str, detail: str) -> str:
+    """Logs an INTERNAL error the gateway raised itself (``detail`` stays in the log); returns the id."""
+    error_id = secrets.token_hex(8)
+    log.error("internal error in %s: %s (error id %s)", where, detail, error_id, extra={"error_id": error_id})
+    return error_id

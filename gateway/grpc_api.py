@@ -21,6 +21,8 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.convert import booking_message, status_from_proto, trace_message
 from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.errors import GENERIC_MESSAGE, report_internal
+from gateway.grpc_errors import ERROR_ID_METADATA
 from gateway.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _abort(context: Context, error: GatewayError) -> None:
+    if error.code is ErrorCode.INTERNAL:  # the detail goes to the log, the client gets an error id
+        error_id = report_internal("the gRPC API", str(error))
+        context.set_trailing_metadata(((ERROR_ID_METADATA, error_id),))
+        await context.abort(grpc.StatusCode.INTERNAL, f"{GENERIC_MESSAGE}: {error_id}")
     if error.field:
         context.set_trailing_metadata(((FIELD_METADATA, error.field),))
     details = f"{error.field}: {error.message}" if error.field else error.message

@@ -3,8 +3,9 @@
 Handlers only translate between HTTP and ``GatewayCore``; bodies are the
 protobuf JSON mapping of the gRPC messages. Errors are always
 ``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
-code (400, 404, 409, 503, 500). The server runs in the gateway's event loop,
-next to the gRPC server, under uvicorn.
+code (400, 404, 409, 503, 500; a 500 adds ``error_id``, see ``gateway.errors``),
+also for unknown routes (404), methods (405) and bodies over the limit (413).
+The server runs in the gateway's event loop, next to the gRPC server, under uvicorn.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gateway.core import (
     GatewayError,
     TracePage,
 )
+from gateway.errors import GENERIC_MESSAGE, report_internal
 from gateway.http_errors import CatchAll, error_json
 from gateway.http_limits import BodyLimit
 from gateway.http_models import (
@@ -108,7 +110,10 @@ def create_app(
     app.add_middleware(CatchAll)
 
     @app.exception_handler(GatewayError)
-    async def on_gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+    async def on_gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        if exc.code is ErrorCode.INTERNAL:  # the detail goes to the log, the client gets an error id
+            error_id = report_internal(f"{request.method} {request.url.path}", exc.message)
+            return JSONResponse(error_json(exc.code, GENERIC_MESSAGE, error_id=error_id), 500)
         return _gateway_error(exc)
 
     @app.exception_handler(RequestValidationError)

@@ -16,8 +16,10 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from choreo.gateway.v1 import gateway_pb2 as gw
+from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
 from gateway.build import GatewayService
+from gateway.core import ErrorCode, GatewayError
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService
 
@@ -77,6 +79,32 @@ async def test_an_unexpected_exception_is_grpc_internal_with_an_error_id(
     error_id = str(metadata["error-id"])
     assert details.endswith(error_id)
     assert logged_error_ids(caplog)[error_id].exc_info is not None
+
+
+async def test_an_internal_error_of_the_gateway_shows_its_detail_only_in_the_log(
+    gateway: GatewayService,
+    http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """INTERNAL raised on purpose (a bad reply of the booking service, say) gets an error id too."""
+
+    async def internal(*_args: Any, **_kwargs: Any) -> None:
+        raise GatewayError(ErrorCode.INTERNAL, SECRET)
+
+    assert gateway.core is not None
+    monkeypatch.setattr(gateway.core, "get", internal)
+    response = await http.get("/v1/bookings/b-1")
+    assert response.status_code == 500 and SECRET not in response.text
+    error_id = response.json()["error"]["error_id"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub: Any = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetBooking(gw.GetBookingRequest(booking_id="b-1"))
+    assert caught.value.code() == grpc.StatusCode.INTERNAL and SECRET not in (caught.value.details() or "")
+    grpc_id = str(dict(caught.value.trailing_metadata() or ())["error-id"])
+    logged = logged_error_ids(caplog)
+    assert SECRET in logged[error_id].getMessage() and SECRET in logged[grpc_id].getMessage()
 
 
 @pytest.mark.parametrize("raw", [b"\x0a\xff", b"\x0a\x02\xff\xfe", b"\xff\xff\xff\xff"])
