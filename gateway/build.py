@@ -25,11 +25,15 @@ from gateway.command_client import BookingCommands
 from gateway.core import GatewayCore
 from gateway.feed import StreamFeed
 from gateway.grpc_api import GrpcServer
+from gateway.grpc_errors import ErrorInterceptor
 from gateway.http_api import HttpServer, create_app
 from gateway.limits import CallerLimits
+from gateway.paging import PageTokens
 from gateway.readiness import Readiness
+from gateway.server_limits import grpc_options, uvicorn_options
 from gateway.settings import GatewaySettings
 from gateway.store import ReadModel
+from gateway.tls import ServerTls
 from gateway.watchers import Watchers
 
 log = logging.getLogger(__name__)
@@ -95,25 +99,41 @@ async def build(settings: GatewaySettings) -> GatewayService:
                 max_watches_per_caller=settings.max_watches_per_caller,
                 max_watches=settings.max_watches,
             ),
+            page_tokens=_page_tokens(settings),
         )
         authenticator = build_authenticator(settings, jwks_http)
         readiness = Readiness(nc, store, feeds)
         grace = settings.shutdown_grace_seconds
+        tls = ServerTls.from_settings(settings)
         grpc_server = GrpcServer(
             core,
             readiness,
-            authenticator=authenticator,
             host=settings.host,
             port=settings.grpc_port,
             grace=grace,
+            # Outermost, so the catch-all covers the authentication step too.
+            interceptors=[ErrorInterceptor()],
+            authenticator=authenticator,
+            options=grpc_options(settings),
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            credentials=tls.grpc_credentials() if tls else None,
+            reflection=settings.grpc_reflection,
         )
         servers.append(grpc_server)
         http_server = HttpServer(
-            create_app(core, readiness, stages, authenticator=authenticator),
+            create_app(
+                core,
+                readiness,
+                stages,
+                authenticator=authenticator,
+                docs=settings.http_docs,
+                max_body_bytes=settings.http_max_body_bytes,
+            ),
             core,
             host=settings.host,
             port=settings.http_port,
             grace=grace,
+            options={**uvicorn_options(settings), **(tls.uvicorn_options() if tls else {})},
         )
         servers.append(http_server)
     except BaseException:
@@ -151,11 +171,20 @@ async def build(settings: GatewaySettings) -> GatewayService:
         keys = f"the JWKS at {settings.jwt_jwks_url}" if settings.jwt_jwks_url else "an HS256 secret"
         log.info("gateway: callers authenticated by bearer tokens verified with %s", keys)
     log.info(
-        "gateway: gRPC on %s:%d, HTTP on %s:%d, projecting %s",
+        "gateway: gRPC on %s:%d, HTTP on %s:%d (%s), projecting %s",
         settings.host,
         grpc_server.port,
         settings.host,
         http_server.port,
+        "plaintext" if tls is None else "mTLS" if tls.mutual else "TLS",
         settings.streams,
     )
     return service
+
+
+def _page_tokens(settings: GatewaySettings) -> PageTokens:
+    secret = settings.page_token_secret
+    if secret is None:
+        log.info("GATEWAY_PAGE_TOKEN_SECRET is unset: page tokens are signed with a key of this process")
+        return PageTokens()
+    return PageTokens(secret.get_secret_value().encode())

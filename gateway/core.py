@@ -25,7 +25,7 @@ from gateway.convert import change_from_record
 from gateway.facts import TraceRecord
 from gateway.limits import CallerLimits, LimitExceeded
 from gateway.merge import BookingView, Status, merge
-from gateway.paging import Cursor, InvalidPageToken, decode_page_token, encode_page_token
+from gateway.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
 from gateway.principal import Principal
 from gateway.store import ReadModel, WriteBatch
 from gateway.watchers import Watchers
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: Facts per trace page by default, and at most (a workflow has a handful; a page holds it whole).
+DEFAULT_TRACE_PAGE_SIZE = 100
+MAX_TRACE_PAGE_SIZE = 1000
 MAX_ID_LENGTH = 128
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 #: Prefix of the idempotency keys the gateway makes for requests that came without one.
@@ -74,6 +77,21 @@ class GatewayError(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class TracePage:
+    """One page of a workflow's facts.
+
+    Attributes:
+        correlation_id: The workflow.
+        events: Its facts, in causal order within the page.
+        next_page_token: The token of the next page; empty on the last one.
+    """
+
+    correlation_id: str
+    events: list[TraceRecord]
+    next_page_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,7 @@ class GatewayCore:
         max_wait_seconds: Longest ``wait`` allowed.
         not_found_grace_seconds: How long a read of an unknown booking waits for it
             to arrive from another replica's create before answering NOT_FOUND.
+        page_tokens: Signs the page tokens (default: a random key of this process).
         limits: Limits on creates and open watches (``None``: none).
 
     Every call names its ``caller``. A caller that is not an admin (``Principal.is_admin``;
@@ -135,7 +154,9 @@ class GatewayCore:
         max_wait_seconds: float,
         not_found_grace_seconds: float = 0.0,
         limits: CallerLimits | None = None,
+        page_tokens: PageTokens | None = None,
     ) -> None:
+        self._page_tokens = page_tokens or PageTokens()
         self._store = store
         self._commands = commands
         self._watchers = watchers
@@ -327,7 +348,7 @@ class GatewayCore:
         after: Cursor | None = None
         if page_token:
             try:
-                after = decode_page_token(page_token, user_id=user_id, status=status_key)
+                after = self._page_tokens.bookings_cursor(page_token, user_id=user_id, status=status_key)
             except InvalidPageToken as exc:
                 raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "page_token") from None
         # One more than asked tells whether another page exists.
@@ -336,7 +357,7 @@ class GatewayCore:
             return views, ""
         views = views[:size]
         last = views[-1]
-        token = encode_page_token(
+        token = self._page_tokens.bookings_token(
             Cursor(last.created_at_us, last.booking_id), user_id=user_id, status=status_key
         )
         return views, token
@@ -397,12 +418,22 @@ class GatewayCore:
             yield
 
     async def trace(
-        self, *, caller: Principal, booking_id: str = "", correlation_id: str = ""
-    ) -> tuple[str, list[TraceRecord]]:
-        """The workflow's correlation id and its facts in causal order.
+        self,
+        *,
+        caller: Principal,
+        booking_id: str = "",
+        correlation_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> TracePage:
+        """One page of the workflow's facts; NOT_FOUND when it has none.
 
         A caller that is not an admin sees a workflow only when every booking in it is its
         own; otherwise it is told NOT_FOUND, as about a workflow without facts.
+
+        Pages follow the store's order of the facts (time, stream, sequence), and each
+        page is in causal order; a workflow that fits on one page (all of them, short
+        of a forged flood) is in causal order as a whole.
 
         Raises:
             GatewayError: INVALID_ARGUMENT, NOT_FOUND.
@@ -419,16 +450,36 @@ class GatewayCore:
             raise GatewayError(
                 ErrorCode.INVALID_ARGUMENT, "booking_id or correlation_id is required", "booking_id"
             )
-        if caller.is_admin:
-            events = await self._store.trace(correlation_id)
-        else:
+        if not 0 <= page_size <= MAX_TRACE_PAGE_SIZE:
+            raise GatewayError(
+                ErrorCode.INVALID_ARGUMENT, f"must be between 0 and {MAX_TRACE_PAGE_SIZE}", "page_size"
+            )
+        size = page_size or DEFAULT_TRACE_PAGE_SIZE
+        after: TraceCursor | None = None
+        if page_token:
+            try:
+                after = self._page_tokens.trace_cursor(page_token, correlation_id=correlation_id)
+            except InvalidPageToken as exc:
+                raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), "page_token") from None
+        if not caller.is_admin:
             _, owners = await self._store.correlation_owners(correlation_id)
-            events = await self._store.trace(correlation_id) if owners == {caller.subject} else []
-        if not events:
+            if owners != {caller.subject}:
+                raise GatewayError(
+                    ErrorCode.NOT_FOUND, f"no facts for correlation id {correlation_id}", "correlation_id"
+                )
+        # One more than asked tells whether another page exists.
+        events = await self._store.trace(correlation_id, limit=size + 1, after=after)
+        if not events and after is None:
             raise GatewayError(
                 ErrorCode.NOT_FOUND, f"no facts for correlation id {correlation_id}", "correlation_id"
             )
-        return correlation_id, causal_order(events)
+        token = ""
+        if len(events) > size:
+            events = events[:size]
+            last = events[-1]
+            cursor = TraceCursor(last.occurred_at_us, last.stream, last.stream_sequence, last.event_id)
+            token = self._page_tokens.trace_token(cursor, correlation_id=correlation_id)
+        return TracePage(correlation_id, causal_order(events), token)
 
 
 def _exhausted(exc: LimitExceeded) -> GatewayError:

@@ -11,19 +11,21 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.auth import Authenticator, grpc_caller
 from gateway.convert import booking_message, status_from_proto, trace_message
 from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.errors import GENERIC_MESSAGE, report_internal
 from gateway.grpc_auth import AuthInterceptor
+from gateway.grpc_errors import ERROR_ID_METADATA
 from gateway.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _abort(context: Context, error: GatewayError) -> None:
+    if error.code is ErrorCode.INTERNAL:  # the detail goes to the log, the client gets an error id
+        error_id = report_internal("the gRPC API", str(error))
+        context.set_trailing_metadata(((ERROR_ID_METADATA, error_id),))
+        await context.abort(grpc.StatusCode.INTERNAL, f"{GENERIC_MESSAGE}: {error_id}")
     trailing: list[tuple[str, str]] = []
     if error.field:
         trailing.append((FIELD_METADATA, error.field))
@@ -155,14 +161,20 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         self, request: gateway_pb2.GetWorkflowTraceRequest, context: Context
     ) -> gateway_pb2.GetWorkflowTraceResponse:
         try:
-            correlation_id, events = await self._core.trace(
-                caller=grpc_caller(), booking_id=request.booking_id, correlation_id=request.correlation_id
+            page = await self._core.trace(
+                caller=grpc_caller(),
+                booking_id=request.booking_id,
+                correlation_id=request.correlation_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
         except GatewayError as exc:
             await _abort(context, exc)
             raise
         return gateway_pb2.GetWorkflowTraceResponse(
-            correlation_id=correlation_id, events=[trace_message(e) for e in events]
+            correlation_id=page.correlation_id,
+            events=[trace_message(e) for e in page.events],
+            next_page_token=page.next_page_token,
         )
 
 
@@ -180,6 +192,11 @@ class GrpcServer:
         port: Port to bind.
         grace: Seconds in-flight calls get on shutdown.
         health_interval: Seconds between readiness evaluations.
+        interceptors: Server interceptors, outermost first; authentication comes after them.
+        options: Channel arguments (limits, keepalive; ``gateway.server_limits``).
+        maximum_concurrent_rpcs: Calls in progress before new ones are RESOURCE_EXHAUSTED.
+        credentials: TLS credentials (``gateway.tls``); ``None`` serves plaintext.
+        reflection: Serve gRPC server reflection.
     """
 
     def __init__(
@@ -192,6 +209,11 @@ class GrpcServer:
         port: int,
         grace: float,
         health_interval: float = 1.0,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+        options: Sequence[tuple[str, Any]] = (),
+        maximum_concurrent_rpcs: int | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        reflection: bool = True,
     ) -> None:
         self._core = core
         self._readiness = readiness
@@ -200,17 +222,25 @@ class GrpcServer:
         self._stopping = asyncio.Event()
         # No SO_REUSEPORT: a second process on the same port must fail, not share the traffic.
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(authenticator)], options=[("grpc.so_reuseport", 0)]
+            interceptors=[*interceptors, AuthInterceptor(authenticator)],
+            options=[("grpc.so_reuseport", 0), *options],
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
         gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
             BookingGatewayServicer(core), self.server
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        if reflection:
+            grpc_reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME), self.server
+            )
+        address = f"{_bracket(host)}:{port}"
+        self.port: int = (
+            self.server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self.server.add_insecure_port(address)
         )
-        self.port: int = self.server.add_insecure_port(f"{_bracket(host)}:{port}")
         if not self.port:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
 

@@ -3,8 +3,9 @@
 Handlers only translate between HTTP and ``GatewayCore``; bodies are the
 protobuf JSON mapping of the gRPC messages. Errors are always
 ``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
-code (400, 401, 403, 404, 409, 429, 503, 500). The server runs in the gateway's event loop,
-next to the gRPC server, under uvicorn.
+code (400, 401, 403, 404, 409, 429, 503, 500; a 500 adds ``error_id``, see ``gateway.errors``),
+also for unknown routes (404), methods (405) and bodies over the limit (413).
+The server runs in the gateway's event loop, next to the gRPC server, under uvicorn.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import logging
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -31,7 +32,17 @@ from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from choreo.metrics import Stages
 from gateway.auth import AuthenticationFailed, Authenticator, http_caller
 from gateway.convert import booking_message, status_from_name, trace_message
-from gateway.core import ErrorCode, GatewayCore, GatewayError
+from gateway.core import (
+    DEFAULT_TRACE_PAGE_SIZE,
+    MAX_TRACE_PAGE_SIZE,
+    ErrorCode,
+    GatewayCore,
+    GatewayError,
+    TracePage,
+)
+from gateway.errors import GENERIC_MESSAGE, report_internal
+from gateway.http_errors import CatchAll, error_json
+from gateway.http_limits import BodyLimit
 from gateway.http_models import (
     BookingJson,
     CreateBookingBody,
@@ -73,6 +84,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorJson, "description": "Not found."},
 }
 _LOCATIONS = {"body", "query", "path", "header"}
+TracePageSize = Annotated[
+    int, Query(description=f"Default {DEFAULT_TRACE_PAGE_SIZE}, at most {MAX_TRACE_PAGE_SIZE}.")
+]
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -84,9 +98,7 @@ def to_json(message: Message) -> dict[str, Any]:
 
 def error_response(code: str, message: str, field: str = "", status: int = 400) -> JSONResponse:
     headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "field": field}}, status, headers=headers
-    )
+    return JSONResponse(error_json(code, message, field), status, headers=headers)
 
 
 def _gateway_error(error: GatewayError) -> JSONResponse:
@@ -99,20 +111,38 @@ def _gateway_error(error: GatewayError) -> JSONResponse:
 
 
 def create_app(
-    core: GatewayCore, readiness: Readiness, stages: Stages | None = None, *, authenticator: Authenticator
+    core: GatewayCore,
+    readiness: Readiness,
+    stages: Stages | None = None,
+    *,
+    authenticator: Authenticator,
+    docs: bool = True,
+    max_body_bytes: int = 16 * 1024,
 ) -> FastAPI:
-    """The FastAPI application of the gateway; ``authenticator`` identifies the caller of ``/v1``."""
+    """The FastAPI application of the gateway.
+
+    ``authenticator`` identifies the caller of ``/v1``; ``docs`` serves /docs and /redoc
+    (/openapi.json always).
+    """
     app = FastAPI(
         title="choreo gateway",
         version="1.0.0",
         description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
+    # Outermost last: an exception anywhere inside is a 500 with an error id.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(CatchAll)
 
     # A default, not an annotation: the dependency is this app's, and annotations are strings.
     identify = Depends(http_caller(authenticator))
 
     @app.exception_handler(GatewayError)
-    async def on_gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+    async def on_gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        if exc.code is ErrorCode.INTERNAL:  # the detail goes to the log, the client gets an error id
+            error_id = report_internal(f"{request.method} {request.url.path}", exc.message)
+            return JSONResponse(error_json(exc.code, GENERIC_MESSAGE, error_id=error_id), 500)
         return _gateway_error(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -232,8 +262,12 @@ def create_app(
         responses=_ERRORS,
         summary="The booking's workflow: every fact, in causal order",
     )
-    async def booking_trace(booking_id: str, caller: Principal = identify) -> Response:
-        return _trace_response(*await core.trace(caller=caller, booking_id=booking_id))
+    async def booking_trace(
+        booking_id: str, page_size: TracePageSize = 0, page_token: str = "", caller: Principal = identify
+    ) -> Response:
+        return _trace_response(
+            await core.trace(caller=caller, booking_id=booking_id, page_size=page_size, page_token=page_token)
+        )
 
     @app.get(
         "/v1/traces/{correlation_id}",
@@ -241,8 +275,14 @@ def create_app(
         responses=_ERRORS,
         summary="A workflow by correlation id: every fact, in causal order",
     )
-    async def workflow_trace(correlation_id: str, caller: Principal = identify) -> Response:
-        return _trace_response(*await core.trace(caller=caller, correlation_id=correlation_id))
+    async def workflow_trace(
+        correlation_id: str, page_size: TracePageSize = 0, page_token: str = "", caller: Principal = identify
+    ) -> Response:
+        return _trace_response(
+            await core.trace(
+                caller=caller, correlation_id=correlation_id, page_size=page_size, page_token=page_token
+            )
+        )
 
     @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
     async def healthz() -> Response:
@@ -302,9 +342,11 @@ def _document_errors_as_400(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _trace_response(correlation_id: str, events: list[Any]) -> Response:
+def _trace_response(page: TracePage) -> Response:
     response = gateway_pb2.GetWorkflowTraceResponse(
-        correlation_id=correlation_id, events=[trace_message(e) for e in events]
+        correlation_id=page.correlation_id,
+        events=[trace_message(e) for e in page.events],
+        next_page_token=page.next_page_token,
     )
     return JSONResponse(to_json(response))
 
@@ -340,9 +382,19 @@ class HttpServer:
         host: Address to bind.
         port: Port to bind.
         grace: Seconds open requests get on shutdown.
+        options: More ``uvicorn.Config`` arguments (limits, TLS; ``gateway.server_limits``, ``gateway.tls``).
     """
 
-    def __init__(self, app: FastAPI, core: GatewayCore, *, host: str, port: int, grace: float) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        core: GatewayCore,
+        *,
+        host: str,
+        port: int,
+        grace: float,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self._core = core
         config = uvicorn.Config(
             app,
@@ -353,6 +405,7 @@ class HttpServer:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=max(1, int(grace)),
+            **(options or {}),
         )
         self._server = _Uvicorn(config)
         self._socket = _bind(host, port)

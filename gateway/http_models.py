@@ -102,10 +102,11 @@ class TraceEventJson(BaseModel):
 
 
 class WorkflowTraceJson(BaseModel):
-    """A ``choreo.gateway.v1.GetWorkflowTraceResponse``: the facts in causal order."""
+    """A ``choreo.gateway.v1.GetWorkflowTraceResponse``: a page of the facts, in causal order."""
 
     correlation_id: str
     events: list[TraceEventJson]
+    next_page_token: str = Field(description="Empty when there are no more pages.")
 
 
 class ErrorDetail(BaseModel):

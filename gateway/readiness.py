@@ -3,17 +3,24 @@
 Only when it is connected to NATS, its database answers, and every feed has
 caught up with what its stream held at start-up (so reads are not stale after
 a restart or a rebuild). ``/readyz`` and the gRPC health service both use it.
+
+A failing check says which it is and, in a word, how (``{"nats": "disconnected"}``,
+``{"database": "unavailable"}``); the exception behind it goes to the log (once
+per change), never to ``/readyz``, which anyone who reaches the port can read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 
 from gateway.feed import StreamFeed
 from gateway.store import ReadModel
+
+log = logging.getLogger(__name__)
 
 
 class Readiness:
@@ -31,21 +38,36 @@ class Readiness:
         self._store = store
         self._feeds = list(feeds)
         self._timeout = timeout
+        self._database_error = ""
 
     async def failures(self) -> dict[str, str]:
         """Failing checks by name, with why (empty when ready)."""
         failures: dict[str, str] = {}
         if not self._nc.is_connected:
-            failures["nats"] = "not connected to NATS"
+            failures["nats"] = "disconnected"
         try:
             async with asyncio.timeout(self._timeout):
                 await self._store.ping()
+        except TimeoutError:
+            failures["database"] = f"no answer within {self._timeout:g}s"
+            self._note_database_error("no answer")
         except Exception as exc:
-            failures["database"] = f"{type(exc).__name__}: {exc}"[:300]
+            failures["database"] = "unavailable"
+            self._note_database_error(f"{type(exc).__name__}: {exc}", exc)
+        else:
+            self._note_database_error("")
         lagging = [s for s in (f.status() for f in self._feeds) if s]
         if lagging:
             failures["projection"] = "; ".join(lagging)
         return failures
+
+    def _note_database_error(self, error: str, exc: Exception | None = None) -> None:
+        if error != self._database_error:
+            self._database_error = error
+            if error:
+                log.warning("readiness: the database check fails: %s", error, exc_info=exc)
+            else:
+                log.info("readiness: the database answers again")
 
     async def wait_caught_up(self) -> None:
         """Returns once every feed has caught up (or immediately if it has)."""

@@ -51,7 +51,8 @@ class GatewaySettings(ServiceSettings):
     # -- authentication (gateway.auth) and per-caller limits (gateway.limits) ----------------------
 
     #: ``none``: every caller is anonymous and may do everything (local use, ``choreo up``);
-    #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (README, "Authentication and authorization").
+    #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (README,
+    #: "Authentication and authorization").
     auth: Literal["none", "jwt"] = "none"
     #: HS256 key of the tokens (at least 32 bytes); or give ``jwt_hs256_secret_file`` or ``jwt_jwks_url``.
     jwt_hs256_secret: SecretStr | None = None
@@ -156,3 +157,74 @@ class GatewaySettings(ServiceSettings):
     @property
     def stream_names(self) -> list[str]:
         return self.streams.split(",")
+
+    # --- Server limits, error hygiene and TLS (gateway/server_limits.py, gateway/tls.py) ---
+    #: Largest HTTP request body, in bytes; a larger one is answered 413 while it streams in.
+    http_max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Largest HTTP request line plus headers, in bytes (h11's ``max_incomplete_event_size``).
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Seconds a client has to send a whole request (line, headers, body) once it opened the
+    #: connection or sent the request's first byte; a slower one is disconnected (slowloris).
+    http_request_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: Seconds an idle keep-alive HTTP connection is kept open between requests.
+    http_keep_alive_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: Open HTTP connections; a request on one over the cap is answered 503 and the connection closed.
+    http_max_connections: int = Field(default=1024, ge=1, le=100_000)
+    #: Connections the HTTP socket queues before they are accepted (``listen`` backlog).
+    http_backlog: int = Field(default=2048, ge=1, le=65_535)
+    #: gRPC calls in progress (watches included); more are refused with RESOURCE_EXHAUSTED.
+    #: Above the thousands of calls in flight of ``choreo bench``'s overloaded open loop.
+    grpc_max_concurrent_rpcs: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Concurrent gRPC calls (HTTP/2 streams) on one connection; more wait at the client.
+    grpc_max_concurrent_streams: int = Field(default=4096, ge=1, le=1_000_000)
+    #: Largest gRPC request message, in bytes; larger is RESOURCE_EXHAUSTED.
+    grpc_max_receive_message_bytes: int = Field(default=16 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Shortest interval between a client's keepalive pings the server tolerates; a client
+    #: pinging more often gets strikes, then GOAWAY (``grpc.http2.min_ping_interval_without_data_ms``).
+    grpc_min_ping_interval_seconds: float = Field(default=10.0, ge=1, le=3600)
+    #: Tolerate keepalive pings on connections without calls (off: they count as strikes).
+    grpc_keepalive_permit_without_calls: bool = False
+    #: Pings too frequent tolerated before the connection is closed (0: none tolerated).
+    grpc_max_ping_strikes: int = Field(default=2, ge=0, le=100)
+    #: The server pings a connection idle this long to find dead clients (their calls end).
+    grpc_keepalive_seconds: float = Field(default=60.0, ge=1, le=7200)
+    #: Seconds the server waits for its ping's answer before closing the connection.
+    grpc_keepalive_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
+    #: A connection without calls for this long is closed (GOAWAY); 0: never.
+    grpc_max_connection_idle_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    #: A connection older than this is asked to reconnect (GOAWAY, with grace); 0: never.
+    #: Also spreads long-lived clients over new replicas.
+    grpc_max_connection_age_seconds: float = Field(default=1800.0, ge=0, le=86_400 * 7)
+    #: Seconds the calls of a connection past its age may still run (a watch then ends).
+    grpc_max_connection_age_grace_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    #: Serve gRPC server reflection (grpcurl, Postman); off in the prod overlay.
+    grpc_reflection: bool = True
+    #: Serve /docs (Swagger UI) and /redoc; /openapi.json is served always.
+    http_docs: bool = True
+    #: Key that signs page tokens; every replica needs the same one. Unset: a random key per
+    #: process (one replica: a token then lasts as long as the process).
+    page_token_secret: SecretStr | None = None
+    #: PEM certificate chain of the gRPC and HTTP servers; with ``tls_key_file``, both serve TLS only.
+    tls_cert_file: Path | None = None
+    #: PEM private key of ``tls_cert_file``.
+    tls_key_file: Path | None = None
+    #: PEM CA bundle: set, both servers require client certificates signed by it (mTLS).
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together: set both or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "GATEWAY_TLS_CLIENT_CA_FILE (mTLS) needs GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE"
+            )
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"GATEWAY_{name.upper()}={str(path)!r} is not a readable file")
+        if self.page_token_secret is not None and not self.page_token_secret.get_secret_value():
+            raise ValueError("GATEWAY_PAGE_TOKEN_SECRET is empty; unset it or give it a value")
+        return self

@@ -35,7 +35,7 @@ from choreo.upserts import insert_new, upsert
 from gateway.bulk import BulkStatement
 from gateway.facts import TraceRecord
 from gateway.merge import BookingView, Change, Status, conflicting, merge
-from gateway.paging import Cursor
+from gateway.paging import Cursor, TraceCursor
 from gateway.recent import RecentViews
 from gateway.tables import (
     PROJECTED_TABLES,
@@ -328,9 +328,17 @@ class ReadModel:
         async with self._reader.connect() as conn:
             return [_view(row) for row in await conn.execute(stmt)]
 
-    async def trace(self, correlation_id: str) -> list[TraceRecord]:
-        """The indexed facts of a workflow (unordered)."""
-        stmt = select(trace_events_table).where(trace_events_table.c.correlation_id == correlation_id)
+    async def trace(
+        self, correlation_id: str, *, limit: int | None = None, after: TraceCursor | None = None
+    ) -> list[TraceRecord]:
+        """A workflow's indexed facts by (time, stream, sequence, id), after ``after``, at most ``limit``."""
+        t = trace_events_table.c
+        key = (t.occurred_at_us, t.stream, t.stream_sequence, t.event_id)
+        stmt = select(trace_events_table).where(t.correlation_id == correlation_id)
+        if after is not None:
+            position = (after.occurred_at_us, after.stream, after.stream_sequence, after.event_id)
+            stmt = stmt.where(tuple_(*key) > tuple_(*position))
+        stmt = stmt.order_by(*key).limit(limit)
         async with self._reader.connect() as conn:
             return [_trace(row) for row in await conn.execute(stmt)]
 

@@ -152,9 +152,9 @@ async def test_facts_from_two_streams_project_the_same_in_any_order(
         return view is not None and view.is_terminal
 
     await eventually(live_done)
-    correlation, trace = await gateway.core.trace(caller=ANONYMOUS, booking_id="payment-first")
-    assert correlation == "wf-payment-first"
-    assert [e.event_type.rsplit(".", 1)[1] for e in trace] == [
+    page = await gateway.core.trace(caller=ANONYMOUS, booking_id="payment-first")
+    assert page.correlation_id == "wf-payment-first"
+    assert [e.event_type.rsplit(".", 1)[1] for e in page.events] == [
         "BookingCreated",
         "PaymentSucceeded",
         "BookingConfirmed",
@@ -204,9 +204,9 @@ async def test_poison_goes_to_the_dlq_and_the_projection_carries_on(
     assert "undecodable" in errors[0] and "not an event" in errors[1] and "unknown type" in errors[2]
     assert copies[1].data == b"no headers at all"
     # What had event headers is still in its workflow's trace.
-    _, events = await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-garbage")
+    events = (await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-garbage")).events
     assert [e.event_id for e in events] == ["garbage-1"]
-    _, events = await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-unknown")
+    events = (await gateway.core.trace(caller=ANONYMOUS, correlation_id="wf-unknown")).events
     assert [e.event_type for e in events] == ["choreo.booking.v1.BookingTeleported"]
 
 

@@ -141,7 +141,9 @@ class LocalPod:
                 else:
                     # The test's value, else the one the overlay ships (dev generates its Secrets).
                     value = secrets.get(ref) or overlay.secret_value(ref)
-                    assert value is not None, f"{name}: no local value for Secret {ref.name}/{ref.key} ({file})"
+                    assert value is not None, (
+                        f"{name}: no local value for Secret {ref.name}/{ref.key} ({file})"
+                    )
                     self.secret_files[file] = value
             self.secrets_dir = workdir / volume.name
         for key, value in rendered.items():

@@ -303,17 +303,25 @@ class GetWorkflowTraceRequest(_message.Message):
 
     BOOKING_ID_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     correlation_id: _builtins.str
+    page_size: _builtins.int
+    """Facts per page: default 100, at most 1000."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token (of the same workflow)."""
     def __init__(
         self,
         *,
         booking_id: _builtins.str = ...,
         correlation_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "correlation_id", b"correlation_id", "key", b"key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "correlation_id", b"correlation_id", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "correlation_id", b"correlation_id", "key", b"key", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["booking_id", "correlation_id"]  # noqa: Y015
     _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
@@ -374,18 +382,24 @@ class GetWorkflowTraceResponse(_message.Message):
 
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
+    next_page_token: _builtins.str
+    """Empty when there are no more pages."""
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceEvent]:
+        """In causal order within the page; pages follow the facts' time order."""
+
     def __init__(
         self,
         *,
         correlation_id: _builtins.str = ...,
         events: _abc.Iterable[Global___TraceEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

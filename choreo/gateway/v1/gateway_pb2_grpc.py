@@ -97,7 +97,7 @@ class BookingGatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWorkflowTrace(self, request, context):
-        """Every fact of one workflow, across all services, in causal order.
+        """Every fact of one workflow, across all services, in causal order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,7 @@ class BookingGatewayServiceStub:
     WatchBooking: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchBookingRequest, _gateway_pb2.WatchBookingResponse]
     """Streams the booking's current state, then each change; ends after a terminal state."""
     GetWorkflowTrace: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetWorkflowTraceRequest, _gateway_pb2.GetWorkflowTraceResponse]
-    """Every fact of one workflow, across all services, in causal order."""
+    """Every fact of one workflow, across all services, in causal order, a page at a time."""
 
 @_typing.type_check_only
 class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
@@ -63,7 +63,7 @@ class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
     WatchBooking: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchBookingRequest, _gateway_pb2.WatchBookingResponse]  # type: ignore[assignment]
     """Streams the booking's current state, then each change; ends after a terminal state."""
     GetWorkflowTrace: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetWorkflowTraceRequest, _gateway_pb2.GetWorkflowTraceResponse]  # type: ignore[assignment]
-    """Every fact of one workflow, across all services, in causal order."""
+    """Every fact of one workflow, across all services, in causal order, a page at a time."""
 
 class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """Bookings: create them, read them, watch them reach a terminal state, trace their workflow."""
@@ -108,6 +108,6 @@ class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.GetWorkflowTraceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetWorkflowTraceResponse, _abc.Awaitable[_gateway_pb2.GetWorkflowTraceResponse]]:
-        """Every fact of one workflow, across all services, in causal order."""
+        """Every fact of one workflow, across all services, in causal order, a page at a time."""
 
 def add_BookingGatewayServiceServicer_to_server(servicer: BookingGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
