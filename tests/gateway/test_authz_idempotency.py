@@ -38,6 +38,7 @@ async def test_a_reused_idempotency_key_is_the_callers_own(
         nats_url=nats_server.url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'booking.db'}",
         log_format="text",
+        health_port=0,
     )
     async with running(build_booking(booking_settings)):
         gateway = await start_gateway(

@@ -21,7 +21,9 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 
 
-def claims(sub: str = "alice", *, ttl: float = 300, **extra: Any) -> dict[str, Any]:
+def claims(sub: str = "alice", *, ttl: float = 6 * 3600, **extra: Any) -> dict[str, Any]:
+    """A token's claims; valid for hours by default, since modules mint theirs at import
+    and the suite may reach them long after."""
     now = int(time.time())
     return {"sub": sub, "iat": now, "exp": now + int(ttl), **extra}
 
