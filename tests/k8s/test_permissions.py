@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from choreo import bus
 from choreo.bus import ensure_stream
+from choreo.commands import H_DEADLINE, CommandServer
 from choreo.natsidentity import inbox_prefix
 from choreo.settings import ServiceSettings
 from tests.k8s import client
@@ -231,6 +232,44 @@ async def test_each_user_may_provision_only_its_own_stream(connect) -> None:  # 
     with pytest.raises(nats.errors.TimeoutError):
         await ensure_stream(js, "PAYMENT")
     assert await booking.denied('"$JS.API.STREAM.INFO.PAYMENT"')
+
+
+async def test_the_gateway_cannot_make_booking_reply_into_jetstreams_api(connect) -> None:  # type: ignore[no-untyped-def]
+    """Booking's user may answer each request it gets (``allow_responses``), whatever its deny list
+    says, on the reply subject the requester chose. The gateway's user named
+    ``$JS.API.STREAM.DELETE.BOOKING`` (or a purge, or a fact subject) as the reply of a command past
+    its deadline: booking's empty rejection deleted the stream."""
+    booking: Session = await connect("booking")
+    payment: Session = await connect("payment")
+    gateway: Session = await connect("gateway")
+    for owner, stream in ((booking, "BOOKING"), (payment, "PAYMENT"), (booking, "DLQ")):
+        await ensure_stream(owner.nc.jetstream(timeout=2), stream)
+    await booking.nc.jetstream().publish("booking.created", b"kept")
+    await gateway.nc.jetstream().publish("dlq.booking.gateway-projection", b"kept", stream="DLQ")
+
+    async def answer(msgs: object) -> list[bytes]:
+        return [b"" for _ in msgs]  # type: ignore[attr-defined]
+
+    server = CommandServer(booking.nc, "cmd.booking.create", "booking", answer)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.ready.wait(), 5)
+        # Past its deadline (an empty rejection), then executed (the handler's answer).
+        await gateway.nc.publish(
+            "cmd.booking.create", b"", reply="$JS.API.STREAM.DELETE.BOOKING", headers={H_DEADLINE: "1"}
+        )
+        for target in ("$JS.API.STREAM.PURGE.DLQ", "payment.succeeded"):
+            await gateway.nc.publish("cmd.booking.create", b"", reply=target)
+        await gateway.nc.flush()
+        reply = await gateway.nc.request("cmd.booking.create", b"", timeout=2)
+        assert reply.data == b""  # a true request still gets its answer
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
+    js = booking.nc.jetstream(timeout=2)
+    assert (await js.stream_info("BOOKING")).state.messages == 1
+    assert (await js.stream_info("DLQ")).state.messages == 1
+    assert (await payment.nc.jetstream(timeout=2).stream_info("PAYMENT")).state.messages == 0
 
 
 async def test_unknown_user_and_wrong_password_are_refused(
