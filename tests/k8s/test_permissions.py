@@ -7,6 +7,7 @@ logs no violation), while each service's user is refused what belongs to others.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,7 +23,7 @@ from nats.aio.msg import Msg
 from pydantic import SecretStr
 
 from choreo import bus
-from choreo.bus import ensure_stream
+from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
 from choreo.natsidentity import inbox_prefix
 from choreo.settings import ServiceSettings
@@ -270,6 +271,33 @@ async def test_the_gateway_cannot_make_booking_reply_into_jetstreams_api(connect
     assert (await js.stream_info("BOOKING")).state.messages == 1
     assert (await js.stream_info("DLQ")).state.messages == 1
     assert (await payment.nc.jetstream(timeout=2).stream_info("PAYMENT")).state.messages == 0
+
+
+async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore[no-untyped-def]
+    """Every service provisions the DLQ; an update may shrink it, move its subjects or seal it for
+    good, and every consumer's dead letters would then be refused. The gateway's and payment's
+    users could; now they only create it when missing, and booking (``DLQ_OWNER``) updates it."""
+    booking: Session = await connect("booking")
+    await ensure_stream(booking.nc.jetstream(timeout=2), "DLQ")
+    wanted = stream_config("DLQ")
+    hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
+    for user in ("gateway", "payment"):
+        session: Session = await connect(user)
+        js = session.nc.jetstream(timeout=1)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.update_stream(hostile)
+        assert await session.denied('"$JS.API.STREAM.UPDATE.DLQ"'), f"{user} may update the DLQ"
+        # Starting against a DLQ unlike this release's is no violation: it is left as it is.
+        refused = len(session.errors)
+        await ensure_stream(js, "DLQ", replicas=1, limits=None)
+        await booking.nc.jetstream().update_stream(dataclasses.replace(wanted, max_msg_size=1024))
+        await ensure_stream(js, "DLQ")
+        assert len(session.errors) == refused, session.errors
+        assert (await js.stream_info("DLQ")).config.max_msg_size == 1024
+        await ensure_stream(booking.nc.jetstream(), "DLQ", update=True)
+    info = await booking.nc.jetstream().stream_info("DLQ")
+    assert info.config.subjects == ["dlq.>"] and not info.config.sealed
+    assert info.config.max_msg_size == wanted.max_msg_size
 
 
 async def test_unknown_user_and_wrong_password_are_refused(
