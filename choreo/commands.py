@@ -71,7 +71,7 @@ def deadline_of(msg: Msg) -> float | None:
         return None
     try:
         return int(value) / 1000
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number; too many digits for a float
         log.warning("ignoring an unreadable %s header: %r", H_DEADLINE, value[:40])
         return None
 

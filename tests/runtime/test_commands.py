@@ -200,3 +200,18 @@ async def test_a_reply_subject_that_is_not_an_inbox_gets_nothing(nc: NATS) -> No
     assert hijacked == []
     assert handler.batches == [1, 1], "a misdirected command was executed"
     assert server.misdirected == 6 and server.expired == 0
+
+
+async def test_an_unreadable_deadline_is_ignored_and_the_server_goes_on(nc: NATS) -> None:
+    """A deadline too large for a float raised OverflowError out of the serving loop: one request
+    from the gateway's user stopped booking (exit 1, a crash loop if repeated)."""
+    handler = Echo()
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        for value in ("9" * 400, "-1e3", "soon", "9" * 5000):
+            reply = await nc.request(SUBJECT, b"x", timeout=2, headers={H_DEADLINE: value})
+            assert reply.data == b"echo:x", value
+        negative = await nc.request(SUBJECT, b"x", timeout=2, headers={H_DEADLINE: "-5"})
+        assert negative.headers == {H_REJECTED: REJECTED_EXPIRED}
+        assert (await nc.request(SUBJECT, b"after", timeout=2)).data == b"echo:after"
