@@ -116,6 +116,10 @@ class StreamLimits:
 #: messages are copies of facts plus a few headers, hence the larger ``max_msg_size`` (a copy of
 #: any fact a stream accepted fits; the server's ``max_payload`` bounds both anyway).
 DLQ_LIMITS = StreamLimits(max_bytes=256 * MIB, max_msg_size=8 * MIB, max_age_seconds=0.0)
+#: The service that keeps the DLQ's configuration up to date; the others create it when it is
+#: missing and leave it as it is. Their NATS users may not update it (auth.conf): an update can
+#: shrink it, change its subjects or seal it, and every consumer's dead letters would be refused.
+DLQ_OWNER = "booking"
 
 
 def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
@@ -143,7 +147,12 @@ def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = No
 
 
 async def provision_stream(
-    js: JetStreamContext, name: str, replicas: int = 1, limits: StreamLimits | None = None
+    js: JetStreamContext,
+    name: str,
+    replicas: int = 1,
+    limits: StreamLimits | None = None,
+    *,
+    update: bool | None = None,
 ) -> None:
     """``ensure_stream``, retried until JetStream answers.
 
@@ -155,7 +164,7 @@ async def provision_stream(
     delay = 0.2
     while True:
         try:
-            await ensure_stream(js, name, replicas, limits)
+            await ensure_stream(js, name, replicas, limits, update=update)
             return
         except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError) as exc:
             log.warning("JetStream not ready to provision %s (%r); retrying in %.1fs", name, exc, delay)
@@ -164,9 +173,18 @@ async def provision_stream(
 
 
 async def ensure_stream(
-    js: JetStreamContext, name: str, replicas: int = 1, limits: StreamLimits | None = None
+    js: JetStreamContext,
+    name: str,
+    replicas: int = 1,
+    limits: StreamLimits | None = None,
+    *,
+    update: bool | None = None,
 ) -> None:
     """Creates the stream, or updates it to the wanted configuration (subjects, replicas, limits).
+
+    ``update=False`` only creates a missing stream, and logs a difference instead of
+    updating; ``None`` (the default) updates every stream but the DLQ, which is
+    ``DLQ_OWNER``'s to update (it passes ``update=True``).
 
     A ``max_bytes`` below what the stream already holds is not applied: JetStream would
     delete the oldest facts to fit, and a rebuild by replay needs them. The stream keeps
@@ -196,9 +214,17 @@ async def ensure_stream(
             extra={"stream": name},
         )
         config = dataclasses.replace(config, max_bytes=current.max_bytes)
-    if _differs(current, config):
-        await js.update_stream(config)
-        log.info("updated stream %s", name, extra={"stream": name})
+    if not _differs(current, config):
+        return
+    if not (name != DLQ_STREAM if update is None else update):
+        log.warning(
+            "stream %s differs from this release's configuration; left to its owner to update",
+            name,
+            extra={"stream": name},
+        )
+        return
+    await js.update_stream(config)
+    log.info("updated stream %s", name, extra={"stream": name})
 
 
 def _differs(current: StreamConfig, wanted: StreamConfig) -> bool:

@@ -20,6 +20,14 @@ beyond ``max_queue`` waiting requests the server answers ``overloaded`` at once.
 A rejection is a reply with an empty body and a ``choreo-rejected`` header
 (``REJECTED_EXPIRED`` or ``REJECTED_OVERLOADED``): in both cases the command was
 not executed, and it is safe to send it again.
+
+Replies go only to inboxes (``_INBOX.`` or a connection's ``_INBOX_<owner>.``,
+choreo/natsidentity.py). The requester names the reply subject, and the server's
+user may publish one answer to it whatever its own permissions say
+(``allow_responses``): a requester naming ``$JS.API.STREAM.DELETE.BOOKING`` or a
+fact subject would have the server delete a stream (a rejection's body is empty,
+which is what that API expects) or store its answer as a fact. A request whose
+reply subject is not an inbox is dropped unexecuted.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ H_DEADLINE = "choreo-deadline"
 H_REJECTED = "choreo-rejected"
 REJECTED_EXPIRED = "expired"
 REJECTED_OVERLOADED = "overloaded"
+#: Reply subjects start with one of these: the default inbox prefix, or a connection's own.
+INBOX_PREFIXES = ("_INBOX.", "_INBOX_")
 
 #: Handles a batch of requests and returns one reply payload per request, in order;
 #: ``None`` for a request it did not execute because its deadline passed.
@@ -61,9 +71,14 @@ def deadline_of(msg: Msg) -> float | None:
         return None
     try:
         return int(value) / 1000
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number; too many digits for a float
         log.warning("ignoring an unreadable %s header: %r", H_DEADLINE, value[:40])
         return None
+
+
+def is_inbox(subject: str) -> bool:
+    """Whether ``subject`` is an inbox, the only place a command's reply may go."""
+    return subject.startswith(INBOX_PREFIXES) and "." in subject
 
 
 def deadline_passed(deadline: float | None, now: float | None = None) -> bool:
@@ -85,6 +100,7 @@ class CommandServer:
     Attributes:
         expired: Requests not executed because their deadline had passed.
         overloaded: Requests rejected because the queue was full.
+        misdirected: Requests dropped unexecuted because their reply subject was not an inbox.
     """
 
     def __init__(
@@ -109,8 +125,19 @@ class CommandServer:
         self.ready = asyncio.Event()
         self.expired = 0
         self.overloaded = 0
+        self.misdirected = 0
 
     async def _enqueue(self, msg: Msg) -> None:
+        if msg.reply and not is_inbox(msg.reply):
+            self.misdirected += 1
+            if self.misdirected == 1 or self.misdirected % 1000 == 0:
+                log.warning(
+                    "%s: dropped a command whose reply subject is not an inbox: %r (%d so far)",
+                    self._subject,
+                    msg.reply[:80],
+                    self.misdirected,
+                )
+            return
         if self._queue.qsize() >= self._max_queue:
             self.overloaded += 1
             if self.overloaded == 1 or self.overloaded % 1000 == 0:

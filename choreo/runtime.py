@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import StreamLimits, connect, ensure_stream, provision_stream
+from choreo.bus import DLQ_OWNER, StreamLimits, connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import make_engine
 from choreo.handler import Route
@@ -67,7 +67,9 @@ class Runtime:
 
     async def ensure_dlq(self) -> None:
         """Provisions the DLQ stream again (it was deleted, or JetStream lost it)."""
-        await ensure_stream(self.js, DLQ_STREAM, self.settings.stream_replicas)
+        await ensure_stream(
+            self.js, DLQ_STREAM, self.settings.stream_replicas, update=self.settings.service_name == DLQ_OWNER
+        )
 
     def service(self, components: list[Component]) -> Service:
         """The runnable service, with health checks on NATS and the database."""
@@ -140,7 +142,9 @@ async def open_runtime(
         starting.step = "provisioning streams"
         if own_stream is not None:
             await provision_stream(js, own_stream, settings.stream_replicas, StreamLimits.of(settings))
-        await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
+        await provision_stream(
+            js, DLQ_STREAM, settings.stream_replicas, update=settings.service_name == DLQ_OWNER
+        )
         if recovery is not None:
             starting.step = f"checking whether to rebuild from {recovery.stream}"
             await recover_if_lost(

@@ -7,6 +7,7 @@ logs no violation), while each service's user is refused what belongs to others.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,7 +23,8 @@ from nats.aio.msg import Msg
 from pydantic import SecretStr
 
 from choreo import bus
-from choreo.bus import ensure_stream
+from choreo.bus import ensure_stream, stream_config
+from choreo.commands import H_DEADLINE, CommandServer
 from choreo.natsidentity import inbox_prefix
 from choreo.settings import ServiceSettings
 from tests.k8s import client
@@ -231,6 +233,71 @@ async def test_each_user_may_provision_only_its_own_stream(connect) -> None:  # 
     with pytest.raises(nats.errors.TimeoutError):
         await ensure_stream(js, "PAYMENT")
     assert await booking.denied('"$JS.API.STREAM.INFO.PAYMENT"')
+
+
+async def test_the_gateway_cannot_make_booking_reply_into_jetstreams_api(connect) -> None:  # type: ignore[no-untyped-def]
+    """Booking's user may answer each request it gets (``allow_responses``), whatever its deny list
+    says, on the reply subject the requester chose. The gateway's user named
+    ``$JS.API.STREAM.DELETE.BOOKING`` (or a purge, or a fact subject) as the reply of a command past
+    its deadline: booking's empty rejection deleted the stream."""
+    booking: Session = await connect("booking")
+    payment: Session = await connect("payment")
+    gateway: Session = await connect("gateway")
+    for owner, stream in ((booking, "BOOKING"), (payment, "PAYMENT"), (booking, "DLQ")):
+        await ensure_stream(owner.nc.jetstream(timeout=2), stream)
+    await booking.nc.jetstream().publish("booking.created", b"kept")
+    await gateway.nc.jetstream().publish("dlq.booking.gateway-projection", b"kept", stream="DLQ")
+
+    async def answer(msgs: object) -> list[bytes]:
+        return [b"" for _ in msgs]  # type: ignore[attr-defined]
+
+    server = CommandServer(booking.nc, "cmd.booking.create", "booking", answer)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.ready.wait(), 5)
+        # Past its deadline (an empty rejection), then executed (the handler's answer).
+        await gateway.nc.publish(
+            "cmd.booking.create", b"", reply="$JS.API.STREAM.DELETE.BOOKING", headers={H_DEADLINE: "1"}
+        )
+        for target in ("$JS.API.STREAM.PURGE.DLQ", "payment.succeeded"):
+            await gateway.nc.publish("cmd.booking.create", b"", reply=target)
+        await gateway.nc.flush()
+        reply = await gateway.nc.request("cmd.booking.create", b"", timeout=2)
+        assert reply.data == b""  # a true request still gets its answer
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
+    js = booking.nc.jetstream(timeout=2)
+    assert (await js.stream_info("BOOKING")).state.messages == 1
+    assert (await js.stream_info("DLQ")).state.messages == 1
+    assert (await payment.nc.jetstream(timeout=2).stream_info("PAYMENT")).state.messages == 0
+
+
+async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore[no-untyped-def]
+    """Every service provisions the DLQ; an update may shrink it, move its subjects or seal it for
+    good, and every consumer's dead letters would then be refused. The gateway's and payment's
+    users could; now they only create it when missing, and booking (``DLQ_OWNER``) updates it."""
+    booking: Session = await connect("booking")
+    await ensure_stream(booking.nc.jetstream(timeout=2), "DLQ")
+    wanted = stream_config("DLQ")
+    hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
+    for user in ("gateway", "payment"):
+        session: Session = await connect(user)
+        js = session.nc.jetstream(timeout=1)
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.update_stream(hostile)
+        assert await session.denied('"$JS.API.STREAM.UPDATE.DLQ"'), f"{user} may update the DLQ"
+        # Starting against a DLQ unlike this release's is no violation: it is left as it is.
+        refused = len(session.errors)
+        await ensure_stream(js, "DLQ", replicas=1, limits=None)
+        await booking.nc.jetstream().update_stream(dataclasses.replace(wanted, max_msg_size=1024))
+        await ensure_stream(js, "DLQ")
+        assert len(session.errors) == refused, session.errors
+        assert (await js.stream_info("DLQ")).config.max_msg_size == 1024
+        await ensure_stream(booking.nc.jetstream(), "DLQ", update=True)
+    info = await booking.nc.jetstream().stream_info("DLQ")
+    assert info.config.subjects == ["dlq.>"] and not info.config.sealed
+    assert info.config.max_msg_size == wanted.max_msg_size
 
 
 async def test_unknown_user_and_wrong_password_are_refused(

@@ -171,3 +171,47 @@ async def test_a_full_queue_rejects_at_once_as_overloaded(nc: NATS) -> None:
     assert len(rejected) == 2 and server.overloaded == 2
     assert sorted(r.data for r in replies if r not in rejected) == [b"echo:0", b"echo:1", b"echo:2"]
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_reply_subject_that_is_not_an_inbox_gets_nothing(nc: NATS) -> None:
+    """The requester names the reply subject: one naming a stream's API or a fact subject would
+    have the server publish there as itself (a rejection's empty body deletes a stream). Such a
+    command is dropped unexecuted; inboxes, the default and a connection's own, still get answers."""
+    handler = Echo()
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    hijacked: list[Msg] = []
+
+    async def record(msg: Msg) -> None:
+        hijacked.append(msg)
+
+    for target in ("$JS.API.STREAM.DELETE.BOOKING", "payment.succeeded", "_INBOX"):
+        await nc.subscribe(target, cb=record)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        for target in ("$JS.API.STREAM.DELETE.BOOKING", "payment.succeeded", "_INBOX"):
+            await nc.publish(SUBJECT, b"executed", reply=target)
+            await nc.publish(SUBJECT, b"expired", reply=target, headers={H_DEADLINE: "1"})
+        await nc.flush()
+        own = await nc.subscribe("_INBOX_gateway.reply")
+        await nc.publish(SUBJECT, b"mine", reply="_INBOX_gateway.reply")
+        answer = await own.next_msg(timeout=2)
+        default = await nc.request(SUBJECT, b"default", timeout=2)
+    assert answer.data == b"echo:mine" and default.data == b"echo:default"
+    assert hijacked == []
+    assert handler.batches == [1, 1], "a misdirected command was executed"
+    assert server.misdirected == 6 and server.expired == 0
+
+
+async def test_an_unreadable_deadline_is_ignored_and_the_server_goes_on(nc: NATS) -> None:
+    """A deadline too large for a float raised OverflowError out of the serving loop: one request
+    from the gateway's user stopped booking (exit 1, a crash loop if repeated)."""
+    handler = Echo()
+    server = CommandServer(nc, SUBJECT, "test", handler)
+    async with running(server):
+        await asyncio.wait_for(server.ready.wait(), 5)
+        for value in ("9" * 400, "-1e3", "soon", "9" * 5000):
+            reply = await nc.request(SUBJECT, b"x", timeout=2, headers={H_DEADLINE: value})
+            assert reply.data == b"echo:x", value
+        negative = await nc.request(SUBJECT, b"x", timeout=2, headers={H_DEADLINE: "-5"})
+        assert negative.headers == {H_REJECTED: REJECTED_EXPIRED}
+        assert (await nc.request(SUBJECT, b"after", timeout=2)).data == b"echo:after"
