@@ -10,11 +10,12 @@ The server runs in the gateway's event loop, next to the gRPC server, under uvic
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -51,6 +52,7 @@ from gateway.http_models import (
     ListBookingsJson,
     WorkflowTraceJson,
 )
+from gateway.merge import BookingView
 from gateway.principal import Principal
 from gateway.readiness import Readiness
 
@@ -130,6 +132,8 @@ def create_app(
         description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        # No 307 to the same path without its slash: its Location comes from the Host header.
+        redirect_slashes=False,
     )
     # Outermost last: an exception anywhere inside is a 500 with an error id.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -161,8 +165,12 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, a 5,000-digit number)
+            return error_response(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON")
         code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}.get(exc.status_code, "UNKNOWN")
-        return error_response(code, str(exc.detail), status=exc.status_code)
+        response = error_response(code, str(exc.detail), status=exc.status_code)
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.post(
         "/v1/bookings",
@@ -218,15 +226,18 @@ def create_app(
         summary="Read a booking; with ?wait=SECONDS, hold until it is terminal or the time passes",
     )
     async def get_booking(
+        request: Request,
         booking_id: str,
         wait: Annotated[float | None, Query(description="Seconds to wait for a terminal state.")] = None,
         caller: Principal = identify,
     ) -> Response:
-        view = await (
-            core.get(booking_id, caller=caller)
-            if wait is None
-            else core.wait(booking_id, wait, caller=caller)
-        )
+        if wait is None:
+            view = await core.get(booking_id, caller=caller)
+        else:
+            waited = await _unless_client_leaves(request, core.wait(booking_id, wait, caller=caller))
+            if waited is None:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            view = waited
         return JSONResponse(to_json(booking_message(view)))
 
     @app.get(
@@ -340,6 +351,39 @@ def _document_errors_as_400(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+#: The status of a request whose client left before the answer (nginx's; nobody receives it).
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _unless_client_leaves(
+    request: Request, wait: Coroutine[Any, Any, BookingView]
+) -> BookingView | None:
+    """Runs a wait until it ends or its client disconnects; ``None`` when the client left.
+
+    Uvicorn does not cancel a handler whose client is gone, so a wait would hold its
+    slot (``GATEWAY_MAX_WATCHES``, ``GATEWAY_MAX_WATCHES_PER_CALLER``) for all its seconds,
+    for nobody: a client could send waits and hang up until every slot was taken.
+    """
+    waiting = asyncio.ensure_future(wait)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            # Let it leave its slot before answering.
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    return None if waiting.cancelled() else waiting.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has disconnected (a GET's body, empty, is read first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _trace_response(page: TracePage) -> Response:
