@@ -10,12 +10,11 @@ The server runs in the gateway's event loop, next to the gRPC server, under uvic
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
 import socket
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -42,6 +41,7 @@ from gateway.core import (
     TracePage,
 )
 from gateway.errors import GENERIC_MESSAGE, report_internal
+from gateway.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
 from gateway.http_errors import CatchAll, error_json
 from gateway.http_limits import BodyLimit
 from gateway.http_models import (
@@ -52,7 +52,6 @@ from gateway.http_models import (
     ListBookingsJson,
     WorkflowTraceJson,
 )
-from gateway.merge import BookingView
 from gateway.principal import Principal
 from gateway.readiness import Readiness
 
@@ -234,7 +233,7 @@ def create_app(
         if wait is None:
             view = await core.get(booking_id, caller=caller)
         else:
-            waited = await _unless_client_leaves(request, core.wait(booking_id, wait, caller=caller))
+            waited = await unless_client_leaves(request, core.wait(booking_id, wait, caller=caller))
             if waited is None:
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             view = waited
@@ -351,39 +350,6 @@ def _document_errors_as_400(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-#: The status of a request whose client left before the answer (nginx's; nobody receives it).
-CLIENT_CLOSED_REQUEST = 499
-
-
-async def _unless_client_leaves(
-    request: Request, wait: Coroutine[Any, Any, BookingView]
-) -> BookingView | None:
-    """Runs a wait until it ends or its client disconnects; ``None`` when the client left.
-
-    Uvicorn does not cancel a handler whose client is gone, so a wait would hold its
-    slot (``GATEWAY_MAX_WATCHES``, ``GATEWAY_MAX_WATCHES_PER_CALLER``) for all its seconds,
-    for nobody: a client could send waits and hang up until every slot was taken.
-    """
-    waiting = asyncio.ensure_future(wait)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not waiting.done():
-            waiting.cancel()
-            # Let it leave its slot before answering.
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
-    return None if waiting.cancelled() else waiting.result()
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns once the client has disconnected (a GET's body, empty, is read first)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _trace_response(page: TracePage) -> Response:
