@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import httpx
 import pytest
 
+from choreo.gateway.v1 import gateway_pb2 as gw
+from choreo.gateway.v1 import gateway_pb2_grpc
 from gateway.build import GatewayService
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService
-from tests.gateway.tokens import SECRET, bearer, hs256
+from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
 
 ALICE = hs256("alice")
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
@@ -125,3 +128,32 @@ async def test_a_wait_gives_its_slot_back_when_its_client_hangs_up(
     # The caller may wait again at once.
     response = await http.get(f"/v1/bookings/{booking_id}?wait=0.1", headers=bearer(ALICE))
     assert response.status_code == 200
+
+
+async def test_grpc_watches_and_waits_give_their_slots_back_when_the_channel_closes(
+    secured: GatewayService, http: httpx.AsyncClient
+) -> None:
+    """Held already at 4c00eec (grpc cancels the call's task); kept as a guard next to the HTTP one."""
+    created = await http.post("/v1/bookings", json=BODY, headers=bearer(ALICE))
+    booking_id = created.json()["booking_id"]
+    assert secured.core is not None and secured.core._limits is not None
+    limits = secured.core._limits
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{secured.grpc_port}")
+    stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+    watch = stub.WatchBooking(gw.WatchBookingRequest(booking_id=booking_id), metadata=grpc_bearer(ALICE))
+    await watch.read()
+    wait = gw.GetBookingRequest(booking_id=booking_id)
+    wait.wait.FromSeconds(9)
+    waiting = asyncio.ensure_future(stub.GetBooking(wait, metadata=grpc_bearer(ALICE)))
+
+    async def held() -> bool:
+        return limits.open_watches == 2
+
+    await eventually(held)
+    await channel.close()
+    await asyncio.gather(waiting, return_exceptions=True)  # cancelled with its channel
+
+    async def released() -> bool:
+        return limits.open_watches == 0
+
+    await eventually(released, timeout=3)
