@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -163,12 +164,16 @@ def create_app(
         return error_response(ErrorCode.INVALID_ARGUMENT, message, names[-1] if names else "")
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, a 5,000-digit number)
             return error_response(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON")
         code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}.get(exc.status_code, "UNKNOWN")
         response = error_response(code, str(exc.detail), status=exc.status_code)
-        response.headers.update(exc.headers or {})  # a 405's Allow
+        if exc.status_code == 405:  # Starlette's Allow names the methods of the path's first route only
+            methods = {
+                m for r in app.routes if r.matches(request.scope)[0] is Match.PARTIAL for m in _methods(r)
+            }
+            response.headers["Allow"] = ", ".join(sorted(methods))
         return response
 
     @app.post(
@@ -323,6 +328,10 @@ def create_app(
 
     _document_errors_as_400(app)
     return app
+
+
+def _methods(route: BaseRoute) -> set[str]:
+    return set(getattr(route, "methods", None) or ())
 
 
 def _document_errors_as_400(app: FastAPI) -> None:

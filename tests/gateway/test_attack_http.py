@@ -91,10 +91,11 @@ async def test_a_body_that_does_not_parse_is_invalid_argument(http: httpx.AsyncC
 
 
 async def test_a_405_names_the_allowed_methods(http: httpx.AsyncClient) -> None:
-    response = await http.delete("/v1/bookings/b-1", headers=bearer(ALICE))
-    assert response.status_code == 405
-    assert response.headers["allow"] == "GET"
-    assert response.json()["error"]["code"] == "UNIMPLEMENTED"
+    for path, allowed in (("/v1/bookings/b-1", "GET"), ("/v1/bookings", "GET, POST")):
+        response = await http.delete(path, headers=bearer(ALICE))
+        assert response.status_code == 405
+        assert response.headers["allow"] == allowed  # every route of the path, not the first one's
+        assert response.json()["error"]["code"] == "UNIMPLEMENTED"
 
 
 async def test_a_wait_gives_its_slot_back_when_its_client_hangs_up(
