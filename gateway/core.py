@@ -439,9 +439,14 @@ class GatewayCore:
             GatewayError: INVALID_ARGUMENT, NOT_FOUND.
         """
         if booking_id:
-            check_id("booking_id", booking_id)
-            view = await self._store.get(booking_id)
-            if view is None or not view.correlation_id or not caller.may_act_for(view.user_id):
+            try:
+                # As ``get``: another user's booking is answered as late as a missing one.
+                view: BookingView | None = await self.get(booking_id, caller=caller)
+            except GatewayError as exc:
+                if exc.code is not ErrorCode.NOT_FOUND:
+                    raise
+                view = None
+            if view is None or not view.correlation_id:
                 raise GatewayError(ErrorCode.NOT_FOUND, f"no facts about booking {booking_id}", "booking_id")
             correlation_id = view.correlation_id
         elif correlation_id:

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -41,6 +42,7 @@ from gateway.core import (
     TracePage,
 )
 from gateway.errors import GENERIC_MESSAGE, report_internal
+from gateway.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
 from gateway.http_errors import CatchAll, error_json
 from gateway.http_limits import BodyLimit
 from gateway.http_models import (
@@ -130,6 +132,8 @@ def create_app(
         description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        # No 307 to the same path without its slash: its Location comes from the Host header.
+        redirect_slashes=False,
     )
     # Outermost last: an exception anywhere inside is a 500 with an error id.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -160,9 +164,17 @@ def create_app(
         return error_response(ErrorCode.INVALID_ARGUMENT, message, names[-1] if names else "")
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (bad UTF-8, a 5,000-digit number)
+            return error_response(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON")
         code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}.get(exc.status_code, "UNKNOWN")
-        return error_response(code, str(exc.detail), status=exc.status_code)
+        response = error_response(code, str(exc.detail), status=exc.status_code)
+        if exc.status_code == 405:  # Starlette's Allow names the methods of the path's first route only
+            methods = {
+                m for r in app.routes if r.matches(request.scope)[0] is Match.PARTIAL for m in _methods(r)
+            }
+            response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
 
     @app.post(
         "/v1/bookings",
@@ -218,15 +230,18 @@ def create_app(
         summary="Read a booking; with ?wait=SECONDS, hold until it is terminal or the time passes",
     )
     async def get_booking(
+        request: Request,
         booking_id: str,
         wait: Annotated[float | None, Query(description="Seconds to wait for a terminal state.")] = None,
         caller: Principal = identify,
     ) -> Response:
-        view = await (
-            core.get(booking_id, caller=caller)
-            if wait is None
-            else core.wait(booking_id, wait, caller=caller)
-        )
+        if wait is None:
+            view = await core.get(booking_id, caller=caller)
+        else:
+            waited = await unless_client_leaves(request, core.wait(booking_id, wait, caller=caller))
+            if waited is None:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            view = waited
         return JSONResponse(to_json(booking_message(view)))
 
     @app.get(
@@ -313,6 +328,10 @@ def create_app(
 
     _document_errors_as_400(app)
     return app
+
+
+def _methods(route: BaseRoute) -> set[str]:
+    return set(getattr(route, "methods", None) or ())
 
 
 def _document_errors_as_400(app: FastAPI) -> None:

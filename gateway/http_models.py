@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -39,6 +39,19 @@ Int64 = Annotated[
     WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}),
 ]
 
+
+def _unicode(value: str) -> str:
+    """A string protobuf can carry: JSON may escape a lone surrogate (``"\\ud800"``), UTF-8 cannot."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+#: A request string: any JSON string that is valid Unicode.
+Text = Annotated[str, AfterValidator(_unicode)]
+
 BookingStatusName = Literal[
     "BOOKING_STATUS_UNSPECIFIED",
     "BOOKING_STATUS_PENDING",
@@ -52,15 +65,15 @@ class CreateBookingBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    user_id: str = Field(
+    user_id: Text = Field(
         default="",
         description="Whose booking. With GATEWAY_AUTH=jwt: empty (the caller's, the token's sub) "
         "or the caller's; another user's needs the bookings:admin scope.",
     )
     amount_cents: Int64 = Field(default=0, description="Price in minor units of the currency (cents).")
-    currency: str = Field(default="", description="ISO 4217 code, upper case, e.g. USD.")
-    payment_token: str = Field(default="", description="tok_visa, tok_chargeDeclined, ...")
-    idempotency_key: str = Field(
+    currency: Text = Field(default="", description="ISO 4217 code, upper case, e.g. USD.")
+    payment_token: Text = Field(default="", description="tok_visa, tok_chargeDeclined, ...")
+    idempotency_key: Text = Field(
         default="",
         description="A retry with the same key returns the same booking (or use the Idempotency-Key header).",
     )
