@@ -71,6 +71,18 @@ def test_secrets_are_generated_once_private_and_reused(tmp_path: Path) -> None:
         NatsUsers.load(store)
 
 
+def test_generated_secrets_start_with_a_letter(tmp_path: Path) -> None:
+    # nats-server reads `$VAR` in its config as a value of its own syntax: a password made
+    # with token_urlsafe alone starts with '-' or a digit one time in six, and is taken for a
+    # number ("Expected a digit"), so nats-server refuses to start on a fresh data directory.
+    store = SecretStore(tmp_path / "secrets")
+    values = [store.get(f"S{i}", nbytes=8) for i in range(300)]
+    assert all(v[0].isascii() and v[0].isalpha() for v in values), [v for v in values if not v[0].isalpha()]
+    (tmp_path / "secrets" / "S0").write_text("-Yz0123456789abcdef\n")
+    with pytest.raises(SecretFileError, match="a letter"):
+        store.get("S0")
+
+
 @pytest.fixture
 def up_nats(tmp_path: Path) -> Iterator[tuple[NatsServer, NatsUsers]]:
     """nats-server as `choreo up` runs it."""
