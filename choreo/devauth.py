@@ -60,7 +60,8 @@ class DevAuth:
 
     def gateway_settings(self) -> dict[str, str]:
         """The gateway's settings, without its ``GATEWAY_`` prefix."""
-        return {"AUTH": "jwt", "JWT_HS256_SECRET": self.secret}
+        # The issuer too, so a token signed with the secret for another purpose is refused.
+        return {"AUTH": "jwt", "JWT_HS256_SECRET": self.secret, "JWT_ISSUER": ISSUER}
 
     def user_token(self) -> str:
         return mint(self.secret, DEV_USER)

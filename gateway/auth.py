@@ -24,8 +24,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
 
 import httpx
@@ -246,20 +245,6 @@ def build_authenticator(settings: GatewaySettings, http: httpx.AsyncClient | Non
         keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience, leeway=settings.jwt_leeway_seconds
     )
     return Authenticator(verifier)
-
-
-def issue_dev_token(
-    secret: bytes, subject: str, *, scopes: Iterable[str] = (), ttl_seconds: float = 86_400
-) -> str:
-    """A token this gateway accepts with ``GATEWAY_JWT_HS256_SECRET=secret`` (``choreo up --auth``).
-
-    For development only: in production the identity provider issues tokens.
-    """
-    now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(ttl_seconds)}
-    if scopes:
-        claims["scope"] = " ".join(scopes)
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 # -- HTTP: a FastAPI dependency -------------------------------------------------------------------

@@ -252,6 +252,7 @@ def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up], auth: bool, t
         secret = (tmp_path / "var" / "secrets" / "GATEWAY_JWT_HS256_SECRET").read_text().strip()
         env = process_env(gateway)
         assert (env["GATEWAY_AUTH"], env["GATEWAY_JWT_HS256_SECRET"]) == ("jwt", secret)
+        assert env["GATEWAY_JWT_ISSUER"] == "choreo-up"
         user = jwt.decode(up.wait_for(r"^  token\s+user\s+(\S+)").group(1), secret, algorithms=["HS256"])
         admin = jwt.decode(up.wait_for(r"^  token\s+admin\s+(\S+)").group(1), secret, algorithms=["HS256"])
         assert (user["sub"], admin["sub"], admin["scope"]) == ("dev-user", "dev-admin", "bookings:admin")

@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
+from choreo.devauth import ISSUER, mint
 from gateway.auth import (
     AuthenticationFailed,
     Authenticator,
     JwtVerifier,
     build_authenticator,
-    issue_dev_token,
 )
 from gateway.core import ErrorCode, GatewayError
 from gateway.jwks import JwksCache
@@ -227,7 +227,7 @@ async def test_an_unreachable_jwks_is_unavailable_not_unauthenticated(http: http
     assert err.value.code is ErrorCode.UNAVAILABLE and not isinstance(err.value, AuthenticationFailed)
 
 
-async def test_a_dev_token_is_accepted() -> None:
-    auth = build_authenticator(jwt_settings(jwt_hs256_secret=SECRET), None)
-    token = issue_dev_token(SECRET.encode(), "dev", scopes=["bookings:admin"])
+async def test_a_choreo_up_token_is_accepted() -> None:
+    auth = build_authenticator(jwt_settings(jwt_hs256_secret=SECRET, jwt_issuer=ISSUER), None)
+    token = mint(SECRET, "dev", ("bookings:admin",))
     assert await auth.authenticate(f"Bearer {token}") == Principal("dev", frozenset({"bookings:admin"}))
