@@ -32,7 +32,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.core import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.jwks import JwksCache, KeysUnavailable, SigningKey
 from gateway.principal import ANONYMOUS, Principal
 from gateway.settings import GatewaySettings

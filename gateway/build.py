@@ -26,7 +26,8 @@ from gateway.core import GatewayCore
 from gateway.feed import StreamFeed
 from gateway.grpc_api import GrpcServer
 from gateway.grpc_errors import ErrorInterceptor
-from gateway.http_api import HttpServer, create_app
+from gateway.http_api import create_app
+from gateway.http_server import HttpServer
 from gateway.limits import CallerLimits
 from gateway.paging import PageTokens
 from gateway.readiness import Readiness

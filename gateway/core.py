@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 
 from choreo.booking.v1 import commands_pb2
 from choreo.gateway.v1 import gateway_pb2
@@ -22,6 +20,7 @@ from choreo.validation import validate_booking_request
 from gateway.causal import causal_order
 from gateway.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
 from gateway.convert import change_from_record
+from gateway.errors import ErrorCode, GatewayError, check_id
 from gateway.facts import TraceRecord
 from gateway.limits import CallerLimits, LimitExceeded
 from gateway.merge import BookingView, Status, merge
@@ -37,46 +36,8 @@ MAX_PAGE_SIZE = 500
 #: Facts per trace page by default, and at most (a workflow has a handful; a page holds it whole).
 DEFAULT_TRACE_PAGE_SIZE = 100
 MAX_TRACE_PAGE_SIZE = 1000
-MAX_ID_LENGTH = 128
-_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 #: Prefix of the idempotency keys the gateway makes for requests that came without one.
 GATEWAY_KEY_PREFIX = "gw-"
-
-
-class ErrorCode(StrEnum):
-    """Why a call failed; named after the gRPC status codes they map to."""
-
-    INVALID_ARGUMENT = "INVALID_ARGUMENT"
-    NOT_FOUND = "NOT_FOUND"
-    ALREADY_EXISTS = "ALREADY_EXISTS"
-    UNAVAILABLE = "UNAVAILABLE"
-    INTERNAL = "INTERNAL"
-    #: No valid bearer token (HTTP 401 with ``WWW-Authenticate: Bearer``).
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    #: The caller may not do this (HTTP 403).
-    PERMISSION_DENIED = "PERMISSION_DENIED"
-    #: A limit of the caller or of the gateway is reached (HTTP 429 with ``Retry-After``).
-    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
-
-
-class GatewayError(Exception):
-    """A failed call, with what the client needs to fix or retry it.
-
-    Attributes:
-        code: The kind of failure.
-        message: Human-readable explanation.
-        field: The offending request field, when there is one.
-        retry_after: Seconds after which a retry may succeed (``Retry-After``), if known.
-    """
-
-    def __init__(
-        self, code: ErrorCode, message: str, field: str = "", *, retry_after: float | None = None
-    ) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.code = code
-        self.message = message
-        self.field = field
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +66,6 @@ class Created:
 
     booking: BookingView
     replayed: bool
-
-
-def check_id(field: str, value: str) -> None:
-    """Raises INVALID_ARGUMENT unless ``value`` is a plausible identifier."""
-    if not value:
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "is required", field)
-    if len(value) > MAX_ID_LENGTH:
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, f"must be at most {MAX_ID_LENGTH} characters", field)
-    if not _PRINTABLE.fullmatch(value):
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "must be printable ASCII without spaces", field)
 
 
 _COMMAND_ERRORS = {

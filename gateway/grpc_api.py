@@ -22,8 +22,8 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.auth import Authenticator, grpc_caller
 from gateway.convert import booking_message, status_from_proto, trace_message
-from gateway.core import ErrorCode, GatewayCore, GatewayError
-from gateway.errors import GENERIC_MESSAGE, report_internal
+from gateway.core import GatewayCore
+from gateway.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.grpc_auth import AuthInterceptor
 from gateway.grpc_errors import ERROR_ID_METADATA
 from gateway.readiness import Readiness

@@ -19,7 +19,7 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from gateway.auth import AuthenticationFailed, Authenticator, set_grpc_caller
-from gateway.core import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError
 
 #: Services any caller may use: health checking and reflection (both versions).
 OPEN_SERVICES: frozenset[str] = frozenset(

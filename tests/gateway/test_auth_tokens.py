@@ -22,7 +22,7 @@ from gateway.auth import (
     JwtVerifier,
     build_authenticator,
 )
-from gateway.core import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.jwks import JwksCache
 from gateway.principal import ANONYMOUS, Principal
 from gateway.settings import GatewaySettings

@@ -19,7 +19,7 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
 from gateway.build import GatewayService
-from gateway.core import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService
 
