@@ -6,11 +6,9 @@ byte for byte); the operator reads every stream; nobody else forges a payment.
 
 from __future__ import annotations
 
-import asyncio
 import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats.errors
@@ -29,6 +27,7 @@ from choreo.natsserver import NatsServer
 from choreo.natsusers import CONFIG_FILES, USERS, NatsUsers, packaged_config, write_server_config
 from choreo.pull import PullReader
 from tests.cli.test_dlq import choreo_cli
+from tests.natssession import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,21 +92,6 @@ def up_nats(tmp_path: Path) -> Iterator[tuple[NatsServer, NatsUsers]]:
     server.start()
     yield server, users
     server.kill()
-
-
-@dataclass
-class Session:
-    nc: NATS
-    errors: list[str] = field(default_factory=list)
-
-    async def denied(self, what: str, timeout: float = 5.0) -> bool:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while loop.time() < end:
-            if any("permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors):
-                return True
-            await asyncio.sleep(0.02)
-        return False
 
 
 Connect = Callable[[str], Awaitable[Session]]

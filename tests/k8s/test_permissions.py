@@ -11,7 +11,6 @@ import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -32,28 +31,10 @@ from tests.k8s.localpod import LocalPod
 from tests.k8s.manifests import Manifests
 from tests.k8s.natsproc import ConfiguredNats
 from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
+from tests.natssession import Session
 
 #: How nats-server logs a refused publish or subscription.
 VIOLATION = re.compile(r"(Publish|Subscription) Violation")
-
-
-@dataclass
-class Session:
-    """A connection as one user, recording the errors the server sends it."""
-
-    nc: NATS
-    errors: list[str] = field(default_factory=list)
-
-    async def denied(self, what: str, timeout: float = 5.0) -> bool:
-        """Whether the server reported a permissions violation mentioning ``what``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while loop.time() < end:
-            # nats-py lower-cases the server's error text.
-            if any("permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors):
-                return True
-            await asyncio.sleep(0.02)
-        return False
 
 
 @pytest.fixture
