@@ -51,6 +51,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator, open_services: Collection[str] = OPEN_SERVICES) -> None:
         self._authenticator = authenticator
         self._open = frozenset(open_services)
+        # The wrapped handler of a method reads the token from its call's context, so it is
+        # made once per method and reused (the server looks the same handler up every call).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -61,12 +64,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method: str = handler_call_details.method
         if handler is None or method.lstrip("/").split("/", 1)[0] in self._open:
             return handler
-        metadata = handler_call_details.invocation_metadata
-        authorization = next((str(v) for k, v in metadata or () if k == AUTHORIZATION_METADATA), None)
-        return _wrap(handler, self._authenticator, authorization)
+        known = self._wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[method] = (handler, _wrap(handler, self._authenticator))
+        return known[1]
 
 
-async def _authenticate(authenticator: Authenticator, authorization: str | None, context: Context) -> None:
+async def _authenticate(authenticator: Authenticator, context: Context) -> None:
+    metadata = context.invocation_metadata()
+    authorization = next((str(v) for k, v in metadata or () if k == AUTHORIZATION_METADATA), None)
     try:
         set_grpc_caller(await authenticator.authenticate(authorization))
     except AuthenticationFailed as exc:
@@ -79,7 +85,7 @@ async def _authenticate(authenticator: Authenticator, authorization: str | None,
         await context.abort(status, exc.message)
 
 
-def _wrap(handler: Any, authenticator: Authenticator, authorization: str | None) -> Any:
+def _wrap(handler: Any, authenticator: Authenticator) -> Any:
     """The handler with authentication in front of its behaviour (whatever its kind)."""
     kind = next(k for k in _KINDS if getattr(handler, k) is not None)
     behaviour: Callable[[Any, Context], Any] = getattr(handler, kind)
@@ -87,7 +93,7 @@ def _wrap(handler: Any, authenticator: Authenticator, authorization: str | None)
     if inspect.isasyncgenfunction(behaviour):
         # A streaming answer written by yielding: yield what the servicer yields.
         async def authenticated_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _authenticate(authenticator, authorization, context)
+            await _authenticate(authenticator, context)
             async for response in behaviour(request, context):
                 yield response
 
@@ -95,7 +101,7 @@ def _wrap(handler: Any, authenticator: Authenticator, authorization: str | None)
     else:
 
         async def authenticated(request: Any, context: Context) -> Any:
-            await _authenticate(authenticator, authorization, context)
+            await _authenticate(authenticator, context)
             return await behaviour(request, context)
 
         wrapped = authenticated

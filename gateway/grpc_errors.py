@@ -118,7 +118,14 @@ def _guard(handler: Handler, method: str) -> Handler:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns malformed requests into INVALID_ARGUMENT and unexpected exceptions into INTERNAL + error id."""
+    """Turns malformed requests into INVALID_ARGUMENT and unexpected exceptions into INTERNAL + error id.
+
+    The guarded handler of a method depends on nothing of the call, so it is made once
+    per method and reused (the server looks the same handler up for every call).
+    """
+
+    def __init__(self) -> None:
+        self._guarded: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -128,4 +135,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
             return handler
-        return _guard(handler, handler_call_details.method)
+        method: str = handler_call_details.method
+        known = self._guarded.get(method)
+        if known is None or known[0] is not handler:
+            known = self._guarded[method] = (handler, _guard(handler, method))
+        return known[1]
