@@ -5,6 +5,10 @@ connection closed, without reading the rest: a declared ``Content-Length``
 over the limit before the first byte of the body, a chunked (or understated)
 body as soon as the bytes received pass the limit. Never more than the limit
 (plus one read) is held, so a 100 MiB POST costs the gateway nothing.
+
+Why not Starlette's ``RequestBodyLimitMiddleware`` (FastAPI's ``max_body_size``):
+in Starlette 1.10 it answers in plain text, outside the documented error shape,
+and leaves the connection open, so the client goes on sending what it declared.
 """
 
 from __future__ import annotations
