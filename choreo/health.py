@@ -80,8 +80,12 @@ class HealthServer:
         for name, check in checks.items():
             try:
                 reason = await asyncio.wait_for(check(), 2.0)
+            except TimeoutError:
+                reason = "no answer within 2s"
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                # The probe says which check fails; the error (hosts, SQL, paths) goes to the log.
+                log.warning("health check %s failed: %r", name, exc)
+                reason = f"failed ({type(exc).__name__}; the log has the details)"
             if reason:
                 failures[name] = reason
         return failures
