@@ -49,7 +49,10 @@ def run_schemathesis(stack: Stack, report_dir: Path, headers: list[str]) -> subp
     ]
     for header in headers:
         command += ["--header", header]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    # In the test's folder: schemathesis keeps a cache of crashes in its working directory.
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=report_dir.parent
+    )
 
 
 #: The gateway's HS256 key in this test (48 bytes, like ``choreo up --auth``'s).
