@@ -5,8 +5,10 @@ use, again once the set is older than ``max_age`` (so a rotated key set is
 picked up), and again when a token names a key id the set does not hold (a key
 the provider just started using). That last refresh happens at most once per
 ``refresh_interval``: a flood of tokens with made-up ``kid`` values costs the
-provider one request per interval, not one per token. One fetch runs at a time;
-callers that need it meanwhile share its result.
+provider one request per interval, not one per token. One fetch runs at a time,
+as a task of its own: a caller that needs keys while it runs (a burst of first
+calls after a start, a token with the new ``kid`` during a refresh) awaits that
+same fetch instead of being refused.
 
 Each key's algorithm comes from the key itself, never from the token: RS256
 for an RSA key, ES256 for an EC key on P-256. Keys of other types, curves or a
@@ -117,7 +119,7 @@ class JwksCache:
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
         #: Fetches made (operations and tests).
         self.fetches = 0
 
@@ -130,7 +132,7 @@ class JwksCache:
         if self._stale():
             await self._refresh(unknown_kid=False)
         found = self._lookup(kid)
-        if found is None and self._may_refetch():
+        if found is None and (self._inflight is not None or self._may_refetch()):
             await self._refresh(unknown_kid=True)
             found = self._lookup(kid)
         if found is None and self._fetched_at is None:
@@ -153,27 +155,35 @@ class JwksCache:
         return self._attempted_at is None or self._clock() - self._attempted_at >= self._refresh_interval
 
     async def _refresh(self, *, unknown_kid: bool) -> None:
-        attempted = self._attempted_at
-        async with self._lock:
-            if self._attempted_at != attempted:
-                return  # another caller fetched while this one waited: use its result
+        """Awaits the fetch in flight, or starts one if the interval allows, then awaits it."""
+        if self._inflight is None:
+            if not self._may_refetch():
+                return
             self._attempted_at = self._clock()
             self.fetches += 1
-            try:
-                keys = parse_jwks(await self._fetch())
-            except (httpx.HTTPError, ValueError) as exc:
-                # Keep the keys in hand: a provider that is briefly down must not lock everyone out.
-                log.warning("JWKS: cannot fetch %s: %s", self._url, exc or type(exc).__name__)
-                return
-            if keys.keys() != self._keys.keys():
-                log.info(
-                    "JWKS: %d keys (%s)%s",
-                    len(keys),
-                    ", ".join(sorted(keys)) or "none usable",
-                    " after a token named an unknown kid" if unknown_kid else "",
-                )
-            self._keys = keys
-            self._fetched_at = self._clock()
+            self._inflight = asyncio.create_task(self._fetch_keys(unknown_kid))
+        task = self._inflight
+        # Shielded: a caller that gives up (its call cancelled) does not cancel the others' fetch.
+        await asyncio.shield(task)
+
+    async def _fetch_keys(self, unknown_kid: bool) -> None:
+        try:
+            keys = parse_jwks(await self._fetch())
+        except (httpx.HTTPError, ValueError) as exc:
+            # Keep the keys in hand: a provider that is briefly down must not lock everyone out.
+            log.warning("JWKS: cannot fetch %s: %s", self._url, exc or type(exc).__name__)
+            return
+        finally:
+            self._inflight = None
+        if keys.keys() != self._keys.keys():
+            log.info(
+                "JWKS: %d keys (%s)%s",
+                len(keys),
+                ", ".join(sorted(keys)) or "none usable",
+                " after a token named an unknown kid" if unknown_kid else "",
+            )
+        self._keys = keys
+        self._fetched_at = self._clock()
 
     async def _fetch(self) -> Any:
         async with self._client.stream("GET", self._url, headers={"accept": "application/json"}) as response:

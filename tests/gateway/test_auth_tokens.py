@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -201,6 +202,32 @@ async def test_jwks_rotation_unknown_kid_refetches_and_max_age_refreshes(http: h
         await refused(auth, replaced.sign())
         now[0] += 600
         assert (await auth.authenticate(f"Bearer {replaced.sign()}")).subject == "alice"
+
+
+async def test_callers_arriving_during_the_first_fetch_share_it(http: httpx.AsyncClient) -> None:
+    key = SigningKeyPair("k1")
+    with JwksServer(key).running() as server:
+        server.delay = 0.3
+        auth = build_authenticator(jwt_settings(jwt_jwks_url=server.url), http)
+        callers = await asyncio.gather(*(auth.authenticate(f"Bearer {key.sign(f'u{i}')}") for i in range(5)))
+        assert [c.subject for c in callers] == [f"u{i}" for i in range(5)]
+        assert server.requests == 1
+
+
+async def test_a_new_kid_during_a_refresh_waits_for_it(http: httpx.AsyncClient) -> None:
+    old, new = SigningKeyPair("2024"), SigningKeyPair("2025")
+    with JwksServer(old).running() as server:
+        now = [0.0]
+        cache = JwksCache(server.url, http, max_age=600, refresh_interval=10, clock=lambda: now[0])
+        auth = Authenticator(JwtVerifier(cache, issuer=None, audience=None, leeway=0))
+        assert (await auth.authenticate(f"Bearer {old.sign()}")).subject == "alice"
+        # The set is due for its refresh, which is slow; meanwhile a token signed with the new key.
+        server.keys, server.delay, now[0] = [old, new], 0.3, 601.0
+        refreshing = asyncio.ensure_future(auth.authenticate(f"Bearer {old.sign('bob')}"))
+        await asyncio.sleep(0.05)
+        assert (await auth.authenticate(f"Bearer {new.sign('carol')}")).subject == "carol"
+        assert (await refreshing).subject == "bob"
+        assert server.requests == 2
 
 
 async def test_a_flood_of_unknown_kids_does_not_hammer_the_identity_provider(http: httpx.AsyncClient) -> None:

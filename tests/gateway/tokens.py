@@ -83,11 +83,14 @@ class JwksServer:
     def __init__(self, *keys: SigningKeyPair) -> None:
         self.keys = list(keys)
         self.requests = 0
+        #: Seconds each answer takes (a slow identity provider).
+        self.delay = 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requests += 1
+                time.sleep(owner.delay)
                 body = json.dumps({"keys": [k.jwk for k in owner.keys]}).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
