@@ -93,6 +93,10 @@ class GatewaySettings(ServiceSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError("must be an http(s) URL")
+        # Keys fetched in clear text could be swapped on the way, and then anyone could mint
+        # tokens: plain http only to this host (a sidecar, a test).
+        if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError("must be https (plain http only to localhost)")
         return value
 
     @model_validator(mode="after")

@@ -142,6 +142,7 @@ async def test_the_secret_may_come_from_a_file(tmp_path: Path) -> None:
         ({"jwt_hs256_secret": "short"}, "GATEWAY_JWT_HS256_SECRET: the secret must be at least 32 bytes"),
         ({"jwt_hs256_secret_file": "/nonexistent/secret"}, "GATEWAY_JWT_HS256_SECRET_FILE: cannot read"),
         ({"jwt_jwks_url": "ftp://idp.example/jwks"}, "must be an http(s) URL"),
+        ({"jwt_jwks_url": "http://idp.example/jwks"}, "must be https"),
     ],
 )
 def test_start_up_refuses_a_bad_jwt_configuration(values: dict[str, Any], named: str) -> None:
