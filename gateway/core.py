@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 from choreo.booking.v1 import commands_pb2
@@ -313,7 +313,7 @@ class GatewayCore:
         )
         return views, token
 
-    async def watch(self, booking_id: str, *, caller: Principal) -> AsyncIterator[BookingView]:
+    async def watch(self, booking_id: str, *, caller: Principal) -> AsyncGenerator[BookingView, None]:
         """The booking now, then after each change; ends after a terminal state.
 
         Raises:

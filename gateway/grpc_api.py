@@ -152,8 +152,11 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         self, request: gateway_pb2.WatchBookingRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WatchBookingResponse]:
         try:
-            async for view in self._core.watch(request.booking_id, caller=grpc_caller()):
-                yield gateway_pb2.WatchBookingResponse(booking=booking_message(view))
+            watch = self._core.watch(request.booking_id, caller=grpc_caller())
+            # aclosing: a cancelled watch leaves its slot at once, not when the generator is collected.
+            async with contextlib.aclosing(watch) as views:
+                async for view in views:
+                    yield gateway_pb2.WatchBookingResponse(booking=booking_message(view))
         except GatewayError as exc:
             await _abort(context, exc)
 

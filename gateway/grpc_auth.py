@@ -10,6 +10,7 @@ reflection are not protected (probes and tools carry no token).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
@@ -94,8 +95,11 @@ def _wrap(handler: Any, authenticator: Authenticator) -> Any:
         # A streaming answer written by yielding: yield what the servicer yields.
         async def authenticated_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await _authenticate(authenticator, context)
-            async for response in behaviour(request, context):
-                yield response
+            # aclosing: a cancelled call closes the servicer's generator now (its finally
+            # gives back a watch slot), not whenever the garbage collector finalizes it.
+            async with contextlib.aclosing(behaviour(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         wrapped = authenticated_stream
     else:

@@ -15,6 +15,7 @@ interceptors after it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -95,8 +96,10 @@ def _guard(handler: Handler, method: str) -> Handler:
         async def stream_response(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 request = _parsed(request, parse) if streaming_request else parse(request)
-                async for response in streamer(request, context):
-                    yield response
+                # aclosing: a cancelled call closes the inner generator now, not at collection.
+                async with contextlib.aclosing(streamer(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except AbortError:
                 raise
             except Exception as exc:
