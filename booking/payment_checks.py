@@ -8,9 +8,15 @@ recorded. A fact that does not is refused for good (``PermanentError``): the
 consumer copies it to the DLQ at once, and the log line names the booking, the
 workflow's correlation id and the field that disagrees.
 
+These checks stop a sloppy or mistaken fact (another booking's amount, another
+workflow's outcome, a test publisher), not a determined forger: a publisher
+allowed on ``payment.>`` can copy the right values and set any ``ce-source``
+header. Against that, the NATS permission is the guard (and signing payment's
+facts with its key would be the next step).
+
 What must agree:
 
-- ``ce-source``: the fact was published by the payment service (``PAYMENT_SOURCE``);
+- ``ce-source``: the fact says it was published by the payment service (``PAYMENT_SOURCE``);
 - the booking exists (``UnknownBookingError``);
 - ``amount_cents`` and ``currency``: what was charged is what was booked;
 - the correlation id: the fact belongs to the booking's workflow.
