@@ -19,6 +19,12 @@ else. The cost is key management: payment's private key is a secret
 (``PAYMENT_TOKEN_PRIVATE_KEY``), booking's public key is configuration
 (``BOOKING_PAYMENT_TOKEN_PUBLIC_KEY``); ``python -m payment.keys`` makes a pair.
 
+Each token is sealed for one booking: the box holds ``booking id length (2 bytes,
+big-endian) | booking id | token``, and the opener is told which booking the fact
+is for and refuses a token sealed for another. Without it, anyone allowed to
+publish a ``BookingCreated`` could copy another customer's sealed token into a
+booking of their own, and payment would charge that customer's card for it.
+
 Sealed payload: ``version (1 byte) | key id (8 bytes) | sealed box``. The key id
 is the first 8 bytes of the SHA-256 of the recipient's public key. It is chosen
 over trial decryption because it says which key a fact needs: after a rotation
@@ -89,8 +95,10 @@ class TokenSealer:
         self._box = SealedBox(public_key)
         self._header = bytes([VERSION]) + key_id(public_key)
 
-    def seal(self, token: str) -> bytes:
-        return self._header + self._box.encrypt(token.encode())
+    def seal(self, token: str, *, booking_id: str) -> bytes:
+        """``token`` sealed for the booking ``booking_id`` (see the module doc)."""
+        bound = booking_id.encode()
+        return self._header + self._box.encrypt(len(bound).to_bytes(2, "big") + bound + token.encode())
 
 
 class TokenOpener:
@@ -101,8 +109,9 @@ class TokenOpener:
             raise ValueError("at least one private key is required")
         self._boxes = {key_id(k.public_key): SealedBox(k) for k in private_keys}
 
-    def open(self, sealed: bytes) -> str:
-        """The token; ``SealingError`` (never the token or key material) when it does not open."""
+    def open(self, sealed: bytes, *, booking_id: str) -> str:
+        """The token sealed for ``booking_id``; ``SealingError`` (never the token or key material)
+        when it does not open, or was sealed for another booking."""
         if len(sealed) <= _HEADER_BYTES or sealed[0] != VERSION:
             raise SealingError(f"not a sealed token (version {sealed[:1].hex() or 'missing'})")
         kid = sealed[1:_HEADER_BYTES]
@@ -112,9 +121,16 @@ class TokenOpener:
                 f"sealed to key {kid.hex()}, which is not among PAYMENT_TOKEN_PRIVATE_KEY's keys"
             )
         try:
-            return box.decrypt(sealed[_HEADER_BYTES:]).decode()
-        except (CryptoError, UnicodeDecodeError):
+            content = box.decrypt(sealed[_HEADER_BYTES:])
+        except CryptoError:
             raise SealingError(f"sealed to key {kid.hex()} but does not open with it (altered?)") from None
+        size = int.from_bytes(content[:2], "big")
+        if content[2 : 2 + size] != booking_id.encode() or len(content) < 2 + size:
+            raise SealingError(f"sealed for another booking than {booking_id!r} (copied from another fact?)")
+        try:
+            return content[2 + size :].decode()
+        except UnicodeDecodeError:
+            raise SealingError("the sealed token is not text") from None
 
 
 def generate_keypair() -> tuple[str, str]:

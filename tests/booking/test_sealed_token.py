@@ -69,10 +69,17 @@ async def test_booking_created_carries_the_token_sealed_to_payment_only(
     [fact] = await stream_envelopes(js, "BOOKING")
     created = fact.decode(events_pb2.BookingCreated)
     assert created.payment_token == ""
-    assert TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(created.sealed_payment_token) == TOKEN
+    assert (
+        TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(
+            created.sealed_payment_token, booking_id=created.booking_id
+        )
+        == TOKEN
+    )
     other_private, _ = generate_keypair()
     try:
-        TokenOpener(parse_private_keys(other_private)).open(created.sealed_payment_token)
+        TokenOpener(parse_private_keys(other_private)).open(
+            created.sealed_payment_token, booking_id=created.booking_id
+        )
         raise AssertionError("a token opened with another key")
     except SealingError:
         pass

@@ -83,7 +83,12 @@ async def test_create_saves_pending_and_publishes_booking_created(
     assert (created.amount_cents, created.currency) == (1200, "USD")
     # Sealed to payment's key (tests/booking/test_sealed_token.py): the plaintext field stays empty.
     assert created.payment_token == ""
-    assert TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(created.sealed_payment_token) == "tok_visa"
+    assert (
+        TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(
+            created.sealed_payment_token, booking_id=created.booking_id
+        )
+        == "tok_visa"
+    )
 
 
 async def test_invalid_command_names_the_field_and_writes_nothing(

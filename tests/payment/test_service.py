@@ -53,7 +53,9 @@ def booking_created(
         user_id="u1",
         amount_cents=2500,
         currency="EUR",
-        sealed_payment_token=sealed if sealed is not None else SESSION_SEALER.seal(token),
+        sealed_payment_token=sealed
+        if sealed is not None
+        else SESSION_SEALER.seal(token, booking_id=booking_id),
     )
     return Envelope.wrap(event, source="booking", subject="booking.created", correlation_id=correlation)
 
