@@ -134,6 +134,7 @@ class EventConsumer:
             retry=self._retry,
             ensure_dlq=ensure_dlq,
             log_fields=self._log_fields,
+            stages=self._stages,
         )
 
     @property

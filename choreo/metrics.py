@@ -27,7 +27,9 @@ e.g. ``choreo_outbox_parked_rows``: outbox rows parked as unpublishable
 ``choreo_outbox_oldest_unpublished_seconds``: age of the oldest fact waiting to
 be published. Counters (``count``) carry labels of their own, e.g.
 ``choreo_outbox_publish_refused_total{service=...,stream=...}``: facts a full
-stream refused (kept by the outbox, retried). Alert rules: docs/alerts.md.
+stream refused (kept by the outbox, retried), and
+``choreo_dlq_refused_total{service=...,stream=...,consumer=...}``: dead letters the
+DLQ stream refused (the fact is kept and retried). Alert rules: docs/alerts.md.
 """
 
 from __future__ import annotations

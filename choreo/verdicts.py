@@ -33,9 +33,13 @@ from choreo.dlq import dead_letter
 from choreo.envelope import Envelope
 from choreo.errors import Failure, classify
 from choreo.handler import Route
+from choreo.metrics import Stages
 from choreo.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+#: Counter of dead letters the DLQ refused: ``choreo_dlq_refused_total{service,stream,consumer}``.
+DLQ_REFUSED_COUNTER = "dlq_refused_total"
 
 
 @dataclass(slots=True)
@@ -75,6 +79,7 @@ class Verdicts:
         retry: Backoff and the failure limit.
         ensure_dlq: Provisions the DLQ stream again, after it refused a copy.
         log_fields: The log context of a delivery.
+        stages: Where ``choreo_dlq_refused_total`` is counted (``choreo.metrics``).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Verdicts:
         retry: RetryPolicy,
         ensure_dlq: Callable[[], Awaitable[None]] | None,
         log_fields: Callable[[Delivery], dict[str, Any]],
+        stages: Stages,
     ) -> None:
         self._js = js
         self._engine = engine
@@ -95,6 +101,7 @@ class Verdicts:
         self._retry = retry
         self._ensure_dlq = ensure_dlq
         self._log_fields = log_fields
+        self._stages = stages
         self.processed = 0
         self.dead_lettered = 0
         self.dlq_failures = 0
@@ -138,6 +145,12 @@ class Verdicts:
         except Exception as exc:
             # The DLQ refused (deleted, JetStream unavailable): keep the fact and try again later.
             self.dlq_failures += 1
+            self._stages.count(
+                DLQ_REFUSED_COUNTER,
+                "Dead letters the DLQ stream refused (full, deleted, unavailable); the facts are kept.",
+                stream=self.stream,
+                consumer=self.durable,
+            )
             delay = self._retry.delay(msg.metadata.num_delivered)
             log.error(
                 "could not dead-letter %s seq %d (%r); it is kept and comes back in %.1fs",

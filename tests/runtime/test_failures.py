@@ -203,6 +203,9 @@ async def test_a_dlq_that_refuses_does_not_kill_the_consumer_and_loses_nothing(
         await wait_until(lambda: stream_count(js, DLQ_STREAM), timeout=10, message="the poison in the DLQ")
         await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=10, message="settled")
     assert consumer.dlq_failures >= 1, "the DLQ never refused: the test proves nothing"
+    # On /metrics too, for the ChoreoDlqRefusing alert (docs/alerts.md).
+    assert rt.stages.counter("dlq_refused_total", stream=BOOKING_STREAM, consumer=DURABLE) >= 1
+    assert "choreo_dlq_refused_total{" in rt.stages.render()
     [dead] = await dlq_messages(js)
     assert (dead.headers or {})["choreo-dlq-sequence"] == str(poison_seq)
 
