@@ -36,7 +36,6 @@ from choreo.dlq import (
     H_CONSUMER,
     H_DELIVERIES,
     H_ERROR,
-    H_ORIGINAL_PREFIX,
     H_ORIGINAL_SEQUENCE,
     H_ORIGINAL_STREAM,
     H_ORIGINAL_SUBJECT,
@@ -44,7 +43,6 @@ from choreo.dlq import (
 from choreo.natsidentity import tool_inbox
 from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
 
-_OURS = (H_CONSUMER, H_DELIVERIES, H_ERROR, H_ORIGINAL_SEQUENCE, H_ORIGINAL_STREAM, H_ORIGINAL_SUBJECT)
 _CE_ID = "ce-id"
 _CE_TYPE = "ce-type"
 
@@ -71,19 +69,6 @@ class DeadLetter:
     event_id: str
     headers: dict[str, str]
     data: bytes
-
-    def original_headers(self) -> dict[str, str]:
-        """The headers the message was first published with."""
-        out = {}
-        for name, value in self.headers.items():
-            # Our bookkeeping, and the Nats-* headers of the copy itself (its id, its expected
-            # stream DLQ): none of them belongs to the original.
-            if name in _OURS or name.lower().startswith("nats-"):
-                continue
-            if name.startswith(H_ORIGINAL_PREFIX):
-                name = name[len(H_ORIGINAL_PREFIX) :]
-            out[name] = value
-        return out
 
 
 @dataclass(frozen=True)

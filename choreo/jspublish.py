@@ -76,6 +76,12 @@ async def publish_async(
         raise
 
 
+# Guard 3 wraps a private method of nats-py 2.16 (pyproject pins nats-py below 2.17 for it):
+# fail at import, not by quietly losing refusals, if a release renames it. Remove the guard once
+# nats-py's ``APIError.from_error`` returns the error (then refusals resolve the futures themselves).
+if not callable(getattr(JetStreamContext, "_handle_async_reply", None)):
+    raise ImportError("choreo.jspublish wraps JetStreamContext._handle_async_reply of nats-py 2.16")
+
 #: Marks a context whose acknowledgement handler is wrapped (guard 3).
 _GUARDED = "_choreo_refusals_resolved"
 #: ``_handle_async_reply``'s reply subjects: the inbox prefix, ".", a 22-character id, ".", the token.

@@ -29,7 +29,8 @@ class FieldError:
         return f"{self.field}: {self.message}"
 
 
-def _check_id(name: str, value: str, *, required: bool) -> FieldError | None:
+def check_id(name: str, value: str, *, required: bool = True) -> FieldError | None:
+    """The error of an identifier field (at most 128 printable ASCII characters), or ``None``."""
     if not value:
         return FieldError(name, "is required") if required else None
     if len(value) > MAX_ID_LENGTH:
@@ -43,7 +44,7 @@ def validate_booking_request(
     user_id: str, amount_cents: int, currency: str, payment_token: str, idempotency_key: str = ""
 ) -> FieldError | None:
     """Returns the first invalid field of a booking request, or ``None``."""
-    error = _check_id("user_id", user_id, required=True)
+    error = check_id("user_id", user_id, required=True)
     if error:
         return error
     if amount_cents <= 0:
@@ -56,4 +57,4 @@ def validate_booking_request(
         return FieldError("payment_token", "is required")
     if not _TOKEN.fullmatch(payment_token):
         return FieldError("payment_token", "must look like tok_<letters and digits>")
-    return _check_id("idempotency_key", idempotency_key, required=False)
+    return check_id("idempotency_key", idempotency_key, required=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
 
@@ -32,6 +31,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from choreo.validation import check_id
 from gateway.errors import ErrorCode, GatewayError
 from gateway.jwks import JwksCache, KeysUnavailable, SigningKey
 from gateway.principal import ANONYMOUS, Principal
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 BEARER = "Bearer"
 #: Longest token accepted (a provider's tokens are a few KiB at most).
 MAX_TOKEN_LENGTH = 16 * 1024
-#: A user id the rest of the system accepts (``choreo.validation``).
-_SUBJECT = re.compile(r"[\x21-\x7e]{1,128}")
 #: Scopes read from one token at most (a token listing more is refused).
 _MAX_SCOPES = 256
 
@@ -149,7 +147,8 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         InvalidToken: ``sub`` is not a usable user id, or the scopes are malformed.
     """
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+    # A user id like any other (choreo.validation): 1 to 128 printable ASCII characters.
+    if not isinstance(subject, str) or check_id("sub", subject) is not None:
         raise InvalidToken("its sub is not a user id (1 to 128 printable ASCII characters, no spaces)")
     raw = claims.get("scope", claims.get("scp", ""))
     if isinstance(raw, str):

@@ -11,14 +11,12 @@ that explains it.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from enum import StrEnum
 
-log = logging.getLogger(__name__)
+from choreo.validation import check_id as validate_id
 
-MAX_ID_LENGTH = 128
-_PRINTABLE = re.compile(r"[\x21-\x7e]+")
+log = logging.getLogger(__name__)
 
 
 class ErrorCode(StrEnum):
@@ -58,13 +56,10 @@ class GatewayError(Exception):
 
 
 def check_id(field: str, value: str) -> None:
-    """Raises INVALID_ARGUMENT unless ``value`` is a plausible identifier."""
-    if not value:
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "is required", field)
-    if len(value) > MAX_ID_LENGTH:
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, f"must be at most {MAX_ID_LENGTH} characters", field)
-    if not _PRINTABLE.fullmatch(value):
-        raise GatewayError(ErrorCode.INVALID_ARGUMENT, "must be printable ASCII without spaces", field)
+    """Raises INVALID_ARGUMENT unless ``value`` is a plausible identifier (``choreo.validation``)."""
+    invalid = validate_id(field, value)
+    if invalid is not None:
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, field)
 
 
 #: What a client is told about an unexpected failure (with the error id).
