@@ -18,10 +18,7 @@ from tests.support import TOKEN_KEY_ENV
 
 OVERLAYS = ("dev", "prod")
 SERVICES = ("booking", "payment", "gateway")
-#: Settings of issue 9 that the manifests set while other branches add them to the services
-#: (gateway auth and TLS, page tokens, payment token sealing). Only those a settings class does
-#: not have yet are exempt, so the check tightens by itself once they exist; then delete this.
-PENDING_SETTINGS = {
+SETTINGS = {
     "GATEWAY_AUTH",
     "GATEWAY_JWT_JWKS_URL",
     "GATEWAY_JWT_ISSUER",
@@ -204,8 +201,7 @@ def test_configuration_names_real_settings(
     prefix = str(cls.model_config.get("env_prefix", ""))
     env = _env(overlays[overlay_name], service)
     fields = {prefix + name.upper() for name in cls.model_fields}
-    pending = PENDING_SETTINGS - fields
-    unknown = sorted(set(env) - fields - pending)
+    unknown = sorted(set(env) - fields)
     assert not unknown, f"{service}: not settings of {cls.__name__}: {unknown}"
     # Every value is valid for the settings (secrets replaced by placeholders of the right form).
     values = {k: ("secret" if isinstance(v, SecretRef) else v) for k, v in env.items()}
@@ -218,9 +214,7 @@ def test_configuration_names_real_settings(
             # A file mounted in the pod (a certificate): the settings check that it can be read.
             values[key] = str(tmp_path / "mounted")
             (tmp_path / "mounted").touch()
-    settings = cls.model_validate(
-        {k[len(prefix) :].lower(): v for k, v in values.items() if k not in pending}
-    )
+    settings = cls.model_validate({k[len(prefix) :].lower(): v for k, v in values.items()})
     assert isinstance(env[f"{prefix}NATS_PASSWORD"], SecretRef), (
         f"{prefix}NATS_PASSWORD must come from a Secret"
     )
