@@ -75,6 +75,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorJson, "description": "Not found."},
 }
 _LOCATIONS = {"body", "query", "path", "header"}
+#: OpenAPI links: what a client (or schemathesis' stateful phase) does next with a created booking.
+_CREATED_LINKS: dict[str, Any] = {
+    name: {"operationId": operation, "parameters": {parameter: f"$response.body#/{parameter}"}}
+    for name, operation, parameter in (
+        ("GetBooking", "get_booking_v1_bookings__booking_id__get", "booking_id"),
+        ("GetBookingTrace", "booking_trace_v1_bookings__booking_id__trace_get", "booking_id"),
+        ("GetWorkflowTrace", "workflow_trace_v1_traces__correlation_id__get", "correlation_id"),
+    )
+}
 TracePageSize = Annotated[
     int, Query(description=f"Default {DEFAULT_TRACE_PAGE_SIZE}, at most {MAX_TRACE_PAGE_SIZE}.")
 ]
@@ -170,6 +179,7 @@ def create_app(
         status_code=201,
         response_model=BookingJson,
         responses={
+            201: {"links": _CREATED_LINKS},
             **_BAD_REQUEST,
             409: {"model": ErrorJson, "description": "The idempotency key was used for another booking."},
             503: {

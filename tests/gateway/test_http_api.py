@@ -215,6 +215,13 @@ async def test_health_readiness_and_openapi(http: httpx.AsyncClient) -> None:
     )
     params = {p["name"] for p in create["parameters"]}
     assert {"idempotency-key", "x-correlation-id"} <= params
+    # The links from a created booking name real operations (FastAPI derives their ids).
+    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    links = create["responses"]["201"]["links"]
+    assert set(links) == {"GetBooking", "GetBookingTrace", "GetWorkflowTrace"}
+    for link in links.values():
+        [parameter] = link["parameters"]
+        assert parameter in {p["name"] for p in operations[link["operationId"]]["parameters"]}
     for path in spec["paths"].values():
         for operation in path.values():
             assert "422" not in operation["responses"]  # invalid input is documented as it is: 400
