@@ -103,30 +103,34 @@ async def _read(js: JetStreamContext, limit: int) -> list[DeadLetter]:
     letters: list[DeadLetter] = []
     seq = max(info.state.first_seq, 1)  # an empty stream says 0
     while seq <= info.state.last_seq and len(letters) < limit:
-        try:
-            msg = await js.get_msg(DLQ_STREAM, seq)
-        except NotFoundError:  # deleted (re-driven) messages leave gaps
-            seq += 1
-            continue
-        h = dict(msg.headers or {})
-        letters.append(
-            DeadLetter(
-                sequence=seq,
-                dlq_subject=msg.subject or "",
-                subject=h.get(H_ORIGINAL_SUBJECT, ""),
-                stream=h.get(H_ORIGINAL_STREAM, ""),
-                stream_sequence=h.get(H_ORIGINAL_SEQUENCE, ""),
-                consumer=h.get(H_CONSUMER, ""),
-                deliveries=h.get(H_DELIVERIES, ""),
-                error=h.get(H_ERROR, ""),
-                event_type=h.get(_CE_TYPE, ""),
-                event_id=h.get(_CE_ID, ""),
-                headers=h,
-                data=msg.data or b"",
-            )
-        )
+        letter = await _letter(js, seq)
+        if letter is not None:  # deleted (re-driven) messages leave gaps
+            letters.append(letter)
         seq += 1
     return letters
+
+
+async def _letter(js: JetStreamContext, seq: int) -> DeadLetter | None:
+    """The DLQ message at ``seq``; ``None`` when there is none."""
+    try:
+        msg = await js.get_msg(DLQ_STREAM, seq)
+    except NotFoundError:
+        return None
+    h = dict(msg.headers or {})
+    return DeadLetter(
+        sequence=seq,
+        dlq_subject=msg.subject or "",
+        subject=h.get(H_ORIGINAL_SUBJECT, ""),
+        stream=h.get(H_ORIGINAL_STREAM, ""),
+        stream_sequence=h.get(H_ORIGINAL_SEQUENCE, ""),
+        consumer=h.get(H_CONSUMER, ""),
+        deliveries=h.get(H_DELIVERIES, ""),
+        error=h.get(H_ERROR, ""),
+        event_type=h.get(_CE_TYPE, ""),
+        event_id=h.get(_CE_ID, ""),
+        headers=h,
+        data=msg.data or b"",
+    )
 
 
 async def read_dead_letters(nats_url: str, limit: int) -> list[DeadLetter]:
@@ -226,9 +230,14 @@ async def redrive(
     nc = await _connect(nats_url)
     try:
         js = nc.jetstream()
-        letters = [d for d in await _read(js, 1_000_000) if d.sequence in wanted]
-        for seq in sorted(wanted - {d.sequence for d in letters}):
-            say(f"DLQ #{seq}: not found")
+        # Each wanted entry by its sequence: never a scan of the whole DLQ.
+        letters: list[DeadLetter] = []
+        for seq in sorted(wanted):
+            letter = await _letter(js, seq)
+            if letter is None:
+                say(f"DLQ #{seq}: not found")
+            else:
+                letters.append(letter)
         plans: list[Redrive] = []
         for letter in letters:
             try:
