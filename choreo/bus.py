@@ -23,6 +23,7 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceU
 
 from choreo import natsclient
 from choreo.natsidentity import connection_owner, inbox_prefix
+from choreo.retry import Backoff
 from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE, MIB, ServiceSettings
 from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
 from choreo.tlsconfig import nats_tls_options
@@ -161,15 +162,15 @@ async def provision_stream(
     starts meanwhile waits instead of crash-looping. A SIGTERM still stops it,
     since ``run_main`` cancels a start-up in progress.
     """
-    delay = 0.2
+    retries = Backoff(0.2, 5.0).start()  # 0.2, 0.4, 0.8, ... up to 5 s
     while True:
         try:
             await ensure_stream(js, name, replicas, limits, update=update)
             return
         except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError) as exc:
+            delay = retries.next()
             log.warning("JetStream not ready to provision %s (%r); retrying in %.1fs", name, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def ensure_stream(

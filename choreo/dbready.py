@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from choreo.db import is_sqlite, normalize_url, postgres_tls
 from choreo.errors import Failure, classify
-from choreo.retry import RetryPolicy
+from choreo.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,7 @@ async def wait_for(
     """
     started = time.monotonic()
     said_at: float | None = None
-    attempts = 0
-    backoff = RetryPolicy(base_seconds=first_delay, max_seconds=max_delay)
+    retries = Backoff(first_delay, max_delay).start()
     while True:
         try:
             await check(url)
@@ -194,7 +193,7 @@ async def wait_for(
                 raise
             if problem is not Problem.UNREACHABLE:
                 raise DatabaseUnusable(variable, problem, describe(variable, url, problem, exc)) from exc
-            attempts += 1
+            delay = retries.next()
             now = time.monotonic()
             if said_at is None or now - said_at >= say_every:
                 waited = f"; still waiting after {now - started:.0f}s" if said_at is not None else ""
@@ -205,14 +204,14 @@ async def wait_for(
                     max_delay,
                 )
                 said_at = now
-            await asyncio.sleep(backoff.delay(attempts))
+            await asyncio.sleep(delay)
             continue
-        if attempts:
+        if retries.failures:
             log.warning(
                 "%s: database reachable after %.1fs (%d failed attempts)",
                 variable,
                 time.monotonic() - started,
-                attempts,
+                retries.failures,
             )
         return
 

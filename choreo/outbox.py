@@ -58,6 +58,7 @@ from choreo.outbox_store import (
     release_all_claims,
     settle,
 )
+from choreo.retry import Backoff
 from choreo.subjects import stream_of
 
 __all__ = ["OutboxRelay", "OutboxRow", "add_to_outbox", "outbox_table"]
@@ -165,7 +166,8 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Runs until ``stop``; drains what is left before returning."""
-        failures = 0
+        # Twice the poll interval after the first failed round, doubling up to 10 s.
+        retries = Backoff(2 * self._poll_interval, 10.0).start()
         with contextlib.suppress(Exception):  # the database may be down at start; counted later
             await self.count_parked()
         if self._engine.dialect.name == "sqlite":
@@ -185,14 +187,13 @@ class OutboxRelay:
                     await self.count_parked()  # the operator may have re-queued or discarded rows
                 while await self.publish_pending() or self._again:
                     self._again = False
-                failures = 0
+                retries.reset()
                 if polled or self._oldest_seen:
                     await self.measure_oldest()
             except Exception as exc:  # NATS or database down: keep the rows, retry later
-                failures += 1
+                delay = retries.next()
                 with contextlib.suppress(Exception):
                     await self.measure_oldest()
-                delay = min(self._poll_interval * 2**failures, 10.0)
                 self.problem = self.problem or f"outbox publish failing: {exc!r}"
                 log.warning("outbox publish failed, retrying in %.1fs: %r", delay, exc)
                 if self._stopping:

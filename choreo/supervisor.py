@@ -32,6 +32,8 @@ from pathlib import Path
 
 import httpx
 
+from choreo.retry import Backoff
+
 #: Receives one human-readable line per lifecycle event: (service name, message).
 Reporter = Callable[[str, str], None]
 
@@ -134,15 +136,16 @@ class SupervisedProcess:
         This task alone owns the process, so a stop that arrives while the
         process is being spawned or restarted cannot leave one behind.
         """
-        backoff = self.policy.initial_backoff
+        restarts = Backoff(self.policy.initial_backoff, self.policy.max_backoff).start()
         async with httpx.AsyncClient(timeout=1.0) as client:
             while not self._stopping.is_set():
                 started = time.monotonic()
+                returncode: int | None = None
+                spawn_error: OSError | None = None
                 try:
                     process = await self._spawn()
                 except OSError as exc:
-                    returncode: int | None = None
-                    self.report(self.name, f"could not start: {exc}; retrying in {backoff:.1f}s")
+                    spawn_error = exc
                 else:
                     returncode = await self._supervise_run(process, client, started)
                 if self._stopping.is_set():
@@ -155,13 +158,15 @@ class SupervisedProcess:
                     return
                 uptime = time.monotonic() - started
                 if uptime >= self.policy.reset_after:
-                    backoff = self.policy.initial_backoff
-                if returncode is not None:
+                    restarts.reset()
+                delay = restarts.next()
+                if returncode is None:
+                    self.report(self.name, f"could not start: {spawn_error}; retrying in {delay:.1f}s")
+                else:
                     self._log_line("WARNING", f"{describe_exit(returncode)} after {uptime:.1f}s; restarting")
-                    self.report(self.name, f"{describe_exit(returncode)}; restarting in {backoff:.1f}s")
+                    self.report(self.name, f"{describe_exit(returncode)}; restarting in {delay:.1f}s")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, self.policy.max_backoff)
+                    await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _supervise_run(
         self, process: asyncio.subprocess.Process, client: httpx.AsyncClient, started: float

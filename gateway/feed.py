@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 from choreo.bus import provision_stream
 from choreo.dlq import copy_to_dlq
 from choreo.logs import log_context
+from choreo.retry import Backoff
 from choreo.subjects import DLQ_STREAM
 from gateway.facts import read_fact
 from gateway.pull import Delivery, OrderedPull
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Consumer name on the DLQ copies the projection makes (``dlq.<stream>.gateway-projection``).
 DLQ_CONSUMER = "gateway-projection"
+
+#: Pauses while projecting or storing a DLQ copy fails: 0.1, 0.2, 0.4, ... up to 2 s.
+RETRY_BACKOFF = Backoff(0.1, 2.0)
 
 
 class StreamFeed:
@@ -113,7 +117,7 @@ class StreamFeed:
         """Projects until ``stop``; survives NATS outages and restarts, and streams replaced under it."""
         self._store.on_rebuild.append(self._on_rebuild)
         self._reset = True
-        failures = 0
+        retries = RETRY_BACKOFF.start()
         try:
             while not self._stopping.is_set():
                 pull: OrderedPull | None = None
@@ -141,8 +145,10 @@ class StreamFeed:
                         continue  # a batch of the rebuilt read model's previous generation
                     # The backoff grows while nothing commits (the database down), and starts
                     # over once a batch did.
-                    failures = 1 if self.position > started_at else failures + 1
-                    if failures == 1 or failures % 30 == 0:
+                    if self.position > started_at:
+                        retries.reset()
+                    delay = retries.next()
+                    if retries.failures == 1 or retries.failures % 30 == 0:
                         if isinstance(exc, NotFoundError):
                             log.info(
                                 "stream %s does not exist (yet); projecting it once it does", self.stream
@@ -151,7 +157,7 @@ class StreamFeed:
                             log.warning(
                                 "projection of %s paused (%r); resuming from its checkpoint", self.stream, exc
                             )
-                    await self._pause(_backoff(failures))
+                    await self._pause(delay)
                 finally:
                     self._pull = None
                     if pull is not None:
@@ -288,14 +294,14 @@ class StreamFeed:
         Raises:
             FeedStopped: ``stop`` came first; the batch must not be committed.
         """
-        failures = 0
+        retries = RETRY_BACKOFF.start()
         while True:
             try:
                 await copy_to_dlq(self._js, msg, DLQ_CONSUMER, error)
             except Exception as exc:
-                failures += 1
+                delay = retries.next()
                 self.dlq_failures += 1
-                if failures == 1 or failures % 30 == 0:
+                if retries.failures == 1 or retries.failures % 30 == 0:
                     log.error(
                         "cannot copy %s sequence %d to the DLQ (%r); its projection waits for the copy",
                         self.stream,
@@ -304,13 +310,13 @@ class StreamFeed:
                         extra={"stream": self.stream, "stream_seq": sequence},
                     )
             else:
-                if failures:
+                if retries.failures:
                     log.warning("DLQ copy of %s sequence %d stored", self.stream, sequence)
                 return
             # The DLQ stream may have been deleted: re-create it the way every service does.
             with contextlib.suppress(Exception):
                 await self._unless_stopped(provision_stream(self._js, DLQ_STREAM, self._dlq_replicas))
-            await self._pause(_backoff(failures))
+            await self._pause(delay)
             if self._stopping.is_set():
                 raise FeedStopped(f"stopped before the DLQ copy of {self.stream} {sequence} was stored")
 
@@ -348,11 +354,6 @@ class StreamFeed:
 
 class FeedStopped(Exception):
     """The feed stopped in the middle of a batch, which is not committed."""
-
-
-def _backoff(failures: int) -> float:
-    """Seconds before retry number ``failures``: 0.1, 0.2, 0.4, ... up to 2."""
-    return min(2.0, 0.05 * float(2 ** min(failures, 6)))
 
 
 @dataclass(frozen=True, slots=True)
