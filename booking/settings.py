@@ -4,14 +4,14 @@ from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from choreo.sealing import TokenSealer, parse_public_key
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 
 #: The variable of the key payment tokens are sealed to; the service refuses to start without it.
 PUBLIC_KEY_ENV = "BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"
 
 
-class BookingSettings(ServiceSettings):
-    """Booking service settings; see ``choreo.settings.ServiceSettings`` for the common ones."""
+class BookingSettings(ConsumerSettings):
+    """Booking service settings; see ``choreo.settings.ConsumerSettings`` for the common ones."""
 
     model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore", frozen=True)
 

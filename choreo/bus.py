@@ -24,7 +24,13 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceU
 from choreo import natsclient
 from choreo.natsidentity import connection_owner, inbox_prefix
 from choreo.retry import Backoff
-from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE, MIB, ServiceSettings
+from choreo.settings import (
+    DEFAULT_STREAM_MAX_BYTES,
+    DEFAULT_STREAM_MAX_MSG_SIZE,
+    MIB,
+    ConsumerSettings,
+    ServiceSettings,
+)
 from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
 from choreo.tlsconfig import nats_tls_options
 
@@ -108,7 +114,7 @@ class StreamLimits:
     max_age_seconds: float = 0.0
 
     @classmethod
-    def of(cls, settings: ServiceSettings) -> StreamLimits:
+    def of(cls, settings: ConsumerSettings) -> StreamLimits:
         return cls(settings.stream_max_bytes, settings.stream_max_msg_size, settings.stream_max_age_seconds)
 
 

@@ -113,10 +113,11 @@ def service_environments(
             "DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
-            "HEALTH_HOST": LOCALHOST,
         }
         for name in SERVICES
     }
+    # Booking's and payment's health endpoints; the gateway answers probes on its HTTP port.
+    defaults["booking"]["HEALTH_HOST"] = defaults["payment"]["HEALTH_HOST"] = LOCALHOST
     # Locally the gateway listens on loopback only; export GATEWAY_HOST=0.0.0.0 to expose it.
     defaults["gateway"]["HOST"] = LOCALHOST
     # Anyone reaching the gateway may act as any user, unless `choreo up --auth`.

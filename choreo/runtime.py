@@ -25,7 +25,7 @@ from choreo.recovery import Recovery, recover_if_lost
 from choreo.retry import RetryPolicy
 from choreo.schema import Migrations, prepare_schema
 from choreo.service import Component, Service, database_check, nats_check
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 from choreo.subjects import DLQ_STREAM
 
 
@@ -33,7 +33,7 @@ from choreo.subjects import DLQ_STREAM
 class Runtime:
     """The connection, database, outbox relay and stage timings of one service process."""
 
-    settings: ServiceSettings
+    settings: ConsumerSettings
     nc: NATS
     js: JetStreamContext
     engine: AsyncEngine
@@ -93,7 +93,7 @@ class Runtime:
 
 
 async def open_runtime(
-    settings: ServiceSettings,
+    settings: ConsumerSettings,
     *,
     own_stream: str | None,
     migrations: Migrations | None,

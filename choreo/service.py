@@ -30,7 +30,7 @@ from choreo.health import HealthServer
 from choreo.logs import configure_logging
 from choreo.outbox import OutboxRelay
 from choreo.schema import SchemaRefused
-from choreo.settings import ServiceSettings
+from choreo.settings import ServiceSettings, UnknownVariablesError
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ def load_settings(settings_cls: type[S]) -> S:
     """Reads the settings once; exits with a readable message when one is wrong."""
     try:
         return settings_cls()
+    except UnknownVariablesError as exc:  # a typo, or a setting this service does not have
+        sys.exit("\n  ".join([f"invalid configuration for {settings_cls.__name__}:", *exc.problems]))
     except SettingsError as exc:  # e.g. CHOREO_SECRETS_DIR names no directory
         sys.exit(f"invalid configuration for {settings_cls.__name__}: {exc}")
     except ValidationError as exc:

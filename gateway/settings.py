@@ -18,7 +18,12 @@ MIN_HS256_SECRET_BYTES = 32
 
 
 class GatewaySettings(ServiceSettings):
-    """Gateway settings; see ``choreo.settings.ServiceSettings`` for the common ones."""
+    """Gateway settings; see ``choreo.settings.ServiceSettings`` for the common ones.
+
+    The gateway consumes no events through ``choreo.runtime`` (its projection has settings of
+    its own) and owns no stream, so it has none of ``ConsumerSettings``; its health endpoints
+    are on its HTTP port.
+    """
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 

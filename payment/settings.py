@@ -4,14 +4,14 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from choreo.sealing import TokenOpener, parse_private_keys
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 
 #: The variable of the keys that open payment tokens; the service refuses to start without it.
 PRIVATE_KEY_ENV = "PAYMENT_TOKEN_PRIVATE_KEY"
 
 
-class PaymentSettings(ServiceSettings):
-    """Payment service settings; see ``choreo.settings.ServiceSettings`` for the common ones."""
+class PaymentSettings(ConsumerSettings):
+    """Payment service settings; see ``choreo.settings.ConsumerSettings`` for the common ones."""
 
     model_config = SettingsConfigDict(env_prefix="PAYMENT_", extra="ignore", frozen=True)
 

@@ -1,4 +1,5 @@
-"""ServiceSettings read credentials from files in CHOREO_SECRETS_DIR (a mounted Secret volume)."""
+"""Each service's settings: only what it reads, no unknown variable of its prefix, and
+credentials from files in CHOREO_SECRETS_DIR (a mounted Secret volume)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ import pytest
 from pydantic_settings import SettingsError
 
 from booking.settings import BookingSettings
-from choreo.settings import SECRETS_DIR_ENV, ServiceSettings
+from choreo.local_stack import Ports, service_environments
+from choreo.service import load_settings
+from choreo.settings import (
+    SECRETS_DIR_ENV,
+    ConsumerSettings,
+    ServiceSettings,
+    UnknownVariablesError,
+    unknown_variables,
+)
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
+from tests.support import TOKEN_KEY_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +123,164 @@ def test_kubernetes_projected_layout(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (directory / "GATEWAY_NATS_PASSWORD").symlink_to("..data/GATEWAY_NATS_PASSWORD")
     password = GatewaySettings().nats_password
     assert password is not None and password.get_secret_value() == "linked"
+
+
+# -- Each service has only the settings it reads; a variable of its prefix naming none stops it --
+
+SERVICES: dict[str, type[ServiceSettings]] = {
+    "booking": BookingSettings,
+    "payment": PaymentSettings,
+    "gateway": GatewaySettings,
+}
+#: What the event consumers read and the gateway does not (it had them, ignored, before issue 10).
+CONSUMER_ONLY = (
+    "HEALTH_PORT",
+    "HEALTH_HOST",
+    "MIGRATE",
+    "STREAM_MAX_BYTES",
+    "STREAM_MAX_MSG_SIZE",
+    "STREAM_MAX_AGE_SECONDS",
+    "BATCH_SIZE",
+    "MAX_DELIVERIES",
+    "ACK_WAIT_SECONDS",
+    "RETRY_BACKOFF_SECONDS",
+    "RETRY_BACKOFF_MAX_SECONDS",
+    "RUN_TIMEOUT_SECONDS",
+    "INBOX_RETENTION_SECONDS",
+)
+#: Read by every service (a contract: deployments set them).
+COMMON = (
+    "NATS_URL",
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_CREDS",
+    "NATS_TLS_CA_FILE",
+    "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE",
+    "DATABASE_URL",
+    "STREAM_REPLICAS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "SHUTDOWN_GRACE_SECONDS",
+    "SQLITE_SYNCHRONOUS",
+)
+#: Every variable each service reads (the contract before this split, less the gateway's ignored ones).
+CONTRACT = {
+    "booking": {*COMMON, *CONSUMER_ONLY, "COMMAND_BATCH_SIZE", "PAYMENT_TOKEN_PUBLIC_KEY"},
+    "payment": {*COMMON, *CONSUMER_ONLY, "PROVIDER_LATENCY_MS", "PROVIDER_LEDGER_URL", "TOKEN_PRIVATE_KEY"},
+    "gateway": {
+        *COMMON,
+        *(name.upper() for name in GatewaySettings.model_fields if name not in ServiceSettings.model_fields),
+    },
+}
+
+
+def variables(cls: type[ServiceSettings]) -> set[str]:
+    return {name.upper() for name in cls.model_fields} - {"SERVICE_NAME"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_variable_a_service_reads_is_still_a_setting(service: str) -> None:
+    assert variables(SERVICES[service]) == CONTRACT[service]
+
+
+def test_only_the_event_consumers_have_the_consumer_settings() -> None:
+    assert issubclass(BookingSettings, ConsumerSettings)
+    assert issubclass(PaymentSettings, ConsumerSettings)
+    assert not issubclass(GatewaySettings, ConsumerSettings)
+    assert variables(ConsumerSettings) - variables(ServiceSettings) == set(CONSUMER_ONLY)
+
+
+@pytest.mark.parametrize("name", CONSUMER_ONLY)
+def test_the_gateway_refuses_a_consumer_setting_naming_it(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Accepted and ignored before: GATEWAY_MAX_DELIVERIES=5 looked like it did something.
+    monkeypatch.setenv(f"GATEWAY_{name}", "5")
+    with pytest.raises(UnknownVariablesError, match=f"^GATEWAY_{name}: not a setting of GatewaySettings"):
+        GatewaySettings()
+
+
+def test_start_up_stops_with_one_line_per_unknown_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_MAX_DELIVERIES", "5")
+    monkeypatch.setenv("GATEWAY_HTTP_PROT", "8080")
+    with pytest.raises(SystemExit) as exited:
+        load_settings(GatewaySettings)
+    assert str(exited.value).splitlines() == [
+        "invalid configuration for GatewaySettings:",
+        "  GATEWAY_HTTP_PROT: not a setting of GatewaySettings (did you mean GATEWAY_HTTP_PORT?)",
+        "  GATEWAY_MAX_DELIVERIES: not a setting of GatewaySettings; unset it",
+    ]
+
+
+def test_a_typo_is_refused_with_the_setting_it_resembles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKING_BATCHSIZE", "512")
+    with pytest.raises(
+        UnknownVariablesError, match=r"BOOKING_BATCHSIZE: .*did you mean BOOKING_BATCH_SIZE\?"
+    ):
+        BookingSettings()
+    monkeypatch.setenv("payment_provider_latency", "10")  # names are read without case, and checked so
+    with pytest.raises(
+        UnknownVariablesError, match=r"payment_provider_latency: .*PAYMENT_PROVIDER_LATENCY_MS"
+    ):
+        PaymentSettings()
+
+
+def test_a_value_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_TOKEN_PRIVATE_KEYS", "s3cret-key-material")
+    with pytest.raises(UnknownVariablesError) as refused:
+        PaymentSettings()
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_kubernetes_service_link_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT_8080_TCP_ADDR", "10.0.0.7")
+    with pytest.raises(
+        UnknownVariablesError, match=r"GATEWAY_PORT_8080_TCP_ADDR: .*enableServiceLinks: false"
+    ):
+        GatewaySettings()
+
+
+def test_each_service_looks_only_at_its_own_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One environment (a test runner, a shell running ``choreo up``) may hold every service's
+    variables; ``BOOKING_PAYMENT_*`` is booking's, ``PAYMENT_TOKEN_*`` payment's."""
+    for name, value in TOKEN_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BOOKING_BATCH_SIZE", "7")
+    monkeypatch.setenv("PAYMENT_MAX_DELIVERIES", "9")
+    monkeypatch.setenv("GATEWAY_RECENT_VIEWS", "11")
+    monkeypatch.setenv("CHOREO_TEST_PG_URL", "postgresql://x")  # another program's prefix
+    # Files of other prefixes (or of no setting) in the secrets directory are not looked at.
+    secrets_dir(tmp_path, monkeypatch, {"GATEWAY_MAX_DELIVERIES": "5", "PAYMENT_NATS_PASSWORD": "p"})
+    booking, payment, gateway = BookingSettings(), PaymentSettings(), GatewaySettings()
+    assert booking.payment_token_public_key == TOKEN_KEY_ENV["BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"].strip()
+    assert (booking.batch_size, payment.max_deliveries, gateway.recent_views) == (7, 9, 11)
+    assert payment.token_private_key is not None and booking.nats_password is None
+
+
+def test_choreo_up_gives_each_service_only_variables_it_reads(tmp_path: Path) -> None:
+    envs = service_environments(
+        {},
+        "nats://127.0.0.1:4222",
+        Ports(50051, 8080, 8081, 8082),
+        tmp_path,
+        payment_latency_ms=5,
+        settings={name: {"NATS_USER": name, "NATS_PASSWORD": "pw"} for name in SERVICES},
+    )
+    for name, cls in SERVICES.items():
+        assert unknown_variables(cls, envs[name]) == [], name
+        assert unknown_variables(cls, {**envs["booking"], **envs["payment"], **envs["gateway"]}) == [], name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_setting_is_still_read_from_its_variable(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = SERVICES[service]
+    prefix = f"{service.upper()}_"
+    given = {}
+    for name, field in cls.model_fields.items():
+        if name != "service_name" and isinstance(field.default, bool | int | float | str):
+            # A value of the field's type other than its default (where one is obvious), as text.
+            value = field.default if isinstance(field.default, bool | str) else field.default + 1
+            monkeypatch.setenv(prefix + name.upper(), str(value))
+            given[name] = value
+    settings = cls()
+    assert {name: getattr(settings, name) for name in given} == given
+    assert len(given) >= 10

@@ -17,7 +17,7 @@ from choreo.handler import HandlerContext, Route
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import open_runtime
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 from tests.support import eventually, publish, stream_count, stream_envelopes
 
 
@@ -35,7 +35,7 @@ async def choreo_cli(*args: str) -> tuple[int, str]:
 async def test_a_dead_letter_is_listed_then_redriven_and_handled(
     nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
 ) -> None:
-    settings = ServiceSettings(
+    settings = ConsumerSettings(
         service_name="reader",
         nats_url=nats_server.url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'reader.db'}",

@@ -10,7 +10,7 @@ from booking.settings import BookingSettings
 from choreo import local_stack
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings, ServiceSettings
 from choreo.subjects import STREAM_SUBJECTS, subject_for
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
@@ -50,13 +50,21 @@ def test_ci_run_runs_the_documented_checks_and_tests() -> None:
     assert "python -m pytest" in section("Development")
 
 
+#: The paragraph that opens the table of the event consumers' settings (unprefixed rows there
+#: are ``ConsumerSettings``; before it, ``ServiceSettings``).
+CONSUMERS_TABLE = "\nBooking and payment (event consumers"
+
+
 def documented_settings() -> dict[type[ServiceSettings], set[str]]:
-    classes: list[type[ServiceSettings]] = [ServiceSettings, *SERVICES.values()]
+    classes: list[type[ServiceSettings]] = [ServiceSettings, ConsumerSettings, *SERVICES.values()]
     documented: dict[type[ServiceSettings], set[str]] = {cls: set() for cls in classes}
-    for cell in re.findall(r"^\| ((?:`[A-Z0-9_]+`(?:, )?)+) \|", section("Configuration"), re.M):
-        for name in re.findall(r"`([A-Z0-9_]+)`", cell):
+    text = section("Configuration")
+    consumers_at = text.index(CONSUMERS_TABLE)
+    for row in re.finditer(r"^\| ((?:`[A-Z0-9_]+`(?:, )?)+) \|", text, re.M):
+        for name in re.findall(r"`([A-Z0-9_]+)`", row.group(1)):
             prefix = next((p for p in SERVICES if name.startswith(p)), None)
-            cls = SERVICES[prefix] if prefix else ServiceSettings
+            common = ServiceSettings if row.start() < consumers_at else ConsumerSettings
+            cls = SERVICES[prefix] if prefix else common
             field = name.removeprefix(prefix or "").lower()
             assert field in cls.model_fields, f"README documents {name}, which {cls.__name__} does not have"
             documented[cls].add(field)
@@ -67,8 +75,11 @@ def test_every_documented_setting_exists_and_every_setting_is_documented() -> No
     documented = documented_settings()
     common = set(ServiceSettings.model_fields) - {"service_name"}
     assert common == documented[ServiceSettings], "the common settings"
+    consumers = set(ConsumerSettings.model_fields) - set(ServiceSettings.model_fields)
+    assert consumers == documented[ConsumerSettings], "the event consumers' settings"
     for cls in SERVICES.values():
-        own = set(cls.model_fields) - set(ServiceSettings.model_fields)
+        base = ConsumerSettings if issubclass(cls, ConsumerSettings) else ServiceSettings
+        own = set(cls.model_fields) - set(base.model_fields)
         assert own == documented[cls], cls.__name__
 
 

@@ -101,14 +101,13 @@ class Stack:
             prefix + "DATABASE_URL": self.database_urls[service],
             prefix + "LOG_FORMAT": "json",
             prefix + "SHUTDOWN_GRACE_SECONDS": "5",
-            prefix + "RETRY_BACKOFF_SECONDS": "0.1",
-            prefix + "ACK_WAIT_SECONDS": "5",
         }
         if service == "gateway":
             env |= {prefix + "GRPC_PORT": str(self.grpc_port), prefix + "HTTP_PORT": str(self.http_port)}
             env |= {prefix + "HOST": "127.0.0.1"}
-        else:
+        else:  # the event consumers (choreo.settings.ConsumerSettings)
             env |= {prefix + "HEALTH_PORT": str(self.health_ports[name]), prefix + "HEALTH_HOST": "127.0.0.1"}
+            env |= {prefix + "RETRY_BACKOFF_SECONDS": "0.1", prefix + "ACK_WAIT_SECONDS": "5"}
         if service == "payment":
             env[prefix + "PROVIDER_LEDGER_URL"] = self.ledger_url
         return env | self.extra_env

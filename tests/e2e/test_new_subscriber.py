@@ -18,7 +18,7 @@ from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.handler import HandlerContext, Route
 from choreo.runtime import open_runtime
 from choreo.schema import Migrations
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 from tests.e2e.client import EXPECTED, request, wait_terminal
 from tests.e2e.stack import Stack
 from tests.support import eventually
@@ -54,7 +54,7 @@ async def on_cancelled(event: booking_events.BookingCancelled, ctx: HandlerConte
 
 
 async def test_an_analytics_service_joins_without_touching_the_others(stack: Stack, tmp_path: Path) -> None:
-    settings = ServiceSettings(
+    settings = ConsumerSettings(
         service_name="analytics",
         nats_url=stack.nats_url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic_settings import BaseSettings
 
+from choreo.settings import unknown_variables
 from tests.k8s.dockerfile import parse
 from tests.k8s.manifests import REPO, Manifests, Obj, SecretRef, containers, only_container
 from tests.k8s.pgsetup import DATABASES
@@ -196,13 +197,12 @@ def test_credentials_are_files_readable_by_the_pod_only(
 def test_configuration_names_real_settings(
     overlays: dict[str, Manifests], overlay_name: str, service: str, tmp_path: Path
 ) -> None:
-    # pydantic-settings ignores unknown variables: a typo here would silently fall back to a default.
+    # A variable of the service's prefix that names no setting stops it at start-up: caught here first.
     cls = settings_class(service)
     prefix = str(cls.model_config.get("env_prefix", ""))
     env = _env(overlays[overlay_name], service)
-    fields = {prefix + name.upper() for name in cls.model_fields}
-    unknown = sorted(set(env) - fields)
-    assert not unknown, f"{service}: not settings of {cls.__name__}: {unknown}"
+    unknown = unknown_variables(cls, {name: "" for name in env})
+    assert not unknown, f"{service}: {unknown}"
     # Every value is valid for the settings (secrets replaced by placeholders of the right form).
     values = {k: ("secret" if isinstance(v, SecretRef) else v) for k, v in env.items()}
     for key in values:
@@ -224,6 +224,17 @@ def test_configuration_names_real_settings(
         # A file in the pod (test_read_model.py), no credential: configuration, not a Secret.
         assert str(env[f"{prefix}DATABASE_URL"]).startswith("sqlite+aiosqlite:///")
     assert settings.model_dump()["log_format"] == "json"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_links_in_the_environment(
+    overlays: dict[str, Manifests], overlay: str, service: str
+) -> None:
+    # Kubernetes would set BOOKING_PORT, GATEWAY_SERVICE_HOST... for the namespace's Services (named
+    # like the services): variables of a service's prefix that are not its settings stop it.
+    deployment = overlays[overlay].get("Deployment", service)
+    assert pod_spec(deployment).get("enableServiceLinks") is False, f"{service}: enableServiceLinks: false"
 
 
 @pytest.mark.parametrize("overlay_name", OVERLAYS)

@@ -35,7 +35,7 @@ from choreo.outbox import OutboxRelay, outbox_table
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.retry import RetryPolicy
 from choreo.runtime import Runtime, open_runtime
-from choreo.settings import ServiceSettings
+from choreo.settings import ConsumerSettings
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
 
 SERVICE = "rt-payment"
@@ -148,7 +148,7 @@ class Probe:
         ]
 
 
-def settings_for(nats_url: str, database_url: str, **overrides: Any) -> ServiceSettings:
+def settings_for(nats_url: str, database_url: str, **overrides: Any) -> ConsumerSettings:
     """Settings of the test service; retries are fast so the suite stays quick."""
     values: dict[str, Any] = {
         "service_name": SERVICE,
@@ -163,10 +163,10 @@ def settings_for(nats_url: str, database_url: str, **overrides: Any) -> ServiceS
         "log_format": "text",
     }
     values.update(overrides)
-    return ServiceSettings(**values)
+    return ConsumerSettings(**values)
 
 
-async def open_test_runtime(settings: ServiceSettings, *, poll_interval: float = 0.2) -> Runtime:
+async def open_test_runtime(settings: ConsumerSettings, *, poll_interval: float = 0.2) -> Runtime:
     """The runtime of the test service, plus the BOOKING stream it consumes.
 
     The relay is replaced by one with a short poll interval and publish timeout
