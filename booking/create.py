@@ -33,8 +33,9 @@ from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
 from choreo.commands import deadline_of, deadline_passed
 from choreo.db import now_us
-from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.errors import Failure, classify
+from choreo.ids import new_id
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.sealing import TokenSealer

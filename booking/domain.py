@@ -2,7 +2,9 @@
 
 PENDING -> CONFIRMED when the payment succeeded; PENDING -> CANCELLED when it
 failed. Terminal states never change: a late or repeated payment fact is a
-no-op, which is what makes the handlers safe to run twice.
+no-op, which is what makes the handlers safe to run twice. The handlers apply
+this in one guarded UPDATE (``booking.handlers.SETTLE``): it moves a booking
+only while its status is ``SETTLES_FROM``, to ``on_payment``'s status.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ class BookingStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self is not BookingStatus.PENDING
+        """Whether no payment outcome moves a booking in this status any more."""
+        return self is not SETTLES_FROM
 
     def to_proto(self) -> commands_pb2.BookingState.ValueType:
         return _TO_PROTO[self]
@@ -33,10 +36,12 @@ _TO_PROTO = {
 }
 
 
-def on_payment(current: BookingStatus, succeeded: bool) -> BookingStatus | None:
-    """The status a payment outcome moves a booking to, or ``None`` to leave it alone."""
-    if current.terminal:
-        return None
+#: The only status a payment outcome moves a booking from (the guard of the settling UPDATE).
+SETTLES_FROM = BookingStatus.PENDING
+
+
+def on_payment(succeeded: bool) -> BookingStatus:
+    """The status a payment outcome moves a ``SETTLES_FROM`` booking to."""
     return BookingStatus.CONFIRMED if succeeded else BookingStatus.CANCELLED
 
 

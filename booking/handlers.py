@@ -18,7 +18,7 @@ import logging
 
 from sqlalchemy import bindparam, select, update
 
-from booking.domain import BookingStatus, on_payment
+from booking.domain import SETTLES_FROM, BookingStatus, on_payment
 from booking.payment_checks import PaymentOutcome, UnknownBookingError, check_against, check_source
 from booking.tables import bookings
 from choreo.booking.v1 import events_pb2 as booking_events
@@ -36,10 +36,11 @@ DURABLE = "booking"
 
 
 # Built once: constructing a statement per event (and its cache key) costs more than running it.
-#: PENDING -> an outcome; shared with the rebuild by replay (``booking.recovery``).
+#: ``SETTLES_FROM`` (PENDING) -> ``on_payment``'s status, the state machine of ``booking.domain``; a
+#: terminal booking never moves. Shared with the rebuild by replay (``booking.recovery``).
 SETTLE = (
     update(bookings)
-    .where(bookings.c.booking_id == bindparam("b_id"), bookings.c.status == BookingStatus.PENDING.value)
+    .where(bookings.c.booking_id == bindparam("b_id"), bookings.c.status == SETTLES_FROM.value)
     .values(
         status=bindparam("b_status"),
         payment_id=bindparam("b_payment_id"),
@@ -76,9 +77,8 @@ async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) 
     check_source(outcome)
     fact = outcome.fact
     booking_id = fact.booking_id
-    # Only a PENDING booking moves (booking.domain.on_payment); the guard is in the UPDATE itself.
-    status = on_payment(BookingStatus.PENDING, outcome.succeeded)
-    assert status is not None
+    # Only a SETTLES_FROM (PENDING) booking moves: the guard is in the UPDATE itself.
+    status = on_payment(outcome.succeeded)
     now = now_us()
     moved = await ctx.conn.execute(
         _SETTLE_MATCHING,

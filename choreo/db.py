@@ -17,9 +17,10 @@ from urllib.parse import urlencode
 from sqlalchemy import BigInteger, Column, Integer, Table, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeEngine
 
-from choreo.sqlite_inline import InlineEngine
+from choreo.compat.sqlite_inline import InlineEngine
 
 #: Auto-increment id that is a rowid alias on SQLite and a BIGSERIAL elsewhere.
 BigIntId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
@@ -57,10 +58,23 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+#: SQLite URL schemes a setting may use; all of them run the same driver (``SQLITE_DRIVER``).
+SQLITE_SCHEMES = ("sqlite://", "sqlite+pysqlite://", "sqlite+aiosqlite://")
+#: The SQLite URL scheme of what runs: pysqlite, on the loop's thread (``choreo.compat.sqlite_inline``).
+SQLITE_DRIVER = "sqlite+pysqlite://"
+
+
 def normalize_url(url: str) -> str:
-    """Accepts plain ``sqlite:///`` and ``postgresql://`` URLs and picks the async driver."""
-    if url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    """The URL with the scheme of the driver that will run it.
+
+    ``sqlite:///``, ``sqlite+pysqlite:///`` and ``sqlite+aiosqlite:///`` (the spelling the
+    settings have always used, kept as a contract) all become ``sqlite+pysqlite:///``: SQLite
+    runs on pysqlite through ``choreo.compat.sqlite_inline``, never on aiosqlite.
+    ``postgres://`` and ``postgresql://`` become ``postgresql+asyncpg://``.
+    """
+    for scheme in SQLITE_SCHEMES:
+        if url.startswith(scheme):
+            return SQLITE_DRIVER + url[len(scheme) :]
     if url.startswith(("postgres://", "postgresql://")):
         return "postgresql+asyncpg://" + url.split("://", 1)[1]
     return url
@@ -136,22 +150,24 @@ def make_engine(
             plain, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=tls
         )
     path = url.split(":///", 1)[1] if ":///" in url else ""
+    # Statements run on the loop's thread, without greenlets (choreo.compat.sqlite_inline). A
+    # writer engine has one connection, so the process's write transactions take turns on the
+    # asyncio side and never wait on SQLite's lock, which would block the loop.
+    connections = 1 if writer else pool_size
+    # The pool may close a connection from a finalizer on another thread.
+    connect_args = {"timeout": 30.0, "check_same_thread": False}
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Statements run on the loop's thread, without greenlets (choreo.sqlite_inline). A
-        # writer engine has one connection, so the process's write transactions take turns
-        # on the asyncio side and never wait on SQLite's lock, which would block the loop.
-        connections = 1 if writer else pool_size
+        # pool_timeout=0: InlineEngine only checks out a connection the pool has free, so
+        # a checkout that would wait is a misuse and fails at once instead of blocking the loop.
         sync_engine = create_engine(
-            f"sqlite:///{path}",
-            pool_size=connections,
-            max_overflow=0,
-            # The pool may close a connection from a finalizer on another thread.
-            connect_args={"timeout": 30.0, "check_same_thread": False},
+            url, pool_size=connections, max_overflow=0, pool_timeout=0, connect_args=connect_args
         )
-        engine: AsyncEngine = InlineEngine(sync_engine, connections)
     else:
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One in-memory database: every checkout shares its single connection.
+        connections = 1
+        sync_engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
+    engine: AsyncEngine = InlineEngine(sync_engine, connections)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

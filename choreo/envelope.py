@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from choreo import ids
+from choreo.ids import new_id
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
@@ -37,11 +37,6 @@ M = TypeVar("M", bound=Message)
 
 class EnvelopeError(ValueError):
     """The message lacks the headers that make it an event."""
-
-
-def new_id() -> str:
-    """A new event id: time-ordered (``choreo.ids``), so inbox and trace indexes stay append-mostly."""
-    return ids.new_id()
 
 
 def now_rfc3339() -> str:
@@ -85,7 +80,7 @@ class Envelope:
     ) -> Envelope:
         """Builds the envelope of a protobuf message."""
         return cls(
-            id=event_id or new_id(),
+            id=event_id or new_id(),  # time-ordered: inbox and trace indexes stay append-mostly
             type=message.DESCRIPTOR.full_name,
             source=source,
             subject=subject,

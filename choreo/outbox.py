@@ -144,8 +144,6 @@ class OutboxRelay:
         self.problem: str | None = None
         #: Parked rows in the database, as last counted.
         self.parked_rows = 0
-        #: Called with (event_id, created_at_us) after JetStream acknowledged it.
-        self.on_published: list[Any] = []
         #: Streams refusing facts for want of room, with the reason (an episode is alerted once).
         self.full_streams: dict[str, str] = {}
         #: Outcomes of a round whose settling transaction failed (the database blinked): settled
@@ -395,6 +393,3 @@ class OutboxRelay:
         acked_us = now_us()
         if self._stages is not None:
             self._stages.observe("outbox_lag", sum(acked_us - r.created_at_us for r in done) / 1e6, len(done))
-        for callback in self.on_published:
-            for row in done:
-                callback(row.event_id, row.created_at_us)

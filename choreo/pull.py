@@ -40,7 +40,6 @@ class PullReader:
         batch: Messages per pull request.
         heartbeat: Idle heartbeat asked of the server; three missed mean a stall.
         expires: Lifetime of one pull request.
-        api_prefix: JetStream API prefix.
     """
 
     def __init__(
@@ -52,10 +51,9 @@ class PullReader:
         batch: int = 256,
         heartbeat: float = 1.0,
         expires: float = 30.0,
-        api_prefix: str = "$JS.API",
     ) -> None:
         self._nc = nc
-        self._subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._batch = batch
         self._heartbeat = heartbeat
         self._expires = max(expires, heartbeat * 4)

@@ -311,7 +311,7 @@ async def replay(
                     )
                 if progress is not None:
                     progress(report.last_sequence, target)
-                # SQLite runs on the loop's thread (choreo.sqlite_inline) and a full pull
+                # SQLite runs on the loop's thread (choreo.compat.sqlite_inline) and a full pull
                 # buffer returns at once: let the health endpoint answer between batches.
                 await asyncio.sleep(0)
         except PullStalled as exc:

@@ -79,7 +79,6 @@ class OrderedPull:
         heartbeat: Idle heartbeat the server sends while a pull waits; three
             missed in a row mean the consumer or the server is gone.
         expires: Lifetime of one pull request.
-        api_prefix: JetStream API prefix (``$JS.API`` unless a domain is used).
     """
 
     def __init__(
@@ -91,7 +90,6 @@ class OrderedPull:
         batch: int = 1000,
         heartbeat: float = 1.0,
         expires: float = 30.0,
-        api_prefix: str = "$JS.API",
     ) -> None:
         self._nc = nc
         self._js = js
@@ -99,7 +97,6 @@ class OrderedPull:
         self._batch = batch
         self._heartbeat = heartbeat
         self._expires = max(expires, heartbeat * 4)
-        self._api_prefix = api_prefix
         self.consumer = ""
         self._reader: PullReader | None = None
         self._expected = 1
@@ -133,7 +130,6 @@ class OrderedPull:
             batch=self._batch,
             heartbeat=self._heartbeat,
             expires=self._expires,
-            api_prefix=self._api_prefix,
         )
         if self._interrupted:
             self._reader.interrupt()

@@ -36,6 +36,7 @@ from choreo.bus import ensure_stream, stream_config
 from choreo.db import create_tables, is_sqlite, make_engine, normalize_url
 from choreo.envelope import Envelope
 from choreo.inbox import InboxPruner, already_processed, inbox_table, record_processed
+from choreo.metrics import Stages
 from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.payment.v1 import events_pb2
@@ -46,6 +47,21 @@ BATCH = 256
 MAX_BACKLOG = 10_000
 SLICE = 100_000
 RETENTION_SECONDS = 5.0
+
+
+class Published(Stages):
+    """The relay's stage timings, counting the facts JetStream acknowledged (stage ``outbox_lag``)."""
+
+    def __init__(self) -> None:
+        super().__init__("script")
+        self.acknowledged = 0
+        self.progress = asyncio.Event()
+
+    def observe(self, stage: str, seconds: float, count: int = 1) -> None:
+        super().observe(stage, seconds, count)
+        if stage == "outbox_lag":
+            self.acknowledged += count
+            self.progress.set()
 
 
 async def count(engine: AsyncEngine, table: Table) -> int:
@@ -71,15 +87,8 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
             async with engine.begin() as conn:
                 await conn.run_sync(lambda s: outbox_table.metadata.drop_all(s, [outbox_table, inbox_table]))
         await create_tables(engine, [outbox_table, inbox_table])
-        relay = OutboxRelay(engine, nc.jetstream())
-        published = [0]
-        progress = asyncio.Event()
-
-        def on_published(*_: object) -> None:
-            published[0] += 1
-            progress.set()
-
-        relay.on_published.append(on_published)
+        published = Published()
+        relay = OutboxRelay(engine, nc.jetstream(), stages=published)
         pruner = InboxPruner(engine, RETENTION_SECONDS, interval=1.0)
         tasks = [asyncio.create_task(relay.run()), asyncio.create_task(pruner.run())]
         print(f"{facts:,} facts, {BATCH} per transaction, database {engine.dialect.name}")
@@ -88,9 +97,9 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
         done = 0
         next_report = SLICE
         while done < facts:
-            while done - published[0] > MAX_BACKLOG:  # the path runs at the relay's pace
-                progress.clear()
-                await progress.wait()
+            while done - published.acknowledged > MAX_BACKLOG:  # the path runs at the relay's pace
+                published.progress.clear()
+                await published.progress.wait()
             n = min(BATCH, facts - done)
             incoming = [f"in-{done + i}" for i in range(n)]
             outgoing = [

@@ -41,7 +41,8 @@ from choreo import natsclient
 from choreo.bench.driver import LoadSpec, StillPending, run_load
 from choreo.booking.v1 import commands_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
-from choreo.envelope import H_CORRELATION, H_ID, Envelope, new_id
+from choreo.envelope import H_CORRELATION, H_ID, Envelope
+from choreo.ids import new_id
 from choreo.natsidentity import tool_inbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.pull import PullReader

@@ -1,21 +1,25 @@
-import pytest
+from sqlalchemy.dialects import sqlite
 
-from booking.domain import BookingStatus, on_payment
-
-
-def test_pending_moves_to_confirmed_on_success() -> None:
-    assert on_payment(BookingStatus.PENDING, succeeded=True) is BookingStatus.CONFIRMED
+from booking.domain import SETTLES_FROM, BookingStatus, on_payment
+from booking.handlers import SETTLE
 
 
-def test_pending_moves_to_cancelled_on_failure() -> None:
-    assert on_payment(BookingStatus.PENDING, succeeded=False) is BookingStatus.CANCELLED
+def test_success_confirms() -> None:
+    assert on_payment(succeeded=True) is BookingStatus.CONFIRMED
 
 
-@pytest.mark.parametrize("terminal", [BookingStatus.CONFIRMED, BookingStatus.CANCELLED])
-@pytest.mark.parametrize("succeeded", [True, False])
-def test_terminal_states_never_change(terminal: BookingStatus, succeeded: bool) -> None:
-    assert on_payment(terminal, succeeded) is None
+def test_failure_cancels() -> None:
+    assert on_payment(succeeded=False) is BookingStatus.CANCELLED
 
 
 def test_only_pending_is_not_terminal() -> None:
-    assert [s for s in BookingStatus if not s.terminal] == [BookingStatus.PENDING]
+    assert SETTLES_FROM is BookingStatus.PENDING
+    assert [s for s in BookingStatus if not s.terminal] == [SETTLES_FROM]
+    assert all(on_payment(succeeded).terminal for succeeded in (True, False))
+
+
+def test_the_settling_update_is_guarded_by_the_domain() -> None:
+    # Terminal states never change because the UPDATE only matches SETTLES_FROM.
+    compiled = SETTLE.compile(dialect=sqlite.dialect())
+    assert "bookings.status = ?" in str(compiled)
+    assert SETTLES_FROM.value in compiled.params.values()

@@ -1,14 +1,16 @@
-"""choreo's NATS client parses headers exactly as nats-py does, only faster."""
+"""Parity of ``choreo.compat.nats_headers``: headers parsed exactly as nats-py does, only faster."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 
 import pytest
 from nats.aio.client import Client as NatsPyClient
 
-from choreo.natsclient import Client, connect, parse_header_lines
+from choreo.compat.nats_headers import Client, parse_header_lines
+from choreo.natsclient import connect
 from choreo.natsserver import NatsServer
 
 BLOCKS = [
@@ -38,6 +40,12 @@ def test_same_result_on_random_blocks() -> None:
     for _ in range(3000):
         block = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
         assert parse_header_lines(block) == NatsPyClient._parse_header_lines(block), block
+
+
+def test_nats_py_still_parses_through_the_patched_hook() -> None:
+    # If nats-py renamed or stopped calling the hook, the patch would silently do nothing.
+    assert "self._parse_header_lines(" in inspect.getsource(NatsPyClient._process_headers)
+    assert Client._parse_header_lines is parse_header_lines
 
 
 async def test_messages_arrive_with_their_headers(nats_server: NatsServer) -> None:

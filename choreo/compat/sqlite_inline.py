@@ -1,4 +1,4 @@
-"""SQLite behind SQLAlchemy's async engine interface, run on the event loop's thread.
+"""SQLite on the event loop's thread behind SQLAlchemy's ``AsyncEngine`` (a shim: see ``choreo.compat``).
 
 A SQLite statement on a WAL database takes microseconds. Going through an
 async driver costs far more than that: aiosqlite hands every call to a worker
@@ -10,7 +10,10 @@ transaction on the synchronous engine.
 ``InlineEngine`` is an ``AsyncEngine`` whose connections run SQLAlchemy's
 synchronous pysqlite engine directly: the same ``async with engine.begin()``,
 ``await conn.execute(...)`` code works on it and on PostgreSQL's asyncpg
-engine, and results are ordinary ``CursorResult`` objects.
+engine, and results are ordinary ``CursorResult`` objects. The driver that runs
+is pysqlite (the standard library's ``sqlite3``), whatever the configured URL
+says: ``sqlite+aiosqlite:///`` stays an accepted spelling of a SQLite URL
+(``choreo.db.normalize_url``), but aiosqlite is not used.
 
 That is only safe if a call can never wait on a lock, since a waiting SQLite
 call would block the whole loop. Checkouts therefore wait on an asyncio
@@ -18,6 +21,32 @@ semaphore sized like the pool, never on the pool itself; ``choreo.db.make_engine
 gives a writer engine one connection, so the process's write transactions
 take turns on the asyncio side instead of on SQLite's lock; and each service's
 database belongs to that service alone. WAL readers never wait for the writer.
+
+What it supports: Core on ``engine.connect()`` / ``engine.begin()`` (``execute``,
+``exec_driver_sql``, ``run_sync``, ``execution_options``, commit and rollback).
+Anything that takes a connection from the synchronous engine by itself (an ORM
+``AsyncSession`` bound to it, or ``engine.sync_engine.connect()``) would wait for
+the pool on the loop's thread; it is refused with ``InlineEngineMisuse``.
+
+Replaces:
+    SQLAlchemy's asyncio adaptation of the aiosqlite driver:
+    ``AsyncEngine``/``AsyncConnection``/``AsyncTransaction`` in
+    https://github.com/sqlalchemy/sqlalchemy/blob/main/lib/sqlalchemy/ext/asyncio/engine.py
+    over https://github.com/sqlalchemy/sqlalchemy/blob/main/lib/sqlalchemy/dialects/sqlite/aiosqlite.py
+    (written against SQLAlchemy 2.1).
+
+Parity:
+    ``tests/runtime/test_compat_sqlite_inline.py`` (commit and rollback, writers taking
+    turns while readers go on, a nested checkout failing instead of hanging, an
+    ``AsyncSession`` refused); every service test runs on it, and the same code runs
+    on asyncpg in the PostgreSQL-parametrized tests (``tests/conftest.py``).
+
+Remove when:
+    an empty transaction through ``create_async_engine("sqlite+aiosqlite:///...")``
+    costs about what it costs here (55 µs against 190 µs when this was written; the
+    figure is in ``docs/benchmarks.md``), e.g. if SQLAlchemy runs a synchronous driver
+    without a greenlet per call; or when services no longer run on SQLite. Then delete
+    this module and let ``choreo.db.make_engine`` call ``create_async_engine``.
 """
 
 from __future__ import annotations
@@ -26,9 +55,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+
+class InlineEngineMisuse(RuntimeError):
+    """A connection was asked of an ``InlineEngine``'s synchronous engine behind its back."""
 
 
 class InlineEngine(AsyncEngine):
@@ -49,6 +82,18 @@ class InlineEngine(AsyncEngine):
         self._slots = asyncio.Semaphore(connections)
         self._connections = connections
         self._checkout_timeout = checkout_timeout
+        #: True only while ``InlineConnection.start`` takes its connection (on the loop's thread).
+        self._checking_out = False
+        event.listen(sync_engine, "checkout", self._refuse_foreign_checkout)
+
+    def _refuse_foreign_checkout(self, _dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if not self._checking_out:
+            raise InlineEngineMisuse(
+                f"{self.sync_engine.url} is an InlineEngine (choreo.compat.sqlite_inline): it serves "
+                "only Core connections from engine.connect() or engine.begin(); an ORM AsyncSession "
+                "or a direct sync_engine connection would wait for SQLite on the event loop's thread "
+                "(use `async with engine.begin() as conn` and Core statements)"
+            )
 
     async def _checkout(self) -> None:
         try:
@@ -74,12 +119,16 @@ class InlineConnection(AsyncConnection):
 
     async def start(self, is_ctxmanager: bool = False) -> InlineConnection:
         # Wait for a free connection here, on the loop, never inside the pool.
-        await self.engine._checkout()
+        engine = self.engine
+        await engine._checkout()
+        engine._checking_out = True
         try:
             self.sync_connection = self._assign_proxied(self.sync_engine.connect())
         except BaseException:
-            self.engine._slots.release()
+            engine._slots.release()
             raise
+        finally:
+            engine._checking_out = False
         return self
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""SQLite on the loop's thread behind the AsyncEngine interface."""
+"""Parity of ``choreo.compat.sqlite_inline``: SQLite on the loop's thread behind the AsyncEngine interface."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from choreo.db import make_engine
-from choreo.sqlite_inline import InlineEngine
+from choreo.compat.sqlite_inline import InlineEngine, InlineEngineMisuse
+from choreo.db import make_engine, normalize_url
 
 metadata = MetaData()
 items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
@@ -78,4 +78,49 @@ async def test_a_second_transaction_in_the_same_task_fails_instead_of_hanging(tm
                 pass
     async with engine.begin() as conn:  # the slot came back
         await conn.run_sync(metadata.create_all)
+    await engine.dispose()
+
+
+async def test_an_orm_session_or_a_direct_sync_connection_is_refused(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    async with AsyncSession(engine) as session:
+        with pytest.raises(InlineEngineMisuse, match="AsyncSession"):
+            await session.execute(select(items))
+    with pytest.raises(InlineEngineMisuse, match=r"engine\.begin"):
+        engine.sync_engine.connect()
+    async with engine.begin() as conn:  # the refusals took no connection away
+        await conn.execute(insert(items), {"name": "still works"})
+    assert await count(engine) == 1
+    await engine.dispose()
+
+
+async def test_a_refused_checkout_fails_at_once_while_the_connection_is_busy(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    async with engine.begin():
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Exception, match="QueuePool limit"):
+            engine.sync_engine.connect()  # would otherwise block the loop for the pool's timeout
+        assert asyncio.get_running_loop().time() - started < 1
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"])
+async def test_every_sqlite_spelling_runs_pysqlite_inline(tmp_path: Path, scheme: str) -> None:
+    url = f"{scheme}:///{tmp_path / 'f.db'}"
+    assert normalize_url(url) == f"sqlite+pysqlite:///{tmp_path / 'f.db'}"
+    engine = make_engine(url)
+    assert isinstance(engine, InlineEngine)
+    assert engine.dialect.driver == "pysqlite"
+    await engine.dispose()
+
+
+async def test_an_in_memory_database_is_one_database(tmp_path: Path) -> None:
+    engine = make_engine("sqlite+aiosqlite:///:memory:")
+    assert isinstance(engine, InlineEngine)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(insert(items), {"name": "a"})
+    assert await count(engine) == 1
     await engine.dispose()
