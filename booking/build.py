@@ -16,7 +16,10 @@ from choreo.subjects import BOOKING_STREAM, CMD_CREATE_BOOKING, PAYMENT_STREAM
 async def build(settings: BookingSettings) -> Service:
     """Assembles the booking service: command server, payment consumer, outbox relay."""
     sealer = settings.token_sealer()  # refuses to start without the key, before touching anything
-    rt = await open_runtime(settings, own_stream=BOOKING_STREAM, migrations=MIGRATIONS, recovery=RECOVERY)
+    # Booking keeps the DLQ's configuration (its NATS user alone may update it, auth.conf).
+    rt = await open_runtime(
+        settings, own_stream=BOOKING_STREAM, migrations=MIGRATIONS, recovery=RECOVERY, owns_dlq=True
+    )
     creator = CreateBookingHandler(
         rt.engine, settings.service_name, rt.relay.notify, rt.stages, sealer=sealer
     )

@@ -123,10 +123,6 @@ class StreamLimits:
 #: messages are copies of facts plus a few headers, hence the larger ``max_msg_size`` (a copy of
 #: any fact a stream accepted fits; the server's ``max_payload`` bounds both anyway).
 DLQ_LIMITS = StreamLimits(max_bytes=256 * MIB, max_msg_size=8 * MIB, max_age_seconds=0.0)
-#: The service that keeps the DLQ's configuration up to date; the others create it when it is
-#: missing and leave it as it is. Their NATS users may not update it (auth.conf): an update can
-#: shrink it, change its subjects or seal it, and every consumer's dead letters would be refused.
-DLQ_OWNER = "booking"
 
 
 def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
@@ -190,8 +186,11 @@ async def ensure_stream(
     """Creates the stream, or updates it to the wanted configuration (subjects, replicas, limits).
 
     ``update=False`` only creates a missing stream, and logs a difference instead of
-    updating; ``None`` (the default) updates every stream but the DLQ, which is
-    ``DLQ_OWNER``'s to update (it passes ``update=True``).
+    updating; ``None`` (the default) updates every stream but the DLQ, which only its
+    owner updates (``open_runtime(owns_dlq=True)`` passes ``update=True``): the other
+    services create it when it is missing and leave it as it is. Their NATS users may not
+    update it (auth.conf): an update can shrink it, change its subjects or seal it, and
+    every consumer's dead letters would be refused.
 
     A ``max_bytes`` below what the stream already holds is not applied: JetStream would
     delete the oldest facts to fit, and a rebuild by replay needs them. The stream keeps

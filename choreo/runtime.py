@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.bus import DLQ_OWNER, StreamLimits, connect, ensure_stream, provision_stream
+from choreo.bus import StreamLimits, connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import make_engine
 from choreo.handler import Route
@@ -41,6 +41,8 @@ class Runtime:
     stages: Stages
     #: Answering probes since start-up began (liveness fine, not ready), if the service has a health port.
     health: HealthServer | None = None
+    #: This service keeps the DLQ stream's configuration up to date (``open_runtime``).
+    owns_dlq: bool = False
 
     def consumer(
         self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]
@@ -67,9 +69,7 @@ class Runtime:
 
     async def ensure_dlq(self) -> None:
         """Provisions the DLQ stream again (it was deleted, or JetStream lost it)."""
-        await ensure_stream(
-            self.js, DLQ_STREAM, self.settings.stream_replicas, update=self.settings.service_name == DLQ_OWNER
-        )
+        await ensure_stream(self.js, DLQ_STREAM, self.settings.stream_replicas, update=self.owns_dlq)
 
     def service(self, components: list[Component]) -> Service:
         """The runnable service, with health checks on NATS and the database."""
@@ -98,6 +98,7 @@ async def open_runtime(
     own_stream: str | None,
     migrations: Migrations | None,
     recovery: Recovery | None = None,
+    owns_dlq: bool = False,
 ) -> Runtime:
     """Brings the database's schema to this release, then connects and provisions the streams.
 
@@ -110,6 +111,9 @@ async def open_runtime(
         migrations: The service's own tables and revisions; None when it has only the runtime's.
         recovery: How to rebuild the service's tables from its stream (``choreo.recovery``):
             done here, before any part runs, when the database is empty and the stream is not.
+        owns_dlq: This service updates the DLQ stream's configuration; one service of the
+            system does (its NATS user alone may, auth.conf), the others only create it when
+            it is missing.
     """
     starting = _StartingUp()
     health = None
@@ -142,9 +146,7 @@ async def open_runtime(
         starting.step = "provisioning streams"
         if own_stream is not None:
             await provision_stream(js, own_stream, settings.stream_replicas, StreamLimits.of(settings))
-        await provision_stream(
-            js, DLQ_STREAM, settings.stream_replicas, update=settings.service_name == DLQ_OWNER
-        )
+        await provision_stream(js, DLQ_STREAM, settings.stream_replicas, update=owns_dlq)
         if recovery is not None:
             starting.step = f"checking whether to rebuild from {recovery.stream}"
             await recover_if_lost(
@@ -167,7 +169,7 @@ async def open_runtime(
     # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
     relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)
     starting.step = "starting its parts"
-    return Runtime(settings, nc, js, engine, relay, stages, health)
+    return Runtime(settings, nc, js, engine, relay, stages, health, owns_dlq)
 
 
 class _StartingUp:

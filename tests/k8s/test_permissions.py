@@ -257,7 +257,8 @@ async def test_the_gateway_cannot_make_booking_reply_into_jetstreams_api(connect
 async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore[no-untyped-def]
     """Every service provisions the DLQ; an update may shrink it, move its subjects or seal it for
     good, and every consumer's dead letters would then be refused. The gateway's and payment's
-    users could; now they only create it when missing, and booking (``DLQ_OWNER``) updates it."""
+    users could; now they only create it when missing, and booking
+    (``open_runtime(owns_dlq=True)``) updates it."""
     booking: Session = await connect("booking")
     await ensure_stream(booking.nc.jetstream(timeout=2), "DLQ")
     wanted = stream_config("DLQ")
