@@ -41,7 +41,7 @@ from choreo.dlq import (
     H_ORIGINAL_SUBJECT,
 )
 from choreo.natsidentity import tool_inbox
-from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
+from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS, subject_matches
 
 _CE_ID = "ce-id"
 _CE_TYPE = "ce-type"
@@ -142,17 +142,6 @@ async def read_dead_letters(nats_url: str, limit: int) -> list[DeadLetter]:
         await nc.close()
 
 
-def _captures(pattern: str, subject: str) -> bool:
-    """Whether a stream subject (``*`` and ``>`` wildcards) captures ``subject``."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(have) == len(want)
-
-
 async def plan(js: JetStreamContext, letter: DeadLetter) -> Redrive:
     """What re-driving ``letter`` would publish, checked against its source stream.
 
@@ -165,7 +154,7 @@ async def plan(js: JetStreamContext, letter: DeadLetter) -> Redrive:
     token = letter.dlq_subject.split(".")[1] if letter.dlq_subject.count(".") >= 2 else ""
     if token != stream.lower():
         raise Refused(f"stored under {letter.dlq_subject}, which is not a DLQ subject of stream {stream}")
-    if not any(_captures(p, letter.subject) for p in STREAM_SUBJECTS[stream]):
+    if not any(subject_matches(p, letter.subject) for p in STREAM_SUBJECTS[stream]):
         raise Refused(f"subject {letter.subject!r} is not one of stream {stream}'s")
     if not letter.stream_sequence.isdigit() or int(letter.stream_sequence) < 1:
         raise Refused(f"names no valid sequence of {stream} ({letter.stream_sequence!r})")

@@ -62,10 +62,21 @@ def dlq_subject(stream: str, consumer: str) -> str:
     return f"dlq.{stream.lower()}.{consumer}"
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a stream subject (``*`` and ``>`` wildcards) captures ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(have) == len(want)
+
+
 def stream_of(subject: str) -> str:
     """The stream that captures ``subject`` (``STREAM_SUBJECTS``), or the subject itself when none does."""
     for stream, patterns in STREAM_SUBJECTS.items():
         for pattern in patterns:
-            if subject == pattern or (pattern.endswith(">") and subject.startswith(pattern[:-1])):
+            if subject_matches(pattern, subject):
                 return stream
     return subject
