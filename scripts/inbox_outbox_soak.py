@@ -32,11 +32,11 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import natsclient
+from choreo.bench.published import Published
 from choreo.bus import ensure_stream, stream_config
 from choreo.db import create_tables, is_sqlite, make_engine, normalize_url
 from choreo.envelope import Envelope
 from choreo.inbox import InboxPruner, already_processed, inbox_table, record_processed
-from choreo.metrics import Stages
 from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.payment.v1 import events_pb2
@@ -47,21 +47,6 @@ BATCH = 256
 MAX_BACKLOG = 10_000
 SLICE = 100_000
 RETENTION_SECONDS = 5.0
-
-
-class Published(Stages):
-    """The relay's stage timings, counting the facts JetStream acknowledged (stage ``outbox_lag``)."""
-
-    def __init__(self) -> None:
-        super().__init__("script")
-        self.acknowledged = 0
-        self.progress = asyncio.Event()
-
-    def observe(self, stage: str, seconds: float, count: int = 1) -> None:
-        super().observe(stage, seconds, count)
-        if stage == "outbox_lag":
-            self.acknowledged += count
-            self.progress.set()
 
 
 async def count(engine: AsyncEngine, table: Table) -> int:

@@ -22,29 +22,14 @@ import time
 from pathlib import Path
 
 from choreo import natsclient
+from choreo.bench.published import Published
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.db import create_tables, make_engine
 from choreo.envelope import Envelope
-from choreo.metrics import Stages
 from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
-
-
-class Published(Stages):
-    """The relay's stage timings, counting the facts JetStream acknowledged (stage ``outbox_lag``)."""
-
-    def __init__(self) -> None:
-        super().__init__("script")
-        self.acknowledged = 0
-        self.progress = asyncio.Event()
-
-    def observe(self, stage: str, seconds: float, count: int = 1) -> None:
-        super().observe(stage, seconds, count)
-        if stage == "outbox_lag":
-            self.acknowledged += count
-            self.progress.set()
 
 
 async def hops(gap: float, count: int = 200) -> tuple[float, float]:
