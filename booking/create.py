@@ -28,10 +28,12 @@ from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking.domain import BookingStatus, request_fingerprint, same_request
+from booking.requests import validate_booking_request
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
 from choreo.commands import deadline_of, deadline_passed
+from choreo.contract import fact_subject
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.errors import Failure, classify
@@ -39,10 +41,10 @@ from choreo.ids import new_id
 from choreo.metrics import Stages
 from choreo.outbox import add_to_outbox
 from choreo.sealing import TokenSealer
-from choreo.subjects import BOOKING_CREATED
-from choreo.validation import validate_booking_request
 
 log = logging.getLogger(__name__)
+
+_CREATED_SUBJECT = fact_subject(events_pb2.BookingCreated)
 
 Reply = commands_pb2.CreateBookingReply
 
@@ -168,7 +170,7 @@ async def create_bookings(
             Envelope.wrap(
                 event,
                 source=source,
-                subject=BOOKING_CREATED,
+                subject=_CREATED_SUBJECT,
                 correlation_id=req.correlation_id,
                 causation_id=req.command_id,
             )

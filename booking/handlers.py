@@ -15,6 +15,7 @@ customer was told had failed.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
@@ -115,7 +116,7 @@ async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) 
     log.debug("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})
 
 
-ROUTES = [
-    Route(payment_events.PaymentSucceeded, on_payment_succeeded),
-    Route(payment_events.PaymentFailed, on_payment_failed),
+ROUTES: list[Route[Any]] = [
+    Route(payment_events.PaymentSucceeded, on_payment_succeeded, emits=(booking_events.BookingConfirmed,)),
+    Route(payment_events.PaymentFailed, on_payment_failed, emits=(booking_events.BookingCancelled,)),
 ]

@@ -15,10 +15,10 @@ from booking.domain import BookingStatus, request_fingerprint
 from booking.handlers import DURABLE, SETTLE
 from booking.settings import BookingSettings
 from booking.tables import bookings
+from booking.topology import STREAM
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import from_timestamp
 from choreo.recovery import Recovery, Restore, RestoreContext
-from choreo.subjects import BOOKING_STREAM
 from choreo.upserts import insert_new
 
 #: The settings ``choreo recover booking`` reads.
@@ -75,7 +75,7 @@ async def _settle(
 
 
 RECOVERY = Recovery(
-    stream=BOOKING_STREAM,
+    stream=STREAM.name,
     tables=[bookings],
     restores=[
         Restore(booking_events.BookingCreated, created),

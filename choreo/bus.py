@@ -22,6 +22,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from choreo import natsclient
+from choreo.dlq import DLQ
 from choreo.natsidentity import connection_owner, inbox_prefix
 from choreo.retry import Backoff
 from choreo.settings import (
@@ -31,8 +32,8 @@ from choreo.settings import (
     ConsumerSettings,
     ServiceSettings,
 )
-from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS
 from choreo.tlsconfig import nats_tls_options
+from choreo.topology import Stream
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +126,17 @@ class StreamLimits:
 DLQ_LIMITS = StreamLimits(max_bytes=256 * MIB, max_msg_size=8 * MIB, max_age_seconds=0.0)
 
 
-def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
-    """The configuration of one of choreo's streams (file storage, de-duplication, limits).
+def stream_config(stream: Stream, replicas: int = 1, limits: StreamLimits | None = None) -> StreamConfig:
+    """The configuration of a stream (file storage, de-duplication, limits).
 
     A full stream refuses new messages (``discard=new``) rather than dropping its oldest:
     the history is what a rebuild by replay reads, and the outboxes keep what was refused.
     The DLQ always gets ``DLQ_LIMITS``, whatever ``limits`` says.
     """
-    chosen = DLQ_LIMITS if name == DLQ_STREAM else (limits or StreamLimits())
+    chosen = DLQ_LIMITS if stream.name == DLQ.name else (limits or StreamLimits())
     return StreamConfig(
-        name=name,
-        subjects=STREAM_SUBJECTS[name],
+        name=stream.name,
+        subjects=list(stream.subjects),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
@@ -151,7 +152,7 @@ def stream_config(name: str, replicas: int = 1, limits: StreamLimits | None = No
 
 async def provision_stream(
     js: JetStreamContext,
-    name: str,
+    stream: Stream,
     replicas: int = 1,
     limits: StreamLimits | None = None,
     *,
@@ -167,17 +168,19 @@ async def provision_stream(
     retries = Backoff(0.2, 5.0).start()  # 0.2, 0.4, 0.8, ... up to 5 s
     while True:
         try:
-            await ensure_stream(js, name, replicas, limits, update=update)
+            await ensure_stream(js, stream, replicas, limits, update=update)
             return
         except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ServerError) as exc:
             delay = retries.next()
-            log.warning("JetStream not ready to provision %s (%r); retrying in %.1fs", name, exc, delay)
+            log.warning(
+                "JetStream not ready to provision %s (%r); retrying in %.1fs", stream.name, exc, delay
+            )
             await asyncio.sleep(delay)
 
 
 async def ensure_stream(
     js: JetStreamContext,
-    name: str,
+    stream: Stream,
     replicas: int = 1,
     limits: StreamLimits | None = None,
     *,
@@ -196,7 +199,8 @@ async def ensure_stream(
     delete the oldest facts to fit, and a rebuild by replay needs them. The stream keeps
     its larger limit and an error says so.
     """
-    config = stream_config(name, replicas, limits)
+    name = stream.name
+    config = stream_config(stream, replicas, limits)
     try:
         info = await js.stream_info(name)
     except NotFoundError:
@@ -222,7 +226,7 @@ async def ensure_stream(
         config = dataclasses.replace(config, max_bytes=current.max_bytes)
     if not _differs(current, config):
         return
-    if not (name != DLQ_STREAM if update is None else update):
+    if not (name != DLQ.name if update is None else update):
         log.warning(
             "stream %s differs from this release's configuration; left to its owner to update",
             name,

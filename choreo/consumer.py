@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import attempts
 from choreo.db import read_only
+from choreo.dispatch import Dispatch, UnknownFactType
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.errors import Failure, classify
 from choreo.handler import HandlerContext, Route
@@ -93,7 +94,7 @@ class EventConsumer:
         stream: str,
         durable: str,
         subjects: Sequence[str],
-        routes: Iterable[Route],
+        routes: Iterable[Route[Any]],
         source: str,
         retry: RetryPolicy | None = None,
         batch_size: int = 256,
@@ -112,8 +113,8 @@ class EventConsumer:
         self.stream = stream
         self.durable = durable
         self._subjects = list(subjects)
-        self._routes = {r.type_name: r for r in routes}
-        self._has_prepare = any(r.prepare is not None for r in self._routes.values())
+        self._routes = Dispatch(routes)
+        self._has_prepare = any(r.prepare is not None for r in self._routes)
         self._max_in_flight = max_in_flight_batches or (4 if self._has_prepare else 1)
         self._commit_turn = asyncio.Lock()
         self._source = source
@@ -357,10 +358,10 @@ class EventConsumer:
         meta = msg.metadata
         try:
             env = Envelope.from_headers(msg.subject, msg.headers, msg.data)
-            route = self._routes.get(env.type)
-            if route is None:
-                raise EnvelopeError(f"unknown event type {env.type!r} for consumer {self.durable}")
-            message = env.decode(route.message_type)
+            route, message = self._routes.decode(env)
+        except UnknownFactType as exc:
+            await self._verdicts.dead_letter(msg, f"undecodable: {exc} for consumer {self.durable}")
+            return None
         except (EnvelopeError, DecodeError) as exc:
             await self._verdicts.dead_letter(msg, f"undecodable: {exc}")
             return None
@@ -403,7 +404,7 @@ class EventConsumer:
                     log.info("duplicate %s skipped", d.envelope.id, extra=self._log_fields(d))
                     continue
                 seen.add(d.envelope.id)
-                ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared)
+                ctx = HandlerContext(conn, d.envelope, self._source, d.sequence, d.prepared, d.route.emits)
                 with log_context(**self._log_fields(d)), self._stages.timed("handler"):
                     await guarded(d.route.handle(d.message, ctx))
                 outgoing.extend(ctx.outgoing)

@@ -12,9 +12,19 @@ import logging
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from choreo.subjects import DLQ_STREAM, dlq_subject
+from choreo.topology import Stream
 
 log = logging.getLogger(__name__)
+
+#: The runtime's own stream: every consumer's dead letters, on ``dlq.<stream>.<consumer>``.
+DLQ = Stream("DLQ", ("dlq.>",))
+DLQ_STREAM = DLQ.name
+
+
+def dlq_subject(stream: str, consumer: str) -> str:
+    """The subject of the dead letters of ``consumer`` reading ``stream``."""
+    return f"dlq.{stream.lower()}.{consumer}"
+
 
 H_ORIGINAL_SUBJECT = "choreo-dlq-subject"
 H_ORIGINAL_STREAM = "choreo-dlq-stream"

@@ -33,6 +33,7 @@ from nats.js.errors import NotFoundError
 from choreo import natsclient
 from choreo.cli import Subcommand
 from choreo.dlq import (
+    DLQ_STREAM,
     H_CONSUMER,
     H_DELIVERIES,
     H_ERROR,
@@ -41,7 +42,7 @@ from choreo.dlq import (
     H_ORIGINAL_SUBJECT,
 )
 from choreo.natsidentity import tool_inbox
-from choreo.subjects import DLQ_STREAM, STREAM_SUBJECTS, subject_matches
+from choreo.topology import subject_matches
 
 _CE_ID = "ce-id"
 _CE_TYPE = "ce-type"
@@ -149,12 +150,17 @@ async def plan(js: JetStreamContext, letter: DeadLetter) -> Redrive:
         Refused: The entry does not match what the stream it names holds.
     """
     stream = letter.stream
-    if stream not in STREAM_SUBJECTS or stream == DLQ_STREAM:
+    if stream == DLQ_STREAM:
         raise Refused(f"names stream {stream!r}, not a stream of facts")
+    try:
+        # What JetStream holds, not what this release declares: the stream's own subjects.
+        subjects = (await js.stream_info(stream)).config.subjects or []
+    except NotFoundError:
+        raise Refused(f"names stream {stream!r}, which JetStream does not hold") from None
     token = letter.dlq_subject.split(".")[1] if letter.dlq_subject.count(".") >= 2 else ""
     if token != stream.lower():
         raise Refused(f"stored under {letter.dlq_subject}, which is not a DLQ subject of stream {stream}")
-    if not any(subject_matches(p, letter.subject) for p in STREAM_SUBJECTS[stream]):
+    if not any(subject_matches(p, letter.subject) for p in subjects):
         raise Refused(f"subject {letter.subject!r} is not one of stream {stream}'s")
     if not letter.stream_sequence.isdigit() or int(letter.stream_sequence) < 1:
         raise Refused(f"names no valid sequence of {stream} ({letter.stream_sequence!r})")

@@ -59,7 +59,6 @@ from choreo.outbox_store import (
     settle,
 )
 from choreo.retry import Backoff
-from choreo.subjects import stream_of
 
 __all__ = ["OutboxRelay", "OutboxRow", "add_to_outbox", "outbox_table"]
 
@@ -113,6 +112,8 @@ class OutboxRelay:
             least 10 s). A round that outlives its lease is harmless: the other relay's
             re-publish carries the same ``Nats-Msg-Id`` and JetStream drops it. On SQLite (one
             process per database file) a starting relay frees every claim at once.
+        stream_of: The stream of a subject, for the alerts of a full stream (the service's
+            ``Topology.stream_of``); by default the subject stands for its stream.
     """
 
     def __init__(
@@ -126,8 +127,10 @@ class OutboxRelay:
         stages: Stages | None = None,
         provision: Callable[[], Awaitable[None]] | None = None,
         lease_seconds: float | None = None,
+        stream_of: Callable[[str], str] = str,
     ) -> None:
         self._engine = engine
+        self._stream_of = stream_of
         self._js = js
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -306,7 +309,7 @@ class OutboxRelay:
         elif isinstance(exc, APIError) and exc.err_code in _PERMANENT_API_CODES:
             outcome.parked[row.id] = f"refused by JetStream: {exc}"
         elif isinstance(exc, APIError) and exc.err_code in _FULL_API_CODES:
-            stream = stream_of(row.subject)
+            stream = self._stream_of(row.subject)
             refused, _ = outcome.full.get(stream, (0, ""))
             outcome.full[stream] = (refused + 1, exc.description or repr(exc))
             outcome.retry.append(row)
@@ -362,7 +365,7 @@ class OutboxRelay:
                     reason,
                     extra={"stream": stream},
                 )
-        for stream in {stream_of(r.subject) for r in outcome.published} - set(outcome.full):
+        for stream in {self._stream_of(r.subject) for r in outcome.published} - set(outcome.full):
             if self.full_streams.pop(stream, None) is not None:
                 log.warning(
                     "stream %s accepts facts again; the outbox catches up", stream, extra={"stream": stream}

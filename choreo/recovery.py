@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
@@ -42,12 +42,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from choreo.db import big_int, now_us
+from choreo.dispatch import Dispatch, UnknownFactType
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.inbox import inbox_table
 from choreo.pull import PullReader, PullStalled
 from choreo.upserts import dialect_insert, upsert
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +63,19 @@ class RestoreContext:
 
 
 @dataclass(frozen=True, slots=True)
-class Restore:
+class Restore(Generic[M]):
     """How one of the service's own facts is applied to its tables again.
 
     Attributes:
-        message_type: The fact's protobuf class.
+        message_type: The fact's protobuf class; ``apply`` receives the fact decoded as it.
         apply: Writes the state the fact announces; must be idempotent.
         handled_by: The durable consumer whose handler emitted this fact, if one did: the
             fact that caused it (``ce-causationid``) goes back into that consumer's inbox.
     """
 
-    message_type: type[Message]
-    apply: Callable[[Any, RestoreContext], Awaitable[None]]
+    message_type: type[M]
+    apply: Callable[[M, RestoreContext], Awaitable[None]]
     handled_by: str | None = None
-
-    @property
-    def type_name(self) -> str:
-        return str(self.message_type.DESCRIPTOR.full_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class Recovery:
 
     stream: str
     tables: Sequence[Table]
-    restores: Sequence[Restore]
+    restores: Sequence[Restore[Any]]
 
 
 @dataclass
@@ -271,7 +270,7 @@ async def replay(
     started = time.monotonic()
     report = Report(last_sequence=after)
     stream = recovery.stream
-    restores = {r.type_name: r for r in recovery.restores}
+    restores = Dispatch(recovery.restores)
     if after == 0:
         await _begin(engine, stream)
         await _warn_if_incomplete(js, stream, report)
@@ -353,17 +352,16 @@ async def _apply(
     msg: Msg,
     sequence: int,
     stored: datetime,
-    restores: dict[str, Restore],
+    restores: Dispatch[Restore[Any]],
     report: Report,
 ) -> None:
     report.facts += 1
     try:
         env = Envelope.from_headers(msg.subject, msg.headers, msg.data)
-        restore = restores.get(env.type)
-        if restore is None:
-            report.skipped[env.type] = report.skipped.get(env.type, 0) + 1
-            return
-        message = env.decode(restore.message_type)
+        restore, message = restores.decode(env)
+    except UnknownFactType:
+        report.skipped[env.type] = report.skipped.get(env.type, 0) + 1
+        return
     except (EnvelopeError, DecodeError) as exc:
         # The service's own stream should hold nothing like it; it changed no state either.
         log.error("replay skips unreadable message at %d: %s", sequence, exc, extra={"stream_seq": sequence})

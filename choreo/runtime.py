@@ -1,12 +1,13 @@
 """Wiring shared by the worker services: connection, streams, database, relay.
 
-A service's ``build(settings)`` calls ``open_runtime`` for the parts every
-service has, then adds its own consumers and command servers.
+A service's ``build(settings)`` calls ``open_runtime`` with its settings and its
+``choreo.topology.Topology`` for the parts every service has (the stream it owns,
+the DLQ, the database, the outbox relay), then adds its consumers (``Runtime.consumer``
+of each declared ``Subscription``) and its command servers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo.bus import StreamLimits, connect, ensure_stream, provision_stream
 from choreo.consumer import EventConsumer
 from choreo.db import make_engine
-from choreo.handler import Route
+from choreo.dlq import DLQ
 from choreo.health import HealthServer
 from choreo.inbox import InboxPruner
 from choreo.metrics import Stages
@@ -26,7 +27,7 @@ from choreo.retry import RetryPolicy
 from choreo.schema import Migrations, prepare_schema
 from choreo.service import Component, Service, database_check, nats_check
 from choreo.settings import ConsumerSettings
-from choreo.subjects import DLQ_STREAM
+from choreo.topology import Subscription, Topology, TopologyError
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Runtime:
     """The connection, database, outbox relay and stage timings of one service process."""
 
     settings: ConsumerSettings
+    topology: Topology
     nc: NATS
     js: JetStreamContext
     engine: AsyncEngine
@@ -44,19 +46,22 @@ class Runtime:
     #: This service keeps the DLQ stream's configuration up to date (``open_runtime``).
     owns_dlq: bool = False
 
-    def consumer(
-        self, *, stream: str, durable: str, subjects: Sequence[str], routes: Iterable[Route]
-    ) -> EventConsumer:
-        """A durable consumer configured from the settings, committing into this database."""
+    def consumer(self, subscription: Subscription) -> EventConsumer:
+        """The durable consumer of a subscription, configured from the settings.
+
+        Raises:
+            TopologyError: A route emits a fact the service does not publish.
+        """
+        self.topology.check_emits(subscription)
         s = self.settings
         return EventConsumer(
             js=self.js,
             nc=self.nc,
             engine=self.engine,
-            stream=stream,
-            durable=durable,
-            subjects=subjects,
-            routes=routes,
+            stream=subscription.stream,
+            durable=subscription.durable,
+            subjects=subscription.subjects,
+            routes=subscription.routes,
             source=s.service_name,
             retry=RetryPolicy(s.max_deliveries, s.retry_backoff_seconds, s.retry_backoff_max_seconds),
             batch_size=s.batch_size,
@@ -69,7 +74,7 @@ class Runtime:
 
     async def ensure_dlq(self) -> None:
         """Provisions the DLQ stream again (it was deleted, or JetStream lost it)."""
-        await ensure_stream(self.js, DLQ_STREAM, self.settings.stream_replicas, update=self.owns_dlq)
+        await ensure_stream(self.js, DLQ, self.settings.stream_replicas, update=self.owns_dlq)
 
     def service(self, components: list[Component]) -> Service:
         """The runnable service, with health checks on NATS and the database."""
@@ -94,8 +99,8 @@ class Runtime:
 
 async def open_runtime(
     settings: ConsumerSettings,
+    topology: Topology,
     *,
-    own_stream: str | None,
     migrations: Migrations | None,
     recovery: Recovery | None = None,
     owns_dlq: bool = False,
@@ -107,7 +112,7 @@ async def open_runtime(
 
     Args:
         settings: The service's settings (``migrate`` says whether to upgrade or check).
-        own_stream: The stream the service publishes to, provisioned here (None: it publishes nothing).
+        topology: What the service owns, publishes and consumes; its stream is provisioned here.
         migrations: The service's own tables and revisions; None when it has only the runtime's.
         recovery: How to rebuild the service's tables from its stream (``choreo.recovery``):
             done here, before any part runs, when the database is empty and the stream is not.
@@ -115,6 +120,11 @@ async def open_runtime(
             system does (its NATS user alone may, auth.conf), the others only create it when
             it is missing.
     """
+    if recovery is not None and (topology.stream is None or recovery.stream != topology.stream.name):
+        raise TopologyError(
+            f"{settings.service_name} rebuilds from {recovery.stream}, a stream it does not own"
+        )
+    own_stream = topology.stream
     starting = _StartingUp()
     health = None
     if settings.health_port:
@@ -146,7 +156,7 @@ async def open_runtime(
         starting.step = "provisioning streams"
         if own_stream is not None:
             await provision_stream(js, own_stream, settings.stream_replicas, StreamLimits.of(settings))
-        await provision_stream(js, DLQ_STREAM, settings.stream_replicas, update=owns_dlq)
+        await provision_stream(js, DLQ, settings.stream_replicas, update=owns_dlq)
         if recovery is not None:
             starting.step = f"checking whether to rebuild from {recovery.stream}"
             await recover_if_lost(
@@ -167,9 +177,11 @@ async def open_runtime(
             await ensure_stream(js, stream, settings.stream_replicas, StreamLimits.of(settings))
 
     # A context of its own: the relay must be the only publish_async user of it (choreo.jspublish).
-    relay = OutboxRelay(engine, nc.jetstream(), stages=stages, provision=provision)
+    relay = OutboxRelay(
+        engine, nc.jetstream(), stages=stages, provision=provision, stream_of=topology.stream_of
+    )
     starting.step = "starting its parts"
-    return Runtime(settings, nc, js, engine, relay, stages, health, owns_dlq)
+    return Runtime(settings, topology, nc, js, engine, relay, stages, health, owns_dlq)
 
 
 class _StartingUp:

@@ -49,7 +49,7 @@ class Delivery:
     msg: Msg
     envelope: Envelope
     message: Message
-    route: Route
+    route: Route[Any]
     sequence: int
     deliveries: int
     prepared: Any = None

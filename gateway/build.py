@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.bus import connect, provision_stream
 from choreo.db import is_sqlite, make_engine, normalize_url
+from choreo.dlq import DLQ
 from choreo.metrics import Stages
 from choreo.service import Component, Service
-from choreo.subjects import DLQ_STREAM
 from gateway.auth import build_authenticator
 from gateway.command_client import BookingCommands
 from gateway.core import GatewayCore
@@ -62,7 +62,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
     try:
         js = nc.jetstream()
         # Poison facts are copied there; every service provisions it the same way.
-        await provision_stream(js, DLQ_STREAM, settings.stream_replicas)
+        await provision_stream(js, DLQ, settings.stream_replicas)
         writer = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
         engines.append(writer)
         reader = writer

@@ -26,6 +26,7 @@ from nats.aio.client import Client as NATS
 
 from choreo.booking.v1 import commands_pb2
 from choreo.commands import H_DEADLINE, H_REJECTED, REJECTED_OVERLOADED, deadline_header
+from choreo.contract import command_options
 from choreo.envelope import (
     CONTENT_TYPE,
     H_CONTENT_TYPE,
@@ -39,9 +40,11 @@ from choreo.envelope import (
     now_rfc3339,
 )
 from choreo.metrics import Stages
-from choreo.subjects import CMD_CREATE_BOOKING
 
 log = logging.getLogger(__name__)
+
+#: Where booking answers commands: from the contract (``choreo.options.v1.command``).
+_CREATE_SUBJECT = command_options(commands_pb2.CreateBookingCommand).subject
 
 #: Longest margin between the command's deadline and the end of the gateway's wait:
 #: the time left for a commit that passed its last deadline check, and for the reply.
@@ -116,7 +119,7 @@ class BookingCommands:
         try:
             with self._stages.timed("command_request"):
                 msg = await self._nc.request(
-                    CMD_CREATE_BOOKING, command.SerializeToString(), timeout=wait, headers=headers
+                    _CREATE_SUBJECT, command.SerializeToString(), timeout=wait, headers=headers
                 )
         except nats.errors.NoRespondersError:
             raise CommandUnavailable(

@@ -12,11 +12,11 @@ import logging
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
+from booking.requests import validate_booking_request
 from choreo.booking.v1 import commands_pb2
 from choreo.gateway.v1 import gateway_pb2
 from choreo.ids import new_id
 from choreo.logs import log_context
-from choreo.validation import validate_booking_request
 from gateway.causal import causal_order
 from gateway.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
 from gateway.convert import change_from_record

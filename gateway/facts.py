@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import from_timestamp
+from choreo.contract import fact_subject, type_name
+from choreo.dispatch import Dispatch
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.subjects import subject_for
 from gateway.merge import Change, Status
 
 #: Longest identifier the read model stores; a fact with a longer one is refused (DLQ).
@@ -27,6 +28,8 @@ MAX_ID_LENGTH = 128
 #: Longest type, source or subject name.
 MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 256
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,30 +135,29 @@ def _payment_failed(m: payment_events.PaymentFailed, at: int, correlation_id: st
     )
 
 
-_Reader = tuple[type[Message], Callable[[Any, int, str], Change]]
+@dataclass(frozen=True, slots=True)
+class Reader(Generic[M]):
+    """How a fact of one type changes a booking: ``read(fact, at_us, correlation_id)``."""
 
-#: The fact types that change a booking, by ``ce-type``.
-READERS: dict[str, _Reader] = {
-    booking_events.BookingCreated.DESCRIPTOR.full_name: (booking_events.BookingCreated, _booking_created),
-    booking_events.BookingConfirmed.DESCRIPTOR.full_name: (
-        booking_events.BookingConfirmed,
-        _booking_confirmed,
-    ),
-    booking_events.BookingCancelled.DESCRIPTOR.full_name: (
-        booking_events.BookingCancelled,
-        _booking_cancelled,
-    ),
-    payment_events.PaymentSucceeded.DESCRIPTOR.full_name: (
-        payment_events.PaymentSucceeded,
-        _payment_succeeded,
-    ),
-    payment_events.PaymentFailed.DESCRIPTOR.full_name: (payment_events.PaymentFailed, _payment_failed),
-}
+    message_type: type[M]
+    read: Callable[[M, int, str], Change]
 
 
-#: The packages whose facts the projection understands, and the subject of each type.
-KNOWN_PACKAGES = frozenset(t.rsplit(".", 1)[0] for t in READERS)
-SUBJECT_TYPES = {subject_for(message_type()): type_name for type_name, (message_type, _) in READERS.items()}
+#: The fact types that change a booking, by ``ce-type`` (the runtime's one typed dispatch).
+READERS: Dispatch[Reader[Any]] = Dispatch(
+    [
+        Reader(booking_events.BookingCreated, _booking_created),
+        Reader(booking_events.BookingConfirmed, _booking_confirmed),
+        Reader(booking_events.BookingCancelled, _booking_cancelled),
+        Reader(payment_events.PaymentSucceeded, _payment_succeeded),
+        Reader(payment_events.PaymentFailed, _payment_failed),
+    ]
+)
+
+
+#: The packages whose facts the projection understands, and the type on each of their subjects.
+KNOWN_PACKAGES = frozenset(type_name(r.message_type).rsplit(".", 1)[0] for r in READERS)
+SUBJECT_TYPES = {fact_subject(r.message_type): type_name(r.message_type) for r in READERS}
 
 
 def _unknown_type(env: Envelope) -> str | None:
@@ -229,13 +231,12 @@ def read_fact(
     if problem:
         return Fact(None, None, f"not indexable: {problem}")
     at = parse_time_us(env.time) or stored_at_us
-    reader = READERS.get(env.type)
     change: Change | None = None
     error = _unknown_type(env)
-    if reader is not None and error is None:
-        message_type, to_change = reader
+    if error is None and env.type in READERS:
         try:
-            change = to_change(env.decode(message_type), at, env.correlation_id)
+            reader, message = READERS.decode(env)
+            change = reader.read(message, at, env.correlation_id)
         except DecodeError as exc:
             error = f"undecodable {env.type}: {exc}"
         else:

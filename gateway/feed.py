@@ -33,10 +33,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from choreo.bus import provision_stream
-from choreo.dlq import copy_to_dlq
+from choreo.dlq import DLQ, copy_to_dlq
 from choreo.logs import log_context
 from choreo.retry import Backoff
-from choreo.subjects import DLQ_STREAM
 from gateway.facts import read_fact
 from gateway.pull import Delivery, OrderedPull
 from gateway.store import ReadModel, WriteBatch
@@ -315,7 +314,7 @@ class StreamFeed:
                 return
             # The DLQ stream may have been deleted: re-create it the way every service does.
             with contextlib.suppress(Exception):
-                await self._unless_stopped(provision_stream(self._js, DLQ_STREAM, self._dlq_replicas))
+                await self._unless_stopped(provision_stream(self._js, DLQ, self._dlq_replicas))
             await self._pause(delay)
             if self._stopping.is_set():
                 raise FeedStopped(f"stopped before the DLQ copy of {self.stream} {sequence} was stored")

@@ -115,10 +115,11 @@ async def record_payment(event: booking_events.BookingCreated, ctx: HandlerConte
         )
 
 
-def routes(provider: PaymentProvider, opener: TokenOpener) -> list[Route]:
+def routes(provider: PaymentProvider, opener: TokenOpener) -> list[Route[booking_events.BookingCreated]]:
     """The payment service's routes, bound to its provider and the keys that open tokens."""
 
     async def prepare(event: booking_events.BookingCreated, _env: Envelope) -> ChargeResult:
         return await charge(provider, opener, event)
 
-    return [Route(booking_events.BookingCreated, record_payment, prepare=prepare)]
+    outcomes = (payment_events.PaymentSucceeded, payment_events.PaymentFailed)
+    return [Route(booking_events.BookingCreated, record_payment, emits=outcomes, prepare=prepare)]

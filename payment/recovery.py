@@ -10,10 +10,10 @@ from __future__ import annotations
 from choreo.clock import from_timestamp
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.recovery import Recovery, Restore, RestoreContext
-from choreo.subjects import PAYMENT_STREAM
 from payment.handlers import DURABLE, RECORD_ONCE
 from payment.settings import PaymentSettings
 from payment.tables import payments
+from payment.topology import STREAM
 
 #: The settings ``choreo recover payment`` reads.
 SETTINGS = PaymentSettings
@@ -52,7 +52,7 @@ async def _record(
 
 
 RECOVERY = Recovery(
-    stream=PAYMENT_STREAM,
+    stream=STREAM.name,
     tables=[payments],
     restores=[
         Restore(payment_events.PaymentSucceeded, succeeded, handled_by=DURABLE),

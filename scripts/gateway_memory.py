@@ -35,17 +35,20 @@ from typing import Any
 import grpc
 import httpx
 
+from booking.topology import STREAM as BOOKING
 from choreo import natsclient
 from choreo.bench.procstats import read_sample
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
+from choreo.contract import fact_subject
 from choreo.db import now_us
+from choreo.dlq import DLQ
 from choreo.envelope import Envelope
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from choreo.natsserver import NatsServer
 from choreo.ports import free_port
-from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
+from payment.topology import STREAM as PAYMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Watches opened at once: thousands started in one go make the grpc.aio *client* cancel some.
@@ -186,8 +189,10 @@ async def watches_phase(grpc_port: int, http_port: int, nc_url: str, count: int,
         payment_token="tok_visa",
         created_at=to_timestamp(now_us()),
     )
-    env = Envelope.wrap(created, source="booking", subject=BOOKING_CREATED, correlation_id=booking_id)
-    await nc.jetstream().publish(BOOKING_CREATED, env.data, headers=env.headers())
+    env = Envelope.wrap(
+        created, source="booking", subject=fact_subject(events_pb2.BookingCreated), correlation_id=booking_id
+    )
+    await nc.jetstream().publish(env.subject, env.data, headers=env.headers())
     await nc.close()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
         for _ in range(300):  # the projection brings it in within milliseconds
@@ -254,7 +259,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> list[Row]:
     url = nats.start()
     try:
         nc = await natsclient.connect(url)
-        for stream in (BOOKING_STREAM, PAYMENT_STREAM, DLQ_STREAM):
+        for stream in (BOOKING, PAYMENT, DLQ):
             await ensure_stream(nc.jetstream(), stream)
         await nc.close()
         grpc_port, http_port = free_port(), free_port()

@@ -40,7 +40,7 @@ from choreo.inbox import InboxPruner, already_processed, inbox_table, record_pro
 from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.payment.v1 import events_pb2
-from choreo.subjects import PAYMENT_STREAM
+from payment.topology import STREAM as PAYMENT
 
 BATCH = 256
 #: Facts committed but not yet published beyond which the producer waits for the relay.
@@ -64,8 +64,8 @@ async def soak(facts: int, database_url: str, root: Path) -> None:
     tasks: list[asyncio.Task[None]] = []
     try:
         js = nc.jetstream()
-        await ensure_stream(js, PAYMENT_STREAM)
-        limited: StreamConfig = stream_config(PAYMENT_STREAM)
+        await ensure_stream(js, PAYMENT)
+        limited: StreamConfig = stream_config(PAYMENT)
         limited.max_msgs = SLICE
         await js.update_stream(limited)
         if not is_sqlite(normalize_url(database_url)):

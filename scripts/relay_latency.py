@@ -21,15 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from booking.topology import STREAM as BOOKING
 from choreo import natsclient
 from choreo.bench.published import Published
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
+from choreo.contract import fact_subject
 from choreo.db import create_tables, make_engine
 from choreo.envelope import Envelope
 from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
-from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
 
 
 async def hops(gap: float, count: int = 200) -> tuple[float, float]:
@@ -43,7 +44,7 @@ async def hops(gap: float, count: int = 200) -> tuple[float, float]:
         relay_task: asyncio.Task[None] | None = None
         try:
             js = nc.jetstream()
-            await ensure_stream(js, BOOKING_STREAM)
+            await ensure_stream(js, BOOKING)
             await create_tables(engine, [outbox_table])
             published = Published()
             relay = OutboxRelay(engine, js, stages=published)
@@ -57,7 +58,7 @@ async def hops(gap: float, count: int = 200) -> tuple[float, float]:
                 fact = Envelope.wrap(
                     events_pb2.BookingCreated(booking_id=f"b-{i}"),
                     source="bench",
-                    subject=BOOKING_CREATED,
+                    subject=fact_subject(events_pb2.BookingCreated),
                     correlation_id=f"c-{i}",
                 )
                 started = time.perf_counter()

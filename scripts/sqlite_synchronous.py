@@ -23,11 +23,11 @@ import uuid
 from pathlib import Path
 
 from choreo.booking.v1 import events_pb2
+from choreo.contract import fact_subject
 from choreo.db import create_tables, make_engine
 from choreo.envelope import Envelope
 from choreo.inbox import inbox_table, record_processed
 from choreo.outbox import add_to_outbox, outbox_table
-from choreo.subjects import BOOKING_CREATED
 
 MODES = ("NORMAL", "FULL")
 ROUNDS = 3
@@ -37,7 +37,7 @@ def fact(i: int) -> Envelope:
     return Envelope.wrap(
         events_pb2.BookingCreated(booking_id=f"b-{i}"),
         source="bench",
-        subject=BOOKING_CREATED,
+        subject=fact_subject(events_pb2.BookingCreated),
         correlation_id=f"c-{i}",
     )
 

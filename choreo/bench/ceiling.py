@@ -22,13 +22,14 @@ from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from booking.topology import STREAM as BOOKING_STREAM
 from choreo import natsclient
 from choreo.bench.ceiling_worker import DURABLES, CeilingNames
 from choreo.bench.driver import LoadSpec
 from choreo.bench.procstats import ProcSample, machine_cores_used, process_costs, read_busy_cpu_s, sample_all
 from choreo.bus import stream_config
 from choreo.natsidentity import tool_inbox
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from payment.topology import STREAM as PAYMENT_STREAM
 
 
 class CeilingError(RuntimeError):

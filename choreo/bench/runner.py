@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from booking.topology import STREAM as BOOKING
 from choreo import natsclient
 from choreo.bench.ceiling import run_ceiling
 from choreo.bench.driver import LoadSpec, run_count
@@ -40,7 +41,7 @@ from choreo.bench.report import evaluate_targets
 from choreo.bench.stack import BenchStack, find_service_pids
 from choreo.local_stack import SERVICES
 from choreo.natsidentity import tool_inbox
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from payment.topology import STREAM as PAYMENT
 
 #: Reports progress, one line at a time.
 Progress = Callable[[str], None]
@@ -294,7 +295,7 @@ def _memory_growth(levels: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _replay(target: Target, stack: BenchStack, progress: Progress) -> dict[str, Any]:
     """Seconds for a new gateway with an empty read model to replay every stream and be ready."""
-    events = await _stream_messages(target.nats_url, (BOOKING_STREAM, PAYMENT_STREAM))
+    events = await _stream_messages(target.nats_url, (BOOKING.name, PAYMENT.name))
     progress(f"replay: rebuilding the gateway's read model from {events:,} events")
     seconds = await stack.rebuild_gateway()
     memory = sample_all({"gateway": stack.pids()["gateway"]}).get("gateway")

@@ -35,6 +35,7 @@ from typing import Any
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from booking.topology import STREAM as BOOKING
 from choreo import natsclient
 from choreo.bench.load import Trip
 from choreo.bench.stats import LatencySummary
@@ -42,7 +43,7 @@ from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import H_CORRELATION, H_TIME, H_TYPE
 from choreo.natsidentity import tool_inbox
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from payment.topology import STREAM as PAYMENT
 
 CREATED = booking_events.BookingCreated.DESCRIPTOR.full_name
 CONFIRMED = booking_events.BookingConfirmed.DESCRIPTOR.full_name
@@ -90,7 +91,7 @@ async def read_facts(
     try:
         js = nc.jetstream()
         start = datetime.fromtimestamp(since, UTC)
-        for stream in (BOOKING_STREAM, PAYMENT_STREAM):
+        for stream in (BOOKING.name, PAYMENT.name):
             config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
             sub = await js.subscribe(
                 f"{stream.lower()}.>",

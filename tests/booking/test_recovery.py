@@ -27,14 +27,14 @@ from choreo.natsserver import NatsServer
 from choreo.ports import free_port
 from choreo.recovery import recover_if_lost
 from choreo.schema import prepare_schema
-from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
+from tests.streams import BOOKING, BOOKING_CREATED, BOOKING_STREAM
 
 N = 2000
 
 
 async def fill(js: JetStreamContext, n: int = N) -> None:
     """``n`` BookingCreated facts, as booking would have published them."""
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     acks = []
     for i in range(n):
         event = events_pb2.BookingCreated(

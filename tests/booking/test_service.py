@@ -22,7 +22,7 @@ from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.sealing import TokenOpener, parse_private_keys
 from choreo.service import Service
-from choreo.subjects import CMD_CREATE_BOOKING
+from tests.streams import CMD_CREATE_BOOKING, PAYMENT
 from tests.support import TOKEN_PRIVATE_KEY, eventually, publish, running, stream_count, stream_envelopes
 
 Reply = commands_pb2.CreateBookingReply
@@ -31,7 +31,7 @@ Reply = commands_pb2.CreateBookingReply
 @pytest.fixture(autouse=True)
 async def payment_stream(js: JetStreamContext) -> None:
     """The stream the payment service would own: the booking service only consumes it."""
-    await ensure_stream(js, "PAYMENT")
+    await ensure_stream(js, PAYMENT)
 
 
 def settings(nats_server: NatsServer, database_url: str) -> BookingSettings:

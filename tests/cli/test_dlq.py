@@ -18,6 +18,8 @@ from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import open_runtime
 from choreo.settings import ConsumerSettings
+from choreo.topology import Subscription, Topology
+from tests.streams import BOOKING, DLQ, PAYMENT
 from tests.support import eventually, publish, stream_count, stream_envelopes
 
 
@@ -42,7 +44,8 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
         max_deliveries=1,
         log_format="text",
     )
-    rt = await open_runtime(settings, own_stream="BOOKING", migrations=None)
+    await ensure_stream(js, BOOKING)
+    rt = await open_runtime(settings, Topology(service="reader"), migrations=None)
     broken = True
     handled: list[tuple[str, str]] = []
 
@@ -51,12 +54,7 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
             raise RuntimeError("the database said no")
         handled.append((event.booking_id, ctx.envelope.id))
 
-    consumer = rt.consumer(
-        stream="BOOKING",
-        durable="reader",
-        subjects=["booking.created"],
-        routes=[Route(booking_events.BookingCreated, handle)],
-    )
+    consumer = rt.consumer(Subscription("reader", (Route(booking_events.BookingCreated, handle),)))
     service = rt.service([consumer])
     await service.start()
     try:
@@ -99,8 +97,8 @@ async def _dead_letter_from_payment(
 ) -> tuple[int, dict[str, str]]:
     """Publishes ``env`` to PAYMENT and dead-letters it as the gateway's projection would;
     returns its PAYMENT sequence and the DLQ copy's headers."""
-    await ensure_stream(js, "PAYMENT")
-    await ensure_stream(js, "DLQ")
+    await ensure_stream(js, PAYMENT)
+    await ensure_stream(js, DLQ)
     seq = await publish(js, env)
     sub = await js.pull_subscribe(env.subject, stream="PAYMENT")
     [msg] = await sub.fetch(1, timeout=5)

@@ -28,6 +28,7 @@ from choreo.natsusers import CONFIG_FILES, USERS, NatsUsers, packaged_config, wr
 from choreo.pull import PullReader
 from tests.cli.test_dlq import choreo_cli
 from tests.natssession import Session
+from tests.streams import BOOKING, DLQ, PAYMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +127,7 @@ async def connect(up_nats: tuple[NatsServer, NatsUsers]) -> AsyncIterator[Connec
 
 async def test_only_payment_may_publish_payment_facts(connect: Connect) -> None:
     payment = await connect("payment")
-    await ensure_stream(payment.nc.jetstream(), "PAYMENT")
+    await ensure_stream(payment.nc.jetstream(), PAYMENT)
     ack = await payment.nc.jetstream().publish("payment.succeeded", b"real", headers={"Nats-Msg-Id": "p-1"})
     assert ack.stream == "PAYMENT"
     for user in ("booking", "gateway"):
@@ -151,12 +152,12 @@ async def test_the_operator_url_reads_every_stream_and_redrives(
     server, users = up_nats
     operator_url = users.url(OPERATOR, server.host, server.port)
     # The services' streams, one fact each, and the gateway dead-letters the payment one.
-    for user, stream in (("booking", "BOOKING"), ("payment", "PAYMENT")):
+    for user, stream in (("booking", BOOKING), ("payment", PAYMENT)):
         owner = await connect(user)
         js = owner.nc.jetstream()
         await ensure_stream(js, stream)
-        await ensure_stream(js, "DLQ")
-        await js.publish(f"{stream.lower()}.created", b"fact", headers={"ce-id": uuid.uuid4().hex})
+        await ensure_stream(js, DLQ)
+        await js.publish(f"{stream.name.lower()}.created", b"fact", headers={"ce-id": uuid.uuid4().hex})
     gateway = await connect("gateway")
     gjs = gateway.nc.jetstream()
     await gjs.add_consumer(
@@ -203,7 +204,7 @@ async def test_the_operator_url_reads_every_stream_and_redrives(
 
 async def test_what_the_operator_may_not_do(connect: Connect) -> None:
     owner = await connect("booking")
-    await ensure_stream(owner.nc.jetstream(), "BOOKING")
+    await ensure_stream(owner.nc.jetstream(), BOOKING)
     operator = await connect(OPERATOR)
     refused = [
         "$JS.API.STREAM.DELETE.BOOKING",
@@ -224,17 +225,18 @@ async def test_what_the_operator_may_not_do(connect: Connect) -> None:
 
 async def test_each_service_may_replay_its_own_stream(connect: Connect) -> None:
     """Start-up recovery (choreo.recovery) runs as the service's own user."""
-    for user, stream in (("booking", "BOOKING"), ("payment", "PAYMENT")):
+    for user, stream in (("booking", BOOKING), ("payment", PAYMENT)):
         session = await connect(user)
         js = session.nc.jetstream()
         await ensure_stream(js, stream)
-        await js.publish(f"{stream.lower()}.created", b"fact")
+        await js.publish(f"{stream.name.lower()}.created", b"fact")
         name = f"{user}-recovery-1"
-        await js.add_consumer(stream, ConsumerConfig(name=name, ack_policy=AckPolicy.NONE, mem_storage=True))
-        reader = PullReader(session.nc, stream, name, batch=10)
+        config = ConsumerConfig(name=name, ack_policy=AckPolicy.NONE, mem_storage=True)
+        await js.add_consumer(stream.name, config)
+        reader = PullReader(session.nc, stream.name, name, batch=10)
         await reader.start()
         got: list[Msg] = await reader.next_batch(10)
         await reader.stop()
-        await js.delete_consumer(stream, name)
+        await js.delete_consumer(stream.name, name)
         assert [m.data for m in got] == [b"fact"]
         assert not session.errors, session.errors

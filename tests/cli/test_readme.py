@@ -9,9 +9,9 @@ from pathlib import Path
 from booking.settings import BookingSettings
 from choreo import local_stack
 from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.contract import fact_stream, fact_subject
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.settings import ConsumerSettings, ServiceSettings
-from choreo.subjects import STREAM_SUBJECTS, subject_for
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
 
@@ -92,8 +92,8 @@ def test_subject_table_matches_the_code() -> None:
         payment_events.PaymentSucceeded(),
         payment_events.PaymentFailed(),
     ):
-        subject = subject_for(message)
-        stream = next(name for name, subjects in STREAM_SUBJECTS.items() if subjects[0][:-1] in subject)
+        subject = fact_subject(type(message))
+        stream = fact_stream(type(message))
         row = f"| {stream} | `{subject}`"
         assert re.search(rf"^{re.escape(row)}\s+\| `{message.DESCRIPTOR.full_name}`", table, re.M), row
 

@@ -19,6 +19,7 @@ from choreo.handler import HandlerContext, Route
 from choreo.runtime import open_runtime
 from choreo.schema import Migrations
 from choreo.settings import ConsumerSettings
+from choreo.topology import Subscription, Topology
 from tests.e2e.client import EXPECTED, request, wait_terminal
 from tests.e2e.stack import Stack
 from tests.support import eventually
@@ -53,6 +54,17 @@ async def on_cancelled(event: booking_events.BookingCancelled, ctx: HandlerConte
     )
 
 
+#: Its consumer of booking outcomes: stream and subjects come from the routes' types (the contract).
+OUTCOMES = Subscription(
+    "analytics",
+    (
+        Route(booking_events.BookingConfirmed, on_confirmed),
+        Route(booking_events.BookingCancelled, on_cancelled),
+    ),
+)
+TOPOLOGY = Topology(service="analytics", subscriptions=(OUTCOMES,))
+
+
 async def test_an_analytics_service_joins_without_touching_the_others(stack: Stack, tmp_path: Path) -> None:
     settings = ConsumerSettings(
         service_name="analytics",
@@ -61,16 +73,8 @@ async def test_an_analytics_service_joins_without_touching_the_others(stack: Sta
         log_format="text",
     )
     # It publishes nothing (yet), so it owns no stream; it only reads BOOKING.
-    rt = await open_runtime(settings, own_stream=None, migrations=MIGRATIONS)
-    consumer = rt.consumer(
-        stream="BOOKING",
-        durable="analytics",
-        subjects=["booking.confirmed", "booking.cancelled"],
-        routes=[
-            Route(booking_events.BookingConfirmed, on_confirmed),
-            Route(booking_events.BookingCancelled, on_cancelled),
-        ],
-    )
+    rt = await open_runtime(settings, TOPOLOGY, migrations=MIGRATIONS)
+    consumer = rt.consumer(OUTCOMES)
     service = rt.service([consumer])
     await service.start()
     try:

@@ -24,11 +24,11 @@ from sqlalchemy import inspect, text
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.subjects import DLQ_STREAM
 from tests.e2e.client import EXPECTED
 from tests.faults.inject import Injected
 from tests.faults.load import Load
 from tests.faults.system import System
+from tests.streams import DLQ_STREAM
 
 #: Longest wait, once the load is in, for every booking to be terminal in booking's database.
 SETTLE_SECONDS = 30.0

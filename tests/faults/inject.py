@@ -17,9 +17,9 @@ import asyncpg
 from nats.js.errors import NotFoundError
 
 from choreo.envelope import Envelope
-from choreo.subjects import BOOKING_CREATED
 from tests.conftest import PG_URL
 from tests.faults.system import DATABASES, System
+from tests.streams import BOOKING_CREATED
 
 #: Field 1 (booking_id, length-delimited) claims 127 bytes but the body ends: not a protobuf message.
 GARBAGE_BODY = b"\x0a\x7fnot protobuf"

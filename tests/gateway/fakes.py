@@ -20,24 +20,24 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from booking.requests import validate_booking_request
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.subjects import (
+from tests.streams import (
+    BOOKING,
     BOOKING_CANCELLED,
     BOOKING_CONFIRMED,
     BOOKING_CREATED,
-    BOOKING_STREAM,
     CMD_CREATE_BOOKING,
-    DLQ_STREAM,
+    DLQ,
+    PAYMENT,
     PAYMENT_FAILED,
-    PAYMENT_STREAM,
     PAYMENT_SUCCEEDED,
 )
-from choreo.validation import validate_booking_request
 
 #: Microseconds to a protobuf Timestamp, as the services stamp their facts.
 ts = to_timestamp
@@ -95,7 +95,7 @@ class FakeBookingService:
         self.last_headers: dict[str, str] = {}
 
     async def start(self) -> None:
-        for stream in (BOOKING_STREAM, PAYMENT_STREAM, DLQ_STREAM):
+        for stream in (BOOKING, PAYMENT, DLQ):
             await ensure_stream(self._js, stream)
         self._sub = await self._nc.subscribe(CMD_CREATE_BOOKING, queue="booking", cb=self._on_request)
         await self._nc.flush()

@@ -21,9 +21,9 @@ from choreo.bus import ensure_stream
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
-from choreo.subjects import PAYMENT_STREAM
 from tests.gateway.conftest import StartGateway
 from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.streams import PAYMENT
 from tests.support import running
 
 ALICE, BOB = hs256("alice"), hs256("bob")
@@ -33,7 +33,7 @@ BODY = {"amount_cents": 1500, "currency": "USD", "payment_token": "tok_visa"}
 async def test_a_reused_idempotency_key_is_the_callers_own(
     nats_server: NatsServer, js: JetStreamContext, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
-    await ensure_stream(js, PAYMENT_STREAM)  # payment's stream; booking only consumes it
+    await ensure_stream(js, PAYMENT)  # payment's stream; booking only consumes it
     booking_settings = BookingSettings(
         nats_url=nats_server.url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'booking.db'}",

@@ -27,9 +27,9 @@ from choreo.db import make_engine
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.e2e.stack import Stack
 from tests.gateway.conftest import StartGateway
+from tests.streams import BOOKING_STREAM, PAYMENT
 from tests.support import eventually, stream_count
 
 
@@ -78,7 +78,7 @@ async def test_a_create_the_gateway_gave_up_on_is_not_committed_later(
     js: JetStreamContext,
     tmp_path: Path,
 ) -> None:
-    await ensure_stream(js, PAYMENT_STREAM)
+    await ensure_stream(js, PAYMENT)
     stack = Stack(tmp_path, nats_server.url, database_urls={"booking": database_url})
     await asyncio.to_thread(stack.start, "booking")
     try:

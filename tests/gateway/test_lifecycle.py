@@ -18,13 +18,13 @@ from pydantic import ValidationError
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
-from choreo.subjects import BOOKING_STREAM
 from gateway.build import build
 from gateway.pull import parse_reply
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.test_projection import ensure_streams, workflow_facts
+from tests.streams import BOOKING_STREAM
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 

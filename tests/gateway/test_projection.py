@@ -20,13 +20,13 @@ from choreo.dlq import H_ERROR, H_ORIGINAL_SEQUENCE, H_ORIGINAL_STREAM
 from choreo.envelope import Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.subjects import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
 from gateway.build import GatewayService
 from gateway.merge import Status
 from gateway.principal import ANONYMOUS
 from gateway.tables import TABLES, ReadModelBase
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts
+from tests.streams import BOOKING, BOOKING_STREAM, DLQ, DLQ_STREAM, PAYMENT, PAYMENT_STREAM
 
 
 async def workflow_facts(
@@ -96,7 +96,7 @@ async def workflow_facts(
 async def ensure_streams(js: JetStreamContext) -> None:
     from choreo.bus import ensure_stream
 
-    for stream in (BOOKING_STREAM, PAYMENT_STREAM, DLQ_STREAM):
+    for stream in (BOOKING, PAYMENT, DLQ):
         await ensure_stream(js, stream)
 
 

@@ -16,12 +16,12 @@ from sqlalchemy import text
 
 from choreo.bus import ensure_stream
 from choreo.db import make_engine
-from choreo.subjects import BOOKING_STREAM
 from gateway.build import GatewayService
 from gateway.merge import Status
 from gateway.tables import SCHEMA_VERSION
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.test_projection import ensure_streams, snapshot, workflow_facts
+from tests.streams import BOOKING, BOOKING_STREAM
 
 
 async def execute(database_url: str, *statements: str) -> list[list[Any]]:
@@ -87,7 +87,7 @@ async def test_a_stream_recreated_while_the_gateway_was_down_is_projected_from_i
     await stop_gateway(gateway)
 
     await js.delete_stream(BOOKING_STREAM)
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     await workflow_facts(js, "reborn")  # BOOKING sequences 1 and 2, below the old checkpoint (4)
     again = await start_gateway(database_url)
     assert again.store is not None
@@ -118,7 +118,7 @@ async def test_a_stream_recreated_under_a_running_gateway_is_projected_from_its_
     assert feed.position == 4
 
     await js.delete_stream(BOOKING_STREAM)
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     await workflow_facts(js, "reborn")
 
     # Terminal only once the BOOKING feed projected the new stream from its start.

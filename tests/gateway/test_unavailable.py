@@ -11,8 +11,8 @@ from nats.aio.client import Client as NATS
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.subjects import CMD_CREATE_BOOKING
 from tests.gateway.conftest import StartGateway
+from tests.streams import CMD_CREATE_BOOKING
 
 REQUEST = gw.CreateBookingRequest(user_id="u1", amount_cents=100, currency="USD", payment_token="tok_visa")
 

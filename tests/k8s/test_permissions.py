@@ -32,6 +32,7 @@ from tests.k8s.manifests import Manifests
 from tests.k8s.natsproc import ConfiguredNats
 from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
 from tests.natssession import Session
+from tests.streams import BOOKING, DLQ, PAYMENT, STREAMS
 
 #: How nats-server logs a refused publish or subscription.
 VIOLATION = re.compile(r"(Publish|Subscription) Violation")
@@ -178,7 +179,7 @@ async def test_no_user_may_read_another_users_inbox(  # type: ignore[no-untyped-
     gateway = await bus.connect(settings, allow_reconnect=False)
     try:
         owner: Session = await connect("booking")
-        await ensure_stream(owner.nc.jetstream(), "BOOKING")
+        await ensure_stream(owner.nc.jetstream(), BOOKING)
         info = await gateway.jetstream(timeout=2).stream_info("BOOKING")
         assert info.config.name == "BOOKING"
     finally:
@@ -207,12 +208,12 @@ async def test_no_user_may_read_another_users_inbox(  # type: ignore[no-untyped-
 async def test_each_user_may_provision_only_its_own_stream(connect) -> None:  # type: ignore[no-untyped-def]
     booking: Session = await connect("booking")
     js = booking.nc.jetstream(timeout=1.0)
-    await ensure_stream(js, "BOOKING")
-    await ensure_stream(js, "DLQ")
+    await ensure_stream(js, BOOKING)
+    await ensure_stream(js, DLQ)
     ack = await js.publish("booking.created", b"x", headers={"Nats-Msg-Id": uuid.uuid4().hex})
     assert ack.stream == "BOOKING"
     with pytest.raises(nats.errors.TimeoutError):
-        await ensure_stream(js, "PAYMENT")
+        await ensure_stream(js, PAYMENT)
     assert await booking.denied('"$JS.API.STREAM.INFO.PAYMENT"')
 
 
@@ -224,7 +225,7 @@ async def test_the_gateway_cannot_make_booking_reply_into_jetstreams_api(connect
     booking: Session = await connect("booking")
     payment: Session = await connect("payment")
     gateway: Session = await connect("gateway")
-    for owner, stream in ((booking, "BOOKING"), (payment, "PAYMENT"), (booking, "DLQ")):
+    for owner, stream in ((booking, BOOKING), (payment, PAYMENT), (booking, DLQ)):
         await ensure_stream(owner.nc.jetstream(timeout=2), stream)
     await booking.nc.jetstream().publish("booking.created", b"kept")
     await gateway.nc.jetstream().publish("dlq.booking.gateway-projection", b"kept", stream="DLQ")
@@ -260,8 +261,8 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
     users could; now they only create it when missing, and booking
     (``open_runtime(owns_dlq=True)``) updates it."""
     booking: Session = await connect("booking")
-    await ensure_stream(booking.nc.jetstream(timeout=2), "DLQ")
-    wanted = stream_config("DLQ")
+    await ensure_stream(booking.nc.jetstream(timeout=2), DLQ)
+    wanted = stream_config(DLQ)
     hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
     for user in ("gateway", "payment"):
         session: Session = await connect(user)
@@ -271,12 +272,12 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
         assert await session.denied('"$JS.API.STREAM.UPDATE.DLQ"'), f"{user} may update the DLQ"
         # Starting against a DLQ unlike this release's is no violation: it is left as it is.
         refused = len(session.errors)
-        await ensure_stream(js, "DLQ", replicas=1, limits=None)
+        await ensure_stream(js, DLQ, replicas=1, limits=None)
         await booking.nc.jetstream().update_stream(dataclasses.replace(wanted, max_msg_size=1024))
-        await ensure_stream(js, "DLQ")
+        await ensure_stream(js, DLQ)
         assert len(session.errors) == refused, session.errors
         assert (await js.stream_info("DLQ")).config.max_msg_size == 1024
-        await ensure_stream(booking.nc.jetstream(), "DLQ", update=True)
+        await ensure_stream(booking.nc.jetstream(), DLQ, update=True)
     info = await booking.nc.jetstream().stream_info("DLQ")
     assert info.config.subjects == ["dlq.>"] and not info.config.sealed
     assert info.config.max_msg_size == wanted.max_msg_size
@@ -391,11 +392,11 @@ async def test_gateway_dead_letters_and_cleans_up_under_its_permissions(
                 allow_reconnect=False,
                 inbox_prefix=inbox_prefix(user),
             )
-            for stream, user in (("BOOKING", "booking"), ("PAYMENT", "payment"))
+            for stream, user in ((BOOKING.name, "booking"), (PAYMENT.name, "payment"))
         }
         try:
             for stream, nc in owners.items():
-                await ensure_stream(nc.jetstream(), stream)
+                await ensure_stream(nc.jetstream(), STREAMS[stream])
             gateway.start()
             gateway.wait_probe("readinessProbe")
             for stream, nc in owners.items():

@@ -20,6 +20,7 @@ from payment.build import build
 from payment.settings import PaymentSettings
 from payment.simulator import ledger
 from payment.tables import payments
+from tests.streams import BOOKING
 from tests.support import TOKEN_PUBLIC_KEY, eventually, publish, running, stream_count, stream_envelopes
 
 SESSION_SEALER = TokenSealer(parse_public_key(TOKEN_PUBLIC_KEY))
@@ -28,7 +29,7 @@ SESSION_SEALER = TokenSealer(parse_public_key(TOKEN_PUBLIC_KEY))
 @pytest.fixture(autouse=True)
 async def booking_stream(js: JetStreamContext) -> None:
     """The stream the booking service would own: the payment service only consumes it."""
-    await ensure_stream(js, "BOOKING")
+    await ensure_stream(js, BOOKING)
 
 
 def settings(nats_server: NatsServer, database_url: str, tmp_path: Path, **extra: object) -> PaymentSettings:

@@ -36,10 +36,13 @@ from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.retry import RetryPolicy
 from choreo.runtime import Runtime, open_runtime
 from choreo.settings import ConsumerSettings
-from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
+from choreo.topology import Subscription, Topology
+from tests.streams import BOOKING, BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT
 
 SERVICE = "rt-payment"
 DURABLE = "rt-payment"
+#: The test service publishes on PAYMENT (the facts its handler emits) and consumes BOOKING.
+TOPOLOGY = Topology(service=SERVICE, stream=PAYMENT, publishes=(payment_events.PaymentSucceeded,))
 
 
 class Effect(SQLModel, table=True):
@@ -138,11 +141,12 @@ class Probe:
             raise self.error(f"provider unavailable for {message.booking_id}")
         return f"prepared:{message.booking_id}:{envelope.id}"
 
-    def routes(self, *, with_prepare: bool = False) -> list[Route]:
+    def routes(self, *, with_prepare: bool = False) -> list[Route[booking_events.BookingCreated]]:
         return [
             Route(
                 booking_events.BookingCreated,
                 self.handle,
+                emits=(payment_events.PaymentSucceeded,),
                 prepare=self.prepare if with_prepare else None,
             )
         ]
@@ -172,12 +176,17 @@ async def open_test_runtime(settings: ConsumerSettings, *, poll_interval: float 
     The relay is replaced by one with a short poll interval and publish timeout
     so outage tests recover in about a second instead of the production defaults.
     """
-    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, migrations=None)
+    rt = await open_runtime(settings, TOPOLOGY, migrations=None)
     # The test service's own table has no revisions: created as it is, for the test only.
     await create_tables(rt.engine, [effect_table])
-    await ensure_stream(rt.js, BOOKING_STREAM)
+    await ensure_stream(rt.js, BOOKING)
     rt.relay = OutboxRelay(
-        rt.engine, rt.js, poll_interval=poll_interval, publish_timeout=1.0, stages=rt.stages
+        rt.engine,
+        rt.js,
+        poll_interval=poll_interval,
+        publish_timeout=1.0,
+        stages=rt.stages,
+        stream_of=TOPOLOGY.stream_of,
     )
     return rt
 
@@ -331,14 +340,14 @@ def reader_engine(database_url: str) -> AsyncEngine:
     return make_engine(database_url, writer=False)
 
 
-def consumer_for(rt: Runtime, routes: Sequence[Route], **overrides: Any) -> EventConsumer:
+def consumer_for(rt: Runtime, routes: Sequence[Route[Any]], **overrides: Any) -> EventConsumer:
     """The test service's consumer of ``booking.created``.
 
     Without overrides this is exactly ``Runtime.consumer``; overrides build an
     ``EventConsumer`` directly (e.g. a custom ``on_commit``).
     """
     if not overrides:
-        return rt.consumer(stream=BOOKING_STREAM, durable=DURABLE, subjects=[BOOKING_CREATED], routes=routes)
+        return rt.consumer(Subscription(DURABLE, tuple(routes)))
     s = rt.settings
     kwargs: dict[str, Any] = {
         "js": rt.js,

@@ -10,7 +10,6 @@ from nats.js import JetStreamContext
 
 from choreo.consumer import EventConsumer
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -24,6 +23,7 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
 
 
 def record_batches(consumer: EventConsumer) -> list[int]:

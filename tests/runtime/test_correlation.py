@@ -7,7 +7,6 @@ from nats.js import JetStreamContext
 from choreo.envelope import Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
-from choreo.subjects import PAYMENT_STREAM
 from tests.runtime.harness import (
     SERVICE,
     Probe,
@@ -21,6 +20,7 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import PAYMENT_STREAM
 
 
 async def test_emitted_events_carry_correlation_and_causation(

@@ -14,8 +14,8 @@ from choreo.envelope import Envelope, EnvelopeError
 from choreo.outbox import add_to_outbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import SERVICE, envelope_for, publish, stream_messages
+from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
@@ -34,7 +34,7 @@ def assert_cloudevent_headers(headers: dict[str, str], env: Envelope) -> None:
 
 
 async def test_headers_round_trip_through_jetstream(js: JetStreamContext) -> None:
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     env = envelope_for("b-1", correlation_id="wf-42", causation_id="cmd-7")
     assert env.type == "choreo.booking.v1.BookingCreated"
 

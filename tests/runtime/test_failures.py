@@ -12,7 +12,6 @@ from choreo import attempts
 from choreo.consumer import EventConsumer
 from choreo.errors import TransientError
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, DLQ_STREAM
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,
@@ -28,6 +27,7 @@ from tests.runtime.harness import (
     stream_count,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, DLQ_STREAM
 
 
 async def test_transient_failures_are_retried_past_the_limit_and_never_dead_lettered(

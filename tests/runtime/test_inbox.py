@@ -8,7 +8,6 @@ from nats.js import JetStreamContext
 
 from choreo.bus import ensure_stream
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -23,10 +22,11 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
 
 
 async def test_jetstream_drops_a_republished_msg_id(js: JetStreamContext) -> None:
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     env = envelope_for("b-1")
     first = await js.publish(env.subject, env.data, headers=env.headers())
     again = await js.publish(env.subject, env.data, headers=env.headers())

@@ -9,7 +9,6 @@ from nats.js import JetStreamContext
 from choreo.health import HealthServer
 from choreo.metrics import Stages, parse
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -21,6 +20,7 @@ from tests.runtime.harness import (
     running,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM
 
 
 def test_totals_render_as_a_prometheus_summary_and_parse_back() -> None:

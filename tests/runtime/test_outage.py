@@ -8,7 +8,6 @@ from nats.js import JetStreamContext
 
 from choreo.natsserver import NatsServer
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -22,6 +21,7 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
 
 
 async def test_consumer_and_relay_continue_after_nats_restart(

@@ -15,7 +15,6 @@ from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
-from choreo.subjects import PAYMENT_STREAM
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     SERVICE,
@@ -29,6 +28,7 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import PAYMENT_STREAM
 
 
 def payment_event(n: int) -> Envelope:

@@ -16,7 +16,6 @@ from choreo.outbox import OutboxRelay, outbox_table
 from choreo.outbox_store import add_to_outbox, claim
 from choreo.runtime import Runtime
 from choreo.schema import prepare_schema
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import (
     envelope_for,
     outbox_empty,
@@ -27,6 +26,7 @@ from tests.runtime.harness import (
 )
 from tests.runtime.test_outbox import commit_events
 from tests.runtime.test_outbox_poison import fact
+from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
 
 WORKFLOWS = 60
 FACTS_PER_WORKFLOW = 5
@@ -76,7 +76,7 @@ async def test_a_restarted_relay_on_sqlite_publishes_what_its_killed_predecessor
     js: JetStreamContext, tmp_path: Path
 ) -> None:
     """One process per SQLite file: the claims of the relay that was killed are the new one's own."""
-    await ensure_stream(js, BOOKING_STREAM)
+    await ensure_stream(js, BOOKING)
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
     await prepare_schema(engine, None, mode="auto", service="choreo", setting="MIGRATE")
     try:

@@ -17,9 +17,9 @@ from choreo.envelope import Envelope
 from choreo.jspublish import publish_async
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
-from choreo.subjects import PAYMENT_STREAM
 from tests.runtime.harness import SERVICE, outbox_size, running, stream_count, wait_until
 from tests.runtime.test_outbox import commit_events, published_ids
+from tests.streams import PAYMENT, PAYMENT_STREAM
 
 
 def fact(n: int, workflow: str, *, size: int = 0, subject: str = "payment.succeeded") -> Envelope:
@@ -54,7 +54,7 @@ async def test_nats_py_publish_async_leaks_a_permit_when_the_write_fails(nc: NAT
 
 async def test_a_failed_publish_gives_its_permit_back(nc: NATS) -> None:
     js = nc.jetstream(publish_async_max_pending=2)
-    await ensure_stream(js, PAYMENT_STREAM)
+    await ensure_stream(js, PAYMENT)
     for _ in range(5):
         with pytest.raises(MaxPayloadError):
             await publish_async(js, "payment.succeeded", b"x" * (nc.max_payload + 1), {}, ())

@@ -14,8 +14,8 @@ from choreo.db import create_tables
 from choreo.natsserver import NatsServer
 from choreo.ports import free_port
 from choreo.runtime import Runtime, open_runtime
-from choreo.subjects import PAYMENT_STREAM
 from tests.runtime.harness import (
+    TOPOLOGY,
     close_runtime,
     effect_table,
     outbox_empty,
@@ -27,13 +27,14 @@ from tests.runtime.harness import (
 )
 from tests.runtime.test_outbox import commit_events, payment_event, published_ids
 from tests.runtime.test_outbox_poison import fact
+from tests.streams import PAYMENT_STREAM
 
 
 @pytest.fixture
 async def service_rt(nats_server: NatsServer, database_url: str) -> AsyncIterator[Runtime]:
     """The runtime exactly as ``open_runtime`` wires it (its own relay, health checks)."""
     settings = settings_for(nats_server.url, database_url, health_port=free_port())
-    rt = await open_runtime(settings, own_stream=PAYMENT_STREAM, migrations=None)
+    rt = await open_runtime(settings, TOPOLOGY, migrations=None)
     await create_tables(rt.engine, [effect_table])
     yield rt
     await close_runtime(rt)

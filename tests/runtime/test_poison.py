@@ -6,7 +6,6 @@ import pytest
 from nats.js import JetStreamContext
 
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, DLQ_STREAM
 from tests.runtime.harness import (
     DURABLE,
     Probe,
@@ -21,6 +20,7 @@ from tests.runtime.harness import (
     stream_count,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, DLQ_STREAM
 
 # Field 1 (booking_id, length-delimited) claims 127 bytes but the body ends: not a protobuf message.
 TRUNCATED_BODY = b"\x0a\x7fnot protobuf"

@@ -7,7 +7,6 @@ import itertools
 from nats.js import JetStreamContext
 
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, DLQ_STREAM
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,
@@ -22,6 +21,7 @@ from tests.runtime.harness import (
     stream_count,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, DLQ_STREAM
 
 
 async def test_failing_handler_is_retried_with_delay_then_succeeds(

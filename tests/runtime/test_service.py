@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo.natsserver import NatsServer
 from choreo.outbox import add_to_outbox
 from choreo.runtime import Runtime
-from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,
@@ -27,6 +26,7 @@ from tests.runtime.harness import (
     stream_messages,
     wait_until,
 )
+from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
 
 
 async def test_graceful_stop_finishes_in_flight_batch_and_publishes_its_facts(

@@ -18,7 +18,6 @@ from choreo.bus import DLQ_LIMITS, StreamLimits, ensure_stream, stream_config
 from choreo.natsserver import NatsServer
 from choreo.outbox import OLDEST_GAUGE, REFUSED_COUNTER
 from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE
-from choreo.subjects import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
 from tests.runtime.harness import (
     close_runtime,
     open_test_runtime,
@@ -30,6 +29,7 @@ from tests.runtime.harness import (
     wait_until,
 )
 from tests.runtime.test_outbox import commit_events, payment_event, published_ids
+from tests.streams import BOOKING, BOOKING_STREAM, DLQ, DLQ_STREAM, PAYMENT, PAYMENT_STREAM
 
 #: Room for a few of the test's facts (about 300 bytes each with their headers).
 TINY = 2_000
@@ -37,15 +37,15 @@ TINY = 2_000
 
 async def test_every_stream_gets_limits_and_refuses_when_full(js: JetStreamContext) -> None:
     limits = StreamLimits(max_bytes=5 * 1024 * 1024, max_msg_size=64 * 1024, max_age_seconds=3600)
-    await ensure_stream(js, BOOKING_STREAM, limits=limits)
-    await ensure_stream(js, DLQ_STREAM, limits=limits)  # the DLQ keeps its own, whoever provisions it
+    await ensure_stream(js, BOOKING, limits=limits)
+    await ensure_stream(js, DLQ, limits=limits)  # the DLQ keeps its own, whoever provisions it
     booking = (await js.stream_info(BOOKING_STREAM)).config
     dlq = (await js.stream_info(DLQ_STREAM)).config
     assert (booking.max_bytes, booking.max_msg_size, booking.max_age) == (5 * 1024 * 1024, 64 * 1024, 3600)
     assert booking.discard == DiscardPolicy.NEW
     assert (dlq.max_bytes, dlq.max_msg_size) == (DLQ_LIMITS.max_bytes, DLQ_LIMITS.max_msg_size)
     assert dlq.discard == DiscardPolicy.NEW
-    default = stream_config(PAYMENT_STREAM)
+    default = stream_config(PAYMENT)
     assert (default.max_bytes, default.max_msg_size, default.max_age) == (
         DEFAULT_STREAM_MAX_BYTES,
         DEFAULT_STREAM_MAX_MSG_SIZE,
@@ -56,7 +56,7 @@ async def test_every_stream_gets_limits_and_refuses_when_full(js: JetStreamConte
 async def test_an_existing_stream_without_limits_is_updated(js: JetStreamContext) -> None:
     """A stream made by an older release (no limits, discard=old) gets the limits at the next start."""
     await js.add_stream(StreamConfig(name=PAYMENT_STREAM, subjects=["payment.>"], discard=DiscardPolicy.OLD))
-    await ensure_stream(js, PAYMENT_STREAM, limits=StreamLimits(max_bytes=10_000_000, max_msg_size=4096))
+    await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=10_000_000, max_msg_size=4096))
     config = (await js.stream_info(PAYMENT_STREAM)).config
     assert (config.max_bytes, config.max_msg_size, config.discard) == (10_000_000, 4096, DiscardPolicy.NEW)
 
@@ -65,12 +65,12 @@ async def test_a_limit_below_what_the_stream_holds_is_not_applied(
     js: JetStreamContext, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Lowering max_bytes under the stream's size would delete its oldest facts: refused, with an error."""
-    await ensure_stream(js, PAYMENT_STREAM, limits=StreamLimits(max_bytes=1_000_000))
+    await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=1_000_000))
     for i in range(20):
         env = payment_event(i)
         await js.publish(env.subject, env.data, headers=env.headers())
     with caplog.at_level(logging.ERROR, logger="choreo.bus"):
-        await ensure_stream(js, PAYMENT_STREAM, limits=StreamLimits(max_bytes=TINY))
+        await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=TINY))
     info = await js.stream_info(PAYMENT_STREAM)
     assert info.config.max_bytes == 1_000_000
     assert info.state.messages == 20
@@ -108,7 +108,7 @@ async def test_a_full_stream_keeps_the_facts_in_the_outbox_alerts_and_catches_up
             assert "stream PAYMENT is full" in alerts[0].getMessage()
             assert await rt.relay.check() is not None  # unready while facts cannot be published
 
-            await ensure_stream(js, PAYMENT_STREAM, limits=StreamLimits(max_bytes=1_000_000))
+            await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=1_000_000))
             await wait_until(lambda: outbox_empty(rt.engine), timeout=20.0, message="the outbox drained")
             await wait_until(lambda: rt.stages.gauge(OLDEST_GAUGE) == 0, timeout=5.0, message="age back to 0")
         assert await published_ids(js) == [e.id for e in envs], "all of them, in order"

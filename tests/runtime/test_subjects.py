@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from choreo.subjects import stream_of, subject_matches
+from choreo.topology import subject_matches
+from tests.streams import BOOKING, PAYMENT
 
 
 @pytest.mark.parametrize(
@@ -25,8 +26,8 @@ def test_subject_matches_follows_nats_wildcards(pattern: str, subject: str, matc
     assert subject_matches(pattern, subject) is matches
 
 
-def test_stream_of_names_the_capturing_stream() -> None:
-    assert stream_of("payment.succeeded") == "PAYMENT"
-    assert stream_of("booking.created") == "BOOKING"
-    assert stream_of("dlq.booking.payment") == "DLQ"
-    assert stream_of("cmd.booking.create") == "cmd.booking.create"
+def test_a_stream_captures_its_declared_subjects_only() -> None:
+    assert PAYMENT.captures("payment.succeeded")
+    assert BOOKING.captures("booking.created")
+    assert not BOOKING.captures("payment.succeeded")
+    assert not BOOKING.captures("cmd.booking.create")

@@ -1,6 +1,6 @@
 import pytest
 
-from choreo.validation import MAX_AMOUNT_CENTS, validate_booking_request
+from booking.requests import MAX_AMOUNT_CENTS, validate_booking_request
 
 GOOD = {"user_id": "u-1", "amount_cents": 1500, "currency": "EUR", "payment_token": "tok_visa"}
 

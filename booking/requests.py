@@ -1,0 +1,39 @@
+"""Validation of a booking request, shared by the gateway and the booking service.
+
+The gateway checks first so a bad request fails fast even while the booking
+service is down; the booking service checks again because it must not trust
+its callers. Both use this one definition, so they can never disagree. It is
+part of booking's contract, not of the runtime: a pure module (no database, no
+NATS), which the gateway imports as it imports booking's protobuf messages.
+"""
+
+from __future__ import annotations
+
+import re
+
+from choreo.validation import FieldError, check_id
+
+#: The largest amount accepted, in minor units (10,000,000.00).
+MAX_AMOUNT_CENTS = 1_000_000_000
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_TOKEN = re.compile(r"tok_[A-Za-z0-9]{1,120}")
+
+
+def validate_booking_request(
+    user_id: str, amount_cents: int, currency: str, payment_token: str, idempotency_key: str = ""
+) -> FieldError | None:
+    """Returns the first invalid field of a booking request, or ``None``."""
+    error = check_id("user_id", user_id, required=True)
+    if error:
+        return error
+    if amount_cents <= 0:
+        return FieldError("amount_cents", "must be a positive number of minor units (cents)")
+    if amount_cents > MAX_AMOUNT_CENTS:
+        return FieldError("amount_cents", f"must be at most {MAX_AMOUNT_CENTS}")
+    if not _CURRENCY.fullmatch(currency):
+        return FieldError("currency", "must be a three-letter ISO 4217 code in upper case, like USD")
+    if not payment_token:
+        return FieldError("payment_token", "is required")
+    if not _TOKEN.fullmatch(payment_token):
+        return FieldError("payment_token", "must look like tok_<letters and digits>")
+    return check_id("idempotency_key", idempotency_key, required=False)

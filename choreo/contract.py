@@ -1,0 +1,70 @@
+"""Where a contract's messages travel, read from the contract itself.
+
+Each fact message carries a ``choreo.options.v1.fact`` option naming its subject
+and stream, and each command a ``choreo.options.v1.command`` option naming its
+subject and queue group (``proto/choreo/options/v1/options.proto``). The runtime
+reads them here, so it maps a type to its subject without knowing any service,
+and a client in any language reads the same from the same contract.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from choreo.options.v1 import options_pb2
+
+
+class ContractError(ValueError):
+    """A message used as a fact or a command without the option that says where it travels."""
+
+
+_FACTS: dict[str, options_pb2.FactOptions] = {}
+
+
+def type_name(message_type: type[Message]) -> str:
+    """The full protobuf name of a message type (the ``ce-type`` of its facts)."""
+    return str(message_type.DESCRIPTOR.full_name)
+
+
+def fact_options(message_type: type[Message]) -> options_pb2.FactOptions:
+    """The subject and stream of a fact type, from its ``choreo.options.v1.fact`` option.
+
+    Raises:
+        ContractError: The message is not declared as a fact in its contract.
+    """
+    name = type_name(message_type)
+    found = _FACTS.get(name)
+    if found is None:
+        options = message_type.DESCRIPTOR.GetOptions()
+        if not options.HasExtension(options_pb2.fact):
+            raise ContractError(f"{name} has no (choreo.options.v1.fact) option: it is not a fact")
+        found = options.Extensions[options_pb2.fact]
+        if not found.subject or not found.stream:
+            raise ContractError(f"{name}'s (choreo.options.v1.fact) option needs a subject and a stream")
+        _FACTS[name] = found
+    return found
+
+
+def fact_subject(message_type: type[Message]) -> str:
+    """The subject a fact of this type is published on."""
+    return fact_options(message_type).subject
+
+
+def fact_stream(message_type: type[Message]) -> str:
+    """The stream that captures facts of this type."""
+    return fact_options(message_type).stream
+
+
+def command_options(message_type: type[Message]) -> options_pb2.CommandOptions:
+    """The subject and queue group of a command type, from its ``choreo.options.v1.command`` option.
+
+    Raises:
+        ContractError: The message is not declared as a command in its contract.
+    """
+    options = message_type.DESCRIPTOR.GetOptions()
+    if not options.HasExtension(options_pb2.command):
+        raise ContractError(f"{type_name(message_type)} has no (choreo.options.v1.command) option")
+    found = options.Extensions[options_pb2.command]
+    if not found.subject:
+        raise ContractError(f"{type_name(message_type)}'s (choreo.options.v1.command) option needs a subject")
+    return found
