@@ -36,16 +36,16 @@ import grpc
 import httpx
 
 from choreo import natsclient
-from choreo.bench.procstats import read_sample
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import Envelope
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
+from choreoctl.bench.procstats import read_sample
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Watches opened at once: thousands started in one go make the grpc.aio *client* cancel some.

@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 from choreo import natsclient
-from choreo.bench.published import Published
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.db import create_tables, make_engine
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
+from choreoctl.bench.published import Published
+from choreoctl.stack.natsserver import NatsServer
 
 
 async def hops(gap: float, count: int = 200) -> tuple[float, float]:

@@ -23,11 +23,11 @@ from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
 from choreo.db import make_engine, now_us
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
 from choreo.recovery import recover_if_lost
 from choreo.schema import prepare_schema
 from choreo.subjects import BOOKING_CREATED, BOOKING_STREAM
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 
 N = 2000
 

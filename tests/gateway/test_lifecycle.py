@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
 from choreo.subjects import BOOKING_STREAM
+from choreoctl.stack.natsserver import NatsServer
 from gateway.build import build
 from gateway.pull import parse_reply
 from gateway.settings import GatewaySettings

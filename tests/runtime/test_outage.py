@@ -6,9 +6,9 @@ import asyncio
 
 from nats.js import JetStreamContext
 
-from choreo.natsserver import NatsServer
 from choreo.runtime import Runtime
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.harness import (
     DURABLE,
     Probe,

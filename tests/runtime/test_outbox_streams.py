@@ -9,12 +9,12 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from choreo.cli import main
 from choreo.db import create_tables
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
 from choreo.runtime import Runtime, open_runtime
 from choreo.subjects import PAYMENT_STREAM
+from choreoctl.cli import main
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from tests.runtime.harness import (
     close_runtime,
     effect_table,

@@ -9,10 +9,10 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.natsserver import NatsServer
 from choreo.outbox import add_to_outbox
 from choreo.runtime import Runtime
 from choreo.subjects import BOOKING_STREAM, PAYMENT_STREAM
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,
