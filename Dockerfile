@@ -33,7 +33,7 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip install --no-deps /tmp/dist/choreo-*.whl \
     && python -m compileall -q /opt/venv/lib \
-    && python -c "import choreo, booking, payment, gateway"
+    && python -c "import choreo, choreoctl, booking, payment, gateway"
 
 FROM python:3.11-slim-bookworm AS runtime
 ARG SERVICE=gateway

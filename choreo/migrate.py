@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from choreo.cli import Subcommand
-
 if TYPE_CHECKING:
     from choreo.schema import Migrations, SchemaState
 
@@ -161,17 +159,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMAND = Subcommand(
-    name="migrate",
-    help="upgrade a service's database to this release, check it, or write a new revision",
-    description=__doc__ or "",
-    add_arguments=add_arguments,
-    run=run,
-)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m choreo.migrate", description=SUBCOMMAND.description)
+    parser = argparse.ArgumentParser(prog="python -m choreo.migrate", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -172,7 +172,7 @@ def load_settings(settings_cls: type[S]) -> S:
 
 
 #: Exit status of a service whose configuration a restart cannot fix (a database that
-#: does not exist or refuses it); ``choreo.supervisor`` does not restart it.
+#: does not exist or refuses it); ``choreoctl.stack.supervisor`` does not restart it.
 EXIT_CONFIG = os.EX_CONFIG
 
 

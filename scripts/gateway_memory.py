@@ -37,7 +37,6 @@ import httpx
 
 from booking.topology import STREAM as BOOKING
 from choreo import natsclient
-from choreo.bench.procstats import read_sample
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
@@ -46,8 +45,9 @@ from choreo.db import now_us
 from choreo.dlq import DLQ
 from choreo.envelope import Envelope
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
+from choreoctl.bench.procstats import read_sample
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from payment.topology import STREAM as PAYMENT
 
 ROOT = Path(__file__).resolve().parent.parent

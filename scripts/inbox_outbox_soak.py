@@ -32,14 +32,14 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo import natsclient
-from choreo.bench.published import Published
 from choreo.bus import ensure_stream, stream_config
 from choreo.db import create_tables, is_sqlite, make_engine, normalize_url
 from choreo.envelope import Envelope
 from choreo.inbox import InboxPruner, already_processed, inbox_table, record_processed
-from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
 from choreo.payment.v1 import events_pb2
+from choreoctl.bench.published import Published
+from choreoctl.stack.natsserver import NatsServer
 from payment.topology import STREAM as PAYMENT
 
 BATCH = 256

@@ -23,9 +23,9 @@ from pathlib import Path
 from nats.js.api import StreamConfig
 
 from choreo import natsclient
-from choreo.bench.procstats import read_sample
 from choreo.bus import DUPLICATE_WINDOW_SECONDS
-from choreo.natsserver import NatsServer
+from choreoctl.bench.procstats import read_sample
+from choreoctl.stack.natsserver import NatsServer
 
 
 async def measure(window: float, messages: int) -> dict[int, int]:

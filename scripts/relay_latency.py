@@ -23,14 +23,14 @@ from pathlib import Path
 
 from booking.topology import STREAM as BOOKING
 from choreo import natsclient
-from choreo.bench.published import Published
 from choreo.booking.v1 import events_pb2
 from choreo.bus import ensure_stream
 from choreo.contract import fact_subject
 from choreo.db import create_tables, make_engine
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox, outbox_table
+from choreoctl.bench.published import Published
+from choreoctl.stack.natsserver import NatsServer
 
 
 async def hops(gap: float, count: int = 200) -> tuple[float, float]:

@@ -19,7 +19,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from tests.support import TOKEN_KEY_ENV
 
 PG_URL = os.environ.get("CHOREO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

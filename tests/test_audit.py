@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from choreo.ports import free_port
+from choreoctl.stack.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "audit.py"

@@ -10,7 +10,6 @@ import pytest
 from pydantic_settings import SettingsError
 
 from booking.settings import BookingSettings
-from choreo.local_stack import Ports, service_environments
 from choreo.service import load_settings
 from choreo.settings import (
     SECRETS_DIR_ENV,
@@ -19,6 +18,7 @@ from choreo.settings import (
     UnknownVariablesError,
     unknown_variables,
 )
+from choreoctl.stack.local_stack import Ports, service_environments
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
 from tests.support import TOKEN_KEY_ENV

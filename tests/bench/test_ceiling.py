@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import nats
 
-from choreo.bench.ceiling import run_ceiling
-from choreo.bench.driver import LoadSpec
-from choreo.natsserver import NatsServer
+from choreoctl.bench.ceiling import run_ceiling
+from choreoctl.bench.driver import LoadSpec
+from choreoctl.stack.natsserver import NatsServer
 
 
 async def test_ceiling_completes_every_pipeline_and_cleans_up(nats_server: NatsServer) -> None:

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from choreo.bench.cli import options_from, report_clean
-from choreo.bench.runner import BenchOptions, run_bench
-from choreo.bench.stack import BenchStack
-from choreo.cli import build_parser, load_subcommands
+from choreoctl.bench.cli import options_from, report_clean
+from choreoctl.bench.runner import BenchOptions, run_bench
+from choreoctl.bench.stack import BenchStack
+from choreoctl.cli import build_parser, load_subcommands
 
 pytestmark = pytest.mark.e2e
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return build_parser(load_subcommands(("choreo.bench.cli",))).parse_args(["bench", *argv])
+    return build_parser(load_subcommands(("choreoctl.bench.cli",))).parse_args(["bench", *argv])
 
 
 def test_options_follow_the_command_line() -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from choreo.bench.driver import LoadSpec, StillPending, run_count, run_load
+from choreoctl.bench.driver import LoadSpec, StillPending, run_count, run_load
 
 
 async def test_closed_loop_counts_every_outcome() -> None:

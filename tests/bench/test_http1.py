@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from choreo.bench.http1 import Http1Client, HttpError
+from choreoctl.bench.http1 import Http1Client, HttpError
 
 
 class Server:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo.bench.profile import Profiler, find_py_spy, source_line, summarize
+from choreoctl.bench.profile import Profiler, find_py_spy, source_line, summarize
 
 
 def test_summary_counts_self_and_total_by_function() -> None:
@@ -39,7 +39,7 @@ def test_samples_are_charged_to_the_innermost_project_frame() -> None:
 
 
 def test_source_line_is_read_from_sys_path() -> None:
-    line = source_line("summarize (choreo/bench/profile.py:1)")
+    line = source_line("summarize (choreoctl/bench/profile.py:1)")
     assert line == '"""Where each process spends its CPU during a measurement window (py-spy).'
     assert source_line("no frame here") == ""
 

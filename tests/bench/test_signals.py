@@ -54,7 +54,7 @@ def test_sigterm_stops_every_process_the_benchmark_started(tmp_path: Path) -> No
     tiny = ["--duration", "60", "--warmup", "0.5", "--rate", "0", "--low-rate", "0", "--scale", "0"]
     skip = ["--no-http", "--no-replay", "--no-fsync", "--no-stages"]
     bench = subprocess.Popen(
-        [sys.executable, "-m", "choreo.cli", "bench", *tiny, *skip, "--data-dir", str(tmp_path / "b")],
+        [sys.executable, "-m", "choreoctl", "bench", *tiny, *skip, "--data-dir", str(tmp_path / "b")],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from choreo.bench.report import format_report
-from choreo.bench.runner import BenchOptions, run_bench
-from choreo.bench.stages import STAGES
+from choreoctl.bench.report import format_report
+from choreoctl.bench.runner import BenchOptions, run_bench
+from choreoctl.bench.stages import STAGES
 
 pytestmark = pytest.mark.e2e
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from choreo.bench.report import evaluate_targets
-from choreo.bench.stack import find_service_pids, nats_config
+from choreoctl.bench.report import evaluate_targets
+from choreoctl.bench.stack import find_service_pids, nats_config
 
 
 def test_nats_config_sets_sync_interval() -> None:

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from choreo.bench.load import Trip
-from choreo.bench.stages import CONFIRMED, CREATED, PAID, STAGES, Fact, parse_time, split
+from choreoctl.bench.load import Trip
+from choreoctl.bench.stages import CONFIRMED, CREATED, PAID, STAGES, Fact, parse_time, split
 
 
 def test_parse_time_reads_ce_time() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import os
 
-from choreo.bench.procstats import process_costs, read_sample, sample_all
-from choreo.bench.stats import LatencySummary, percentile
+from choreoctl.bench.procstats import process_costs, read_sample, sample_all
+from choreoctl.bench.stats import LatencySummary, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -16,8 +16,8 @@ from nats.js import JetStreamContext
 
 from booking.build import build
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreoctl.stack.natsserver import NatsServer
 from tests.booking.test_service import (  # noqa: F401 (payment_stream: an autouse fixture)
     Reply,
     _at_least,

@@ -23,10 +23,10 @@ from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
 from choreo.db import make_engine, now_us
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
 from choreo.recovery import recover_if_lost
 from choreo.schema import prepare_schema
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from tests.streams import BOOKING, BOOKING_CREATED, BOOKING_STREAM
 
 N = 2000

@@ -23,7 +23,6 @@ from booking.migrations import MIGRATIONS
 from booking.tables import bookings
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.db import make_engine
-from choreo.natsserver import NatsServer
 from choreo.outbox import outbox_table
 from choreo.schema import prepare_schema
 from choreo.sealing import (
@@ -34,6 +33,7 @@ from choreo.sealing import (
     parse_private_keys,
     parse_public_key,
 )
+from choreoctl.stack.natsserver import NatsServer
 from tests.booking.test_service import (  # noqa: F401 (payment_stream: an autouse fixture)
     create,
     payment_stream,

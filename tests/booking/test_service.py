@@ -18,10 +18,10 @@ from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.bus import ensure_stream
 from choreo.db import create_tables, make_engine
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.sealing import TokenOpener, parse_private_keys
 from choreo.service import Service
+from choreoctl.stack.natsserver import NatsServer
 from tests.streams import CMD_CREATE_BOOKING, PAYMENT
 from tests.support import TOKEN_PRIVATE_KEY, eventually, publish, running, stream_count, stream_envelopes
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from choreo.ports import free_port
-from choreo.supervisor import ProcessSpec
+from choreoctl.stack.ports import free_port
+from choreoctl.stack.supervisor import ProcessSpec
 
 STANDIN = Path(__file__).with_name("standin_service.py")
 

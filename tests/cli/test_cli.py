@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from choreo import local_stack
-from choreo.cli import build_parser, load_subcommands, main
-from choreo.local_stack import Ports, endpoints_for, process_specs, service_environments
+from choreoctl.cli import build_parser, load_subcommands, main
+from choreoctl.stack import local_stack
+from choreoctl.stack.local_stack import Ports, endpoints_for, process_specs, service_environments
 
 PORTS = Ports(grpc=50051, http=8080, booking_health=8081, payment_health=8082)
 
@@ -57,7 +57,7 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_console_script_lists_up() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "choreo.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "choreoctl", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "up" in out and "run nats-server and every service" in out
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from choreo import dbready
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from tests.cli.test_up import Up
 from tests.conftest import PG_URL, _pg_admin
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from choreo.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table, trace_problems
 from choreo.gateway.v1 import gateway_pb2
+from choreoctl.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table, trace_problems
 
 
 def event(event_id: str, event_type: str, cause: str = "") -> gateway_pb2.TraceEvent:

@@ -11,14 +11,14 @@ from nats.js import JetStreamContext
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.bus import ensure_stream
 from choreo.dlq import H_ORIGINAL_SEQUENCE, H_ORIGINAL_SUBJECT, copy_to_dlq
-from choreo.dlq_cli import read_dead_letters, redrive
 from choreo.envelope import Envelope
 from choreo.handler import HandlerContext, Route
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import open_runtime
 from choreo.settings import ConsumerSettings
 from choreo.topology import Subscription, Topology
+from choreoctl.ops.dlq import read_dead_letters, redrive
+from choreoctl.stack.natsserver import NatsServer
 from tests.streams import BOOKING, DLQ, PAYMENT
 from tests.support import eventually, publish, stream_count, stream_envelopes
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from choreo.dirlock import DirectoryInUseError, DirectoryLock
-from choreo.natsserver import NatsServer, NatsServerError
+from choreoctl.stack.dirlock import DirectoryInUseError, DirectoryLock
+from choreoctl.stack.natsserver import NatsServer, NatsServerError
 from tests.cli.test_up import Up
 
 
@@ -43,7 +43,7 @@ def test_the_store_stays_locked_while_its_server_outlives_the_process_that_start
         f"""
         import os, sys
         from pathlib import Path
-        from choreo.natsserver import NatsServer
+        from choreoctl.stack.natsserver import NatsServer
         server = NatsServer(Path({str(store)!r}))
         server.start()
         print(server.process.pid, flush=True)
@@ -67,7 +67,7 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from choreo.dirlock import DirectoryLock;"
+            "import sys, time; from pathlib import Path; from choreoctl.stack.dirlock import DirectoryLock;"
             f"DirectoryLock(Path({str(tmp_path)!r}), 'x.lock').acquire('holder'); print('held', flush=True);"
             "time.sleep(60)",
         ],

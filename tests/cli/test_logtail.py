@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from choreo.logtail import LogTail, summarize
+from choreoctl.stack.logtail import LogTail, summarize
 
 
 def line(**fields: object) -> str:

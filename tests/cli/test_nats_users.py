@@ -19,13 +19,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from choreo import natsclient
 from choreo.bus import ensure_stream
-from choreo.devsecrets import SecretFileError, SecretStore
 from choreo.dlq import copy_to_dlq
-from choreo.dlq_cli import read_dead_letters, redrive
 from choreo.natsidentity import OPERATOR, connection_owner, inbox_prefix, tool_inbox, url_user
-from choreo.natsserver import NatsServer
-from choreo.natsusers import CONFIG_FILES, USERS, NatsUsers, packaged_config, write_server_config
 from choreo.pull import PullReader
+from choreoctl.ops.dlq import read_dead_letters, redrive
+from choreoctl.stack.devsecrets import SecretFileError, SecretStore
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.natsusers import CONFIG_FILES, USERS, NatsUsers, packaged_config, write_server_config
 from tests.cli.test_dlq import choreo_cli
 from tests.natssession import Session
 from tests.streams import BOOKING, DLQ, PAYMENT
@@ -37,8 +37,8 @@ def test_packaged_permissions_are_the_k8s_ones() -> None:
     """One source of truth: `choreo up` includes the very file the k8s ConfigMap is made of."""
     k8s = (ROOT / "k8s" / "base" / "nats" / "auth.conf").read_text()
     assert packaged_config("auth.conf") == k8s, (
-        "choreo/natsconf/auth.conf differs from k8s/base/nats/auth.conf: "
-        "cp k8s/base/nats/auth.conf choreo/natsconf/auth.conf"
+        "choreoctl/stack/natsconf/auth.conf differs from k8s/base/nats/auth.conf: "
+        "cp k8s/base/nats/auth.conf choreoctl/stack/natsconf/auth.conf"
     )
 
 

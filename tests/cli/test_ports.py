@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from choreo.ports import PortUnavailableError, free_port, port_is_free, resolve_port
+from choreoctl.stack.ports import PortUnavailableError, free_port, port_is_free, resolve_port
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 from booking.settings import BookingSettings
-from choreo import local_stack
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.contract import fact_stream, fact_subject
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.settings import ConsumerSettings, ServiceSettings
+from choreoctl.stack import local_stack
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from choreo.supervisor import RestartPolicy, Supervisor, describe_exit
+from choreoctl.stack.supervisor import RestartPolicy, Supervisor, describe_exit
 from tests.cli.conftest import StandinFactory
 
 FAST = RestartPolicy(

@@ -23,8 +23,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from choreo.natsidentity import inbox_prefix
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from tests.cli.test_dlq import choreo_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -48,7 +48,7 @@ class Up:
 
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "choreo.cli", "up", *args],
+            [sys.executable, "-m", "choreoctl", "up", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from tests.conftest import make_database_url
 from tests.e2e.stack import SERVICES, Stack
 

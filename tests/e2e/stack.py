@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from choreo.ports import free_port
+from choreoctl.stack.ports import free_port
 
 SERVICES = ("booking", "payment", "gateway")
 

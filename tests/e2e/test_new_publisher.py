@@ -28,10 +28,10 @@ from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.handler import HandlerContext, Route
-from choreo.natsserver import NatsServer
 from choreo.runtime import open_runtime
 from choreo.settings import ConsumerSettings
 from choreo.topology import Stream, Subscription, Topology
+from choreoctl.stack.natsserver import NatsServer
 from tests.e2e.client import EXPECTED, request, wait_terminal
 from tests.e2e.stack import Stack
 from tests.support import eventually

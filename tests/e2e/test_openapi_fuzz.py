@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from choreo.devauth import mint
-from choreo.natsserver import NatsServer
+from choreoctl.stack.devauth import mint
+from choreoctl.stack.natsserver import NatsServer
 from tests.e2e.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

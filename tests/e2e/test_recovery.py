@@ -18,7 +18,7 @@ from choreo.db import make_engine
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.inbox import inbox_table
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from payment.simulator import ledger
 from payment.tables import payments
 from tests.conftest import make_database_url
@@ -157,7 +157,7 @@ async def _pending_is_zero(stack: Stack) -> bool:
 def _recover_command(stack: Stack, name: str) -> None:
     """``choreo recover NAME`` with the service's own environment."""
     done = subprocess.run(
-        [sys.executable, "-m", "choreo.cli", "recover", name],
+        [sys.executable, "-m", "choreoctl", "recover", name],
         env=stack.environment(name),
         capture_output=True,
         text=True,

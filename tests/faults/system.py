@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from tests.conftest import make_database_url
 from tests.e2e.stack import Stack
 

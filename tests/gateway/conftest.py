@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from gateway.build import GatewayService, build
 from gateway.settings import GatewaySettings
 from tests.gateway.fakes import FakeBookingService

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
-from choreo.devauth import ISSUER, mint
+from choreoctl.stack.devauth import ISSUER, mint
 from gateway.auth import (
     AuthenticationFailed,
     Authenticator,

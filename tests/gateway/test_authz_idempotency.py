@@ -20,7 +20,7 @@ from booking.settings import BookingSettings
 from choreo.bus import ensure_stream
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from tests.gateway.conftest import StartGateway
 from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
 from tests.streams import PAYMENT

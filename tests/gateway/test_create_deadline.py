@@ -26,7 +26,7 @@ from choreo.bus import ensure_stream
 from choreo.db import make_engine
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from tests.e2e.stack import Stack
 from tests.gateway.conftest import StartGateway
 from tests.streams import BOOKING_STREAM, PAYMENT

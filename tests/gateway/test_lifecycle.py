@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 from gateway.build import build
 from gateway.pull import parse_reply
 from gateway.settings import GatewaySettings

@@ -18,8 +18,8 @@ from choreo.booking.v1 import events_pb2
 from choreo.db import make_engine
 from choreo.dlq import H_ERROR, H_ORIGINAL_SEQUENCE, H_ORIGINAL_STREAM
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
+from choreoctl.stack.natsserver import NatsServer
 from gateway.build import GatewayService
 from gateway.merge import Status
 from gateway.principal import ANONYMOUS

@@ -33,7 +33,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from choreo.ports import free_port
+from choreoctl.stack.ports import free_port
 from tests.k8s.manifests import (
     REPO,
     SECRETS_DIR_ENV,

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from choreo.natsserver import find_binary
-from choreo.ports import free_port
+from choreoctl.stack.natsserver import find_binary
+from choreoctl.stack.ports import free_port
 
 
 class ConfiguredNats:

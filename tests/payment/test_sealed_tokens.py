@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.sealing import TokenSealer, generate_keypair, parse_public_key
+from choreoctl.stack.natsserver import NatsServer
 from payment.build import build
 from payment.simulator import ledger
 from payment.tables import payments
@@ -190,8 +190,8 @@ def test_keys_command_prints_a_pair_that_works() -> None:
 
 
 def test_choreo_up_makes_a_key_pair_in_its_data_dir_and_reuses_it(tmp_path: Path) -> None:
-    from choreo.local_stack import Ports, service_environments
     from choreo.sealing import TokenOpener, parse_private_keys
+    from choreoctl.stack.local_stack import Ports, service_environments
 
     ports = Ports(grpc=1, http=2, booking_health=3, payment_health=4)
     first = service_environments({}, "nats://127.0.0.1:1", ports, tmp_path, None)

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.bus import ensure_stream
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.sealing import TokenSealer, parse_public_key
 from choreo.service import Service
+from choreoctl.stack.natsserver import NatsServer
 from payment.build import build
 from payment.settings import PaymentSettings
 from payment.simulator import ledger

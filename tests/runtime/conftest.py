@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.natsserver import NatsServer
 from choreo.runtime import Runtime
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.harness import Probe, close_runtime, open_test_runtime, reader_engine, settings_for
 
 MakeRuntime = Callable[..., Awaitable[Runtime]]

@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsPyClient
 
 from choreo.compat.nats_headers import Client, parse_header_lines
 from choreo.natsclient import connect
-from choreo.natsserver import NatsServer
+from choreoctl.stack.natsserver import NatsServer
 
 BLOCKS = [
     b"",

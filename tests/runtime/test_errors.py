@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from choreo.db import make_engine
 from choreo.errors import Failure, PermanentError, TransientError, classify
-from choreo.ports import free_port
+from choreoctl.stack.ports import free_port
 from tests.conftest import PG_URL
 
 

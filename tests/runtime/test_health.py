@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from choreo.health import HealthServer
-from choreo.natsserver import NatsServer
 from choreo.runtime import Runtime
 from choreo.service import database_check, nats_check
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.harness import wait_until
 
 

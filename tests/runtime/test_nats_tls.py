@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from booking.settings import BookingSettings
 from choreo.bus import connect
-from choreo.natsserver import find_binary
-from choreo.ports import free_port
 from choreo.service import load_settings
 from choreo.tlsconfig import nats_tls_options
+from choreoctl.stack.natsserver import find_binary
+from choreoctl.stack.ports import free_port
 from tests.tlscerts import CertificateAuthority, Leaf
 
 PASSWORD = "booking-secret-password"

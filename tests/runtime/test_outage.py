@@ -6,8 +6,8 @@ import asyncio
 
 from nats.js import JetStreamContext
 
-from choreo.natsserver import NatsServer
 from choreo.runtime import Runtime
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.harness import (
     DURABLE,
     Probe,

@@ -11,10 +11,10 @@ from nats.js import JetStreamContext
 from sqlalchemy import insert
 
 from choreo.envelope import Envelope
-from choreo.natsserver import NatsServer
 from choreo.outbox import OutboxRelay, add_to_outbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     SERVICE,

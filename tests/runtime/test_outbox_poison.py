@@ -12,11 +12,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import TooManyStalledMsgsError
 
 from choreo.bus import ensure_stream
-from choreo.cli import main
 from choreo.envelope import Envelope
 from choreo.jspublish import publish_async
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
+from choreoctl.cli import main
 from tests.runtime.harness import SERVICE, outbox_size, running, stream_count, wait_until
 from tests.runtime.test_outbox import commit_events, published_ids
 from tests.streams import PAYMENT, PAYMENT_STREAM

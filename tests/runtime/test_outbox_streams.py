@@ -9,11 +9,11 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from choreo.cli import main
 from choreo.db import create_tables
-from choreo.natsserver import NatsServer
-from choreo.ports import free_port
 from choreo.runtime import Runtime, open_runtime
+from choreoctl.cli import main
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from tests.runtime.harness import (
     TOPOLOGY,
     close_runtime,

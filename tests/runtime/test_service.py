@@ -9,9 +9,9 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreo.natsserver import NatsServer
 from choreo.outbox import add_to_outbox
 from choreo.runtime import Runtime
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.conftest import MakeRuntime
 from tests.runtime.harness import (
     DURABLE,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from choreo.bench.durability import database_settings
 from choreo.db import durability_settings, make_engine
 from choreo.service import load_settings
 from choreo.settings import ServiceSettings
+from choreoctl.bench.durability import database_settings
 
 
 class DemoSettings(ServiceSettings):

@@ -15,9 +15,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from choreo.bus import DLQ_LIMITS, StreamLimits, ensure_stream, stream_config
-from choreo.natsserver import NatsServer
 from choreo.outbox import OLDEST_GAUGE, REFUSED_COUNTER
 from choreo.settings import DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_MSG_SIZE
+from choreoctl.stack.natsserver import NatsServer
 from tests.runtime.harness import (
     close_runtime,
     open_test_runtime,

@@ -1,0 +1,319 @@
+"""``choreo up --demo``: a few bookings through the gateway, their outcomes, one trace.
+
+Creates bookings with the payment simulator's test tokens (one success kind,
+each decline reason) through the public gRPC API and one through the HTTP API,
+follows each with ``WatchBooking`` until it is terminal (a server stream: no
+polling), prints a table of outcomes, then the trace of one declined workflow
+(``GetWorkflowTrace``), which shows the compensating ``BookingCancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import grpc
+import httpx
+from google.protobuf import json_format
+
+from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from choreoctl.stack.console import Console
+from choreoctl.stack.devauth import DEV_USER
+
+CONFIRMED = gateway_pb2.BOOKING_STATUS_CONFIRMED
+CANCELLED = gateway_pb2.BOOKING_STATUS_CANCELLED
+TERMINAL = (CONFIRMED, CANCELLED)
+#: Seconds a booking may take to reach its terminal state (plus the simulated provider latency).
+OUTCOME_TIMEOUT = 30.0
+
+
+class _Endpoints(Protocol):
+    @property
+    def grpc_target(self) -> str: ...
+
+    @property
+    def http_base(self) -> str: ...
+
+    @property
+    def bearer_token(self) -> str | None:
+        """A token for the gateway when it verifies them (its ``sub`` is ``DEV_USER``)."""
+
+
+if TYPE_CHECKING:  # generic in the stubs only
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+
+
+class _Bearer:
+    """Adds ``authorization: Bearer <token>`` to the calls it intercepts."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()), self._metadata))
+
+
+# Two classes: a channel files each interceptor under the first call kind it implements
+# (an if/elif on its type), so one class doing both would never see the streaming calls.
+class _BearerUnary(_Bearer, _UnaryUnary):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _BearerStream(_Bearer, _UnaryStream):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """One booking to make and what it must end as."""
+
+    token: str
+    expected_status: int
+    expected_reason: str = ""
+    via: str = "grpc"
+    amount_cents: int = 12_500
+
+
+CASES: tuple[DemoCase, ...] = (
+    DemoCase("tok_visa", CONFIRMED),
+    DemoCase("tok_visa", CONFIRMED, amount_cents=4_200),
+    DemoCase("tok_chargeDeclined", CANCELLED, "card_declined"),
+    DemoCase("tok_chargeDeclinedInsufficientFunds", CANCELLED, "insufficient_funds"),
+    DemoCase("tok_xyz123", CANCELLED, "invalid_payment_token"),
+    DemoCase("tok_visa", CONFIRMED, via="http"),
+)
+
+
+@dataclass
+class Outcome:
+    """What happened to one demo booking."""
+
+    case: DemoCase
+    booking_id: str = ""
+    status: int = gateway_pb2.BOOKING_STATUS_UNSPECIFIED
+    reason: str = ""
+    elapsed_ms: float | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.error
+            and self.status == self.case.expected_status
+            and self.reason == self.case.expected_reason
+        )
+
+
+def status_name(status: int) -> str:
+    """``CONFIRMED`` for ``BOOKING_STATUS_CONFIRMED``."""
+    value = gateway_pb2.BookingStatus.DESCRIPTOR.values_by_number.get(status)
+    return value.name.removeprefix("BOOKING_STATUS_") if value is not None else str(status)
+
+
+async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:
+    request = gateway_pb2.CreateBookingRequest(
+        user_id=DEV_USER,
+        amount_cents=case.amount_cents,
+        currency="EUR",
+        payment_token=case.token,
+        idempotency_key=uuid.uuid4().hex,
+    )
+    response: gateway_pb2.CreateBookingResponse = await stub.CreateBooking(request, timeout=10)
+    return response.booking
+
+
+async def create_via_http(client: httpx.AsyncClient, case: DemoCase) -> gateway_pb2.Booking:
+    response = await client.post(
+        "/v1/bookings",
+        json={
+            "user_id": DEV_USER,
+            "amount_cents": case.amount_cents,
+            "currency": "EUR",
+            "payment_token": case.token,
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    if response.status_code != 201:
+        raise RuntimeError(f"POST /v1/bookings answered {response.status_code}: {response.text[:200]}")
+    # The body is the Booking in the protobuf JSON mapping.
+    return json_format.ParseDict(response.json(), gateway_pb2.Booking(), ignore_unknown_fields=True)
+
+
+async def watch_until_terminal(stub: Any, booking_id: str) -> gateway_pb2.Booking:
+    """The booking's first terminal state, as streamed by ``WatchBooking``."""
+    last: gateway_pb2.Booking | None = None
+    call = stub.WatchBooking(gateway_pb2.WatchBookingRequest(booking_id=booking_id), timeout=OUTCOME_TIMEOUT)
+    async for message in call:
+        last = message.booking
+        if last.status in TERMINAL:
+            call.cancel()
+            return last
+    raise RuntimeError(f"WatchBooking ended before a terminal state (last: {last})")
+
+
+async def run_case(stub: Any, http: httpx.AsyncClient, case: DemoCase) -> Outcome:
+    outcome = Outcome(case)
+    started = time.perf_counter()
+    try:
+        created = await (create_via_http(http, case) if case.via == "http" else create_via_grpc(stub, case))
+        outcome.booking_id = created.booking_id
+        final = await watch_until_terminal(stub, created.booking_id)
+        outcome.elapsed_ms = (time.perf_counter() - started) * 1000
+        outcome.status, outcome.reason = final.status, final.cancellation_reason
+    except (grpc.RpcError, httpx.HTTPError, RuntimeError) as exc:
+        outcome.error = _describe_error(exc)
+    return outcome
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def outcomes_table(outcomes: Sequence[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        expected = status_name(o.case.expected_status) + (
+            f"/{o.case.expected_reason}" if o.case.expected_reason else ""
+        )
+        rows.append(
+            [
+                o.booking_id or "-",
+                o.case.via,
+                o.case.token,
+                status_name(o.status) if not o.error else "ERROR",
+                o.reason or o.error or "-",
+                f"{o.elapsed_ms:.0f}" if o.elapsed_ms is not None else "-",
+                "ok" if o.ok else f"EXPECTED {expected}",
+            ]
+        )
+    headers = ["booking id", "via", "token", "status", "reason", "ms", "check"]
+    return format_table(headers, rows)
+
+
+def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
+    """What is wrong with a trace of one workflow (empty when each fact was caused by the one before).
+
+    The first fact's cause is the command that started the workflow (not a fact
+    in any stream), or nothing; it must not be a fact of the trace itself.
+    """
+    if not events:
+        return ["the trace is empty"]
+    problems = []
+    if events[0].causation_id in {e.event_id for e in events}:
+        problems.append(f"the first fact {events[0].event_type} was caused by a later one")
+    for before, after in itertools.pairwise(events):
+        if after.causation_id != before.event_id:
+            problems.append(f"{after.event_type} was not caused by {before.event_type}")
+    return problems
+
+
+def trace_table(events: Sequence[gateway_pb2.TraceEvent]) -> str:
+    first = events[0].occurred_at.ToDatetime() if events else None
+    facts = {event.event_id for event in events}
+    rows = []
+    for number, event in enumerate(events, 1):
+        offset = (event.occurred_at.ToDatetime() - first).total_seconds() * 1000 if first else 0.0
+        rows.append(
+            [
+                str(number),
+                f"+{offset:.1f}ms",
+                event.event_type,
+                event.source,
+                f"{event.stream}#{event.stream_sequence}",
+                event.subject,
+                event.event_id,
+                _cause(event.causation_id, facts),
+            ]
+        )
+    headers = ["#", "at", "type (ce-type)", "source", "stream#seq", "subject", "event id", "caused by"]
+    return format_table(headers, rows)
+
+
+def _cause(causation_id: str, facts: set[str]) -> str:
+    if not causation_id:
+        return "-"
+    # A cause outside the trace is the command that started the workflow.
+    return causation_id if causation_id in facts else f"{causation_id} (command)"
+
+
+async def show_trace(stub: Any, outcome: Outcome, console: Console) -> bool:
+    """Prints the workflow trace of ``outcome``'s booking; True when it is complete and in causal order."""
+    request = gateway_pb2.GetWorkflowTraceRequest(booking_id=outcome.booking_id)
+    try:
+        response: gateway_pb2.GetWorkflowTraceResponse = await stub.GetWorkflowTrace(request, timeout=10)
+    except grpc.RpcError as exc:
+        console.text(f"GetWorkflowTrace failed: {_describe_error(exc)}")
+        return False
+    events = list(response.events)
+    title = f"Trace of booking {outcome.booking_id} ({outcome.case.token})"
+    console.text(f"\n{title}, correlation id {response.correlation_id}:")
+    console.text(trace_table(events))
+    problems = trace_problems(events)
+    if len(events) < 3:
+        problems.append(
+            f"expected at least 3 facts (created, payment outcome, booking outcome), got {len(events)}"
+        )
+    for problem in problems:
+        console.text(f"  problem: {problem}")
+    return not problems
+
+
+async def run_demo(endpoints: _Endpoints, console: Console) -> int:
+    """Runs the demo against a ready system; returns 0 when every booking ended as expected."""
+    console.text(
+        f"Demo: {len(CASES)} bookings through {endpoints.grpc_target} (gRPC) and {endpoints.http_base}\n"
+    )
+    token = endpoints.bearer_token
+    # The stubs ask for a cast: their interceptor type is left open.
+    interceptors = (
+        [
+            cast(grpc.aio.ClientInterceptor, _BearerUnary(token)),
+            cast(grpc.aio.ClientInterceptor, _BearerStream(token)),
+        ]
+        if token
+        else None
+    )
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    async with (
+        grpc.aio.insecure_channel(endpoints.grpc_target, interceptors=interceptors) as channel,
+        httpx.AsyncClient(base_url=endpoints.http_base, timeout=10, headers=headers) as http,
+    ):
+        # The generated stub is untyped; its methods are used as Any.
+        stub_class: Any = gateway_pb2_grpc.BookingGatewayServiceStub
+        stub = stub_class(channel)
+        outcomes = await asyncio.gather(*(run_case(stub, http, case) for case in CASES))
+        console.text(outcomes_table(outcomes))
+        declined = next((o for o in outcomes if o.ok and o.status == CANCELLED), None)
+        traced = await show_trace(stub, declined, console) if declined is not None else False
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        console.text(f"\n{len(failed)} of {len(outcomes)} bookings did not end as expected.")
+    if declined is None:
+        console.text("\nNo declined booking to trace.")
+    elif not traced:
+        console.text("\nThe trace is not complete or not in causal order.")
+    ok = not failed and traced
+    console.text("\nDemo passed." if ok else "\nDemo FAILED.")
+    return 0 if ok else 1

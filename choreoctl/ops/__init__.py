@@ -1,0 +1,1 @@
+"""The operator's commands: ``choreo dlq``, ``choreo outbox``, ``choreo recover``, ``choreo migrate``."""

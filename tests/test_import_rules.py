@@ -1,0 +1,156 @@
+"""Who may import whom: the runtime sits below the services and the tooling, and imports neither.
+
+``choreo/`` is the runtime every service process loads; ``choreoctl/`` is the
+``choreo`` command's tooling (``choreo up``, the operator commands, the
+benchmark lab), which imports the runtime, never the reverse. Two checks keep
+the split real:
+
+- a service process never loads the tooling: each service's entry modules are
+  imported in a fresh interpreter, whose ``sys.modules`` must hold no module
+  under a forbidden prefix (an import made inside a function that the entry
+  modules do not run is beyond this check, hence the second one);
+- nothing under ``choreo/`` imports the tooling or a service, read from the
+  source (every ``import``, ``from ... import``, including the relative and the
+  ``TYPE_CHECKING`` ones, and ``importlib.import_module`` of a constant name).
+
+A new rule is one more prefix in ``FORBIDDEN_IN_SERVICE_PROCESS`` or
+``FORBIDDEN_IN_RUNTIME``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "choreo"
+
+SERVICES = ("booking", "payment", "gateway")
+
+#: What ``python -m <service>`` loads: the wiring, and the entry module itself.
+SERVICE_ENTRIES = tuple(f"{service}.{module}" for service in SERVICES for module in ("build", "__main__"))
+
+#: Packages no service process may have loaded.
+FORBIDDEN_IN_SERVICE_PROCESS: tuple[str, ...] = ("choreoctl",)
+
+#: Packages no module of the runtime may import.
+FORBIDDEN_IN_RUNTIME: tuple[str, ...] = ("choreoctl", *SERVICES)
+
+#: Generated protobuf code (``scripts/gen_protos.py``), not written by hand.
+GENERATED = tuple(RUNTIME / service / "v1" for service in SERVICES)
+
+
+def is_under(name: str, prefixes: Sequence[str]) -> bool:
+    """Whether module ``name`` is one of ``prefixes`` or inside one of them."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def loaded_modules(entry: str) -> list[str]:
+    """Every module in ``sys.modules`` of a fresh interpreter after ``import entry``."""
+    probe = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({entry!r})\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"import {entry} failed:\n{result.stderr[-3000:]}"
+    modules: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return modules
+
+
+def module_name(path: Path) -> str:
+    """``choreo/outbox.py`` -> ``choreo.outbox``; ``choreo/compat/__init__.py`` -> ``choreo.compat``."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(source: str, module: str, *, is_package: bool = False) -> Iterator[str]:
+    """The absolute name of every module ``source`` (the text of ``module``) imports."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                parent = ".".join([*base, node.module] if node.module else base)
+            else:
+                parent = node.module or ""
+            yield parent
+            # ``from choreo import x`` may import the module ``choreo.x``.
+            yield from (f"{parent}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id == "import_module")
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.args[0].value
+
+
+def runtime_sources() -> list[Path]:
+    """Every hand-written module of the runtime."""
+    return sorted(
+        path
+        for path in RUNTIME.rglob("*.py")
+        if not any(path.is_relative_to(generated) for generated in GENERATED)
+    )
+
+
+@pytest.mark.parametrize("entry", SERVICE_ENTRIES)
+def test_a_service_process_never_loads_the_tooling(entry: str) -> None:
+    modules = loaded_modules(entry)
+    assert entry in modules
+    assert [m for m in modules if is_under(m, FORBIDDEN_IN_SERVICE_PROCESS)] == []
+
+
+def test_the_process_probe_sees_the_tooling_when_it_is_loaded() -> None:
+    """The check above would fail if a service imported the tooling: the probe does see it."""
+    modules = loaded_modules("choreoctl.cli")
+    assert is_under("choreoctl.cli", FORBIDDEN_IN_SERVICE_PROCESS)
+    assert "choreoctl.cli" in [m for m in modules if is_under(m, FORBIDDEN_IN_SERVICE_PROCESS)]
+
+
+def test_the_runtime_imports_neither_the_tooling_nor_a_service() -> None:
+    sources = runtime_sources()
+    assert RUNTIME / "service.py" in sources and RUNTIME / "migrate.py" in sources
+    assert not [p for p in sources if "v1" in p.relative_to(RUNTIME).parts]
+    violations = [
+        f"{path.relative_to(ROOT)}: imports {name}"
+        for path in sources
+        for name in imported_names(path.read_text(), module_name(path), is_package=path.name == "__init__.py")
+        if is_under(name, FORBIDDEN_IN_RUNTIME)
+    ]
+    assert violations == []
+
+
+def test_the_source_check_sees_every_form_of_import() -> None:
+    source = (
+        "import choreoctl.stack.ports\n"
+        "from gateway import build\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from payment.settings import PaymentSettings\n"
+        "def later():\n"
+        "    import importlib\n"
+        "    importlib.import_module('booking.build')\n"
+        "from . import outbox\n"
+        "from ..compat import nats_headers\n"
+    )
+    names = set(imported_names(source, "choreo.compat.sqlite_inline"))
+    assert {"choreoctl.stack.ports", "gateway", "gateway.build", "payment.settings"} <= names
+    assert {"booking.build", "choreo.compat.outbox", "choreo.compat.nats_headers"} <= names
+    found = {n.split(".")[0] for n in names if is_under(n, FORBIDDEN_IN_RUNTIME)}
+    assert found == {"choreoctl", "gateway", "payment", "booking"}
