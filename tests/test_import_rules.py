@@ -39,11 +39,20 @@ SERVICE_ENTRIES = tuple(f"{service}.{module}" for service in SERVICES for module
 #: Packages no service process may have loaded.
 FORBIDDEN_IN_SERVICE_PROCESS: tuple[str, ...] = ("choreoctl",)
 
-#: Packages no module of the runtime may import.
-FORBIDDEN_IN_RUNTIME: tuple[str, ...] = ("choreoctl", *SERVICES)
+#: The services' contracts (generated code): the runtime reads where facts travel from their
+#: options (``choreo.contract``), never from a service's own messages.
+CONTRACTS = tuple(f"choreo.{service}.v1" for service in SERVICES)
 
-#: Generated protobuf code (``scripts/gen_protos.py``), not written by hand.
-GENERATED = tuple(RUNTIME / service / "v1" for service in SERVICES)
+#: Packages no module of the runtime may import.
+FORBIDDEN_IN_RUNTIME: tuple[str, ...] = ("choreoctl", *SERVICES, *CONTRACTS)
+
+#: Generated protobuf code (``scripts/gen_protos.py``), not written by hand: the services'
+#: contracts and the runtime's own (``choreo.options.v1``).
+GENERATED = tuple(path.parent for path in RUNTIME.glob("*/v1/__init__.py"))
+
+#: What only a service may spell: its stream names, and its fact and command subjects.
+SERVICE_NAMES = ("BOOKING", "PAYMENT")
+SERVICE_SUBJECT_PREFIXES = ("booking.", "payment.", "cmd.booking.", "cmd.payment.")
 
 
 def is_under(name: str, prefixes: Sequence[str]) -> bool:
@@ -134,6 +143,38 @@ def test_the_runtime_imports_neither_the_tooling_nor_a_service() -> None:
         if is_under(name, FORBIDDEN_IN_RUNTIME)
     ]
     assert violations == []
+
+
+def spelled_names(source: str) -> Iterator[str]:
+    """The string constants of a module that name a service's stream or subject (docstrings aside)."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docstrings:
+            continue
+        if node.value in SERVICE_NAMES or node.value.startswith(SERVICE_SUBJECT_PREFIXES):
+            yield node.value
+
+
+def test_the_runtime_spells_no_services_stream_or_subject() -> None:
+    spelled = [
+        f"{path.relative_to(ROOT)}: {name!r}"
+        for path in runtime_sources()
+        for name in spelled_names(path.read_text())
+    ]
+    assert spelled == []
+
+
+def test_the_spelling_check_sees_a_stream_and_a_subject() -> None:
+    source = '"""BOOKING in a docstring is fine."""\nSTREAM = "BOOKING"\nSUBJECT = "payment.failed"\n'
+    assert list(spelled_names(source)) == ["BOOKING", "payment.failed"]
 
 
 def test_the_source_check_sees_every_form_of_import() -> None:
