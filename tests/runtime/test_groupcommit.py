@@ -91,12 +91,12 @@ async def test_items_submitted_during_a_commit_share_the_next_transaction(ledger
 
 async def test_an_outcome_that_is_an_exception_fails_only_its_caller(ledger: Ledger) -> None:
     group: GroupCommit[tuple[str, int], int] = GroupCommit(ledger.commit)
-    results = await asyncio.gather(
-        group.submit(("a", 1)), group.submit(("bad", -1)), group.submit(("b", 2)), return_exceptions=True
-    )
+    callers = [asyncio.create_task(group.submit(item)) for item in (("a", 1), ("bad", -1), ("b", 2))]
+    await asyncio.wait(callers, timeout=5)
     assert len(ledger.batches) == 1
-    assert results[0] == 10 and results[2] == 20
-    assert isinstance(results[1], ValueError) and "bad" in str(results[1])
+    assert await callers[0] == 10 and await callers[2] == 20
+    with pytest.raises(ValueError, match="bad: negative"):
+        await callers[1]  # raised, not returned
     assert await ledger.keys() == {"a", "b"}
 
 
