@@ -1,11 +1,11 @@
 """Serving commands over NATS request/reply, with group commit.
 
 Requests are queued as they arrive and handed to the handler in batches
-(``choreo.groupcommit``): all
-the requests that arrived while the previous batch was committing go into the
-next transaction. Under load this turns one commit per request into one commit
-per batch; at low load a batch is a single request, so latency is unchanged.
-Replicas subscribe in one queue group, so NATS spreads requests across them.
+(``choreo.groupcommit``): all the requests that arrived while the previous
+batch was committing go into the next transaction. Under load this turns one
+commit per request into one commit per batch; at low load a batch is a single
+request, so latency is unchanged. Replicas subscribe in one queue group, so
+NATS spreads requests across them.
 
 A requester that stops waiting must not have its command executed later (a
 client that retries would then get a second booking, and a second charge). So a
@@ -122,7 +122,6 @@ class CommandServer:
         self._batches: GroupCommit[Msg, None] = GroupCommit(
             self._serve, max_batch=max_batch, max_queue=max_queue, name=f"commands {subject}"
         )
-        self._sub: Subscription | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         self.expired = 0
@@ -159,12 +158,12 @@ class CommandServer:
         """Serves until ``stop``; requests already received are still answered."""
         if self._stop.is_set():  # stopped before it started: never take a request
             return
-        self._sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
+        sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
         await flush_subscriptions(self._nc)
         self.ready.set()
         await self._stop.wait()
         # Requests NATS already delivered reach _enqueue during the drain; then the last batches.
-        await self._drain(self._sub)
+        await self._drain(sub)
         await self._batches.close()
 
     async def _serve(self, taken: list[Msg]) -> list[None]:
