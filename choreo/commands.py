@@ -1,10 +1,11 @@
 """Serving commands over NATS request/reply, with group commit.
 
-Requests are queued as they arrive and handed to the handler in batches: all
-the requests that arrived while the previous batch was committing go into the
-next transaction. Under load this turns one commit per request into one commit
-per batch; at low load a batch is a single request, so latency is unchanged.
-Replicas subscribe in one queue group, so NATS spreads requests across them.
+Requests are queued as they arrive and handed to the handler in batches
+(``choreo.groupcommit``): all the requests that arrived while the previous
+batch was committing go into the next transaction. Under load this turns one
+commit per request into one commit per batch; at low load a batch is a single
+request, so latency is unchanged. Replicas subscribe in one queue group, so
+NATS spreads requests across them.
 
 A requester that stops waiting must not have its command executed later (a
 client that retries would then get a second booking, and a second charge). So a
@@ -42,6 +43,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from choreo.bus import flush_subscriptions
+from choreo.groupcommit import Closed, GroupCommit, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +118,11 @@ class CommandServer:
         self._subject = subject
         self._queue_group = queue
         self._handler = handler
-        self._max_batch = max_batch
         self._max_queue = max_queue
-        # Unbounded itself, so the stop sentinel always fits; _enqueue enforces max_queue.
-        self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()
-        self._sub: Subscription | None = None
-        self._stopping = False
+        self._batches: GroupCommit[Msg, None] = GroupCommit(
+            self._serve, max_batch=max_batch, max_queue=max_queue, name=f"commands {subject}"
+        )
+        self._stop = asyncio.Event()
         self.ready = asyncio.Event()
         self.expired = 0
         self.overloaded = 0
@@ -138,7 +139,9 @@ class CommandServer:
                     self.misdirected,
                 )
             return
-        if self._queue.qsize() >= self._max_queue:
+        try:
+            self._batches.put_nowait(msg)  # _serve replies to it
+        except Overloaded:
             self.overloaded += 1
             if self.overloaded == 1 or self.overloaded % 1000 == 0:
                 log.warning(
@@ -148,37 +151,23 @@ class CommandServer:
                     self.overloaded,
                 )
             await self._reject(msg, REJECTED_OVERLOADED)
-            return
-        self._queue.put_nowait(msg)
+        except Closed:  # arrived after the subscription's drain: another replica may take it
+            await self._reject(msg, REJECTED_OVERLOADED)
 
     async def run(self) -> None:
         """Serves until ``stop``; requests already received are still answered."""
-        if self._stopping:  # stopped before it started: never take a request
+        if self._stop.is_set():  # stopped before it started: never take a request
             return
-        self._sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
+        sub = await self._nc.subscribe(self._subject, queue=self._queue_group, cb=self._enqueue)
         await flush_subscriptions(self._nc)
         self.ready.set()
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            stop_after = False
-            while len(batch) < self._max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop_after = True
-                    break
-                batch.append(nxt)
-            await self._serve(batch)
-            if stop_after:
-                break
-        if self._sub is not None:
-            # stop() came while we were subscribing, so it could not unsubscribe.
-            sub, self._sub = self._sub, None
-            await self._drain(sub)
+        await self._stop.wait()
+        # Requests NATS already delivered reach _enqueue during the drain; then the last batches.
+        await self._drain(sub)
+        await self._batches.close()
 
-    async def _serve(self, taken: list[Msg]) -> None:
+    async def _serve(self, taken: list[Msg]) -> list[None]:
+        """Runs one batch and answers each of its requests (none when the batch failed)."""
         now = time.time()
         batch = []
         for msg in taken:
@@ -186,18 +175,19 @@ class CommandServer:
                 await self._reject(msg, REJECTED_EXPIRED)
             else:
                 batch.append(msg)
-        if not batch:
-            return
-        try:
-            replies = await self._handler(batch)
-        except Exception:
-            log.exception("command batch of %d failed", len(batch))
-            return  # requesters time out and may retry with their idempotency key
-        for msg, reply in zip(batch, replies, strict=True):
-            if reply is None:
-                await self._reject(msg, REJECTED_EXPIRED)
-            else:
-                await self._reply(msg, reply)
+        if batch:
+            try:
+                replies = await self._handler(batch)
+                answers = list(zip(batch, replies, strict=True))
+            except Exception:
+                log.exception("command batch of %d failed", len(batch))
+                answers = []  # requesters time out and may retry with their idempotency key
+            for msg, reply in answers:
+                if reply is None:
+                    await self._reject(msg, REJECTED_EXPIRED)
+                else:
+                    await self._reply(msg, reply)
+        return [None] * len(taken)
 
     async def _reject(self, msg: Msg, why: str) -> None:
         if why == REJECTED_EXPIRED:
@@ -220,13 +210,7 @@ class CommandServer:
 
     def stop(self) -> None:
         """Stops taking requests; other replicas of the queue group get them from now on."""
-        self._stopping = True
-        if self._sub is not None:
-            sub, self._sub = self._sub, None
-            task = asyncio.ensure_future(self._drain(sub))
-            task.add_done_callback(lambda _t: self._queue.put_nowait(None))
-        else:
-            self._queue.put_nowait(None)
+        self._stop.set()
 
     async def _drain(self, sub: Subscription) -> None:
         try:

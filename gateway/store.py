@@ -1,12 +1,12 @@
 """The read model's database: group-committed writes, and the queries behind the API.
 
 All writes (the projection's batches and the bookings CreateBooking just got
-back) go through one writer per process: whatever was submitted while the
-previous transaction committed is merged into the next one. That keeps SQLite
-to a single writer, makes read-merge-write safe without row locks, and turns
-many small writes into one commit under load. A projection batch and its
-stream checkpoint always commit in the same transaction, so the read model is
-exactly-once with respect to the streams.
+back) go through one writer per process (``choreo.groupcommit``): whatever was
+submitted while the previous transaction committed is merged into the next one.
+That keeps SQLite to a single writer, makes read-merge-write safe without row
+locks, and turns many small writes into one commit under load. A projection
+batch and its stream checkpoint always commit in the same transaction, so the
+read model is exactly-once with respect to the streams.
 
 The read model can be thrown away and rebuilt by replay at any time: when its
 schema version is not the code's (``open``), and when a stream it projects was
@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from choreo.groupcommit import GroupCommit
 from choreo.metrics import Stages
 from choreo.upserts import insert_new, upsert
 from gateway.bulk import BulkStatement
@@ -145,8 +146,10 @@ class ReadModel:
             upsert(bookings_table, dialect.name, "booking_id"), dialect, {"status": "status.value"}
         )
         self._upsert_checkpoints = BulkStatement(upsert(checkpoints_table, dialect.name, "stream"), dialect)
-        self._pending: list[tuple[WriteBatch, asyncio.Future[None]]] = []
-        self._writer_task: asyncio.Task[None] | None = None
+        # Its own task commits, so a caller that is cancelled never abandons a transaction.
+        self._writes: GroupCommit[WriteBatch, None] = GroupCommit(
+            self._commit_batches, name="read-model-writer"
+        )
         # One transaction at a time: the writer's, or a rebuild's.
         self._turn = asyncio.Lock()
         self.commits = 0
@@ -196,43 +199,33 @@ class ReadModel:
         """Commits ``batch`` (possibly together with others); returns once it is durable.
 
         Raises:
+            StaleBatch: the read model was rebuilt after ``batch`` was read; nothing was written.
             Exception: the transaction failed; nothing of ``batch`` was written.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, future))
-        if self._writer_task is None or self._writer_task.done():
-            # A task of its own, so a caller that is cancelled never abandons a transaction.
-            self._writer_task = asyncio.create_task(self._drain(), name="read-model-writer")
-        await future
+        await self._writes.submit(batch)
 
-    async def _drain(self) -> None:
-        while self._pending:
-            jobs, self._pending = self._pending, []
+    async def _commit_batches(self, batches: list[WriteBatch]) -> list[Exception | None]:
+        """One transaction for the batches of the current generation; the others are refused."""
+        async with self._turn:
+            current = [b.generation is None or b.generation == self.generation for b in batches]
+            outcomes: list[Exception | None] = [
+                None if ok else StaleBatch("the read model was rebuilt") for ok in current
+            ]
+            if not any(current):
+                return outcomes
             try:
-                async with self._turn:
-                    current = []
-                    for batch, future in jobs:
-                        if batch.generation is None or batch.generation == self.generation:
-                            current.append((batch, future))
-                        elif not future.done():
-                            future.set_exception(StaleBatch("the read model was rebuilt"))
-                    jobs = current
-                    if not jobs:
-                        continue
-                    with self._stages.timed("projection_transaction"):
-                        changed = await self._commit([batch for batch, _ in jobs])
-            except Exception as exc:
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+                with self._stages.timed("projection_transaction"):
+                    changed = await self._commit([b for b, ok in zip(batches, current, strict=True) if ok])
+            except Exception as exc:  # every batch of the transaction fails with it
+                return [exc if ok else stale for ok, stale in zip(current, outcomes, strict=True)]
             self.commits += 1
             self._recent.committed(changed)
-            for _, future in jobs:
-                if not future.done():
-                    future.set_result(None)
-            if changed and self._on_commit is not None:
+        if changed and self._on_commit is not None:
+            try:
                 self._on_commit(changed)
+            except Exception:  # the writes are durable: their writers succeeded whatever a listener did
+                log.exception("a read model commit listener failed")
+        return outcomes
 
     async def _commit(self, batches: Sequence[WriteBatch]) -> dict[str, BookingView]:
         trace = [t for b in batches for t in b.trace]

@@ -9,7 +9,7 @@ crashed returns the first result instead of charging again. The ledger also
 lets tests count charges per booking.
 
 Charges that arrive together are written in one ledger transaction (group
-commit), as a PSP serving many merchants would: at load the ledger costs one
+commit, ``choreo.groupcommit``), as a PSP serving many merchants would: at load the ledger costs one
 commit per batch, not one per charge.
 
 The idempotency key is unique in the ledger and a charge is inserted only if
@@ -21,7 +21,6 @@ charge it once, and the loser answers with the winner's result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 from sqlalchemy import Index, bindparam, make_url, select
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from choreo.db import big_int, lock_schema, make_engine, now_us
+from choreo.groupcommit import GroupCommit
 from choreo.ids import uuid7
 from choreo.upserts import dialect_insert
 from payment.provider import ChargeRequest, ChargeResult
@@ -72,9 +72,6 @@ class LedgerError(RuntimeError):
     """The ledger cannot be used as it is."""
 
 
-_Pending = tuple[ChargeRequest, "asyncio.Future[ChargeResult]"]
-
-
 class SimulatedProvider:
     """The simulator; see the module docstring for the test tokens.
 
@@ -86,8 +83,7 @@ class SimulatedProvider:
     def __init__(self, engine: AsyncEngine, latency_seconds: float = 0.0) -> None:
         self._engine = engine
         self._latency = latency_seconds
-        self._queue: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._charges: GroupCommit[ChargeRequest, ChargeResult] = GroupCommit(self._settle, name="psp-ledger")
 
     @classmethod
     async def open(cls, ledger_url: str, latency_seconds: float = 0.0) -> SimulatedProvider:
@@ -109,33 +105,15 @@ class SimulatedProvider:
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         if self._latency:
             await asyncio.sleep(self._latency)
-        future: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued())
-        return await future
+        return await self._charges.submit(request)
 
-    async def _write_queued(self) -> None:
-        # One writer at a time; whatever queued up while it committed is the next batch.
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self._settle(batch)
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-    async def _settle(self, batch: Sequence[_Pending]) -> list[ChargeResult]:
-        keys = list({req.idempotency_key for req, _ in batch})
+    async def _settle(self, batch: Sequence[ChargeRequest]) -> list[ChargeResult]:
+        # A failure fails every charge of the batch: none of them was written.
+        keys = list({req.idempotency_key for req in batch})
         async with self._engine.begin() as conn:
             known = await _charges_of(conn, keys)
             new_rows: dict[str, dict[str, object]] = {}
-            for req, _ in batch:
+            for req in batch:
                 key = req.idempotency_key
                 if key in known or key in new_rows:
                     continue
@@ -163,7 +141,7 @@ class SimulatedProvider:
                 if lost:
                     known |= await _charges_of(conn, lost)
         results: list[ChargeResult] = []
-        for req, _ in batch:
+        for req in batch:
             key = req.idempotency_key
             if key in created:
                 row = new_rows[key]
@@ -179,9 +157,7 @@ class SimulatedProvider:
         return results
 
     async def close(self) -> None:
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
+        await self._charges.close()  # charges already asked for are written and answered
         await self._engine.dispose()
 
 

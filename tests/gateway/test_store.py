@@ -12,7 +12,7 @@ from choreo.db import is_sqlite, make_engine, normalize_url
 from gateway.facts import TraceRecord
 from gateway.merge import Change, Status
 from gateway.paging import Cursor
-from gateway.store import ReadModel, WriteBatch
+from gateway.store import ReadModel, StaleBatch, WriteBatch
 
 
 # No views in memory, a cache so small that every test evicts, and the default.
@@ -154,3 +154,36 @@ async def test_list_pages_newest_first_with_filters(store: tuple[ReadModel, list
     confirmed = await model.list_bookings(user_id="", status=Status.CONFIRMED, limit=50, after=None)
     assert [v.booking_id for v in confirmed] == ["b4"]
     assert await model.list_bookings(user_id="u2", status=Status.CONFIRMED, limit=50, after=None) == []
+
+
+async def test_a_batch_read_before_a_rebuild_is_refused_while_its_companions_commit(
+    store: tuple[ReadModel, list[set[str]]],
+) -> None:
+    model, _ = store
+    await model.rebuild(model.generation, "test")
+    commits = model.commits
+    stale, current = await asyncio.gather(
+        model.write(WriteBatch(changes=[created("old", 1)], checkpoints={"BOOKING": 7}, generation=0)),
+        model.write(WriteBatch(changes=[created("new", 2)], generation=model.generation)),
+        return_exceptions=True,
+    )
+    assert isinstance(stale, StaleBatch) and current is None
+    assert model.commits == commits + 1, "both were in one batch: one transaction"
+    assert await model.get("old") is None and await model.get("new") is not None
+    assert await model.checkpoint("BOOKING") == 0
+
+
+async def test_a_failing_commit_listener_does_not_fail_durable_writes(database_url: str) -> None:
+    writer = make_engine(database_url)
+
+    def broken(views: object) -> None:
+        raise RuntimeError("listener bug")
+
+    model = ReadModel(writer, writer, on_commit=broken)
+    try:
+        await model.create_tables()
+        await model.write(WriteBatch(changes=[created("b1", 1)]))
+        await model.write(WriteBatch(changes=[created("b2", 2)]))
+        assert await model.get("b1") is not None and await model.get("b2") is not None
+    finally:
+        await writer.dispose()
