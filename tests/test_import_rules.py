@@ -195,3 +195,41 @@ def test_the_source_check_sees_every_form_of_import() -> None:
     assert {"booking.build", "choreo.compat.outbox", "choreo.compat.nats_headers"} <= names
     found = {n.split(".")[0] for n in names if is_under(n, FORBIDDEN_IN_RUNTIME)}
     assert found == {"choreoctl", "gateway", "payment", "booking"}
+
+
+def service_imports() -> set[tuple[str, str]]:
+    """``(module, name)`` of every runtime name a service imports (generated contracts aside)."""
+    found = set()
+    for service in SERVICES:
+        for path in (ROOT / service).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom) or not node.module:
+                    continue
+                if node.module.startswith("choreo.") and ".v1" not in node.module:
+                    found.update((node.module, alias.name) for alias in node.names)
+    return found
+
+
+def test_services_use_only_the_runtimes_public_face() -> None:
+    """Every runtime name a service imports is one of ``choreo.__all__`` (the same object)."""
+    import importlib
+
+    import choreo
+
+    public = {id(getattr(choreo, name)) for name in choreo.__all__}
+    imported = service_imports()
+    assert ("choreo.runtime", "open_runtime") in imported
+    private = sorted(
+        f"{module}.{name}"
+        for module, name in imported
+        if id(getattr(importlib.import_module(module), name)) not in public
+    )
+    assert private == [], "add them to choreo.__all__ (choreo/__init__.py), or do not use them"
+
+
+def test_the_public_face_resolves_every_name_it_lists() -> None:
+    import choreo
+
+    assert set(choreo.__all__) == set(choreo._EXPORTS)
+    for name in choreo.__all__:
+        assert getattr(choreo, name) is not None
