@@ -20,7 +20,7 @@ from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
 from choreo.subjects import BOOKING_STREAM
 from gateway.build import build
-from gateway.pull import parse_reply
+from gateway.projection.pull import parse_reply
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService

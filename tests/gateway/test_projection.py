@@ -21,10 +21,10 @@ from choreo.envelope import Envelope
 from choreo.natsserver import NatsServer
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
+from gateway.application.principal import ANONYMOUS
 from gateway.build import GatewayService
-from gateway.merge import Status
-from gateway.principal import ANONYMOUS
-from gateway.tables import TABLES, ReadModelBase
+from gateway.readmodel.merge import Status
+from gateway.readmodel.tables import TABLES, ReadModelBase
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts
 

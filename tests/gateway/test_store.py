@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from choreo.db import is_sqlite, make_engine, normalize_url
-from gateway.facts import TraceRecord
-from gateway.merge import Change, Status
-from gateway.paging import Cursor
-from gateway.store import ReadModel, WriteBatch
+from gateway.application.paging import Cursor
+from gateway.projection.facts import TraceRecord
+from gateway.readmodel.merge import Change, Status
+from gateway.readmodel.store import ReadModel, WriteBatch
 
 
 # No views in memory, a cache so small that every test evicts, and the default.

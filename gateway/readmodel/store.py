@@ -32,12 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.metrics import Stages
 from choreo.upserts import insert_new, upsert
-from gateway.bulk import BulkStatement
-from gateway.facts import TraceRecord
-from gateway.merge import BookingView, Change, Status, conflicting, merge
-from gateway.paging import Cursor, TraceCursor
-from gateway.recent import RecentViews
-from gateway.tables import (
+from gateway.application.paging import Cursor, TraceCursor
+from gateway.projection.facts import TraceRecord
+from gateway.readmodel.bulk import BulkStatement
+from gateway.readmodel.merge import BookingView, Change, Status, conflicting, merge
+from gateway.readmodel.recent import RecentViews
+from gateway.readmodel.tables import (
     PROJECTED_TABLES,
     SCHEMA_VERSION,
     TABLES,

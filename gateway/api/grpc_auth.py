@@ -1,8 +1,8 @@
 """Authentication of gRPC calls: a server interceptor in front of the gateway's services.
 
 The interceptor wraps each protected method's behaviour: before the servicer
-runs, it verifies the call's ``authorization`` metadata (``gateway.auth``) and
-records the caller for the servicer (``gateway.auth.grpc_caller``), in the
+runs, it verifies the call's ``authorization`` metadata (``gateway.api.auth``) and
+records the caller for the servicer (``gateway.api.auth.grpc_caller``), in the
 call's own task. A call without a valid token ends UNAUTHENTICATED, with a
 ``www-authenticate`` trailing metadata as HTTP would send. Health checking and
 reflection are not protected (probes and tools carry no token).
@@ -19,8 +19,8 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
-from gateway.auth import AuthenticationFailed, Authenticator, set_grpc_caller
-from gateway.errors import ErrorCode, GatewayError
+from gateway.api.auth import AuthenticationFailed, Authenticator, set_grpc_caller
+from gateway.application.errors import ErrorCode, GatewayError
 
 #: Services any caller may use: health checking and reflection (both versions).
 OPEN_SERVICES: frozenset[str] = frozenset(

@@ -20,7 +20,7 @@ from choreo.clock import from_timestamp
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import subject_for
-from gateway.merge import Change, Status
+from gateway.readmodel.merge import Change, Status
 
 #: Longest identifier the read model stores; a fact with a longer one is refused (DLQ).
 MAX_ID_LENGTH = 128

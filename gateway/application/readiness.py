@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 
-from gateway.feed import StreamFeed
-from gateway.store import ReadModel
+from gateway.projection.feed import StreamFeed
+from gateway.readmodel.store import ReadModel
 
 log = logging.getLogger(__name__)
 

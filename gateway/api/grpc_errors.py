@@ -7,7 +7,7 @@
   text): the handler receives raw bytes and the wrapper parses them;
 - any exception a servicer lets escape is INTERNAL with a generic message and
   an error id, in the details and in the trailing metadata ``error-id``,
-  while the traceback is logged under the same id (``gateway.errors``).
+  while the traceback is logged under the same id (``gateway.application.errors``).
 
 Put it first in ``grpc.aio.server(interceptors=[...])`` so it also covers the
 interceptors after it.
@@ -23,7 +23,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc.aio import AbortError
 
-from gateway.errors import GENERIC_MESSAGE, report_unexpected
+from gateway.application.errors import GENERIC_MESSAGE, report_unexpected
 
 #: Trailing metadata carrying the error id of an INTERNAL error.
 ERROR_ID_METADATA = "error-id"
