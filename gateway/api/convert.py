@@ -12,8 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from choreo.booking.v1 import commands_pb2
 from choreo.clock import from_timestamp, to_timestamp
 from choreo.gateway.v1 import gateway_pb2
-from gateway.projection.facts import TraceRecord
-from gateway.readmodel.merge import BookingView, Change, Status
+from gateway.readmodel.model import BookingView, Change, Status, TraceRecord
 
 _TO_PROTO: dict[Status, gateway_pb2.BookingStatus.ValueType] = {
     Status.UNSPECIFIED: gateway_pb2.BOOKING_STATUS_UNSPECIFIED,

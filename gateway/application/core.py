@@ -22,11 +22,11 @@ from gateway.application.causal import causal_order
 from gateway.application.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
 from gateway.application.errors import ErrorCode, GatewayError, check_id
 from gateway.application.limits import CallerLimits, LimitExceeded
-from gateway.application.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
+from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.application.principal import Principal
 from gateway.application.watchers import Watchers
-from gateway.projection.facts import TraceRecord
-from gateway.readmodel.merge import BookingView, Status, merge
+from gateway.readmodel.merge import merge
+from gateway.readmodel.model import BookingView, Cursor, Status, TraceCursor, TraceRecord
 from gateway.readmodel.store import ReadModel, WriteBatch
 
 log = logging.getLogger(__name__)

@@ -20,29 +20,13 @@ from choreo.clock import from_timestamp
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import subject_for
-from gateway.readmodel.merge import Change, Status
+from gateway.readmodel.model import Change, Status, TraceRecord
 
 #: Longest identifier the read model stores; a fact with a longer one is refused (DLQ).
 MAX_ID_LENGTH = 128
 #: Longest type, source or subject name.
 MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRecord:
-    """One fact of a workflow, as indexed for traces (a row of ``trace_events``)."""
-
-    event_id: str
-    correlation_id: str
-    booking_id: str
-    event_type: str
-    source: str
-    subject: str
-    stream: str
-    stream_sequence: int
-    causation_id: str
-    occurred_at_us: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.metrics import Stages
 from choreo.upserts import insert_new, upsert
-from gateway.application.paging import Cursor, TraceCursor
-from gateway.projection.facts import TraceRecord
 from gateway.readmodel.bulk import BulkStatement
-from gateway.readmodel.merge import BookingView, Change, Status, conflicting, merge
+from gateway.readmodel.merge import conflicting, merge
+from gateway.readmodel.model import BookingView, Change, Cursor, Status, TraceCursor, TraceRecord
 from gateway.readmodel.recent import RecentViews
 from gateway.readmodel.tables import (
     PROJECTED_TABLES,

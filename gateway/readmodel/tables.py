@@ -37,7 +37,7 @@ class BookingRow(ReadModelBase, table=True):
     user_id: str = Field(default="", max_length=128)
     amount_cents: int = big_int(default=0)
     currency: str = Field(default="", max_length=8)
-    #: PENDING, CONFIRMED or CANCELLED (``gateway.readmodel.merge.Status``).
+    #: PENDING, CONFIRMED or CANCELLED (``gateway.readmodel.model.Status``).
     status: str = Field(default="UNSPECIFIED", max_length=16)
     # Not indexed: traces look workflows up in trace_events, never here.
     correlation_id: str = Field(default="", max_length=128)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.application.causal import causal_order
-from gateway.projection.facts import TraceRecord
+from gateway.readmodel.model import TraceRecord
 
 
 def event(event_id: str, cause: str, at: int, stream: str = "BOOKING", seq: int = 1) -> TraceRecord:

@@ -6,7 +6,7 @@ from choreo.booking.v1 import events_pb2
 from choreo.envelope import Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
 from gateway.projection.facts import Fact, parse_time_us, read_fact
-from gateway.readmodel.merge import Status
+from gateway.readmodel.model import Status
 from tests.gateway.fakes import ts
 
 STORED_AT = 1_700_000_000_000_000

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from choreo.envelope import H_CORRELATION, H_ID
 from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway.build import GatewayService
-from gateway.readmodel.merge import Change, Status
+from gateway.readmodel.model import Change, Status
 from gateway.readmodel.store import WriteBatch
 from tests.gateway.fakes import FakeBookingService
 

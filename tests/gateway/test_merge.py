@@ -6,15 +6,8 @@ import itertools
 
 from choreo.booking.v1 import commands_pb2
 from gateway.api.convert import change_from_record
-from gateway.readmodel.merge import (
-    BookingView,
-    Change,
-    Status,
-    conflicting,
-    merge,
-    merge_reason,
-    merge_status,
-)
+from gateway.readmodel.merge import conflicting, merge, merge_reason, merge_status
+from gateway.readmodel.model import BookingView, Change, Status
 from tests.gateway.fakes import ts
 
 CREATED = Change(

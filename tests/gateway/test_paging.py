@@ -12,7 +12,8 @@ import pytest
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway.application import paging
-from gateway.application.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
+from gateway.application.paging import InvalidPageToken, PageTokens
+from gateway.readmodel.model import Cursor, TraceCursor
 from tests.gateway.conftest import eventually
 from tests.gateway.fakes import FakeBookingService
 

@@ -23,7 +23,7 @@ from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.subjects import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
 from gateway.application.principal import ANONYMOUS
 from gateway.build import GatewayService
-from gateway.readmodel.merge import Status
+from gateway.readmodel.model import Status
 from gateway.readmodel.tables import TABLES, ReadModelBase
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts

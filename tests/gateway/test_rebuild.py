@@ -18,7 +18,7 @@ from choreo.bus import ensure_stream
 from choreo.db import make_engine
 from choreo.subjects import BOOKING_STREAM
 from gateway.build import GatewayService
-from gateway.readmodel.merge import Status
+from gateway.readmodel.model import Status
 from gateway.readmodel.tables import SCHEMA_VERSION
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.test_projection import ensure_streams, snapshot, workflow_facts

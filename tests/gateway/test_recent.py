@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.readmodel.merge import BookingView, Status
+from gateway.readmodel.model import BookingView, Status
 from gateway.readmodel.recent import RecentViews
 
 

@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from choreo.db import is_sqlite, make_engine, normalize_url
-from gateway.application.paging import Cursor
-from gateway.projection.facts import TraceRecord
-from gateway.readmodel.merge import Change, Status
+from gateway.readmodel.model import Change, Cursor, Status, TraceRecord
 from gateway.readmodel.store import ReadModel, WriteBatch
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.application.watchers import Watchers
-from gateway.readmodel.merge import BookingView, Status
+from gateway.readmodel.model import BookingView, Status
 
 
 def view(status: Status) -> BookingView:
