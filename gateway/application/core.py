@@ -17,13 +17,13 @@ from choreo.gateway.v1 import gateway_pb2
 from choreo.ids import new_id
 from choreo.logs import log_context
 from choreo.validation import validate_booking_request
-from gateway.api.convert import change_from_record
 from gateway.application.causal import causal_order
 from gateway.application.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
 from gateway.application.errors import ErrorCode, GatewayError, check_id
 from gateway.application.limits import CallerLimits, LimitExceeded
 from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.application.principal import Principal
+from gateway.application.replies import change_from_record
 from gateway.application.watchers import Watchers
 from gateway.readmodel.merge import merge
 from gateway.readmodel.model import BookingView, Cursor, Status, TraceCursor, TraceRecord
