@@ -11,15 +11,14 @@ reflection are not protected (probes and tools carry no token).
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any
+from collections.abc import AsyncIterator, Collection
 
 import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from gateway.api.auth import AuthenticationFailed, Authenticator, set_grpc_caller
+from gateway.api.grpc_handlers import Context, Handler, WrappingInterceptor, rewrap
 from gateway.application.errors import ErrorCode, GatewayError
 
 #: Services any caller may use: health checking and reflection (both versions).
@@ -30,17 +29,8 @@ AUTHORIZATION_METADATA = "authorization"
 #: Trailing metadata of an UNAUTHENTICATED answer, like HTTP's ``WWW-Authenticate``.
 CHALLENGE_METADATA = "www-authenticate"
 
-Context = grpc.aio.ServicerContext[Any, Any]
-#: The kinds of method handler, and how to make one of each.
-_KINDS: dict[str, Callable[..., Any]] = {
-    "unary_unary": grpc.unary_unary_rpc_method_handler,
-    "unary_stream": grpc.unary_stream_rpc_method_handler,
-    "stream_unary": grpc.stream_unary_rpc_method_handler,
-    "stream_stream": grpc.stream_stream_rpc_method_handler,
-}
 
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class AuthInterceptor(WrappingInterceptor):
     """Authenticates every call except those to ``open_services``.
 
     Args:
@@ -50,25 +40,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """
 
     def __init__(self, authenticator: Authenticator, open_services: Collection[str] = OPEN_SERVICES) -> None:
+        super().__init__()
         self._authenticator = authenticator
         self._open = frozenset(open_services)
-        # The wrapped handler of a method reads the token from its call's context, so it is
-        # made once per method and reused (the server looks the same handler up every call).
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.lstrip("/").split("/", 1)[0] in self._open:
-            return handler
-        known = self._wrapped.get(method)
-        if known is None or known[0] is not handler:
-            known = self._wrapped[method] = (handler, _wrap(handler, self._authenticator))
-        return known[1]
+    def covers(self, method: str) -> bool:
+        return method.lstrip("/").split("/", 1)[0] not in self._open
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        # The wrapped handler reads the token from its call's context: one serves every call.
+        return rewrap(handler, self._authenticated)
+
+    @contextlib.asynccontextmanager
+    async def _authenticated(self, context: Context) -> AsyncIterator[None]:
+        await _authenticate(self._authenticator, context)
+        yield
 
 
 async def _authenticate(authenticator: Authenticator, context: Context) -> None:
@@ -84,29 +70,3 @@ async def _authenticate(authenticator: Authenticator, context: Context) -> None:
             grpc.StatusCode.UNAVAILABLE if exc.code is ErrorCode.UNAVAILABLE else grpc.StatusCode.INTERNAL
         )
         await context.abort(status, exc.message)
-
-
-def _wrap(handler: Any, authenticator: Authenticator) -> Any:
-    """The handler with authentication in front of its behaviour (whatever its kind)."""
-    kind = next(k for k in _KINDS if getattr(handler, k) is not None)
-    behaviour: Callable[[Any, Context], Any] = getattr(handler, kind)
-    wrapped: Any
-    if inspect.isasyncgenfunction(behaviour):
-        # A streaming answer written by yielding: yield what the servicer yields.
-        async def authenticated_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _authenticate(authenticator, context)
-            # aclosing: a cancelled call closes the servicer's generator now (its finally
-            # gives back a watch slot), not whenever the garbage collector finalizes it.
-            async with contextlib.aclosing(behaviour(request, context)) as responses:
-                async for response in responses:
-                    yield response
-
-        wrapped = authenticated_stream
-    else:
-
-        async def authenticated(request: Any, context: Context) -> Any:
-            await _authenticate(authenticator, context)
-            return await behaviour(request, context)
-
-        wrapped = authenticated
-    return _KINDS[kind](wrapped, handler.request_deserializer, handler.response_serializer)
