@@ -20,22 +20,22 @@ from choreo.db import is_sqlite, make_engine, normalize_url
 from choreo.dlq import DLQ
 from choreo.metrics import Stages
 from choreo.service import Component, Service
-from gateway.auth import build_authenticator
-from gateway.command_client import BookingCommands
-from gateway.core import GatewayCore
-from gateway.feed import StreamFeed
-from gateway.grpc_api import GrpcServer
-from gateway.grpc_errors import ErrorInterceptor
-from gateway.http_api import create_app
-from gateway.http_server import HttpServer
-from gateway.limits import CallerLimits
-from gateway.paging import PageTokens
-from gateway.readiness import Readiness
-from gateway.server_limits import grpc_options, uvicorn_options
+from gateway.api.auth import build_authenticator
+from gateway.api.grpc_api import GrpcServer
+from gateway.api.grpc_errors import ErrorInterceptor
+from gateway.api.http_api import create_app
+from gateway.api.http_server import HttpServer
+from gateway.api.server_limits import grpc_options, uvicorn_options
+from gateway.api.tls import ServerTls
+from gateway.application.command_client import BookingCommands
+from gateway.application.core import GatewayCore
+from gateway.application.limits import CallerLimits
+from gateway.application.paging import PageTokens
+from gateway.application.readiness import Readiness
+from gateway.application.watchers import Watchers
+from gateway.projection.feed import StreamFeed
+from gateway.readmodel.store import ReadModel
 from gateway.settings import GatewaySettings
-from gateway.store import ReadModel
-from gateway.tls import ServerTls
-from gateway.watchers import Watchers
 
 log = logging.getLogger(__name__)
 

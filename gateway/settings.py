@@ -53,7 +53,7 @@ class GatewaySettings(ServiceSettings):
     #: from its checkpoint (how fast it notices a NATS restart).
     projection_heartbeat_seconds: float = Field(default=1.0, ge=0.1, le=30)
 
-    # -- authentication (gateway.auth) and per-caller limits (gateway.limits) ----------------------
+    # -- authentication (gateway.api.auth) and per-caller limits (gateway.application.limits) -------
 
     #: ``none``: every caller is anonymous and may do everything (local use, ``choreo up``);
     #: ``jwt``: every API call needs a bearer token, its ``sub`` is the user (README,
@@ -167,7 +167,7 @@ class GatewaySettings(ServiceSettings):
     def stream_names(self) -> list[str]:
         return self.streams.split(",")
 
-    # --- Server limits, error hygiene and TLS (gateway/server_limits.py, gateway/tls.py) ---
+    # --- Server limits, error hygiene and TLS (gateway/api/server_limits.py, gateway/api/tls.py) ---
     #: Largest HTTP request body, in bytes; a larger one is answered 413 while it streams in.
     http_max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Largest HTTP request line plus headers, in bytes (h11's ``max_incomplete_event_size``).

@@ -17,15 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from choreoctl.stack.devauth import ISSUER, mint
-from gateway.auth import (
+from gateway.api.auth import (
     AuthenticationFailed,
     Authenticator,
     JwtVerifier,
     build_authenticator,
 )
-from gateway.errors import ErrorCode, GatewayError
-from gateway.jwks import JwksCache
-from gateway.principal import ANONYMOUS, Principal
+from gateway.api.jwks import JwksCache
+from gateway.application.errors import ErrorCode, GatewayError
+from gateway.application.principal import ANONYMOUS, Principal
 from gateway.settings import GatewaySettings
 from tests.gateway.tokens import SECRET, JwksServer, SigningKeyPair, claims, forge_hs256, hs256
 
@@ -93,7 +93,7 @@ async def test_no_bearer_token_is_a_plain_challenge(header: str | None) -> None:
 )
 async def test_hs256_refusals(token: str, caplog: pytest.LogCaptureFixture) -> None:
     auth = build_authenticator(jwt_settings(jwt_hs256_secret=SECRET), None)
-    with caplog.at_level(logging.INFO, logger="gateway.auth"):
+    with caplog.at_level(logging.INFO, logger="gateway.api.auth"):
         await refused(auth, token)
     assert "token refused" in caplog.text
     assert token not in caplog.text  # the reason is logged, never the token

@@ -21,8 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from gateway.application.principal import ADMIN_SCOPE
 from gateway.build import GatewayService
-from gateway.principal import ADMIN_SCOPE
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.causal import causal_order
-from gateway.facts import TraceRecord
+from gateway.application.causal import causal_order
+from gateway.readmodel.model import TraceRecord
 
 
 def event(event_id: str, cause: str, at: int, stream: str = "BOOKING", seq: int = 1) -> TraceRecord:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from choreo.booking.v1 import events_pb2
 from choreo.envelope import Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
-from gateway.facts import Fact, parse_time_us, read_fact
-from gateway.merge import Status
+from gateway.projection.facts import Fact, parse_time_us, read_fact
+from gateway.readmodel.model import Status
 from tests.gateway.fakes import ts
 
 STORED_AT = 1_700_000_000_000_000

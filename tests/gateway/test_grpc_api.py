@@ -15,8 +15,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from choreo.envelope import H_CORRELATION, H_ID
 from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway.build import GatewayService
-from gateway.merge import Change, Status
-from gateway.store import WriteBatch
+from gateway.readmodel.model import Change, Status
+from gateway.readmodel.store import WriteBatch
 from tests.gateway.fakes import FakeBookingService
 
 # The generated stub is typed for the synchronous API; the tests use grpc.aio.

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from choreo.metrics import parse
-from gateway.http_models import BookingJson, ErrorJson, HealthJson, ListBookingsJson, WorkflowTraceJson
+from gateway.api.http_models import BookingJson, ErrorJson, HealthJson, ListBookingsJson, WorkflowTraceJson
 from tests.gateway.fakes import FakeBookingService
 
 BODY = {"user_id": "user-1", "amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}

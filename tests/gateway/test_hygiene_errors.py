@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreoctl.stack.natsserver import NatsServer
+from gateway.application.errors import ErrorCode, GatewayError
 from gateway.build import GatewayService
-from gateway.errors import ErrorCode, GatewayError
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService
 

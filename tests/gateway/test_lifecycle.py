@@ -19,7 +19,7 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreoctl.stack.natsserver import NatsServer
 from gateway.build import build
-from gateway.pull import parse_reply
+from gateway.projection.pull import parse_reply
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService

@@ -17,9 +17,9 @@ import pytest
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from gateway.application.limits import CallerLimits, LimitExceeded, TokenBuckets
+from gateway.application.principal import ANONYMOUS, Principal
 from gateway.build import GatewayService
-from gateway.limits import CallerLimits, LimitExceeded, TokenBuckets
-from gateway.principal import ANONYMOUS, Principal
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import StartGateway, eventually
 from tests.gateway.fakes import FakeBookingService

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 
 from choreo.booking.v1 import commands_pb2
-from gateway.convert import change_from_record
-from gateway.merge import BookingView, Change, Status, conflicting, merge, merge_reason, merge_status
+from gateway.application.replies import change_from_record
+from gateway.readmodel.merge import conflicting, merge, merge_reason, merge_status
+from gateway.readmodel.model import BookingView, Change, Status
 from tests.gateway.fakes import ts
 
 CREATED = Change(

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from choreo.gateway.v1 import gateway_pb2 as gw
-from gateway import paging
-from gateway.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
+from gateway.application import paging
+from gateway.application.paging import InvalidPageToken, PageTokens
+from gateway.readmodel.model import Cursor, TraceCursor
 from tests.gateway.conftest import eventually
 from tests.gateway.fakes import FakeBookingService
 

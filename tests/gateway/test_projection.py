@@ -20,10 +20,10 @@ from choreo.dlq import H_ERROR, H_ORIGINAL_SEQUENCE, H_ORIGINAL_STREAM
 from choreo.envelope import Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreoctl.stack.natsserver import NatsServer
+from gateway.application.principal import ANONYMOUS
 from gateway.build import GatewayService
-from gateway.merge import Status
-from gateway.principal import ANONYMOUS
-from gateway.tables import TABLES, ReadModelBase
+from gateway.readmodel.model import Status
+from gateway.readmodel.tables import TABLES, ReadModelBase
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts
 from tests.streams import BOOKING, BOOKING_STREAM, DLQ, DLQ_STREAM, PAYMENT, PAYMENT_STREAM

@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
-from gateway.principal import ANONYMOUS
+from gateway.application.principal import ANONYMOUS
 from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService, publish
 

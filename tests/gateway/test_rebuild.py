@@ -1,6 +1,6 @@
 """The read model rebuilds itself by replay when it cannot be trusted (issue 8, defects 6 and 9).
 
-- its schema version (``gateway.tables.SCHEMA_VERSION``) differs from the code's;
+- its schema version (``gateway.readmodel.tables.SCHEMA_VERSION``) differs from the code's;
 - a stream it projects was deleted and re-created (or JetStream lost its data):
   the checkpoint belongs to the stream's old incarnation, and resuming from it
   would never project the new facts below it. Checked at start-up and whenever
@@ -17,8 +17,8 @@ from sqlalchemy import text
 from choreo.bus import ensure_stream
 from choreo.db import make_engine
 from gateway.build import GatewayService
-from gateway.merge import Status
-from gateway.tables import SCHEMA_VERSION
+from gateway.readmodel.model import Status
+from gateway.readmodel.tables import SCHEMA_VERSION
 from tests.gateway.conftest import StartGateway, eventually, stop_gateway
 from tests.gateway.test_projection import ensure_streams, snapshot, workflow_facts
 from tests.streams import BOOKING, BOOKING_STREAM

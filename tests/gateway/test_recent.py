@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.merge import BookingView, Status
-from gateway.recent import RecentViews
+from gateway.readmodel.model import BookingView, Status
+from gateway.readmodel.recent import RecentViews
 
 
 def view(booking_id: str, status: Status = Status.PENDING) -> BookingView:

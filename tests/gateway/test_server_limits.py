@@ -18,8 +18,8 @@ import pytest
 
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from gateway.api.server_limits import grpc_options
 from gateway.build import GatewayService
-from gateway.server_limits import grpc_options
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService

@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from choreo.db import is_sqlite, make_engine, normalize_url
-from gateway.facts import TraceRecord
-from gateway.merge import Change, Status
-from gateway.paging import Cursor
-from gateway.store import ReadModel, StaleBatch, WriteBatch
+from gateway.readmodel.model import Change, Cursor, Status, TraceRecord
+from gateway.readmodel.store import ReadModel, StaleBatch, WriteBatch
 
 
 # No views in memory, a cache so small that every test evicts, and the default.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.merge import BookingView, Status
-from gateway.watchers import Watchers
+from gateway.application.watchers import Watchers
+from gateway.readmodel.model import BookingView, Status
 
 
 def view(status: Status) -> BookingView:

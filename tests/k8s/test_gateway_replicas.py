@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 BOOKINGS = 12
 TOKENS = ("tok_visa", "tok_chargeDeclined")
-#: How the feed logs where it (re)starts reading a stream (gateway/feed.py).
+#: How the feed logs where it (re)starts reading a stream (gateway/projection/feed.py).
 PROJECTING = re.compile(r"projecting BOOKING from sequence (\d+)")
 #: Fields of a booking every replica must agree on (times may be rounded differently).
 FIELDS = ("booking_id", "user_id", "amount_cents", "currency", "status", "correlation_id", "payment_id")

@@ -93,7 +93,7 @@ def test_startup_budget_covers_a_full_replay(overlays: dict[str, Manifests], ove
     events = quantity_bytes(volume["emptyDir"]["sizeLimit"]) / BYTES_PER_EVENT
     replay = events / BUDGET_EVENTS_PER_S
     startup = container["startupProbe"]
-    # gRPC health answers SERVING only once every feed has caught up (gateway/grpc_api.py), and
+    # gRPC health answers SERVING only once every feed has caught up (gateway/api/grpc_api.py), and
     # so does /readyz (the probe when the gateway serves TLS, which the kubelet's gRPC probe lacks).
     assert "grpc" in startup or startup["httpGet"]["path"] == "/readyz", startup
     budget = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from choreo.retry import Backoff, RetryPolicy
-from gateway.feed import RETRY_BACKOFF
+from gateway.projection.feed import RETRY_BACKOFF
 
 
 def test_delay_doubles_from_the_first_up_to_the_ceiling() -> None:

@@ -1,19 +1,18 @@
-"""Translations between the read model and the protobuf contracts.
+"""Translations between the read model and the public protobuf contracts.
 
-The booking service's ``BookingRecord`` (command reply) becomes a read-model
-change; read-model views and trace records become the public ``Booking`` and
-``TraceEvent`` messages that both the gRPC and the HTTP API return.
+Read-model views and trace records become the public ``Booking`` and
+``TraceEvent`` messages that both the gRPC and the HTTP API return, and the
+status filters of both APIs become read-model statuses. (The booking
+service's command reply becomes a change in ``gateway.application.replies``.)
 """
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from choreo.booking.v1 import commands_pb2
-from choreo.clock import from_timestamp, to_timestamp
+from choreo.clock import to_timestamp
 from choreo.gateway.v1 import gateway_pb2
-from gateway.facts import TraceRecord
-from gateway.merge import BookingView, Change, Status
+from gateway.readmodel.model import BookingView, Status, TraceRecord
 
 _TO_PROTO: dict[Status, gateway_pb2.BookingStatus.ValueType] = {
     Status.UNSPECIFIED: gateway_pb2.BOOKING_STATUS_UNSPECIFIED,
@@ -22,12 +21,6 @@ _TO_PROTO: dict[Status, gateway_pb2.BookingStatus.ValueType] = {
     Status.CANCELLED: gateway_pb2.BOOKING_STATUS_CANCELLED,
 }
 _FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
-_FROM_STATE: dict[commands_pb2.BookingState.ValueType, Status] = {
-    commands_pb2.BOOKING_STATE_UNSPECIFIED: Status.UNSPECIFIED,
-    commands_pb2.BOOKING_STATE_PENDING: Status.PENDING,
-    commands_pb2.BOOKING_STATE_CONFIRMED: Status.CONFIRMED,
-    commands_pb2.BOOKING_STATE_CANCELLED: Status.CANCELLED,
-}
 
 
 def timestamp(us: int) -> Timestamp | None:
@@ -96,22 +89,4 @@ def trace_message(record: TraceRecord) -> gateway_pb2.TraceEvent:
         stream_sequence=record.stream_sequence,
         causation_id=record.causation_id,
         occurred_at=timestamp(record.occurred_at_us),
-    )
-
-
-def change_from_record(record: commands_pb2.BookingRecord) -> Change:
-    """The booking service's own state, as a read-model change (its reason is final)."""
-    updated = from_timestamp(record.updated_at)
-    return Change(
-        booking_id=record.booking_id,
-        at_us=updated,
-        status=_FROM_STATE.get(record.state, Status.UNSPECIFIED),
-        user_id=record.user_id,
-        amount_cents=record.amount_cents,
-        currency=record.currency,
-        correlation_id=record.correlation_id,
-        payment_id=record.payment_id,
-        cancellation_reason=record.cancellation_reason,
-        reason_is_final=True,
-        created_at_us=from_timestamp(record.created_at),
     )

@@ -20,13 +20,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.auth import Authenticator, grpc_caller
-from gateway.convert import booking_message, status_from_proto, trace_message
-from gateway.core import GatewayCore
-from gateway.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
-from gateway.grpc_auth import AuthInterceptor
-from gateway.grpc_errors import ERROR_ID_METADATA
-from gateway.readiness import Readiness
+from gateway.api.auth import Authenticator, grpc_caller
+from gateway.api.convert import booking_message, status_from_proto, trace_message
+from gateway.api.grpc_auth import AuthInterceptor
+from gateway.api.grpc_errors import ERROR_ID_METADATA
+from gateway.application.core import GatewayCore
+from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
+from gateway.application.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +190,15 @@ class GrpcServer:
     Args:
         core: Application logic.
         readiness: Drives the health status.
-        authenticator: Identifies the caller of each call (``gateway.grpc_auth``).
+        authenticator: Identifies the caller of each call (``gateway.api.grpc_auth``).
         host: Address to bind.
         port: Port to bind.
         grace: Seconds in-flight calls get on shutdown.
         health_interval: Seconds between readiness evaluations.
         interceptors: Server interceptors, outermost first; authentication comes after them.
-        options: Channel arguments (limits, keepalive; ``gateway.server_limits``).
+        options: Channel arguments (limits, keepalive; ``gateway.api.server_limits``).
         maximum_concurrent_rpcs: Calls in progress before new ones are RESOURCE_EXHAUSTED.
-        credentials: TLS credentials (``gateway.tls``); ``None`` serves plaintext.
+        credentials: TLS credentials (``gateway.api.tls``); ``None`` serves plaintext.
         reflection: Serve gRPC server reflection.
     """
 

@@ -17,17 +17,17 @@ from choreo.booking.v1 import commands_pb2
 from choreo.gateway.v1 import gateway_pb2
 from choreo.ids import new_id
 from choreo.logs import log_context
-from gateway.causal import causal_order
-from gateway.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
-from gateway.convert import change_from_record
-from gateway.errors import ErrorCode, GatewayError, check_id
-from gateway.facts import TraceRecord
-from gateway.limits import CallerLimits, LimitExceeded
-from gateway.merge import BookingView, Status, merge
-from gateway.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
-from gateway.principal import Principal
-from gateway.store import ReadModel, WriteBatch
-from gateway.watchers import Watchers
+from gateway.application.causal import causal_order
+from gateway.application.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
+from gateway.application.errors import ErrorCode, GatewayError, check_id
+from gateway.application.limits import CallerLimits, LimitExceeded
+from gateway.application.paging import InvalidPageToken, PageTokens
+from gateway.application.principal import Principal
+from gateway.application.replies import change_from_record
+from gateway.application.watchers import Watchers
+from gateway.readmodel.merge import merge
+from gateway.readmodel.model import BookingView, Cursor, Status, TraceCursor, TraceRecord
+from gateway.readmodel.store import ReadModel, WriteBatch
 
 log = logging.getLogger(__name__)
 

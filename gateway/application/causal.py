@@ -13,7 +13,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
-from gateway.facts import TraceRecord
+from gateway.readmodel.model import TraceRecord
 
 
 def _key(event: TraceRecord) -> tuple[int, str, int, str]:

@@ -21,7 +21,8 @@ import hmac
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from gateway.readmodel.model import Cursor, TraceCursor
 
 _VERSION = 1
 #: Longest token accepted (a position is a few ids and integers).
@@ -32,24 +33,6 @@ _SIGNED_INTS = range(-(2**63), 2**63)
 
 class InvalidPageToken(ValueError):
     """The token was not made by this gateway for this query."""
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """The last booking of the previous ListBookings page (newest first)."""
-
-    created_at_us: int
-    booking_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TraceCursor:
-    """The last fact of the previous trace page, in the store's order of a workflow's facts."""
-
-    occurred_at_us: int
-    stream: str
-    stream_sequence: int
-    event_id: str
 
 
 _BOOKINGS = "bookings"

@@ -4,7 +4,7 @@ With ``GATEWAY_AUTH=jwt`` every API call carries ``authorization: Bearer
 <token>`` (gRPC metadata or HTTP header). The token is verified with PyJWT
 against one key source: an HS256 secret (``GATEWAY_JWT_HS256_SECRET`` or its
 file) or the identity provider's JWKS (``GATEWAY_JWT_JWKS_URL``, RS256/ES256,
-see ``gateway.jwks``). The algorithm comes from the key, never from the
+see ``gateway.api.jwks``). The algorithm comes from the key, never from the
 token's header, so ``alg: none`` and a token signed with HS256 using a public
 RSA key as the secret ("algorithm confusion") are refused. ``exp`` and ``sub``
 are required; ``iss`` and ``aud`` are checked when configured.
@@ -16,7 +16,7 @@ token is missing or invalid (RFC 6750).
 
 With ``GATEWAY_AUTH=none`` every caller is ``ANONYMOUS``.
 
-The gRPC side is ``gateway.grpc_auth``; the HTTP side is ``http_caller`` here.
+The gRPC side is ``gateway.api.grpc_auth``; the HTTP side is ``http_caller`` here.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from choreo.validation import check_id
-from gateway.errors import ErrorCode, GatewayError
-from gateway.jwks import JwksCache, KeysUnavailable, SigningKey
-from gateway.principal import ANONYMOUS, Principal
+from gateway.api.jwks import JwksCache, KeysUnavailable, SigningKey
+from gateway.application.errors import ErrorCode, GatewayError
+from gateway.application.principal import ANONYMOUS, Principal
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def http_caller(authenticator: Authenticator) -> Callable[..., Awaitable[Princip
     return caller
 
 
-# -- gRPC: the caller of the call being served (set by gateway.grpc_auth) -------------------------
+# -- gRPC: the caller of the call being served (set by gateway.api.grpc_auth) ---------------------
 
 _GRPC_CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("grpc_caller")
 

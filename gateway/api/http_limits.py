@@ -16,7 +16,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http_errors import error_json
+from gateway.api.http_errors import error_json
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 

@@ -14,13 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from nats.aio.client import Client as NATS
 
-from gateway.feed import StreamFeed
-from gateway.store import ReadModel
+from gateway.readmodel.store import ReadModel
 
 log = logging.getLogger(__name__)
+
+
+class FeedProgress(Protocol):
+    """What readiness asks of a stream feed (``gateway.projection.feed.StreamFeed``).
+
+    A protocol, so the application layer needs no import of the projection.
+    """
+
+    @property
+    def caught_up(self) -> asyncio.Event:
+        """Set once the feed has applied what its stream held when it started."""
+        ...
+
+    def status(self) -> str | None:
+        """How far its initial replay is; ``None`` once caught up."""
+        ...
 
 
 class Readiness:
@@ -33,7 +49,9 @@ class Readiness:
         timeout: Longest a database check may take.
     """
 
-    def __init__(self, nc: NATS, store: ReadModel, feeds: Sequence[StreamFeed], timeout: float = 2.0) -> None:
+    def __init__(
+        self, nc: NATS, store: ReadModel, feeds: Sequence[FeedProgress], timeout: float = 2.0
+    ) -> None:
         self._nc = nc
         self._store = store
         self._feeds = list(feeds)

@@ -7,7 +7,7 @@ Times are integer microseconds since the epoch (BIGINT).
 The read model is a projection of the streams, so it is never migrated: a change
 to these tables or to what the projection writes bumps ``SCHEMA_VERSION``, and a
 gateway that finds another version in its database drops the tables and
-rebuilds them by replaying the streams (``gateway.store.ReadModel.open``).
+rebuilds them by replaying the streams (``gateway.readmodel.store.ReadModel.open``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class BookingRow(ReadModelBase, table=True):
     user_id: str = Field(default="", max_length=128)
     amount_cents: int = big_int(default=0)
     currency: str = Field(default="", max_length=8)
-    #: PENDING, CONFIRMED or CANCELLED (``gateway.merge.Status``).
+    #: PENDING, CONFIRMED or CANCELLED (``gateway.readmodel.model.Status``).
     status: str = Field(default="UNSPECIFIED", max_length=16)
     # Not indexed: traces look workflows up in trace_events, never here.
     correlation_id: str = Field(default="", max_length=128)

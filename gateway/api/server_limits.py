@@ -5,8 +5,8 @@ RESOURCE_EXHAUSTED), streams per connection, request message size
 (RESOURCE_EXHAUSTED), keepalive enforcement (a client pinging too often gets
 GOAWAY), dead-client detection, and connection idle time and age. HTTP
 (uvicorn): header size, keep-alive, the request read deadline and the
-connection cap (``gateway.http_protocol``), and the listen backlog; the body
-limit is ASGI middleware (``gateway.http_limits``). Defaults are above what
+connection cap (``gateway.api.http_protocol``), and the listen backlog; the body
+limit is ASGI middleware (``gateway.api.http_limits``). Defaults are above what
 ``choreo bench`` and the demo use, so they change none of their figures.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.http_protocol import limited_protocol
+from gateway.api.http_protocol import limited_protocol
 from gateway.settings import GatewaySettings
 
 

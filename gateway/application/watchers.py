@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from gateway.merge import BookingView
+from gateway.readmodel.model import BookingView
 
 
 class Watchers:

@@ -3,7 +3,7 @@
 Handlers only translate between HTTP and ``GatewayCore``; bodies are the
 protobuf JSON mapping of the gRPC messages. Errors are always
 ``{"error": {"code", "message", "field"}}`` with the HTTP status of the gRPC
-code (400, 401, 403, 404, 409, 429, 503, 500; a 500 adds ``error_id``, see ``gateway.errors``),
+code (400, 401, 403, 404, 409, 429, 503, 500; a 500 adds ``error_id``, see ``gateway.application.errors``),
 also for unknown routes (404), methods (405) and bodies over the limit (413).
 The server runs in the gateway's event loop, next to the gRPC server, under uvicorn.
 """
@@ -27,14 +27,12 @@ from starlette.routing import BaseRoute, Match
 from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from choreo.metrics import Stages
-from gateway.auth import AuthenticationFailed, Authenticator, http_caller
-from gateway.convert import booking_message, status_from_name, trace_message
-from gateway.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZE, GatewayCore, TracePage
-from gateway.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
-from gateway.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
-from gateway.http_errors import CatchAll, error_json
-from gateway.http_limits import BodyLimit
-from gateway.http_models import (
+from gateway.api.auth import AuthenticationFailed, Authenticator, http_caller
+from gateway.api.convert import booking_message, status_from_name, trace_message
+from gateway.api.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
+from gateway.api.http_errors import CatchAll, error_json
+from gateway.api.http_limits import BodyLimit
+from gateway.api.http_models import (
     BookingJson,
     CreateBookingBody,
     ErrorJson,
@@ -42,8 +40,10 @@ from gateway.http_models import (
     ListBookingsJson,
     WorkflowTraceJson,
 )
-from gateway.principal import Principal
-from gateway.readiness import Readiness
+from gateway.application.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZE, GatewayCore, TracePage
+from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
+from gateway.application.principal import Principal
+from gateway.application.readiness import Readiness
 
 log = logging.getLogger(__name__)
 

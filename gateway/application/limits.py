@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from gateway.principal import Principal
+from gateway.application.principal import Principal
 
 #: A caller refused a watch is told to retry after this many seconds.
 WATCH_RETRY_AFTER_SECONDS = 1.0

@@ -27,7 +27,7 @@ import logging
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gateway.http_errors import error_body, service_unavailable
+from gateway.api.http_errors import error_body, service_unavailable
 
 log = logging.getLogger(__name__)
 

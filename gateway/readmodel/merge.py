@@ -15,65 +15,7 @@ Applying a fact twice changes nothing, so a replay is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
-
-class Status(StrEnum):
-    """A booking's status as stored in the read model."""
-
-    UNSPECIFIED = "UNSPECIFIED"
-    PENDING = "PENDING"
-    CONFIRMED = "CONFIRMED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (Status.CONFIRMED, Status.CANCELLED)
-
-
-@dataclass(frozen=True, slots=True)
-class BookingView:
-    """A booking as the read side sees it (one row of ``bookings``)."""
-
-    booking_id: str
-    user_id: str = ""
-    amount_cents: int = 0
-    currency: str = ""
-    status: Status = Status.UNSPECIFIED
-    correlation_id: str = ""
-    payment_id: str = ""
-    cancellation_reason: str = ""
-    created_at_us: int = 0
-    updated_at_us: int = 0
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status.is_terminal
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one fact says about a booking; empty fields say nothing.
-
-    Attributes:
-        booking_id: The booking the fact is about.
-        at_us: When the fact happened.
-        status: The status the fact implies (UNSPECIFIED: none).
-        reason_is_final: The reason comes from the booking's own cancellation.
-    """
-
-    booking_id: str
-    at_us: int = 0
-    status: Status = Status.UNSPECIFIED
-    user_id: str = ""
-    amount_cents: int = 0
-    currency: str = ""
-    correlation_id: str = ""
-    payment_id: str = ""
-    cancellation_reason: str = ""
-    reason_is_final: bool = False
-    created_at_us: int = 0
+from gateway.readmodel.model import BookingView, Change, Status
 
 
 def merge_status(current: Status, new: Status) -> Status:

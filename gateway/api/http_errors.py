@@ -14,7 +14,7 @@ import logging
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GENERIC_MESSAGE, report_unexpected
+from gateway.application.errors import GENERIC_MESSAGE, report_unexpected
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The HTTP server: uvicorn serving the gateway's app (``gateway.http_api``) as a component.
+"""The HTTP server: uvicorn serving the gateway's app (``gateway.api.http_api``) as a component.
 
 It runs in the gateway's event loop, next to the gRPC server; the service's
 ``run_main`` owns the signals and stops it in order.
@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.core import GatewayCore
+from gateway.application.core import GatewayCore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class HttpServer:
         host: Address to bind.
         port: Port to bind.
         grace: Seconds open requests get on shutdown.
-        options: More ``uvicorn.Config`` arguments (limits, TLS; ``gateway.server_limits``, ``gateway.tls``).
+        options: More ``uvicorn.Config`` arguments (limits, TLS; ``gateway.api.server_limits``,
+            ``gateway.api.tls``).
     """
 
     def __init__(

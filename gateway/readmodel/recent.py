@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from gateway.merge import BookingView
+from gateway.readmodel.model import BookingView
 
 
 class RecentViews:

@@ -21,7 +21,7 @@ from choreo.contract import fact_subject, type_name
 from choreo.dispatch import Dispatch
 from choreo.envelope import Envelope, EnvelopeError
 from choreo.payment.v1 import events_pb2 as payment_events
-from gateway.merge import Change, Status
+from gateway.readmodel.model import Change, Status, TraceRecord
 
 #: Longest identifier the read model stores; a fact with a longer one is refused (DLQ).
 MAX_ID_LENGTH = 128
@@ -30,22 +30,6 @@ MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 256
 
 M = TypeVar("M", bound=Message)
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRecord:
-    """One fact of a workflow, as indexed for traces (a row of ``trace_events``)."""
-
-    event_id: str
-    correlation_id: str
-    booking_id: str
-    event_type: str
-    source: str
-    subject: str
-    stream: str
-    stream_sequence: int
-    causation_id: str
-    occurred_at_us: int
 
 
 @dataclass(frozen=True, slots=True)

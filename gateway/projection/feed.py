@@ -36,9 +36,9 @@ from choreo.bus import provision_stream
 from choreo.dlq import DLQ, copy_to_dlq
 from choreo.logs import log_context
 from choreo.retry import Backoff
-from gateway.facts import read_fact
-from gateway.pull import Delivery, OrderedPull
-from gateway.store import ReadModel, WriteBatch
+from gateway.projection.facts import read_fact
+from gateway.projection.pull import Delivery, OrderedPull
+from gateway.readmodel.store import ReadModel, WriteBatch
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ feeds prepared before it are refused (``StaleBatch``), and the feeds, told
 through ``on_rebuild``, start over from sequence 1.
 
 Hot paths are SQLAlchemy Core statements compiled once and run with
-``executemany`` (see ``gateway.bulk``).
+``executemany`` (see ``gateway.readmodel.bulk``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from choreo.groupcommit import GroupCommit
 from choreo.metrics import Stages
 from choreo.upserts import insert_new, upsert
-from gateway.bulk import BulkStatement
-from gateway.facts import TraceRecord
-from gateway.merge import BookingView, Change, Status, conflicting, merge
-from gateway.paging import Cursor, TraceCursor
-from gateway.recent import RecentViews
-from gateway.tables import (
+from gateway.readmodel.bulk import BulkStatement
+from gateway.readmodel.merge import conflicting, merge
+from gateway.readmodel.model import BookingView, Change, Cursor, Status, TraceCursor, TraceRecord
+from gateway.readmodel.recent import RecentViews
+from gateway.readmodel.tables import (
     PROJECTED_TABLES,
     SCHEMA_VERSION,
     TABLES,
@@ -121,7 +120,7 @@ class ReadModel:
         writer: Engine for writes (on SQLite, its transactions ``BEGIN IMMEDIATE``).
         reader: Engine for reads (may be the same engine).
         on_commit: Called after each commit with the bookings that changed, as committed.
-        recent_views: Committed views kept in memory (``gateway.recent``); 0 reads every
+        recent_views: Committed views kept in memory (``gateway.readmodel.recent``); 0 reads every
             booking from the database.
         stages: Where to add each ``projection_transaction`` (``choreo.metrics``).
     """
