@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from nats.js import JetStreamContext
+from sqlalchemy import Table, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreo.envelope import Envelope
 from choreo.sealing import generate_keypair
@@ -70,3 +72,9 @@ async def stream_envelopes(js: JetStreamContext, stream: str) -> list[Envelope]:
 async def publish(js: JetStreamContext, env: Envelope) -> int:
     ack = await js.publish(env.subject, env.data, headers=env.headers())
     return int(ack.seq)
+
+
+async def row_count(engine: AsyncEngine, table: Table) -> int:
+    """How many rows ``table`` holds."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
