@@ -6,12 +6,11 @@ here only the transaction is under test: the row, what is emitted, what is refus
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from booking.handlers import DURABLE, ROUTES
 from booking.migrations import MIGRATIONS
@@ -22,8 +21,9 @@ from choreo.errors import PermanentError
 from choreo.inbox import inbox_table
 from choreo.outbox import outbox_table
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.testing import HandlerHarness, handler_harness, prepare_database
-from tests.support import row_count
+from choreo.testing import HandlerHarness, handler_harness
+from tests.booking.test_service import booking_status
+from tests.support import prepared_schema, row_count
 
 BOOKING_ID = "b-1"
 WORKFLOW = "wf-1"
@@ -31,9 +31,7 @@ WORKFLOW = "wf-1"
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Booking's schema, prepared once: each test starts from a copy."""
-    path = tmp_path_factory.mktemp("schema") / "booking.db"
-    return asyncio.run(prepare_database(path, MIGRATIONS, service="booking"))
+    return prepared_schema(tmp_path_factory, MIGRATIONS, "booking")
 
 
 @pytest.fixture
@@ -56,18 +54,6 @@ async def h(schema: Path) -> AsyncIterator[HandlerHarness]:
         yield h
 
 
-async def row(h: HandlerHarness) -> tuple[str, str, str]:
-    async with h.engine.connect() as conn:
-        found = (
-            await conn.execute(
-                select(bookings.c.status, bookings.c.payment_id, bookings.c.cancellation_reason).where(
-                    bookings.c.booking_id == BOOKING_ID
-                )
-            )
-        ).one()
-    return (found.status, found.payment_id, found.cancellation_reason)
-
-
 def succeeded(**fields: object) -> payment_events.PaymentSucceeded:
     values: dict[str, object] = {
         "payment_id": "pay_1",
@@ -86,7 +72,7 @@ async def test_a_payment_success_confirms_the_booking_and_emits_booking_confirme
     [fact] = handled.emitted
     assert (fact.subject, fact.source) == ("booking.confirmed", "booking")
     assert (fact.correlation_id, fact.causation_id) == (WORKFLOW, handled.envelope.id)
-    assert await row(h) == ("CONFIRMED", "pay_1", "")
+    assert await booking_status(h.engine, BOOKING_ID) == ("CONFIRMED", "pay_1", "")
     assert await row_count(h.engine, outbox_table) == 1
 
 
@@ -102,7 +88,7 @@ async def test_a_payment_failure_cancels_the_booking_with_its_reason(h: HandlerH
         "pay_1",
     )
     assert handled.decoded(booking_events.BookingConfirmed) == []
-    assert await row(h) == ("CANCELLED", "pay_1", "card_declined")
+    assert await booking_status(h.engine, BOOKING_ID) == ("CANCELLED", "pay_1", "card_declined")
 
 
 async def test_the_same_fact_again_is_already_processed_and_emits_nothing(h: HandlerHarness) -> None:
@@ -118,7 +104,7 @@ async def test_a_repeated_outcome_under_another_event_id_emits_nothing(h: Handle
     await h.deliver(succeeded(), correlation_id=WORKFLOW, source="payment")
     repeat = await h.deliver(succeeded(), correlation_id=WORKFLOW, source="payment")
     assert (repeat.duplicate, repeat.emitted) == (False, ())
-    assert await row(h) == ("CONFIRMED", "pay_1", "")
+    assert await booking_status(h.engine, BOOKING_ID) == ("CONFIRMED", "pay_1", "")
 
 
 @pytest.mark.parametrize(
@@ -138,6 +124,6 @@ async def test_a_mismatching_fact_is_refused_for_good_and_commits_nothing(
         await h.deliver(fact, correlation_id=correlation, source=source)
     assert isinstance(refused.value, PaymentMismatchError)
     assert refused.value.field == field
-    assert await row(h) == ("PENDING", "", "")
+    assert await booking_status(h.engine, BOOKING_ID) == ("PENDING", "", "")
     # Rolled back, inbox record included: a later copy would be judged again.
     assert (await row_count(h.engine, outbox_table), await row_count(h.engine, inbox_table)) == (0, 0)

@@ -38,6 +38,7 @@ from choreo.subjects import (
     PAYMENT_SUCCEEDED,
 )
 from choreo.validation import validate_booking_request
+from tests import support
 
 #: Microseconds to a protobuf Timestamp, as the services stamp their facts.
 ts = to_timestamp
@@ -61,7 +62,7 @@ async def publish(
     env = Envelope.wrap(
         message, source=source, subject=subject, correlation_id=correlation_id, causation_id=causation_id
     )
-    await js.publish(subject, env.data, headers=env.headers())
+    await support.publish(js, env)
     return env
 
 

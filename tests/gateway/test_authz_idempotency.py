@@ -23,10 +23,9 @@ from choreo.gateway.v1 import gateway_pb2_grpc
 from choreo.natsserver import NatsServer
 from choreo.subjects import PAYMENT_STREAM
 from tests.gateway.conftest import StartGateway
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, BOB, SECRET, bearer, grpc_bearer
 from tests.support import running
 
-ALICE, BOB = hs256("alice"), hs256("bob")
 BODY = {"amount_cents": 1500, "currency": "USD", "payment_token": "tok_visa"}
 
 

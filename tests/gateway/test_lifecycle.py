@@ -22,9 +22,10 @@ from choreo.subjects import BOOKING_STREAM
 from gateway.build import build
 from gateway.pull import parse_reply
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
+from tests.gateway.conftest import StartGateway, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.test_projection import ensure_streams, workflow_facts
+from tests.support import eventually
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 

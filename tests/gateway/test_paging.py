@@ -13,8 +13,8 @@ import pytest
 from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway import paging
 from gateway.paging import Cursor, InvalidPageToken, PageTokens, TraceCursor
-from tests.gateway.conftest import eventually
 from tests.gateway.fakes import FakeBookingService
+from tests.support import eventually
 
 KEY = b"k" * 32
 

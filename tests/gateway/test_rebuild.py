@@ -20,8 +20,9 @@ from choreo.subjects import BOOKING_STREAM
 from gateway.build import GatewayService
 from gateway.merge import Status
 from gateway.tables import SCHEMA_VERSION
-from tests.gateway.conftest import StartGateway, eventually, stop_gateway
+from tests.gateway.conftest import StartGateway, stop_gateway
 from tests.gateway.test_projection import ensure_streams, snapshot, workflow_facts
+from tests.support import eventually
 
 
 async def execute(database_url: str, *statements: str) -> list[list[Any]]:

@@ -7,7 +7,6 @@ The real simulated provider charges the token sealed to this session's key, as
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,14 +17,14 @@ from choreo.inbox import inbox_table
 from choreo.outbox import outbox_table
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.sealing import TokenOpener, parse_private_keys
-from choreo.testing import HandlerHarness, handler_harness, prepare_database
+from choreo.testing import HandlerHarness, handler_harness
 from payment.handlers import DURABLE, UnreadableTokenError, routes
 from payment.migrations import MIGRATIONS
 from payment.provider import ChargeRequest, ChargeResult
 from payment.simulator import SimulatedProvider
 from payment.tables import payments
 from tests.payment.test_service import booking_created
-from tests.support import TOKEN_PRIVATE_KEY, row_count
+from tests.support import TOKEN_PRIVATE_KEY, prepared_schema, row_count
 
 
 class CountedProvider:
@@ -45,9 +44,7 @@ class CountedProvider:
 
 @pytest.fixture(scope="module")
 def schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Payment's schema, prepared once: each test starts from a copy."""
-    path = tmp_path_factory.mktemp("schema") / "payment.db"
-    return asyncio.run(prepare_database(path, MIGRATIONS, service="payment"))
+    return prepared_schema(tmp_path_factory, MIGRATIONS, "payment")
 
 
 @pytest.fixture
