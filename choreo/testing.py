@@ -5,10 +5,10 @@ emits, what it refuses. ``HandlerHarness`` feeds a decoded fact to a ``Route``
 the way the consumer (``choreo.consumer``) does, with the same runtime pieces and
 in the same order, on a real database with the service's real schema:
 
-1. ``already_processed``: a fact whose event id is in the inbox does nothing
-   (not even its ``prepare`` step, which may call the outside world);
-2. the route's ``prepare`` step, outside the transaction;
-3. in one transaction: ``already_processed`` again, ``handle``,
+1. for a route with a ``prepare`` step: ``already_processed``, so that a fact
+   whose event id is in the inbox does not call the outside world again, then
+   ``prepare``, outside the transaction;
+2. in one transaction: ``already_processed`` (again), ``handle``,
    ``record_processed``, ``add_to_outbox``; an exception rolls it all back and
    is raised to the test.
 
@@ -120,9 +120,11 @@ class HandlerHarness:
         if route is None:
             raise LookupError(f"no route for {env.type!r} in consumer {self._consumer}")
         message = env.decode(route.message_type)
-        if await self._seen(env):
-            return Handled(env, (), duplicate=True)
-        prepared = None if route.prepare is None else await guarded(route.prepare(message, env))
+        prepared = None
+        if route.prepare is not None:
+            if await self._seen(env):  # a committed fact never calls the outside world again
+                return Handled(env, (), duplicate=True)
+            prepared = await guarded(route.prepare(message, env))
         async with self.engine.begin() as conn:
             if await already_processed(conn, self._consumer, [env.id]):
                 return Handled(env, (), duplicate=True)
