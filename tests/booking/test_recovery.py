@@ -12,7 +12,6 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking.migrations import MIGRATIONS
@@ -28,6 +27,7 @@ from choreo.schema import prepare_schema
 from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.ports import free_port
 from tests.streams import BOOKING, BOOKING_CREATED, BOOKING_STREAM
+from tests.support import row_count
 
 N = 2000
 
@@ -58,10 +58,7 @@ async def open_engine(url: str) -> AsyncEngine:
 
 
 async def count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        n = (await conn.execute(select(func.count()).select_from(bookings))).scalar_one()
-        await conn.rollback()
-    return int(n)
+    return await row_count(engine, bookings)
 
 
 async def started_rebuild(nc: NATS, js: JetStreamContext, engine: AsyncEngine) -> asyncio.Task[object]:

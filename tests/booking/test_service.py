@@ -9,6 +9,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking.build import build
 from booking.create import existing_by_key_query
@@ -137,7 +138,12 @@ async def _at_least(js: JetStreamContext, stream: str, n: int) -> bool:
 
 async def _status(service: Service, booking_id: str) -> tuple[str, str, str]:
     assert service.engine is not None
-    async with service.engine.connect() as conn:
+    return await booking_status(service.engine, booking_id)
+
+
+async def booking_status(engine: AsyncEngine, booking_id: str) -> tuple[str, str, str]:
+    """A booking's ``(status, payment_id, cancellation_reason)``."""
+    async with engine.connect() as conn:
         row = (
             await conn.execute(
                 select(bookings.c.status, bookings.c.payment_id, bookings.c.cancellation_reason).where(
@@ -194,7 +200,7 @@ async def test_payment_outcome_settles_the_booking_once(
         await publish(js, env)
         # The same fact again, past JetStream's de-duplication (another Nats-Msg-Id): the inbox
         # must still give it a single effect.
-        await js.publish(env.subject, env.data, headers={**env.headers(), "Nats-Msg-Id": "other-id"})
+        await publish(js, env, msg_id="other-id")
         await eventually(lambda: _at_least(js, "BOOKING", 2))
         assert (await _status(service, reply.booking.booking_id))[0] == status
         await asyncio.sleep(0.3)  # give a wrong second effect the chance to show up

@@ -64,7 +64,7 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
             subject="booking.created",
             correlation_id="wf-1",
         )
-        await js.publish(env.subject, env.data, headers=env.headers())
+        await publish(js, env)
         await eventually(lambda: stream_count(js, "DLQ"))
 
         code, out = await choreo_cli("dlq", "--nats-url", nats_server.url, "list")

@@ -7,24 +7,16 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 
 from choreoctl.stack.supervisor import RestartPolicy, Supervisor, describe_exit
 from tests.cli.conftest import StandinFactory
+from tests.support import eventually
 
 FAST = RestartPolicy(
     initial_backoff=0.2, max_backoff=1.0, reset_after=30.0, stop_grace=5.0, probe_interval=0.05
 )
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def pid_alive(pid: int) -> bool:
@@ -69,7 +61,7 @@ async def test_restarts_a_killed_process(standin: StandinFactory) -> None:
         first = process.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        await eventually(lambda: process.starts == 2 and process.ready.is_set())
+        await eventually(lambda: process.starts == 2 and process.ready.is_set(), timeout=15)
         assert process.pid not in (None, first)
     finally:
         await supervisor.stop()
@@ -84,7 +76,7 @@ async def test_crash_loop_backs_off_and_stops_promptly(standin: StandinFactory) 
     supervisor = Supervisor([standin("c", "crash")], FAST, report)
     supervisor.start()
     process = supervisor.processes["c"]
-    await eventually(lambda: len(process.exit_codes) >= 3)
+    await eventually(lambda: len(process.exit_codes) >= 3, timeout=15)
     assert set(process.exit_codes) == {3}
     delays = [line.rsplit(" ", 1)[-1] for line in report.lines if "restarting in" in line]
     assert delays[:3] == ["0.2s", "0.4s", "0.8s"], "the delay doubles"
@@ -120,7 +112,7 @@ async def test_a_command_that_cannot_start_is_retried(standin: StandinFactory) -
     spec = dataclasses.replace(standin("missing"), argv=["/nonexistent/binary"])
     supervisor = Supervisor([spec], FAST, report)
     supervisor.start()
-    await eventually(lambda: sum("could not start" in line for line in report.lines) >= 2)
+    await eventually(lambda: sum("could not start" in line for line in report.lines) >= 2, timeout=15)
     await supervisor.stop()
 
 

@@ -26,6 +26,7 @@ from choreo.natsidentity import inbox_prefix
 from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.ports import free_port
 from tests.cli.test_dlq import choreo_cli
+from tests.support import SERVICES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,7 +41,6 @@ ANY_PORT = [
     "--payment-health-port",
     "0",
 ]
-SERVICES = ("booking", "payment", "gateway")
 
 
 class Up:

@@ -23,8 +23,7 @@ from pathlib import Path
 import httpx
 
 from choreoctl.stack.ports import free_port
-
-SERVICES = ("booking", "payment", "gateway")
+from tests.support import SERVICES
 
 
 def service_of(name: str) -> str:

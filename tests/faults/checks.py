@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import grpc
 from nats.js.errors import NotFoundError
@@ -29,6 +27,7 @@ from tests.faults.inject import Injected
 from tests.faults.load import Load
 from tests.faults.system import System
 from tests.streams import DLQ_STREAM
+from tests.support import poll
 
 #: Longest wait, once the load is in, for every booking to be terminal in booking's database.
 SETTLE_SECONDS = 30.0
@@ -39,8 +38,6 @@ DLQ_SECONDS = 10.0
 
 #: Every figure printed this session, repeated in pytest's terminal summary.
 FIGURES: list[str] = []
-
-T = TypeVar("T")
 
 
 def status_name(status: int) -> str:
@@ -70,20 +67,6 @@ class Figures:
             f" confirmed={self.confirmed} cancelled={self.cancelled} pending={self.pending}"
             f" charges={self.charges} dlq={self.dlq} seconds={self.seconds:.1f}"
         )
-
-
-async def poll(
-    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float, interval: float = 0.25
-) -> tuple[T, bool]:
-    """Fetches until ``done`` holds or ``timeout`` passes; returns the last value and whether it held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if done(value):
-            return value, True
-        if time.monotonic() > deadline:
-            return value, False
-        await asyncio.sleep(interval)
 
 
 def sample(items: object, n: int = 3) -> str:

@@ -20,6 +20,7 @@ from choreo.envelope import Envelope
 from tests.conftest import PG_URL
 from tests.faults.system import DATABASES, System
 from tests.streams import BOOKING_CREATED
+from tests.support import publish
 
 #: Field 1 (booking_id, length-delimited) claims 127 bytes but the body ends: not a protobuf message.
 GARBAGE_BODY = b"\x0a\x7fnot protobuf"
@@ -140,6 +141,6 @@ async def publish_poison(system: System, injected: Injected) -> None:
         correlation_id="poison",
     )
     for env in (garbage, unknown):
-        await system.js.publish(env.subject, env.data, headers=env.headers())
+        await publish(system.js, env)
         injected.count += 1
         injected.poison.add(env.id)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.checks import booking_rows, gateway_rows, poll
+from tests.faults.checks import booking_rows, gateway_rows
 from tests.faults.inject import Injected, delete_streams, publish_poison
 from tests.faults.load import Load
 from tests.faults.scenario import run_scenario
 from tests.faults.system import System, running_system
 from tests.streams import BOOKING_STREAM, DLQ_STREAM, PAYMENT_STREAM
+from tests.support import poll
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 

@@ -95,15 +95,3 @@ async def stub(gateway: GatewayService) -> AsyncIterator[gateway_pb2_grpc.Bookin
 async def http(gateway: GatewayService) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http_port}", timeout=15) as client:
         yield client
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02
-) -> None:
-    """Polls ``check`` until it holds; fails with a clear message at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)

@@ -27,6 +27,7 @@ from choreo.clock import to_timestamp
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
+from tests import support
 from tests.streams import (
     BOOKING,
     BOOKING_CANCELLED,
@@ -61,7 +62,7 @@ async def publish(
     env = Envelope.wrap(
         message, source=source, subject=subject, correlation_id=correlation_id, causation_id=causation_id
     )
-    await js.publish(subject, env.data, headers=env.headers())
+    await support.publish(js, env)
     return env
 
 

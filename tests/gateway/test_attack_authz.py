@@ -22,10 +22,9 @@ from choreo.gateway.v1 import gateway_pb2_grpc
 from gateway.build import GatewayService
 from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, BOB, SECRET, bearer, grpc_bearer
 
 GRACE = 0.4
-ALICE, BOB = hs256("alice"), hs256("bob")
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
 
 

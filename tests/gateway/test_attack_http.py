@@ -27,11 +27,11 @@ import pytest
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from gateway.build import GatewayService
-from tests.gateway.conftest import StartGateway, eventually
+from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, SECRET, bearer, grpc_bearer
+from tests.support import eventually
 
-ALICE = hs256("alice")
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
 
 

@@ -23,13 +23,14 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from gateway.application.principal import ADMIN_SCOPE
 from gateway.build import GatewayService
-from tests.gateway.conftest import StartGateway, eventually
+from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, BOB, SECRET, bearer, grpc_bearer, hs256
+from tests.support import eventually
 
 Stub = Any
 GRACE = 0.4
-ALICE, BOB, ADMIN = hs256("alice"), hs256("bob"), hs256("operator", scope=f"bookings:read {ADMIN_SCOPE}")
+ADMIN = hs256("operator", scope=f"bookings:read {ADMIN_SCOPE}")
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
 
 

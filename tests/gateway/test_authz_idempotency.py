@@ -22,11 +22,10 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from choreoctl.stack.natsserver import NatsServer
 from tests.gateway.conftest import StartGateway
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, BOB, SECRET, bearer, grpc_bearer
 from tests.streams import PAYMENT
 from tests.support import running
 
-ALICE, BOB = hs256("alice"), hs256("bob")
 BODY = {"amount_cents": 1500, "currency": "USD", "payment_token": "tok_visa"}
 
 

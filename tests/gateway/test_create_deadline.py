@@ -19,7 +19,6 @@ import asyncpg
 import grpc
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from sqlalchemy import func, select
 
 from booking.tables import bookings
 from choreo.bus import ensure_stream
@@ -30,7 +29,7 @@ from choreoctl.stack.natsserver import NatsServer
 from tests.e2e.stack import Stack
 from tests.gateway.conftest import StartGateway
 from tests.streams import BOOKING_STREAM, PAYMENT
-from tests.support import eventually, stream_count
+from tests.support import eventually, row_count, stream_count
 
 
 def _request(i: int, key: str = "") -> gw.CreateBookingRequest:
@@ -63,8 +62,7 @@ async def write_locked(database_url: str) -> AsyncIterator[None]:
 async def booking_rows(database_url: str) -> int:
     engine = make_engine(database_url, writer=False)
     try:
-        async with engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(bookings))).scalar_one())
+        return await row_count(engine, bookings)
     finally:
         await engine.dispose()
 

@@ -20,8 +20,9 @@ from choreo.gateway.v1 import gateway_pb2_grpc
 from choreoctl.stack.natsserver import NatsServer
 from gateway.application.errors import ErrorCode, GatewayError
 from gateway.build import GatewayService
-from tests.gateway.conftest import StartGateway, eventually
+from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
+from tests.support import eventually
 
 SECRET = "SELECT payment_token FROM bookings WHERE user_id = 'alice'"
 GET_BOOKING = "/choreo.gateway.v1.BookingGatewayService/GetBooking"

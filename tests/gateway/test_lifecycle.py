@@ -21,10 +21,11 @@ from choreoctl.stack.natsserver import NatsServer
 from gateway.build import build
 from gateway.projection.pull import parse_reply
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import StartGateway, eventually, gateway_settings, stop_gateway
+from tests.gateway.conftest import StartGateway, gateway_settings, stop_gateway
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.test_projection import ensure_streams, workflow_facts
 from tests.streams import BOOKING_STREAM
+from tests.support import eventually
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 

@@ -21,12 +21,12 @@ from gateway.application.limits import CallerLimits, LimitExceeded, TokenBuckets
 from gateway.application.principal import ANONYMOUS, Principal
 from gateway.build import GatewayService
 from gateway.settings import GatewaySettings
-from tests.gateway.conftest import StartGateway, eventually
+from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
-from tests.gateway.tokens import SECRET, bearer, grpc_bearer, hs256
+from tests.gateway.tokens import ALICE, BOB, SECRET, bearer, grpc_bearer
+from tests.support import eventually
 
 Stub = Any
-ALICE, BOB = hs256("alice"), hs256("bob")
 #: GATEWAY_MAX_WATCHES_PER_CALLER's default.
 PER_CALLER = 100
 BODY = {"amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}

@@ -14,8 +14,8 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from gateway.application import paging
 from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.readmodel.model import Cursor, TraceCursor
-from tests.gateway.conftest import eventually
 from tests.gateway.fakes import FakeBookingService
+from tests.support import eventually
 
 KEY = b"k" * 32
 

@@ -24,9 +24,10 @@ from gateway.application.principal import ANONYMOUS
 from gateway.build import GatewayService
 from gateway.readmodel.model import Status
 from gateway.readmodel.tables import TABLES, ReadModelBase
-from tests.gateway.conftest import StartGateway, eventually, stop_gateway
+from tests.gateway.conftest import StartGateway, stop_gateway
 from tests.gateway.fakes import FakeBookingService, ts
 from tests.streams import BOOKING, BOOKING_STREAM, DLQ, DLQ_STREAM, PAYMENT, PAYMENT_STREAM
+from tests.support import eventually, publish
 
 
 async def workflow_facts(
@@ -89,7 +90,7 @@ async def workflow_facts(
         )
     order = [paid, created, outcome] if payment_first else [created, paid, outcome]
     for env in order:
-        await js.publish(env.subject, env.data, headers=env.headers())
+        await publish(js, env)
     return [created, paid, outcome]
 
 
@@ -175,7 +176,7 @@ async def test_poison_goes_to_the_dlq_and_the_projection_carries_on(
         data=b"\xff\xfe not protobuf",
         correlation_id="wf-garbage",
     )
-    await js.publish(garbage.subject, garbage.data, headers=garbage.headers())
+    await publish(js, garbage)
     await js.publish("booking.confirmed", b"no headers at all")
     unknown = Envelope(
         id="unknown-1",
@@ -185,7 +186,7 @@ async def test_poison_goes_to_the_dlq_and_the_projection_carries_on(
         data=b"",
         correlation_id="wf-unknown",
     )
-    await js.publish(unknown.subject, unknown.data, headers=unknown.headers())
+    await publish(js, unknown)
     await workflow_facts(js, "after-poison")
 
     async def projected() -> bool:
@@ -369,7 +370,7 @@ async def test_a_poison_fact_waits_for_its_dlq_copy_when_the_dlq_is_gone(
         data=b"\xff\xfe not protobuf",
         correlation_id="wf-garbage",
     )
-    await js.publish(garbage.subject, garbage.data, headers=garbage.headers())
+    await publish(js, garbage)
     await workflow_facts(js, "after-poison")
     await asyncio.sleep(1.5)
     assert feed.position == 0 and await gateway.store.checkpoint(BOOKING_STREAM) == 0

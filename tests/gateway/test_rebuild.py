@@ -19,9 +19,10 @@ from choreo.db import make_engine
 from gateway.build import GatewayService
 from gateway.readmodel.model import Status
 from gateway.readmodel.tables import SCHEMA_VERSION
-from tests.gateway.conftest import StartGateway, eventually, stop_gateway
+from tests.gateway.conftest import StartGateway, stop_gateway
 from tests.gateway.test_projection import ensure_streams, snapshot, workflow_facts
 from tests.streams import BOOKING, BOOKING_STREAM
+from tests.support import eventually
 
 
 async def execute(database_url: str, *statements: str) -> list[list[Any]]:

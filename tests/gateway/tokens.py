@@ -33,6 +33,10 @@ def hs256(sub: str = "alice", secret: str = SECRET, **extra: Any) -> str:
     return jwt.encode(claims(sub, **extra), secret, algorithm="HS256")
 
 
+#: The callers of the authorization tests: two users, each owning bookings the other must not see.
+ALICE, BOB = hs256("alice"), hs256("bob")
+
+
 def forge_hs256(payload: dict[str, Any], key: bytes, headers: dict[str, Any] | None = None) -> str:
     """An HS256 token keyed with any bytes (PyJWT refuses a public key as an HMAC secret; attackers don't)."""
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from tests.k8s.manifests import Manifests, SecretRef, only_container
 from tests.k8s.natsconf import FILES, server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
+from tests.support import SERVICES
 from tests.tlscerts import CertificateAuthority
-
-SERVICES = ("booking", "payment", "gateway")
 
 
 def nats_tls_mount(overlay: Manifests) -> str | None:

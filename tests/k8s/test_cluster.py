@@ -14,7 +14,6 @@ import asyncio
 import base64
 import ssl
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -30,6 +29,7 @@ from tests.k8s.localpod import LocalPod
 from tests.k8s.manifests import Manifests, SecretRef
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
 from tests.k8s.stack import SERVICES, nats_cluster, nats_passwords, sqlite_urls, user_passwords
+from tests.support import eventually
 from tests.tlscerts import CertificateAuthority
 
 pytestmark = pytest.mark.slow
@@ -170,10 +170,17 @@ async def _flow(cluster: LocalCluster, gateway: LocalPod, booking_password: str)
             created.append((token, booking))
 
         tasks = [asyncio.create_task(one(i)) for i in range(BOOKINGS)]
-        await _until(lambda: len(created) >= KILL_AFTER)
+        await eventually(
+            lambda: len(created) >= KILL_AFTER, timeout=60, interval=0.01, message="the bookings to progress"
+        )
         leader.kill()  # the BOOKING stream's leader crashes mid-flow
         killed_at = asyncio.get_running_loop().time()
-        await _until(lambda: len(created) >= RESTART_AFTER)
+        await eventually(
+            lambda: len(created) >= RESTART_AFTER,
+            timeout=60,
+            interval=0.01,
+            message="the bookings to progress",
+        )
         await asyncio.sleep(max(0.0, killed_at + MIN_DOWNTIME - asyncio.get_running_loop().time()))
         assert len(created) < BOOKINGS, "the node must come back while bookings still flow"
         leader.start()
@@ -190,12 +197,3 @@ async def _flow(cluster: LocalCluster, gateway: LocalPod, booking_password: str)
             assert len(trace.events) == sum(FACTS_PER_BOOKING.values()), trace
     # Every acknowledged booking's facts are on every replica, once (the restarted node caught up).
     await replicas_agree(cluster, {s: n * BOOKINGS for s, n in FACTS_PER_BOOKING.items()} | {"DLQ": 0})
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("the bookings stopped progressing")
-        await asyncio.sleep(0.01)

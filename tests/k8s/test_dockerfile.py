@@ -8,8 +8,7 @@ import pytest
 
 from tests.k8s.dockerfile import Stage, ignored, parse, read_ignore
 from tests.k8s.manifests import REPO
-
-SERVICES = ("booking", "payment", "gateway")
+from tests.support import SERVICES
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -33,6 +33,7 @@ from tests.k8s.natsproc import ConfiguredNats
 from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
 from tests.natssession import Session
 from tests.streams import BOOKING, DLQ, PAYMENT, STREAMS
+from tests.support import poll
 
 #: How nats-server logs a refused publish or subscription.
 VIOLATION = re.compile(r"(Publish|Subscription) Violation")
@@ -357,9 +358,10 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
                 before = (await payment_js.stream_info("PAYMENT")).state.messages
                 await nc.publish("payment.succeeded", b"forged")
                 await nc.flush()
-                assert await _eventually(lambda: any("payment.succeeded" in v for v in violations)), (
-                    violations
+                _, refused = await poll(
+                    lambda: any("payment.succeeded" in v for v in violations), bool, 5.0, 0.02
                 )
+                assert refused, violations
                 assert (await payment_js.stream_info("PAYMENT")).state.messages == before
             finally:
                 await nc.close()
@@ -426,13 +428,3 @@ async def test_gateway_dead_letters_and_cleans_up_under_its_permissions(
                 await nc.close()
         refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
         assert not refused, "the gateway was refused something it needs:\n" + "\n".join(refused)
-
-
-async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.02)
-    return True

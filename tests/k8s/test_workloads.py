@@ -15,10 +15,9 @@ from tests.k8s.dockerfile import parse
 from tests.k8s.manifests import REPO, Manifests, Obj, SecretRef, containers, only_container
 from tests.k8s.pgsetup import DATABASES
 from tests.k8s.semantics import selector_matches
-from tests.support import TOKEN_KEY_ENV
+from tests.support import SERVICES, TOKEN_KEY_ENV
 
 OVERLAYS = ("dev", "prod")
-SERVICES = ("booking", "payment", "gateway")
 SETTINGS = {
     "GATEWAY_AUTH",
     "GATEWAY_JWT_JWKS_URL",

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
-from sqlalchemy import func, select
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.envelope import Envelope
@@ -31,6 +30,7 @@ from tests.support import (
     TOKEN_PRIVATE_KEY,
     eventually,
     publish,
+    row_count,
     running,
     stream_count,
     stream_envelopes,
@@ -91,8 +91,7 @@ async def _ledger_charges(tmp_path: Path) -> int:
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     try:
-        async with engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(ledger))).scalar_one())
+        return await row_count(engine, ledger)
     finally:
         await engine.dispose()
 

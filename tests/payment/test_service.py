@@ -115,7 +115,7 @@ async def test_redelivered_booking_is_charged_and_paid_once(
     async with running(build(settings(nats_server, database_url, tmp_path))) as service:
         await publish(js, env)
         # Past JetStream's de-dup (new Nats-Msg-Id), same event id: the inbox stops it.
-        await js.publish(env.subject, env.data, headers={**env.headers(), "Nats-Msg-Id": "again"})
+        await publish(js, env, msg_id="again")
         await eventually(lambda: _at_least(js, "PAYMENT", 1))
         await asyncio.sleep(0.3)
         assert await count(service, payments) == 1

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from payment.provider import ChargeRequest
 from payment.simulator import SimulatedProvider, ledger, outcome_for
+from tests.support import row_count
 
 
 @pytest.mark.parametrize(
@@ -43,8 +44,7 @@ async def test_same_idempotency_key_never_charges_twice(tmp_path: Path) -> None:
     # The ledger outlives the process, like a real PSP's: a restarted caller is still de-duplicated.
     reopened = await SimulatedProvider.open(url)
     later = await reopened.charge(ChargeRequest("b-1", 1000, "USD", "tok_visa"))
-    async with reopened._engine.connect() as conn:
-        charges = (await conn.execute(select(func.count()).select_from(ledger))).scalar_one()
+    charges = await row_count(reopened._engine, ledger)
     await reopened.close()
     assert {r.charge_id for r in [*concurrent, later]} == {first.charge_id}
     assert all(r.replayed for r in [*concurrent, later]) and not first.replayed

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
-from sqlalchemy import Column, Text, func, insert, select
+from sqlalchemy import Column, Text, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
@@ -38,6 +37,7 @@ from choreo.runtime import Runtime, open_runtime
 from choreo.settings import ConsumerSettings
 from choreo.topology import Subscription, Topology
 from tests.streams import BOOKING, BOOKING_CREATED, BOOKING_STREAM, DLQ_STREAM, PAYMENT
+from tests.support import row_count
 
 SERVICE = "rt-payment"
 DURABLE = "rt-payment"
@@ -249,15 +249,6 @@ def envelope_for(
     )
 
 
-async def publish(js: JetStreamContext, env: Envelope, *, msg_id: str | None = None) -> int:
-    """Publishes an envelope directly to JetStream; returns its stream sequence."""
-    headers = env.headers()
-    if msg_id is not None:
-        headers["Nats-Msg-Id"] = msg_id
-    ack = await js.publish(env.subject, env.data, headers=headers)
-    return int(ack.seq)
-
-
 async def publish_raw(
     js: JetStreamContext, subject: str, data: bytes, headers: dict[str, str] | None = None
 ) -> int:
@@ -279,10 +270,6 @@ async def stream_messages(js: JetStreamContext, stream: str) -> list[RawStreamMs
     return out
 
 
-async def stream_count(js: JetStreamContext, stream: str) -> int:
-    return int((await js.stream_info(stream)).state.messages or 0)
-
-
 async def dlq_messages(js: JetStreamContext) -> list[RawStreamMsg]:
     return await stream_messages(js, DLQ_STREAM)
 
@@ -296,10 +283,7 @@ async def effects(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 
 async def outbox_size(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        n = (await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one()
-        await conn.rollback()
-    return int(n)
+    return await row_count(engine, outbox_table)
 
 
 async def outbox_empty(engine: AsyncEngine) -> bool:
@@ -313,26 +297,6 @@ async def consumer_settled(js: JetStreamContext, stream: str, durable: str) -> b
     except NotFoundError:  # not provisioned yet
         return False
     return bool(info.num_pending == 0 and info.num_ack_pending == 0)
-
-
-async def wait_until(
-    predicate: Callable[[], object],
-    *,
-    timeout: float = 5.0,
-    interval: float = 0.02,
-    message: str = "condition",
-) -> None:
-    """Polls ``predicate`` (plain or async) until it is truthy; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)
 
 
 def reader_engine(database_url: str) -> AsyncEngine:

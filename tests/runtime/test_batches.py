@@ -18,12 +18,11 @@ from tests.runtime.harness import (
     effects,
     envelope_for,
     outbox_empty,
-    publish,
     running,
     stream_messages,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import eventually, publish
 
 
 def record_batches(consumer: EventConsumer) -> list[int]:
@@ -50,11 +49,11 @@ async def test_one_bad_event_does_not_stop_the_good_ones_in_its_batch(
     consumer = consumer_for(rt, probe.routes())
     batches = record_batches(consumer)
     async with running(consumer, rt.relay):
-        await wait_until(lambda: consumer.processed == 9, message="the good nine")
+        await eventually(lambda: consumer.processed == 9, message="the good nine")
         handled_first_time = sorted(e["booking_id"] for e in await effects(rt.engine))
-        await wait_until(lambda: consumer.processed == 10, timeout=5.0, message="the bad one, retried")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
-        await wait_until(lambda: outbox_empty(rt.engine), message="facts published")
+        await eventually(lambda: consumer.processed == 10, timeout=5.0, message="the bad one, retried")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
+        await eventually(lambda: outbox_empty(rt.engine), message="facts published")
 
     # The reader hands out what has arrived, so the ten may come in more than one batch (as the
     # socket delivered them); what matters is that b-4 (the fifth) shared its first batch.
@@ -85,7 +84,7 @@ async def test_prepare_runs_concurrently_and_reaches_the_handler(
     batches = record_batches(consumer)
     started = time.monotonic()
     async with running(consumer):
-        await wait_until(lambda: consumer.processed == 20, timeout=4.0, message="batch handled")
+        await eventually(lambda: consumer.processed == 20, timeout=4.0, message="batch handled")
         elapsed = time.monotonic() - started
 
     assert elapsed < 20 * 0.2 / 2, f"prepare steps ran one after another ({elapsed:.2f}s)"
@@ -104,7 +103,7 @@ async def test_failed_prepare_retries_only_that_event(
 
     consumer = consumer_for(rt, probe.routes(with_prepare=True))
     async with running(consumer):
-        await wait_until(lambda: consumer.processed == 5, timeout=5.0, message="all five, one after a retry")
+        await eventually(lambda: consumer.processed == 5, timeout=5.0, message="all five, one after a retry")
 
     assert probe.prepare_calls.count("b-2") == 2
     assert all(probe.prepare_calls.count(f"b-{i}") == 1 for i in (0, 1, 3, 4))

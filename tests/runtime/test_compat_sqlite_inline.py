@@ -6,19 +6,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from choreo.compat.sqlite_inline import InlineEngine, InlineEngineMisuse
 from choreo.db import make_engine, normalize_url
+from tests.support import row_count
 
 metadata = MetaData()
 items = Table("items", metadata, Column("id", Integer, primary_key=True), Column("name", String(20)))
 
 
 async def count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(items))).scalar_one())
+    return await row_count(engine, items)
 
 
 async def test_transactions_commit_or_roll_back(tmp_path: Path) -> None:

@@ -14,13 +14,12 @@ from tests.runtime.harness import (
     effects,
     envelope_for,
     outbox_empty,
-    publish,
     publish_raw,
     running,
     stream_messages,
-    wait_until,
 )
 from tests.streams import PAYMENT_STREAM
+from tests.support import eventually, publish
 
 
 async def test_emitted_events_carry_correlation_and_causation(
@@ -37,8 +36,8 @@ async def test_emitted_events_carry_correlation_and_causation(
     async with running(consumer, rt.relay):
         await publish(js, incoming)
         await publish_raw(js, orphan.subject, orphan.data, orphan_headers)
-        await wait_until(lambda: consumer.processed == 2, message="both handled")
-        await wait_until(lambda: outbox_empty(rt.engine), message="emitted events published")
+        await eventually(lambda: consumer.processed == 2, message="both handled")
+        await eventually(lambda: outbox_empty(rt.engine), message="emitted events published")
 
     emitted = {}
     for msg in await stream_messages(js, PAYMENT_STREAM):

@@ -14,8 +14,9 @@ from choreo.envelope import Envelope, EnvelopeError
 from choreo.outbox import add_to_outbox
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
-from tests.runtime.harness import SERVICE, envelope_for, publish, stream_messages
+from tests.runtime.harness import SERVICE, envelope_for, stream_messages
 from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import publish
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 

@@ -21,13 +21,11 @@ from tests.runtime.harness import (
     dlq_messages,
     effects,
     envelope_for,
-    publish,
     publish_raw,
     running,
-    stream_count,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, DLQ_STREAM
+from tests.support import eventually, publish, stream_count
 
 
 async def test_transient_failures_are_retried_past_the_limit_and_never_dead_lettered(
@@ -40,7 +38,7 @@ async def test_transient_failures_are_retried_past_the_limit_and_never_dead_lett
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
         await publish(js, envelope_for("b-1"))
-        await wait_until(lambda: consumer.processed == 1, timeout=10, message="success after the outage")
+        await eventually(lambda: consumer.processed == 1, timeout=10, message="success after the outage")
     assert len(probe.calls_for("b-1")) == 7
     assert await stream_count(js, DLQ_STREAM) == 0
     assert [e["booking_id"] for e in await effects(rt.engine)] == ["b-1"]
@@ -56,7 +54,7 @@ async def test_transient_prepare_failures_are_retried_without_a_limit(
     consumer = consumer_for(rt, probe.routes(with_prepare=True))
     async with running(consumer):
         await publish(js, envelope_for("b-1"))
-        await wait_until(lambda: consumer.processed == 1, timeout=10, message="success after the outage")
+        await eventually(lambda: consumer.processed == 1, timeout=10, message="success after the outage")
     assert probe.prepare_calls == ["b-1"] * 6
     assert await stream_count(js, DLQ_STREAM) == 0
 
@@ -84,7 +82,7 @@ async def test_a_fact_that_kills_the_process_does_not_take_its_batch_mates_to_th
 
         # Until it is dead-lettered, every run of the consumer takes the crashing fact on again.
         with contextlib.suppress(AssertionError):
-            await wait_until(crashed_again, timeout=8)
+            await eventually(crashed_again, timeout=8)
         await asyncio.sleep(0.2)
         task.cancel()  # the "process" dies: nothing acked, nothing handed back
         with contextlib.suppress(asyncio.CancelledError):
@@ -96,7 +94,7 @@ async def test_a_fact_that_kills_the_process_does_not_take_its_batch_mates_to_th
     monkeypatch.setattr(attempts, "PROCESS", "process-last")
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="nothing left")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="nothing left")
     innocents = sorted(f"innocent-{i}" for i in range(20))
     assert sorted(e["booking_id"] for e in await effects(rt.engine)) == innocents
     assert await stream_count(js, DLQ_STREAM) == 1
@@ -115,11 +113,11 @@ async def test_a_fact_that_hangs_is_given_up_on_and_its_batch_mates_flow(
     async with running(consumer):
         for i in range(5):
             await publish(js, envelope_for(f"later-{i}"))
-        await wait_until(lambda: consumer.processed == 25, timeout=15, message="the others handled")
-        await wait_until(
+        await eventually(lambda: consumer.processed == 25, timeout=15, message="the others handled")
+        await eventually(
             lambda: stream_count(js, DLQ_STREAM), timeout=15, message="the hung one dead-lettered"
         )
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="settled")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="settled")
     [dead] = await dlq_messages(js)
     assert "HungError" in (dead.headers or {})["choreo-dlq-error"]
     assert len(await effects(rt.engine)) == 25
@@ -140,7 +138,7 @@ async def test_a_database_blip_during_a_retry_is_not_taken_for_a_crash(
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
         await publish(js, envelope_for("b-1"))
-        await wait_until(lambda: consumer.processed == 1, timeout=10, message="success after the blips")
+        await eventually(lambda: consumer.processed == 1, timeout=10, message="success after the blips")
     assert await stream_count(js, DLQ_STREAM) == 0
 
 
@@ -154,7 +152,7 @@ async def test_facts_waiting_behind_a_slow_provider_are_prepared_once(
     async with running(consumer):
         for i in range(40):
             await publish(js, envelope_for(f"b-{i}"))
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=40, message="settled")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=40, message="settled")
     assert sorted(probe.prepare_calls) == sorted(f"b-{i}" for i in range(40)), "a fact was prepared twice"
 
 
@@ -167,7 +165,7 @@ async def test_a_provider_slower_than_the_ack_wait_is_called_once(
     consumer = consumer_for(rt, probe.routes(with_prepare=True))
     async with running(consumer):
         await publish(js, envelope_for("slow"))
-        await wait_until(lambda: consumer.processed == 1, timeout=8, message="the slow fact handled")
+        await eventually(lambda: consumer.processed == 1, timeout=8, message="the slow fact handled")
         await asyncio.sleep(1.5)  # a redelivery would show up here
     assert probe.prepare_calls == ["slow"]
     assert len(probe.calls_for("slow")) == 1
@@ -182,10 +180,10 @@ async def test_a_fact_already_handled_does_not_call_prepare_again(
     consumer = consumer_for(rt, probe.routes(with_prepare=True))
     async with running(consumer):
         await publish(js, env)
-        await wait_until(lambda: consumer.processed == 1, message="first delivery handled")
+        await eventually(lambda: consumer.processed == 1, message="first delivery handled")
         # The same fact again, as `choreo dlq redrive` or a duplicate past the window would publish it.
         await publish(js, env, msg_id="again-1")
-        await wait_until(lambda: consumer.processed == 2, message="the copy acknowledged")
+        await eventually(lambda: consumer.processed == 2, message="the copy acknowledged")
     assert probe.prepare_calls == ["b-1"]
     assert len(probe.calls_for("b-1")) == 1
 
@@ -199,9 +197,9 @@ async def test_a_dlq_that_refuses_does_not_kill_the_consumer_and_loses_nothing(
         await js.delete_stream(DLQ_STREAM)
         poison_seq = await publish_raw(js, "booking.created", b"\xff not protobuf", {"ce-type": "x"})
         await publish(js, envelope_for("good"))
-        await wait_until(lambda: consumer.processed == 1, timeout=10, message="the good fact")
-        await wait_until(lambda: stream_count(js, DLQ_STREAM), timeout=10, message="the poison in the DLQ")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=10, message="settled")
+        await eventually(lambda: consumer.processed == 1, timeout=10, message="the good fact")
+        await eventually(lambda: stream_count(js, DLQ_STREAM), timeout=10, message="the poison in the DLQ")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), timeout=10, message="settled")
     assert consumer.dlq_failures >= 1, "the DLQ never refused: the test proves nothing"
     # On /metrics too, for the ChoreoDlqRefusing alert (docs/alerts.md).
     assert rt.stages.counter("dlq_refused_total", stream=BOOKING_STREAM, consumer=DURABLE) >= 1
@@ -221,9 +219,9 @@ async def test_a_handler_that_raises_cancelled_error_fails_its_fact_not_the_cons
     async with running(consumer):
         await publish(js, envelope_for("cancelling"))
         await publish(js, envelope_for("fine"))
-        await wait_until(
+        await eventually(
             lambda: stream_count(js, DLQ_STREAM), timeout=10, message="the failing fact dead-lettered"
         )
-        await wait_until(lambda: consumer.processed == 1, message="the other fact handled")
+        await eventually(lambda: consumer.processed == 1, message="the other fact handled")
     [dead] = await dlq_messages(js)
     assert "HandlerCancelledError" in (dead.headers or {})["choreo-dlq-error"]

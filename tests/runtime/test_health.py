@@ -11,7 +11,7 @@ from choreo.health import HealthServer
 from choreo.runtime import Runtime
 from choreo.service import database_check, nats_check
 from choreoctl.stack.natsserver import NatsServer
-from tests.runtime.harness import wait_until
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -41,14 +41,14 @@ async def test_healthy_then_503_naming_nats_when_the_server_dies(
     async def unhealthy() -> bool:
         return (await get(health, "/readyz")).status_code == 503
 
-    await wait_until(unhealthy, message="readiness fails")
+    await eventually(unhealthy, message="readiness fails")
     body = (await get(health, "/healthz")).json()
     assert body["status"] == "unavailable"
     assert list(body["failures"]) == ["nats"]
     assert "NATS" in body["failures"]["nats"]
 
     nats_server.restart()
-    await wait_until(lambda: rt.nc.is_connected, timeout=10, message="reconnected")
+    await eventually(lambda: rt.nc.is_connected, timeout=10, message="reconnected")
     assert (await get(health, "/readyz")).status_code == 200
 
 

@@ -16,13 +16,11 @@ from tests.runtime.harness import (
     effects,
     envelope_for,
     outbox_empty,
-    publish,
     running,
-    stream_count,
     stream_messages,
-    wait_until,
 )
 from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import eventually, publish, stream_count
 
 
 async def test_jetstream_drops_a_republished_msg_id(js: JetStreamContext) -> None:
@@ -49,8 +47,8 @@ async def test_same_event_under_another_msg_id_has_one_effect(
 
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer, rt.relay):
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
-        await wait_until(lambda: outbox_empty(rt.engine), message="outbox drained")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
+        await eventually(lambda: outbox_empty(rt.engine), message="outbox drained")
 
     assert sorted(e["booking_id"] for e in await effects(rt.engine)) == ["b-1", "b-2"]
     assert consumer.processed == 3  # the duplicate was acknowledged, not left to redeliver
@@ -65,10 +63,10 @@ async def test_same_event_in_separate_batches_has_one_effect(
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer, rt.relay):
         await publish(js, env)
-        await wait_until(lambda: len(probe.calls) == 1, message="first copy handled")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="first copy acked")
+        await eventually(lambda: len(probe.calls) == 1, message="first copy handled")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="first copy acked")
         await publish(js, env, msg_id="republished")
-        await wait_until(lambda: consumer.processed == 2, message="second copy acknowledged")
+        await eventually(lambda: consumer.processed == 2, message="second copy acknowledged")
     assert len(probe.calls) == 1, "the inbox skips the handler for a known event"
     assert len(await effects(rt.engine)) == 1
 
@@ -93,16 +91,16 @@ async def test_redelivery_after_commit_before_ack_has_one_effect(
     with monkeypatch.context() as patch:
         patch.setattr(Msg, "ack", lost_ack)
         async with running(first):
-            await wait_until(lambda: lost == ["booking.created"], message="commit, then a lost ack")
+            await eventually(lambda: lost == ["booking.created"], message="commit, then a lost ack")
     assert len(await effects(rt.engine)) == 1
     info = await js.consumer_info(BOOKING_STREAM, DURABLE)
     assert info.num_ack_pending == 1, "the server never saw the ack"
 
     restarted = consumer_for(rt, probe.routes(), ack_wait_seconds=ack_wait)
     async with running(restarted, rt.relay):
-        await wait_until(lambda: restarted.processed == 1, timeout=ack_wait + 4, message="redelivery acked")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="nothing pending")
-        await wait_until(lambda: outbox_empty(rt.engine), message="outbox drained")
+        await eventually(lambda: restarted.processed == 1, timeout=ack_wait + 4, message="redelivery acked")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="nothing pending")
+        await eventually(lambda: outbox_empty(rt.engine), message="outbox drained")
 
     info = await js.consumer_info(BOOKING_STREAM, DURABLE)
     assert info.delivered.stream_seq == 1

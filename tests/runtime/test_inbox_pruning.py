@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 
 from choreo.db import now_us
 from choreo.inbox import InboxPruner, already_processed, inbox_table
 from choreo.runtime import Runtime
+from tests.support import row_count
 
 DAY_US = 24 * 3600 * 1_000_000
 
 
 async def _inbox_size(rt: Runtime) -> int:
-    async with rt.engine.connect() as conn:
-        n = (await conn.execute(select(func.count()).select_from(inbox_table))).scalar_one()
-        await conn.rollback()
-    return int(n)
+    return await row_count(rt.engine, inbox_table)
 
 
 async def test_rows_older_than_the_retention_are_pruned_in_batches(rt: Runtime) -> None:

@@ -16,11 +16,10 @@ from tests.runtime.harness import (
     consumer_settled,
     envelope_for,
     outbox_empty,
-    publish,
     running,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM
+from tests.support import eventually, publish
 
 
 def test_totals_render_as_a_prometheus_summary_and_parse_back() -> None:
@@ -48,9 +47,9 @@ async def test_a_consumer_and_its_relay_time_every_stage_and_serve_them(
         await publish(js, envelope_for(f"b-{i}"))
     consumer = consumer_for(rt, probe.routes(with_prepare=True))
     async with running(consumer, rt.relay):
-        await wait_until(lambda: consumer.processed == 5, message="five handled")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
-        await wait_until(lambda: outbox_empty(rt.engine), message="facts published")
+        await eventually(lambda: consumer.processed == 5, message="five handled")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
+        await eventually(lambda: outbox_empty(rt.engine), message="facts published")
 
     totals = rt.stages.totals()
     for stage in ("consumer_lag", "prepare", "handler", "outbox_lag"):

@@ -16,12 +16,11 @@ from tests.runtime.harness import (
     effects,
     envelope_for,
     outbox_empty,
-    publish,
     running,
     stream_messages,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import eventually, publish
 
 
 async def test_consumer_and_relay_continue_after_nats_restart(
@@ -31,13 +30,13 @@ async def test_consumer_and_relay_continue_after_nats_restart(
     async with running(consumer, rt.relay):
         for i in range(5):
             await publish(js, envelope_for(f"before-{i}"))
-        await wait_until(lambda: consumer.processed == 5, message="first events")
-        await wait_until(lambda: outbox_empty(rt.engine), message="first facts published")
+        await eventually(lambda: consumer.processed == 5, message="first events")
+        await eventually(lambda: outbox_empty(rt.engine), message="first facts published")
 
         nats_server.kill()
-        await wait_until(lambda: not rt.nc.is_connected, message="outage noticed")
+        await eventually(lambda: not rt.nc.is_connected, message="outage noticed")
         await asyncio.to_thread(nats_server.restart)
-        await wait_until(
+        await eventually(
             lambda: rt.nc.is_connected and js._nc.is_connected, timeout=10, message="reconnected"
         )
 
@@ -45,9 +44,9 @@ async def test_consumer_and_relay_continue_after_nats_restart(
             await publish(js, envelope_for(f"after-{i}"))
         # Acks sent just before the kill may be lost with the server's consumer state; the
         # inbox then absorbs the redeliveries, so count effects, not acknowledgements.
-        await wait_until(lambda: _effect_count(rt, 10), timeout=15, message="events after the restart")
-        await wait_until(lambda: outbox_empty(rt.engine), timeout=10, message="outbox drained")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
+        await eventually(lambda: _effect_count(rt, 10), timeout=15, message="events after the restart")
+        await eventually(lambda: outbox_empty(rt.engine), timeout=10, message="outbox drained")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="all acked")
 
     handled = sorted(e["booking_id"] for e in await effects(rt.engine))
     assert len(probe.calls) == 10, "redelivered events never reached the handler again"

@@ -24,11 +24,10 @@ from tests.runtime.harness import (
     outbox_size,
     reader_engine,
     running,
-    stream_count,
     stream_messages,
-    wait_until,
 )
 from tests.streams import PAYMENT_STREAM
+from tests.support import eventually, stream_count
 
 
 def payment_event(n: int) -> Envelope:
@@ -89,7 +88,7 @@ async def test_rolled_back_transaction_publishes_nothing(rt: Runtime, js: JetStr
         # Committed after the rolled-back rows would have been: once it is out, they never will be.
         await commit_events(rt, [sentinel])
         rt.relay.notify()
-        await wait_until(lambda: stream_count(js, PAYMENT_STREAM), message="sentinel published")
+        await eventually(lambda: stream_count(js, PAYMENT_STREAM), message="sentinel published")
     assert await published_ids(js) == [sentinel.id]
     assert [e["booking_id"] for e in await effects(rt.engine)] == [sentinel.id]
     assert await outbox_size(rt.engine) == 0
@@ -101,7 +100,7 @@ async def test_publishes_in_order_with_msg_id_and_deletes_rows(rt: Runtime, js: 
         for chunk in (envs[:10], envs[10:25], envs[25:]):
             await commit_events(rt, chunk)
             rt.relay.notify()
-        await wait_until(lambda: outbox_empty(rt.engine), message="outbox drained")
+        await eventually(lambda: outbox_empty(rt.engine), message="outbox drained")
     stored = await stream_messages(js, PAYMENT_STREAM)
     assert [m.headers["ce-id"] for m in stored if m.headers] == [e.id for e in envs]
     assert all(m.headers and m.headers["Nats-Msg-Id"] == m.headers["ce-id"] for m in stored)
@@ -115,7 +114,7 @@ async def test_notify_wakes_the_relay_at_once(make_runtime: MakeRuntime, js: Jet
         await asyncio.sleep(0)  # let the relay start waiting
         await commit_events(rt, [payment_event(1)])
         rt.relay.notify()
-        await wait_until(
+        await eventually(
             lambda: stream_count(js, PAYMENT_STREAM), timeout=2.0, message="publish after notify"
         )
 
@@ -127,7 +126,7 @@ async def test_polling_catches_up_rows_committed_without_notify(
     envs = [payment_event(i) for i in range(5)]
     async with running(rt.relay):
         await commit_events(rt, envs)  # as if written by a process that crashed before notifying
-        await wait_until(lambda: outbox_empty(rt.engine), timeout=3.0, message="polled publish")
+        await eventually(lambda: outbox_empty(rt.engine), timeout=3.0, message="polled publish")
     assert await published_ids(js) == [e.id for e in envs]
 
 
@@ -140,21 +139,21 @@ async def test_survives_nats_outage_and_publishes_each_event_once(
     async with running(rt.relay):
         await commit_events(rt, before)
         rt.relay.notify()
-        await wait_until(lambda: outbox_empty(rt.engine), message="first events published")
+        await eventually(lambda: outbox_empty(rt.engine), message="first events published")
 
         nats_server.kill()
-        await wait_until(lambda: not rt.nc.is_connected, message="client notices the outage")
+        await eventually(lambda: not rt.nc.is_connected, message="client notices the outage")
         for env in during:
             await commit_events(rt, [env])
             rt.relay.notify()
-        await wait_until(
+        await eventually(
             lambda: any("outbox publish failed" in r.getMessage() for r in caplog.records),
             message="relay reports a failed publish",
         )
         assert await outbox_size(rt.engine) == len(during), "rows must stay until JetStream acknowledges"
 
         await asyncio.to_thread(nats_server.restart)
-        await wait_until(
+        await eventually(
             lambda: outbox_empty(rt.engine), timeout=15.0, message="outbox drained after restart"
         )
 
@@ -174,12 +173,12 @@ async def test_an_unroutable_row_does_not_hold_back_later_facts(rt: Runtime, js:
     async with running(rt.relay):
         await commit_events(rt, [payment_event(0), stray])
         rt.relay.notify()
-        await wait_until(lambda: stream_count(js, PAYMENT_STREAM), message="the routable fact")
+        await eventually(lambda: stream_count(js, PAYMENT_STREAM), message="the routable fact")
         # Every later fact still goes out right after its commit, not after a backoff.
         for n in range(1, 4):
             await commit_events(rt, [payment_event(n)])
             rt.relay.notify()
-            await wait_until(
+            await eventually(
                 partial(_count_is, js, n + 1), timeout=1.0, message=f"fact {n} published promptly"
             )
     assert await outbox_size(rt.engine) == 1, "the refused row is kept, not dropped"

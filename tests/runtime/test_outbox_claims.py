@@ -20,13 +20,12 @@ from tests.runtime.harness import (
     envelope_for,
     outbox_empty,
     running,
-    stream_count,
     stream_messages,
-    wait_until,
 )
 from tests.runtime.test_outbox import commit_events
 from tests.runtime.test_outbox_poison import fact
 from tests.streams import BOOKING, BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import eventually, stream_count
 
 WORKFLOWS = 60
 FACTS_PER_WORKFLOW = 5
@@ -60,7 +59,7 @@ async def test_two_relays_publish_each_row_once_in_order_per_workflow(
     ]
     try:
         async with running(*relays):
-            await wait_until(lambda: outbox_empty(rt.engine), timeout=20.0, message="outbox drained")
+            await eventually(lambda: outbox_empty(rt.engine), timeout=20.0, message="outbox drained")
     finally:
         if other_engine is not rt.engine:
             await other_engine.dispose()
@@ -87,10 +86,10 @@ async def test_a_restarted_relay_on_sqlite_publishes_what_its_killed_predecessor
         relay = OutboxRelay(engine, js)
         task = asyncio.create_task(relay.run())
         try:
-            await wait_until(
+            await eventually(
                 lambda: stream_count(js, BOOKING_STREAM), timeout=5, message="the rows published"
             )
-            await wait_until(lambda: outbox_empty(engine), timeout=5, message="the outbox emptied")
+            await eventually(lambda: outbox_empty(engine), timeout=5, message="the outbox emptied")
         finally:
             relay.stop()
             await task

@@ -17,9 +17,10 @@ from choreo.jspublish import publish_async
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.runtime import Runtime
 from choreoctl.cli import main
-from tests.runtime.harness import SERVICE, outbox_size, running, stream_count, wait_until
+from tests.runtime.harness import SERVICE, outbox_size, running
 from tests.runtime.test_outbox import commit_events, published_ids
 from tests.streams import PAYMENT, PAYMENT_STREAM
+from tests.support import eventually, stream_count
 
 
 def fact(n: int, workflow: str, *, size: int = 0, subject: str = "payment.succeeded") -> Envelope:
@@ -75,11 +76,11 @@ async def test_an_oversized_row_is_parked_and_every_later_fact_is_published(
     async with running(rt.relay):
         await commit_events(rt, [good[0], huge, sneaky, *good[1:]])
         rt.relay.notify()
-        await wait_until(lambda: _stream_has(js, 3), message="the three good facts")
+        await eventually(lambda: _stream_has(js, 3), message="the three good facts")
         later = fact(5, "wf-5")
         await commit_events(rt, [later])
         rt.relay.notify()
-        await wait_until(lambda: _stream_has(js, 4), timeout=2.0, message="a later fact, promptly")
+        await eventually(lambda: _stream_has(js, 4), timeout=2.0, message="a later fact, promptly")
     assert await published_ids(js) == [e.id for e in [*good, later]]
     assert await outbox_size(rt.engine) == 2, "parked rows stay in the outbox"
     assert rt.relay.parked_rows == 2
@@ -99,7 +100,7 @@ async def test_a_parked_row_holds_back_only_its_own_workflow_until_discarded(
     async with running(rt.relay):
         await commit_events(rt, [huge, after, other])
         rt.relay.notify()
-        await wait_until(lambda: _stream_has(js, 1), message="the other workflow's fact")
+        await eventually(lambda: _stream_has(js, 1), message="the other workflow's fact")
         await asyncio.sleep(0.5)  # several rounds
         assert await published_ids(js) == [other.id], "a later fact of the parked one's workflow waits"
 
@@ -111,6 +112,6 @@ async def test_a_parked_row_holds_back_only_its_own_workflow_until_discarded(
         assert await asyncio.to_thread(_cli, database_url, "discard", str(parked_id), "999999") == 1
         out = capsys.readouterr().out
         assert f"#{parked_id} discarded" in out and "#999999: no parked row" in out
-        await wait_until(lambda: _stream_has(js, 2), timeout=3.0, message="the held fact, once released")
+        await eventually(lambda: _stream_has(js, 2), timeout=3.0, message="the held fact, once released")
     assert await published_ids(js) == [other.id, after.id]
     assert await outbox_size(rt.engine) == 0

@@ -22,12 +22,11 @@ from tests.runtime.harness import (
     outbox_size,
     running,
     settings_for,
-    stream_count,
-    wait_until,
 )
 from tests.runtime.test_outbox import commit_events, payment_event, published_ids
 from tests.runtime.test_outbox_poison import fact
 from tests.streams import PAYMENT_STREAM
+from tests.support import eventually, stream_count
 
 
 @pytest.fixture
@@ -48,11 +47,11 @@ async def test_a_deleted_stream_is_re_provisioned_and_the_facts_published(
     async with running(rt.relay):
         await commit_events(rt, [first])
         rt.relay.notify()
-        await wait_until(lambda: stream_count(js, PAYMENT_STREAM), message="first fact")
+        await eventually(lambda: stream_count(js, PAYMENT_STREAM), message="first fact")
         await js.delete_stream(PAYMENT_STREAM)
         await commit_events(rt, [second])
         rt.relay.notify()
-        await wait_until(lambda: outbox_empty(rt.engine), timeout=5.0, message="published again")
+        await eventually(lambda: outbox_empty(rt.engine), timeout=5.0, message="published again")
     assert await published_ids(js) == [second.id], "the re-created stream holds the new fact"
     assert rt.relay.parked_rows == 0
 
@@ -71,13 +70,13 @@ async def test_unready_while_the_stream_cannot_be_re_provisioned(
     async with running(rt.relay):
         await commit_events(rt, [env])
         rt.relay.notify()
-        await wait_until(lambda: rt.relay.check(), timeout=5.0, message="the relay reports the problem")
+        await eventually(lambda: rt.relay.check(), timeout=5.0, message="the relay reports the problem")
         failures = await service.health.evaluate()
         assert "outbox" in failures, failures
         assert await outbox_size(rt.engine) == 1 and rt.relay.parked_rows == 0, "kept, not parked"
 
         await js.delete_stream("BLOCKER")
-        await wait_until(lambda: outbox_empty(rt.engine), timeout=15.0, message="published after all")
+        await eventually(lambda: outbox_empty(rt.engine), timeout=15.0, message="published after all")
         assert await service.health.evaluate() == {}
     assert await published_ids(js) == [env.id]
 
@@ -91,8 +90,8 @@ async def test_a_subject_no_stream_captures_is_parked_after_one_re_provisioning(
     async with running(rt.relay):
         await commit_events(rt, [stray, good])
         rt.relay.notify()
-        await wait_until(lambda: rt.relay.parked_rows == 1, timeout=5.0, message="the stray row parked")
-        await wait_until(lambda: stream_count(js, PAYMENT_STREAM), message="the good fact")
+        await eventually(lambda: rt.relay.parked_rows == 1, timeout=5.0, message="the stray row parked")
+        await eventually(lambda: stream_count(js, PAYMENT_STREAM), message="the good fact")
         assert await rt.relay.check() is None
 
         # The operator adds a stream for it, then re-queues the row.
@@ -102,5 +101,5 @@ async def test_a_subject_no_stream_captures_is_parked_after_one_re_provisioning(
         assert await asyncio.to_thread(main, ["outbox", "--database-url", database_url, "retry", row_id]) == 0
         assert f"#{row_id} re-queued" in capsys.readouterr().out
         rt.relay.notify()
-        await wait_until(lambda: stream_count(js, "NOWHERE"), timeout=5.0, message="the re-queued row")
+        await eventually(lambda: stream_count(js, "NOWHERE"), timeout=5.0, message="the re-queued row")
     assert await outbox_size(rt.engine) == 0

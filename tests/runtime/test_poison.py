@@ -14,13 +14,11 @@ from tests.runtime.harness import (
     dlq_messages,
     effects,
     envelope_for,
-    publish,
     publish_raw,
     running,
-    stream_count,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, DLQ_STREAM
+from tests.support import eventually, publish, stream_count
 
 # Field 1 (booking_id, length-delimited) claims 127 bytes but the body ends: not a protobuf message.
 TRUNCATED_BODY = b"\x0a\x7fnot protobuf"
@@ -59,9 +57,9 @@ async def test_poison_goes_to_dlq_at_once_and_consumer_continues(
 
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
-        await wait_until(lambda: consumer.processed == 1, message="the next event handled")
-        await wait_until(lambda: stream_count(js, DLQ_STREAM), message="dead letter")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="poison terminated")
+        await eventually(lambda: consumer.processed == 1, message="the next event handled")
+        await eventually(lambda: stream_count(js, DLQ_STREAM), message="dead letter")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="poison terminated")
 
     assert [c[0] for c in probe.calls] == ["after"], "the handler never sees poison"
     assert [e["booking_id"] for e in await effects(rt.engine)] == ["after"]
@@ -90,11 +88,11 @@ async def test_poison_with_jetstream_publish_headers_is_dead_lettered(
 
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer) as tasks:
-        await wait_until(
+        await eventually(
             lambda: consumer.processed == 2 or tasks[0].done(), message="events around the poison"
         )
         assert not tasks[0].done(), tasks[0].exception()
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="poison terminated")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="poison terminated")
 
     [dead] = await dlq_messages(js)
     dead_headers = dead.headers or {}

@@ -16,12 +16,10 @@ from tests.runtime.harness import (
     dlq_messages,
     effects,
     envelope_for,
-    publish,
     running,
-    stream_count,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, DLQ_STREAM
+from tests.support import eventually, publish, stream_count
 
 
 async def test_failing_handler_is_retried_with_delay_then_succeeds(
@@ -33,7 +31,7 @@ async def test_failing_handler_is_retried_with_delay_then_succeeds(
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
         await publish(js, envelope_for("b-1"))
-        await wait_until(lambda: consumer.processed == 1, timeout=6.0, message="success after retries")
+        await eventually(lambda: consumer.processed == 1, timeout=6.0, message="success after retries")
 
     calls = probe.calls_for("b-1")
     assert len(calls) == 3, "one handler call per delivery: two failures, then the success"
@@ -55,15 +53,15 @@ async def test_always_failing_event_is_dead_lettered_while_others_flow(
     bad = envelope_for("bad", correlation_id="wf-bad", causation_id="cmd-bad")
     async with running(consumer):
         bad_seq = await publish(js, bad)
-        await wait_until(lambda: len(probe.calls_for("bad")) >= 1, message="first failure")
+        await eventually(lambda: len(probe.calls_for("bad")) >= 1, message="first failure")
         for i in range(5):
             await publish(js, envelope_for(f"good-{i}"))
-        await wait_until(lambda: consumer.processed == 5, message="later events handled")
+        await eventually(lambda: consumer.processed == 5, message="later events handled")
         # The good events went through while the bad one was still waiting for its retry.
         assert await stream_count(js, DLQ_STREAM) == 0
         assert len(probe.calls_for("bad")) < 3
-        await wait_until(lambda: stream_count(js, DLQ_STREAM), timeout=5.0, message="dead letter")
-        await wait_until(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="bad one terminated")
+        await eventually(lambda: stream_count(js, DLQ_STREAM), timeout=5.0, message="dead letter")
+        await eventually(lambda: consumer_settled(js, BOOKING_STREAM, DURABLE), message="bad one terminated")
 
     assert len(probe.calls_for("bad")) == 3, "exactly max_deliveries attempts"
     assert sorted(e["booking_id"] for e in await effects(rt.engine)) == [f"good-{i}" for i in range(5)]
@@ -95,7 +93,7 @@ async def test_hand_backs_are_not_attempts(rt: Runtime, js: JetStreamContext, pr
 
     consumer = consumer_for(rt, probe.routes())
     async with running(consumer):
-        await wait_until(lambda: consumer.processed == 1, message="the fact handled")
+        await eventually(lambda: consumer.processed == 1, message="the fact handled")
     assert len(probe.calls_for("handed-back")) == 1
     assert [e["booking_id"] for e in await effects(rt.engine)] == ["handed-back"]
     assert await stream_count(js, DLQ_STREAM) == 0

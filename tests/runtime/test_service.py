@@ -21,12 +21,11 @@ from tests.runtime.harness import (
     effects,
     envelope_for,
     outbox_size,
-    publish,
     running,
     stream_messages,
-    wait_until,
 )
 from tests.streams import BOOKING_STREAM, PAYMENT_STREAM
+from tests.support import eventually, publish
 
 
 async def test_graceful_stop_finishes_in_flight_batch_and_publishes_its_facts(
@@ -39,7 +38,7 @@ async def test_graceful_stop_finishes_in_flight_batch_and_publishes_its_facts(
         await publish(js, env)
     service = rt.service([consumer_for(rt, probe.routes(with_prepare=True))])
     await service.start()
-    await wait_until(lambda: len(probe.prepare_calls) == 5, message="batch in flight")
+    await eventually(lambda: len(probe.prepare_calls) == 5, message="batch in flight")
     assert probe.calls == [], "nothing committed yet"
 
     await asyncio.wait_for(service.stop(grace=5.0), 10)
@@ -78,12 +77,12 @@ async def test_stop_hands_back_events_it_buffered_but_never_handled(
         await publish(js, envelope_for(f"b-{i:02d}"))
     first = consumer_for(rt, probe.routes())
     async with running(first):
-        await wait_until(lambda: len(probe.calls) >= 1, message="first batch in flight")
+        await eventually(lambda: len(probe.calls) >= 1, message="first batch in flight")
     assert first.processed < 20, "the first consumer should stop with events still buffered"
 
     second = consumer_for(rt, probe.routes())
     async with running(second):
-        await wait_until(
+        await eventually(
             lambda: first.processed + second.processed >= 20, timeout=5.0, message="the rest, promptly"
         )
     assert len(await effects(rt.engine)) == 20
@@ -96,9 +95,9 @@ async def test_stop_during_a_nats_outage_keeps_to_the_grace_period(
     service = rt.service([consumer_for(rt, probe.routes())])
     await service.start()
     await publish(js, envelope_for("b-1"))
-    await wait_until(lambda: effects_count(reader, 1), message="event handled")
+    await eventually(lambda: effects_count(reader, 1), message="event handled")
     nats_server.kill()
-    await wait_until(lambda: not rt.nc.is_connected, message="outage noticed")
+    await eventually(lambda: not rt.nc.is_connected, message="outage noticed")
     async with reader.begin() as conn:  # a fact committed during the outage
         await add_to_outbox(conn, [envelope_for("b-2")])
 
@@ -118,6 +117,6 @@ async def test_stop_during_a_nats_outage_closes_the_connection(rt: Runtime, nats
     service = rt.service([])
     await service.start()
     nats_server.kill()
-    await wait_until(lambda: not rt.nc.is_connected, message="outage noticed")
+    await eventually(lambda: not rt.nc.is_connected, message="outage noticed")
     await asyncio.wait_for(service.stop(grace=1.0), 6)
     assert rt.nc.is_closed

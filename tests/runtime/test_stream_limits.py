@@ -25,11 +25,10 @@ from tests.runtime.harness import (
     outbox_size,
     running,
     settings_for,
-    stream_count,
-    wait_until,
 )
 from tests.runtime.test_outbox import commit_events, payment_event, published_ids
 from tests.streams import BOOKING, BOOKING_STREAM, DLQ, DLQ_STREAM, PAYMENT, PAYMENT_STREAM
+from tests.support import eventually, publish, stream_count
 
 #: Room for a few of the test's facts (about 300 bytes each with their headers).
 TINY = 2_000
@@ -68,7 +67,7 @@ async def test_a_limit_below_what_the_stream_holds_is_not_applied(
     await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=1_000_000))
     for i in range(20):
         env = payment_event(i)
-        await js.publish(env.subject, env.data, headers=env.headers())
+        await publish(js, env)
     with caplog.at_level(logging.ERROR, logger="choreo.bus"):
         await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=TINY))
     info = await js.stream_info(PAYMENT_STREAM)
@@ -88,7 +87,7 @@ async def test_a_full_stream_keeps_the_facts_in_the_outbox_alerts_and_catches_up
         async with running(rt.relay):
             await commit_events(rt, envs)
             rt.relay.notify()
-            await wait_until(
+            await eventually(
                 lambda: rt.stages.counter(REFUSED_COUNTER, stream=PAYMENT_STREAM) > 0, message="a refusal"
             )
             stored = await stream_count(js, PAYMENT_STREAM)
@@ -97,7 +96,7 @@ async def test_a_full_stream_keeps_the_facts_in_the_outbox_alerts_and_catches_up
             # Nothing lost, nothing parked: every refused fact waits in the outbox.
             assert await outbox_size(rt.engine) == len(envs) - stored
             assert rt.relay.parked_rows == 0
-            await wait_until(lambda: (rt.stages.gauge(OLDEST_GAUGE) or 0) > 0, message="the age gauge")
+            await eventually(lambda: (rt.stages.gauge(OLDEST_GAUGE) or 0) > 0, message="the age gauge")
             await asyncio.sleep(1.0)  # a few more refused retries
             metrics = rt.stages.render()
             assert f'choreo_{REFUSED_COUNTER}{{service="rt-payment",stream="PAYMENT"}}' in metrics
@@ -109,8 +108,8 @@ async def test_a_full_stream_keeps_the_facts_in_the_outbox_alerts_and_catches_up
             assert await rt.relay.check() is not None  # unready while facts cannot be published
 
             await ensure_stream(js, PAYMENT, limits=StreamLimits(max_bytes=1_000_000))
-            await wait_until(lambda: outbox_empty(rt.engine), timeout=20.0, message="the outbox drained")
-            await wait_until(lambda: rt.stages.gauge(OLDEST_GAUGE) == 0, timeout=5.0, message="age back to 0")
+            await eventually(lambda: outbox_empty(rt.engine), timeout=20.0, message="the outbox drained")
+            await eventually(lambda: rt.stages.gauge(OLDEST_GAUGE) == 0, timeout=5.0, message="age back to 0")
         assert await published_ids(js) == [e.id for e in envs], "all of them, in order"
         assert PAYMENT_STREAM not in rt.relay.full_streams
         assert any("accepts facts again" in r.getMessage() for r in caplog.records)
