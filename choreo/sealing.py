@@ -104,10 +104,12 @@ class TokenSealer:
 class TokenOpener:
     """Opens tokens sealed to any of its private keys (the payment service's side)."""
 
-    def __init__(self, private_keys: list[PrivateKey]) -> None:
+    def __init__(self, private_keys: list[PrivateKey], *, keys_from: str = "its private keys") -> None:
+        """``keys_from`` names where the keys come from (a setting) in the refusal of a foreign key."""
         if not private_keys:
             raise ValueError("at least one private key is required")
         self._boxes = {key_id(k.public_key): SealedBox(k) for k in private_keys}
+        self._keys_from = keys_from
 
     def open(self, sealed: bytes, *, booking_id: str) -> str:
         """The token sealed for ``booking_id``; ``SealingError`` (never the token or key material)
@@ -117,9 +119,7 @@ class TokenOpener:
         kid = sealed[1:_HEADER_BYTES]
         box = self._boxes.get(kid)
         if box is None:
-            raise SealingError(
-                f"sealed to key {kid.hex()}, which is not among PAYMENT_TOKEN_PRIVATE_KEY's keys"
-            )
+            raise SealingError(f"sealed to key {kid.hex()}, which is not among {self._keys_from}")
         try:
             content = box.decrypt(sealed[_HEADER_BYTES:])
         except CryptoError:

@@ -41,4 +41,5 @@ class PaymentSettings(ConsumerSettings):
                 f"{PRIVATE_KEY_ENV} is not set: payment opens the payment tokens booking sealed to its "
                 "key (make a key pair with `python -m payment.keys`)"
             )
-        return TokenOpener(parse_private_keys(self.token_private_key.get_secret_value()))
+        keys = parse_private_keys(self.token_private_key.get_secret_value())
+        return TokenOpener(keys, keys_from=f"{PRIVATE_KEY_ENV}'s keys")
