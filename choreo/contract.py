@@ -9,6 +9,8 @@ and a client in any language reads the same from the same contract.
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf.message import Message
 
 from choreo.options.v1 import options_pb2
@@ -19,6 +21,24 @@ class ContractError(ValueError):
 
 
 _FACTS: dict[str, options_pb2.FactOptions] = {}
+
+#: What NATS reads as text in a subject token, a stream name or a queue group: no whitespace,
+#: and (in a stream name) none of the characters it reserves.
+_NO_SPACE = re.compile(r"\S+")
+_STREAM_NAME = re.compile(r"[^\s.*>/\\]+")
+
+
+def _check_subject(name: str, option: str, subject: str) -> None:
+    """Refuses a subject that is not one literal NATS subject.
+
+    A wildcard token would make a consumer derived from the type (``choreo.topology``)
+    read every fact under it, and a command server answer every subject under it.
+    """
+    if not all(_NO_SPACE.fullmatch(token) and token not in ("*", ">") for token in subject.split(".")):
+        raise ContractError(
+            f"{name}'s ({option}) subject {subject!r} is not a literal NATS subject "
+            "(dot-separated tokens, no wildcard, no whitespace)"
+        )
 
 
 def type_name(message_type: type[Message]) -> str:
@@ -41,6 +61,11 @@ def fact_options(message_type: type[Message]) -> options_pb2.FactOptions:
         found = options.Extensions[options_pb2.fact]
         if not found.subject or not found.stream:
             raise ContractError(f"{name}'s (choreo.options.v1.fact) option needs a subject and a stream")
+        _check_subject(name, "choreo.options.v1.fact", found.subject)
+        if not _STREAM_NAME.fullmatch(found.stream):
+            raise ContractError(
+                f"{name}'s (choreo.options.v1.fact) stream {found.stream!r} is no stream name"
+            )
         _FACTS[name] = found
     return found
 
@@ -58,13 +83,21 @@ def fact_stream(message_type: type[Message]) -> str:
 def command_options(message_type: type[Message]) -> options_pb2.CommandOptions:
     """The subject and queue group of a command type, from its ``choreo.options.v1.command`` option.
 
+    The queue group is required: without one, every replica of the serving service
+    would receive and execute each command (two bookings, two charges).
+
     Raises:
-        ContractError: The message is not declared as a command in its contract.
+        ContractError: The message is not declared as a command in its contract, or
+            its option lacks a literal subject or a queue group.
     """
+    name = type_name(message_type)
     options = message_type.DESCRIPTOR.GetOptions()
     if not options.HasExtension(options_pb2.command):
-        raise ContractError(f"{type_name(message_type)} has no (choreo.options.v1.command) option")
+        raise ContractError(f"{name} has no (choreo.options.v1.command) option")
     found = options.Extensions[options_pb2.command]
-    if not found.subject:
-        raise ContractError(f"{type_name(message_type)}'s (choreo.options.v1.command) option needs a subject")
+    if not found.subject or not found.queue:
+        raise ContractError(f"{name}'s (choreo.options.v1.command) option needs a subject and a queue")
+    _check_subject(name, "choreo.options.v1.command", found.subject)
+    if not _NO_SPACE.fullmatch(found.queue):
+        raise ContractError(f"{name}'s (choreo.options.v1.command) queue {found.queue!r} has whitespace")
     return found

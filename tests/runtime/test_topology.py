@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.message import Message
 
 from choreo.booking.v1 import commands_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
@@ -11,6 +14,7 @@ from choreo.contract import ContractError, command_options, fact_stream, fact_su
 from choreo.envelope import Envelope
 from choreo.errors import Failure, classify
 from choreo.handler import HandlerContext, Route, UndeclaredEmit
+from choreo.options.v1 import options_pb2
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError
 
@@ -35,6 +39,53 @@ def test_a_message_without_the_option_is_no_fact_and_no_command() -> None:
         fact_subject(timestamp_pb2.Timestamp)
     with pytest.raises(ContractError, match="BookingCreated has no"):
         command_options(booking_events.BookingCreated)
+
+
+def contract_message(name: str, **options: Any) -> type[Message]:
+    """A message of a contract written by a third party: ``fact=`` or ``command=`` its option's fields."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"thirdparty/v1/{name.lower()}.proto", package="thirdparty.v1", syntax="proto3"
+    )
+    file.dependency.append("choreo/options/v1/options.proto")
+    message = file.message_type.add(name=name)
+    if "fact" in options:
+        message.options.Extensions[options_pb2.fact].CopyFrom(options_pb2.FactOptions(**options["fact"]))
+    if "command" in options:
+        message.options.Extensions[options_pb2.command].CopyFrom(
+            options_pb2.CommandOptions(**options["command"])
+        )
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"thirdparty.v1.{name}"))
+
+
+def test_a_command_without_a_queue_group_is_refused() -> None:
+    """Without a queue group every replica of the serving service would run each command."""
+    for name, option in (
+        ("NoQueue", {"subject": "cmd.thirdparty.charge"}),
+        ("SpacedQueue", {"subject": "cmd.thirdparty.refund", "queue": "third party"}),
+    ):
+        with pytest.raises(ContractError, match=f"{name}'s .*queue"):
+            command_options(contract_message(name, command=option))
+    served = contract_message("Queued", command={"subject": "cmd.thirdparty.void", "queue": "thirdparty"})
+    assert command_options(served).queue == "thirdparty"
+
+
+def test_a_subject_with_a_wildcard_or_a_bad_stream_name_is_refused() -> None:
+    """A wildcard subject would make a consumer derived from the type read everything under it."""
+    facts = {
+        "WildFact": {"subject": "thirdparty.>", "stream": "THIRDPARTY"},
+        "StarFact": {"subject": "thirdparty.*.done", "stream": "THIRDPARTY"},
+        "EmptyToken": {"subject": "thirdparty..done", "stream": "THIRDPARTY"},
+        "DottedStream": {"subject": "thirdparty.done", "stream": "THIRD.PARTY"},
+    }
+    for name, option in facts.items():
+        with pytest.raises(ContractError, match=f"{name}'s"):
+            fact_subject(contract_message(name, fact=option))
+    with pytest.raises(ContractError, match=r"WildCommand's .*not a literal NATS subject"):
+        command_options(contract_message("WildCommand", command={"subject": "cmd.>", "queue": "q"}))
+    fine = contract_message("Done", fact={"subject": "thirdparty.done", "stream": "THIRDPARTY"})
+    assert (fact_subject(fine), fact_stream(fine)) == ("thirdparty.done", "THIRDPARTY")
 
 
 def test_a_subscription_filters_exactly_its_routes_subjects() -> None:
