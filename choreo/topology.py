@@ -137,6 +137,12 @@ class Topology:
             self.check_emits(sub)
         for serves in self.serves:
             self._check_published(serves.emits, f"command {type_name(serves.command)}")
+            if self.stream is not None and self.stream.captures(serves.subject):
+                # JetStream would store each request as a fact and answer it with a publish ack.
+                raise TopologyError(
+                    f"stream {self.stream.name} captures {serves.subject}, the subject of command "
+                    f"{type_name(serves.command)}: commands travel outside every stream"
+                )
         durables = [s.durable for s in self.subscriptions]
         if len(durables) != len(set(durables)):
             raise TopologyError(f"{self.service} declares a durable consumer twice: {durables}")

@@ -136,6 +136,14 @@ def test_a_route_or_command_emits_only_what_the_service_publishes() -> None:
         )
 
 
+def test_a_stream_that_captures_a_served_commands_subject_is_refused() -> None:
+    """JetStream would store each request as a fact and answer it with a publish ack."""
+    greedy = Stream("BOOKING", ("booking.>", "cmd.booking.>"))
+    with pytest.raises(TopologyError, match=r"captures cmd\.booking\.create, the subject of command"):
+        Topology("booking", stream=greedy, serves=(Serves(commands_pb2.CreateBookingCommand),))
+    Topology("booking", stream=BOOKING, serves=(Serves(commands_pb2.CreateBookingCommand),))
+
+
 def test_the_reference_services_declarations_hold() -> None:
     from booking.topology import TOPOLOGY
 
