@@ -130,11 +130,20 @@ class GroupCommit(Generic[T, R]):
                 self._queue = []
                 raise
             except Exception as exc:
-                waiting = [future for _, future in taken if future is not None and not future.done()]
-                for future in waiting:
-                    future.set_exception(exc)
-                if not waiting:  # only ``put_nowait`` items, or callers that gave up: nobody else sees it
-                    log.error("%s: a batch of %d failed", self._name, len(taken), exc_info=exc)
+                unseen = 0  # ``put_nowait`` items and callers that gave up: nobody else sees it
+                for _, future in taken:
+                    if future is None or future.done():
+                        unseen += 1
+                    else:
+                        future.set_exception(exc)
+                if unseen:
+                    log.error(
+                        "%s: a batch of %d failed (%d of them answered by nobody)",
+                        self._name,
+                        len(taken),
+                        unseen,
+                        exc_info=exc,
+                    )
                 continue
             for (_, future), outcome in zip(taken, outcomes, strict=True):
                 if future is None or future.done():  # answered by commit, or the caller gave up

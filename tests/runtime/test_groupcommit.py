@@ -194,6 +194,28 @@ async def test_put_nowait_commits_and_a_failure_nobody_waits_for_is_logged(
     assert any("fire-and-forget" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
+async def test_a_failed_batch_is_logged_when_a_put_nowait_item_shares_it_with_a_caller(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller sees the failure; the ``put_nowait`` item's owner (a request to answer) does not."""
+    group: GroupCommit[tuple[str, int], int] = GroupCommit(ledger.commit, name="mixed")
+    assert await group.submit(("taken", 1)) == 10
+    ledger.hold()
+    blocker = asyncio.create_task(group.submit(("blocker", 1)))
+    await asyncio.wait_for(ledger.started.wait(), 5)
+    caller = asyncio.create_task(group.submit(("x", 2)))
+    group.put_nowait(("taken", 2))  # a duplicate key: the whole next batch fails
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="choreo.groupcommit"):
+        ledger.gate.set()
+        assert await blocker == 10
+        with pytest.raises(IntegrityError):
+            await caller
+        await group.close()
+    assert sorted(ledger.batches[-1]) == ["taken", "x"]
+    assert any("mixed" in r.getMessage() and "1 of them" in r.getMessage() for r in caplog.records)
+
+
 async def test_a_commit_that_miscounts_its_outcomes_fails_its_callers() -> None:
     async def short(batch: list[int]) -> list[int | Exception]:
         return [item for item in batch[1:]]
