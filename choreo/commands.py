@@ -28,7 +28,9 @@ user may publish one answer to it whatever its own permissions say
 (``allow_responses``): a requester naming ``$JS.API.STREAM.DELETE.BOOKING`` or a
 fact subject would have the server delete a stream (a rejection's body is empty,
 which is what that API expects) or store its answer as a fact. A request whose
-reply subject is not an inbox is dropped unexecuted.
+reply subject is not an inbox is dropped unexecuted, and so is one without a reply
+subject: nobody waits for its outcome, and a booking or a charge nobody waits for is
+one nobody asked for.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class CommandServer:
     Attributes:
         expired: Requests not executed because their deadline had passed.
         overloaded: Requests rejected because the queue was full.
-        misdirected: Requests dropped unexecuted because their reply subject was not an inbox.
+        misdirected: Requests dropped unexecuted because their reply subject was not an inbox (or absent).
     """
 
     def __init__(
@@ -129,7 +131,7 @@ class CommandServer:
         self.misdirected = 0
 
     async def _enqueue(self, msg: Msg) -> None:
-        if msg.reply and not is_inbox(msg.reply):
+        if not is_inbox(msg.reply or ""):
             self.misdirected += 1
             if self.misdirected == 1 or self.misdirected % 1000 == 0:
                 log.warning(

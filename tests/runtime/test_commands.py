@@ -176,7 +176,8 @@ async def test_a_full_queue_rejects_at_once_as_overloaded(nc: NATS) -> None:
 async def test_a_reply_subject_that_is_not_an_inbox_gets_nothing(nc: NATS) -> None:
     """The requester names the reply subject: one naming a stream's API or a fact subject would
     have the server publish there as itself (a rejection's empty body deletes a stream). Such a
-    command is dropped unexecuted; inboxes, the default and a connection's own, still get answers."""
+    command is dropped unexecuted, and so is one without a reply subject (nobody waits for it);
+    inboxes, the default and a connection's own, still get answers."""
     handler = Echo()
     server = CommandServer(nc, SUBJECT, "test", handler)
     hijacked: list[Msg] = []
@@ -191,6 +192,7 @@ async def test_a_reply_subject_that_is_not_an_inbox_gets_nothing(nc: NATS) -> No
         for target in ("$JS.API.STREAM.DELETE.BOOKING", "payment.succeeded", "_INBOX"):
             await nc.publish(SUBJECT, b"executed", reply=target)
             await nc.publish(SUBJECT, b"expired", reply=target, headers={H_DEADLINE: "1"})
+        await nc.publish(SUBJECT, b"nobody waits")  # no reply subject at all
         await nc.flush()
         own = await nc.subscribe("_INBOX_gateway.reply")
         await nc.publish(SUBJECT, b"mine", reply="_INBOX_gateway.reply")
@@ -199,7 +201,7 @@ async def test_a_reply_subject_that_is_not_an_inbox_gets_nothing(nc: NATS) -> No
     assert answer.data == b"echo:mine" and default.data == b"echo:default"
     assert hijacked == []
     assert handler.batches == [1, 1], "a misdirected command was executed"
-    assert server.misdirected == 6 and server.expired == 0
+    assert server.misdirected == 7 and server.expired == 0
 
 
 async def test_an_unreadable_deadline_is_ignored_and_the_server_goes_on(nc: NATS) -> None:
