@@ -204,7 +204,7 @@ def runtime_imports(source: str) -> set[tuple[str, str]]:
     ``("choreo", "n")``, and ``import choreo.x`` ``("choreo.x", "")``: a whole module of
     the runtime, which no public face covers.
     """
-    found = set()
+    found: set[tuple[str, str]] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             if is_under(node.module, ("choreo",)) and ".v1" not in node.module:
