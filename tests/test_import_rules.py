@@ -268,3 +268,18 @@ def test_the_public_face_resolves_every_name_it_lists() -> None:
     assert set(choreo.__all__) == set(choreo._EXPORTS)
     for name in choreo.__all__:
         assert getattr(choreo, name) is not None
+
+
+def test_what_type_checkers_see_is_what_the_public_face_resolves() -> None:
+    """The ``TYPE_CHECKING`` imports of ``choreo/__init__.py`` name the same objects as ``_EXPORTS``:
+    a name added to one only would type-check against another object than the one a service gets."""
+    import choreo
+
+    seen: dict[str, tuple[str, str]] = {}
+    for node in ast.parse((RUNTIME / "__init__.py").read_text()).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom) and statement.module, ast.dump(statement)
+                for alias in statement.names:
+                    seen[alias.asname or alias.name] = (statement.module, alias.name)
+    assert seen == choreo._EXPORTS
