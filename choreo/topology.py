@@ -18,6 +18,7 @@ declarations are the truth that tools (the event-flow graph) can draw.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,17 @@ from choreo.handler import Route
 
 class TopologyError(ValueError):
     """A declaration that contradicts itself or the contract."""
+
+
+#: A JetStream stream or consumer name: no whitespace, none of ``. * > / \``.
+_NAME = re.compile(r"[^\s.*>/\\]+")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise TopologyError(
+            f"{kind} name {name!r} is not a JetStream name (no whitespace, none of . * > / \\)"
+        )
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -50,6 +62,9 @@ class Stream:
     name: str
     subjects: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        _check_name("stream", self.name)
+
     def captures(self, subject: str) -> bool:
         return any(subject_matches(pattern, subject) for pattern in self.subjects)
 
@@ -67,6 +82,9 @@ class Subscription:
     routes: tuple[Route[Any], ...]
 
     def __post_init__(self) -> None:
+        # Refused here, at build: JetStream refusing it later reads as NATS not being ready yet,
+        # and the consumer would wait for it forever.
+        _check_name("durable consumer", self.durable)
         if not self.routes:
             raise TopologyError(f"consumer {self.durable} has no routes")
         streams = {fact_stream(r.message_type) for r in self.routes}

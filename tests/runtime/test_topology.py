@@ -144,6 +144,18 @@ def test_a_stream_that_captures_a_served_commands_subject_is_refused() -> None:
     Topology("booking", stream=BOOKING, serves=(Serves(commands_pb2.CreateBookingCommand),))
 
 
+def test_a_name_jetstream_would_refuse_is_refused_at_build() -> None:
+    """A durable JetStream refuses was retried as if NATS were not ready yet: a consumer waiting forever."""
+    route = Route(payment_events.PaymentFailed, nothing)
+    for durable in ("loyalty.points", "two words", "all>", "a/b", ""):
+        with pytest.raises(TopologyError, match="durable consumer name"):
+            Subscription(durable, (route,))
+    for stream in ("LOYALTY.X", "MY STREAM", "*"):
+        with pytest.raises(TopologyError, match="stream name"):
+            Stream(stream, ("loyalty.>",))
+    assert Subscription("loyalty-points_2", (route,)).durable == "loyalty-points_2"
+
+
 def test_the_reference_services_declarations_hold() -> None:
     from booking.topology import TOPOLOGY
 
