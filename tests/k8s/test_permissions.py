@@ -19,11 +19,14 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 from pydantic import SecretStr
 
+from booking.topology import PAYMENTS
 from choreo import bus
 from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
+from choreo.consumer import EventConsumer
 from choreo.natsidentity import inbox_prefix
 from choreo.settings import ServiceSettings
 from tests.k8s import client
@@ -282,6 +285,35 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
     info = await booking.nc.jetstream().stream_info("DLQ")
     assert info.config.subjects == ["dlq.>"] and not info.config.sealed
     assert info.config.max_msg_size == wanted.max_msg_size
+
+
+async def test_bookings_durable_of_the_previous_release_is_updated_to_its_routes_filters(connect) -> None:  # type: ignore[no-untyped-def]
+    """The previous release made booking's durable on PAYMENT with the filter ``payment.>``; this one
+    derives ``payment.failed`` and ``payment.succeeded`` from its routes. Under booking's permissions
+    the update goes through the same API subject (``CONSUMER.DURABLE.CREATE.PAYMENT.booking``), the
+    server accepts the new filters on the existing durable, and nothing it held back is lost."""
+    booking: Session = await connect("booking")
+    payment: Session = await connect("payment")
+    await ensure_stream(payment.nc.jetstream(timeout=2), PAYMENT)
+    for i in range(3):
+        await payment.nc.jetstream().publish("payment.succeeded", b"%d" % i)
+    js = booking.nc.jetstream(timeout=2)
+    consumer = EventConsumer(
+        js=js,
+        engine=None,  # type: ignore[arg-type]  # provisioning only
+        stream=PAYMENTS.stream,
+        durable=PAYMENTS.durable,
+        subjects=PAYMENTS.subjects,
+        routes=PAYMENTS.routes,
+        source="booking",
+    )
+    previous: ConsumerConfig = dataclasses.replace(consumer.config(), filter_subjects=["payment.>"])
+    await js.add_consumer(PAYMENT.name, previous)
+    await consumer.provision()
+    info = await js.consumer_info(PAYMENT.name, PAYMENTS.durable)
+    assert info.config.filter_subjects == ["payment.failed", "payment.succeeded"]
+    assert info.num_pending == 3
+    assert booking.errors == []
 
 
 async def test_unknown_user_and_wrong_password_are_refused(
