@@ -30,10 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from booking.domain import BookingStatus, request_fingerprint, same_request
 from booking.requests import validate_booking_request
 from booking.tables import bookings
+from booking.topology import CREATE
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.clock import to_timestamp
 from choreo.commands import deadline_of, deadline_passed
-from choreo.contract import fact_subject
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.errors import Failure, classify
@@ -44,7 +44,6 @@ from choreo.sealing import TokenSealer
 
 log = logging.getLogger(__name__)
 
-_CREATED_SUBJECT = fact_subject(events_pb2.BookingCreated)
 
 Reply = commands_pb2.CreateBookingReply
 
@@ -167,13 +166,7 @@ async def create_bookings(
             request_fingerprint=row["request_hash"],
         )
         facts.append(
-            Envelope.wrap(
-                event,
-                source=source,
-                subject=_CREATED_SUBJECT,
-                correlation_id=req.correlation_id,
-                causation_id=req.command_id,
-            )
+            CREATE.wrap(event, source=source, correlation_id=req.correlation_id, causation_id=req.command_id)
         )
         replies.append(Reply(booking=record_from_row(row)))
     if rows:

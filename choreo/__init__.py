@@ -91,6 +91,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "dialect_insert": ("choreo.upserts", "dialect_insert"),
     "Migrations": ("choreo.schema", "Migrations"),
     "GroupCommit": ("choreo.groupcommit", "GroupCommit"),
+    "Overloaded": ("choreo.groupcommit", "Overloaded"),
+    "Closed": ("choreo.groupcommit", "Closed"),
     "Recovery": ("choreo.recovery", "Recovery"),
     "Restore": ("choreo.recovery", "Restore"),
     "RestoreContext": ("choreo.recovery", "RestoreContext"),
@@ -131,6 +133,7 @@ __all__ = [
     "REJECTED_OVERLOADED",
     "SPEC_VERSION",
     "Backoff",
+    "Closed",
     "CommandServer",
     "Component",
     "ConsumerSettings",
@@ -143,6 +146,7 @@ __all__ = [
     "GroupCommit",
     "HandlerContext",
     "Migrations",
+    "Overloaded",
     "PermanentError",
     "PullReader",
     "PullStalled",
@@ -246,7 +250,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         now_rfc3339,
     )
     from choreo.errors import Failure, PermanentError, TransientError, classify
-    from choreo.groupcommit import GroupCommit
+    from choreo.groupcommit import Closed, GroupCommit, Overloaded
     from choreo.handler import HandlerContext, Route, UndeclaredEmit
     from choreo.ids import new_id, uuid7
     from choreo.logs import log_context

@@ -47,10 +47,6 @@ class Dispatch(Generic[E]):
                 raise ValueError(f"two entries handle {name}")
             self._entries[name] = entry
 
-    def get(self, type_name: str) -> E | None:
-        """The entry for facts of ``type_name``, if there is one."""
-        return self._entries.get(type_name)
-
     def decode(self, env: Envelope) -> tuple[E, Message]:
         """The entry for ``env``'s type and its body decoded as that entry's message type.
 
@@ -68,6 +64,3 @@ class Dispatch(Generic[E]):
 
     def __contains__(self, type_name: object) -> bool:
         return type_name in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -105,11 +105,23 @@ class GroupCommit(Generic[T, R]):
             self._worker = asyncio.create_task(self._work(), name=self._name)
 
     async def close(self) -> None:
-        """Refuses new items, then returns once everything queued before is committed and answered."""
+        """Refuses new items, then returns once everything queued before is committed and answered.
+
+        Cancelling ``close`` (a shutdown whose grace ran out) cancels the worker too: the batch
+        in hand is rolled back and its callers cancelled, rather than committed unanswered after
+        the service has closed its connections.
+        """
         self._closed = True
-        if self._worker is not None:
-            # ``wait``: neither raises what ended the worker nor cancels it when our caller is cancelled.
-            await asyncio.wait([self._worker])
+        worker = self._worker
+        if worker is None:
+            return
+        try:
+            # ``wait``: does not raise what ended the worker.
+            await asyncio.wait([worker])
+        except asyncio.CancelledError:
+            worker.cancel()
+            await asyncio.wait([worker])
+            raise
 
     async def _work(self) -> None:
         while self._queue:

@@ -50,20 +50,44 @@ class HandlerContext:
         Raises:
             UndeclaredEmit: The route does not declare the fact's type in its ``emits``.
         """
-        if type(message) not in self.emits:
-            raise UndeclaredEmit(
-                f"{type_name(type(message))} is not among the facts this route emits "
-                f"({', '.join(type_name(t) for t in self.emits) or 'none'}): declare it in Route.emits"
-            )
-        env = Envelope.wrap(
+        env = wrap_fact(
             message,
+            self.emits,
+            "this route",
             source=self.source,
-            subject=fact_subject(type(message)),
             correlation_id=self.envelope.correlation_id,
             causation_id=self.envelope.id,
         )
         self.outgoing.append(env)
         return env
+
+
+def wrap_fact(
+    message: Message,
+    emits: tuple[type[Message], ...],
+    who: str,
+    *,
+    source: str,
+    correlation_id: str,
+    causation_id: str,
+) -> Envelope:
+    """The envelope of a fact on its contract's subject, if its type is one ``who`` declares it emits.
+
+    Raises:
+        UndeclaredEmit: ``emits`` does not name the fact's type.
+    """
+    if type(message) not in emits:
+        raise UndeclaredEmit(
+            f"{type_name(type(message))} is not among the facts {who} emits "
+            f"({', '.join(type_name(t) for t in emits) or 'none'}): declare it in its emits"
+        )
+    return Envelope.wrap(
+        message,
+        source=source,
+        subject=fact_subject(type(message)),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
 
 
 class UndeclaredEmit(PermanentError):

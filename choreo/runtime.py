@@ -47,12 +47,16 @@ class Runtime:
     owns_dlq: bool = False
 
     def consumer(self, subscription: Subscription) -> EventConsumer:
-        """The durable consumer of a subscription, configured from the settings.
+        """The durable consumer of one of the topology's subscriptions, configured from the settings.
 
         Raises:
-            TopologyError: A route emits a fact the service does not publish.
+            TopologyError: The subscription is not declared in the topology (which must stay
+                the whole truth about what the service consumes).
         """
-        self.topology.check_emits(subscription)
+        if subscription not in self.topology.subscriptions:
+            raise TopologyError(
+                f"consumer {subscription.durable} is not among {self.topology.service}'s subscriptions"
+            )
         s = self.settings
         return EventConsumer(
             js=self.js,

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
 
 from choreo.contract import command_options, fact_options, fact_stream, fact_subject, type_name
-from choreo.handler import Route
+from choreo.envelope import Envelope
+from choreo.handler import Route, wrap_fact
 
 
 class TopologyError(ValueError):
@@ -115,6 +116,13 @@ class Serves:
     def queue(self) -> str:
         return command_options(self.command).queue
 
+    def wrap(self, fact: Message, *, source: str, correlation_id: str, causation_id: str) -> Envelope:
+        """The envelope of a fact answering the command (``UndeclaredEmit`` unless ``emits`` names it)."""
+        who = f"command {type_name(self.command)}"
+        return wrap_fact(
+            fact, self.emits, who, source=source, correlation_id=correlation_id, causation_id=causation_id
+        )
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -126,7 +134,6 @@ class Topology:
         publishes: The fact types it may publish; each must be on ``stream``, on a subject it captures.
         subscriptions: Its durable consumers.
         serves: The commands it answers.
-        reads: Fact types it reads without a durable consumer (a projection), for the record.
 
     Raises:
         TopologyError: A declaration contradicts the contract or another declaration.
@@ -137,7 +144,6 @@ class Topology:
     publishes: tuple[type[Message], ...] = ()
     subscriptions: tuple[Subscription, ...] = ()
     serves: tuple[Serves, ...] = ()
-    reads: tuple[type[Message], ...] = field(default=())
 
     def __post_init__(self) -> None:
         for fact in self.publishes:
@@ -183,9 +189,3 @@ class Topology:
         if self.stream is not None and self.stream.captures(subject):
             return self.stream.name
         return subject
-
-    def consumed(self) -> Iterable[type[Message]]:
-        """Every fact type the service reacts to or reads."""
-        for sub in self.subscriptions:
-            yield from (r.message_type for r in sub.routes)
-        yield from self.reads

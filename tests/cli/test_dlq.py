@@ -44,8 +44,6 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
         max_deliveries=1,
         log_format="text",
     )
-    await ensure_stream(js, BOOKING)
-    rt = await open_runtime(settings, Topology(service="reader"), migrations=None)
     broken = True
     handled: list[tuple[str, str]] = []
 
@@ -54,7 +52,10 @@ async def test_a_dead_letter_is_listed_then_redriven_and_handled(
             raise RuntimeError("the database said no")
         handled.append((event.booking_id, ctx.envelope.id))
 
-    consumer = rt.consumer(Subscription("reader", (Route(booking_events.BookingCreated, handle),)))
+    reads = Subscription("reader", (Route(booking_events.BookingCreated, handle),))
+    await ensure_stream(js, BOOKING)
+    rt = await open_runtime(settings, Topology(service="reader", subscriptions=(reads,)), migrations=None)
+    consumer = rt.consumer(reads)
     service = rt.service([consumer])
     await service.start()
     try:

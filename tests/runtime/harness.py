@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -311,7 +312,10 @@ def consumer_for(rt: Runtime, routes: Sequence[Route[Any]], **overrides: Any) ->
     ``EventConsumer`` directly (e.g. a custom ``on_commit``).
     """
     if not overrides:
-        return rt.consumer(Subscription(DURABLE, tuple(routes)))
+        subscription = Subscription(DURABLE, tuple(routes))
+        # Each test scripts its own routes: the test service declares them before consuming.
+        rt.topology = dataclasses.replace(TOPOLOGY, subscriptions=(subscription,))
+        return rt.consumer(subscription)
     s = rt.settings
     kwargs: dict[str, Any] = {
         "js": rt.js,

@@ -153,6 +153,27 @@ async def test_close_answers_everything_queued_then_refuses(ledger: Ledger) -> N
     assert await ledger.keys() == {"in-flight", *(f"q{i}" for i in range(5))}
 
 
+async def test_a_cancelled_close_rolls_the_batch_in_hand_back_instead_of_committing_it_later(
+    ledger: Ledger,
+) -> None:
+    """A shutdown whose grace ran out: nothing is committed after the service let go of it."""
+    group: GroupCommit[tuple[str, int], int] = GroupCommit(ledger.commit)
+    ledger.hold()
+    in_flight = asyncio.create_task(group.submit(("in-flight", 1)))
+    await asyncio.wait_for(ledger.started.wait(), 5)
+    queued = asyncio.create_task(group.submit(("queued", 2)))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(group.close())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    ledger.gate.set()  # the commit would go on here, had the worker outlived close
+    await asyncio.sleep(0.1)
+    assert in_flight.cancelled() and queued.cancelled()
+    assert await ledger.keys() == set()
+
+
 async def test_max_batch_splits_what_is_waiting(ledger: Ledger) -> None:
     group: GroupCommit[tuple[str, int], int] = GroupCommit(ledger.commit, max_batch=4)
     results = await asyncio.gather(*(group.submit((f"k{i}", i)) for i in range(10)))

@@ -191,3 +191,21 @@ def test_an_undeclared_emit_is_refused_and_dead_lettered_at_once() -> None:
         ctx.emit(booking_events.BookingCancelled(booking_id="b-1"))
     assert ctx.outgoing == []
     assert classify(info.value) is Failure.PERMANENT
+
+
+def test_a_command_answers_only_with_the_facts_it_declares() -> None:
+    create = Serves(commands_pb2.CreateBookingCommand, emits=(booking_events.BookingCreated,))
+    env = create.wrap(
+        booking_events.BookingCreated(booking_id="b-1"),
+        source="booking",
+        correlation_id="wf-1",
+        causation_id="c-1",
+    )
+    assert (env.subject, env.correlation_id, env.causation_id) == ("booking.created", "wf-1", "c-1")
+    with pytest.raises(UndeclaredEmit, match=r"command choreo\.booking\.v1\.CreateBookingCommand emits"):
+        create.wrap(
+            booking_events.BookingCancelled(booking_id="b-1"),
+            source="booking",
+            correlation_id="",
+            causation_id="",
+        )
