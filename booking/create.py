@@ -160,7 +160,7 @@ async def create_bookings(
             user_id=c.user_id,
             amount_cents=c.amount_cents,
             currency=c.currency,
-            sealed_payment_token=sealer.seal(c.payment_token, booking_id=row["booking_id"]),
+            sealed_payment_token=sealer.seal(c.payment_token, bound_to=row["booking_id"]),
             created_at=to_timestamp(now),
             idempotency_key=c.idempotency_key,
             request_fingerprint=row["request_hash"],

@@ -95,9 +95,9 @@ class TokenSealer:
         self._box = SealedBox(public_key)
         self._header = bytes([VERSION]) + key_id(public_key)
 
-    def seal(self, token: str, *, booking_id: str) -> bytes:
-        """``token`` sealed for the booking ``booking_id`` (see the module doc)."""
-        bound = booking_id.encode()
+    def seal(self, token: str, *, bound_to: str) -> bytes:
+        """``token`` sealed for one fact's subject, ``bound_to`` (a booking id; see the module doc)."""
+        bound = bound_to.encode()
         return self._header + self._box.encrypt(len(bound).to_bytes(2, "big") + bound + token.encode())
 
 
@@ -111,8 +111,8 @@ class TokenOpener:
         self._boxes = {key_id(k.public_key): SealedBox(k) for k in private_keys}
         self._keys_from = keys_from
 
-    def open(self, sealed: bytes, *, booking_id: str) -> str:
-        """The token sealed for ``booking_id``; ``SealingError`` (never the token or key material)
+    def open(self, sealed: bytes, *, bound_to: str) -> str:
+        """The token sealed for ``bound_to``; ``SealingError`` (never the token or key material)
         when it does not open, or was sealed for another booking."""
         if len(sealed) <= _HEADER_BYTES or sealed[0] != VERSION:
             raise SealingError(f"not a sealed token (version {sealed[:1].hex() or 'missing'})")
@@ -125,8 +125,8 @@ class TokenOpener:
         except CryptoError:
             raise SealingError(f"sealed to key {kid.hex()} but does not open with it (altered?)") from None
         size = int.from_bytes(content[:2], "big")
-        if content[2 : 2 + size] != booking_id.encode() or len(content) < 2 + size:
-            raise SealingError(f"sealed for another booking than {booking_id!r} (copied from another fact?)")
+        if content[2 : 2 + size] != bound_to.encode() or len(content) < 2 + size:
+            raise SealingError(f"sealed for another booking than {bound_to!r} (copied from another fact?)")
         try:
             return content[2 + size :].decode()
         except UnicodeDecodeError:

@@ -46,7 +46,7 @@ def payment_token(opener: TokenOpener, event: booking_events.BookingCreated) -> 
     """The token to charge: opened from ``sealed_payment_token``, or the plaintext of an older fact."""
     if event.sealed_payment_token:
         try:
-            return opener.open(event.sealed_payment_token, booking_id=event.booking_id)
+            return opener.open(event.sealed_payment_token, bound_to=event.booking_id)
         except SealingError as exc:
             raise UnreadableTokenError(f"booking {event.booking_id}: payment token {exc}") from None
     if event.payment_token:  # published before tokens were sealed

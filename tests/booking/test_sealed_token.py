@@ -71,14 +71,14 @@ async def test_booking_created_carries_the_token_sealed_to_payment_only(
     assert created.payment_token == ""
     assert (
         TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(
-            created.sealed_payment_token, booking_id=created.booking_id
+            created.sealed_payment_token, bound_to=created.booking_id
         )
         == TOKEN
     )
     other_private, _ = generate_keypair()
     try:
         TokenOpener(parse_private_keys(other_private)).open(
-            created.sealed_payment_token, booking_id=created.booking_id
+            created.sealed_payment_token, bound_to=created.booking_id
         )
         raise AssertionError("a token opened with another key")
     except SealingError:

@@ -86,7 +86,7 @@ async def test_create_saves_pending_and_publishes_booking_created(
     assert created.payment_token == ""
     assert (
         TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY)).open(
-            created.sealed_payment_token, booking_id=created.booking_id
+            created.sealed_payment_token, bound_to=created.booking_id
         )
         == "tok_visa"
     )

@@ -45,7 +45,7 @@ def sealer_of_a_new_key() -> tuple[str, TokenSealer]:
 
 
 def tampered() -> bytes:
-    sealed = bytearray(SESSION_SEALER.seal("tok_visa", booking_id="b-sealed"))
+    sealed = bytearray(SESSION_SEALER.seal("tok_visa", bound_to="b-sealed"))
     sealed[-1] ^= 1
     return bytes(sealed)
 
@@ -54,12 +54,12 @@ def tampered() -> bytes:
     ("sealed", "says"),
     [
         (
-            lambda: sealer_of_a_new_key()[1].seal("tok_visa", booking_id="b-sealed"),
+            lambda: sealer_of_a_new_key()[1].seal("tok_visa", bound_to="b-sealed"),
             "which is not among PAYMENT_TOKEN_PRIVATE_KEY",
         ),
         (tampered, "does not open"),
         # Another customer's sealed token copied into this booking's fact.
-        (lambda: SESSION_SEALER.seal("tok_visa", booking_id="b-someone-else"), "sealed for another booking"),
+        (lambda: SESSION_SEALER.seal("tok_visa", bound_to="b-someone-else"), "sealed for another booking"),
         (lambda: b"", "carries no payment token"),
         (lambda: b"\x07garbage-garbage", "not a sealed token"),
     ],
@@ -105,12 +105,12 @@ async def test_after_a_rotation_tokens_sealed_to_the_old_key_still_open(
     )
     async with running(build(rotated)):
         await publish(
-            js, booking_created("b-old", "", sealed=SESSION_SEALER.seal("tok_visa", booking_id="b-old"))
+            js, booking_created("b-old", "", sealed=SESSION_SEALER.seal("tok_visa", bound_to="b-old"))
         )
         await publish(
             js,
             booking_created(
-                "b-new", "", "wf-2", sealed=new_sealer.seal("tok_chargeDeclined", booking_id="b-new")
+                "b-new", "", "wf-2", sealed=new_sealer.seal("tok_chargeDeclined", bound_to="b-new")
             ),
         )
         await eventually(lambda: _at_least(js, "PAYMENT", 2))
@@ -203,5 +203,5 @@ def test_choreo_up_makes_a_key_pair_in_its_data_dir_and_reuses_it(tmp_path: Path
     )
     assert "PAYMENT_TOKEN_PRIVATE_KEY" not in first["booking"]  # booking never gets the private key
     assert (tmp_path / "payment-token.key").stat().st_mode & 0o777 == 0o600
-    sealed = TokenSealer(parse_public_key(public)).seal("tok_visa", booking_id="b1")
-    assert TokenOpener(parse_private_keys(private)).open(sealed, booking_id="b1") == "tok_visa"
+    sealed = TokenSealer(parse_public_key(public)).seal("tok_visa", bound_to="b1")
+    assert TokenOpener(parse_private_keys(private)).open(sealed, bound_to="b1") == "tok_visa"

@@ -56,7 +56,7 @@ def booking_created(
         currency="EUR",
         sealed_payment_token=sealed
         if sealed is not None
-        else SESSION_SEALER.seal(token, booking_id=booking_id),
+        else SESSION_SEALER.seal(token, bound_to=booking_id),
     )
     return Envelope.wrap(event, source="booking", subject="booking.created", correlation_id=correlation)
 
