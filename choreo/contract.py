@@ -10,6 +10,7 @@ and a client in any language reads the same from the same contract.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -46,6 +47,19 @@ def type_name(message_type: type[Message]) -> str:
     return str(message_type.DESCRIPTOR.full_name)
 
 
+def _read_option(message_type: type[Message], extension: Any, label: str, fields: tuple[str, ...]) -> Any:
+    """The option ``extension`` of a message type, with every one of ``fields`` set and a literal subject."""
+    name = type_name(message_type)
+    options = message_type.DESCRIPTOR.GetOptions()
+    if not options.HasExtension(extension):
+        raise ContractError(f"{name} has no ({label}) option")
+    found = options.Extensions[extension]
+    if not all(getattr(found, f) for f in fields):
+        raise ContractError(f"{name}'s ({label}) option needs a {' and a '.join(fields)}")
+    _check_subject(name, label, found.subject)
+    return found
+
+
 def fact_options(message_type: type[Message]) -> options_pb2.FactOptions:
     """The subject and stream of a fact type, from its ``choreo.options.v1.fact`` option.
 
@@ -53,19 +67,12 @@ def fact_options(message_type: type[Message]) -> options_pb2.FactOptions:
         ContractError: The message is not declared as a fact in its contract.
     """
     name = type_name(message_type)
-    found = _FACTS.get(name)
+    found: options_pb2.FactOptions | None = _FACTS.get(name)
     if found is None:
-        options = message_type.DESCRIPTOR.GetOptions()
-        if not options.HasExtension(options_pb2.fact):
-            raise ContractError(f"{name} has no (choreo.options.v1.fact) option: it is not a fact")
-        found = options.Extensions[options_pb2.fact]
-        if not found.subject or not found.stream:
-            raise ContractError(f"{name}'s (choreo.options.v1.fact) option needs a subject and a stream")
-        _check_subject(name, "choreo.options.v1.fact", found.subject)
+        label = "choreo.options.v1.fact"
+        found = _read_option(message_type, options_pb2.fact, label, ("subject", "stream"))
         if not _STREAM_NAME.fullmatch(found.stream):
-            raise ContractError(
-                f"{name}'s (choreo.options.v1.fact) stream {found.stream!r} is no stream name"
-            )
+            raise ContractError(f"{name}'s ({label}) stream {found.stream!r} is no stream name")
         _FACTS[name] = found
     return found
 
@@ -90,14 +97,10 @@ def command_options(message_type: type[Message]) -> options_pb2.CommandOptions:
         ContractError: The message is not declared as a command in its contract, or
             its option lacks a literal subject or a queue group.
     """
-    name = type_name(message_type)
-    options = message_type.DESCRIPTOR.GetOptions()
-    if not options.HasExtension(options_pb2.command):
-        raise ContractError(f"{name} has no (choreo.options.v1.command) option")
-    found = options.Extensions[options_pb2.command]
-    if not found.subject or not found.queue:
-        raise ContractError(f"{name}'s (choreo.options.v1.command) option needs a subject and a queue")
-    _check_subject(name, "choreo.options.v1.command", found.subject)
+    label = "choreo.options.v1.command"
+    found: options_pb2.CommandOptions = _read_option(
+        message_type, options_pb2.command, label, ("subject", "queue")
+    )
     if not _NO_SPACE.fullmatch(found.queue):
-        raise ContractError(f"{name}'s (choreo.options.v1.command) queue {found.queue!r} has whitespace")
+        raise ContractError(f"{type_name(message_type)}'s ({label}) queue {found.queue!r} has whitespace")
     return found
