@@ -26,7 +26,8 @@ _FACTS: dict[str, options_pb2.FactOptions] = {}
 #: What NATS reads as text in a subject token, a stream name or a queue group: no whitespace,
 #: and (in a stream name) none of the characters it reserves.
 _NO_SPACE = re.compile(r"\S+")
-_STREAM_NAME = re.compile(r"[^\s.*>/\\]+")
+#: A JetStream stream or consumer name: no whitespace, none of ``. * > / \``.
+JETSTREAM_NAME = re.compile(r"[^\s.*>/\\]+")
 
 
 def _check_subject(name: str, option: str, subject: str) -> None:
@@ -71,7 +72,7 @@ def fact_options(message_type: type[Message]) -> options_pb2.FactOptions:
     if found is None:
         label = "choreo.options.v1.fact"
         found = _read_option(message_type, options_pb2.fact, label, ("subject", "stream"))
-        if not _STREAM_NAME.fullmatch(found.stream):
+        if not JETSTREAM_NAME.fullmatch(found.stream):
             raise ContractError(f"{name}'s ({label}) stream {found.stream!r} is no stream name")
         _FACTS[name] = found
     return found

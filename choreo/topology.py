@@ -18,14 +18,20 @@ declarations are the truth that tools (the event-flow graph) can draw.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
 
-from choreo.contract import command_options, fact_options, fact_stream, fact_subject, type_name
+from choreo.contract import (
+    JETSTREAM_NAME,
+    command_options,
+    fact_options,
+    fact_stream,
+    fact_subject,
+    type_name,
+)
 from choreo.envelope import Envelope
 from choreo.handler import Route, wrap_fact
 
@@ -34,12 +40,8 @@ class TopologyError(ValueError):
     """A declaration that contradicts itself or the contract."""
 
 
-#: A JetStream stream or consumer name: no whitespace, none of ``. * > / \``.
-_NAME = re.compile(r"[^\s.*>/\\]+")
-
-
 def _check_name(kind: str, name: str) -> None:
-    if not _NAME.fullmatch(name):
+    if not JETSTREAM_NAME.fullmatch(name):
         raise TopologyError(
             f"{kind} name {name!r} is not a JetStream name (no whitespace, none of . * > / \\)"
         )
@@ -158,7 +160,7 @@ class Topology:
                     f"stream {self.stream.name} does not capture {options.subject} ({type_name(fact)})"
                 )
         for sub in self.subscriptions:
-            self.check_emits(sub)
+            self._check_emits(sub)
         for serves in self.serves:
             self._check_published(serves.emits, f"command {type_name(serves.command)}")
             if self.stream is not None and self.stream.captures(serves.subject):
@@ -171,7 +173,7 @@ class Topology:
         if len(durables) != len(set(durables)):
             raise TopologyError(f"{self.service} declares a durable consumer twice: {durables}")
 
-    def check_emits(self, subscription: Subscription) -> None:
+    def _check_emits(self, subscription: Subscription) -> None:
         """Raises ``TopologyError`` unless the service publishes every fact the subscription's routes emit."""
         for route in subscription.routes:
             where = f"the route of {type_name(route.message_type)} in consumer {subscription.durable}"
