@@ -43,3 +43,41 @@ def test_lint_would_catch_a_bad_name(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert '"RED" should be suffixed with "_UNSPECIFIED"' in result.stdout
     assert 'Message name "thing" should be PascalCase' in result.stdout
+
+
+#: The contract as last released, a buf image (``buf build -o proto/released.binpb``, made again
+#: at each release). Every change since must be additive: clients built against it keep working.
+RELEASED = ROOT / "proto" / "released.binpb"
+
+
+def test_the_contracts_break_nothing_released() -> None:
+    buf = buf_binary()
+    if buf is None:
+        if os.environ.get("CI"):
+            pytest.fail("buf is missing: .ci/run installs it (npm install --prefix .tools @bufbuild/buf)")
+        pytest.skip("buf not installed (npm install --prefix .tools @bufbuild/buf)")
+    result = subprocess.run(
+        [buf, "breaking", "--against", str(RELEASED)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_breaking_would_catch_a_removed_field(tmp_path: Path) -> None:
+    buf = buf_binary()
+    if buf is None:
+        pytest.skip("buf not installed")
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    events = tmp_path / "proto/choreo/payment/v1/events.proto"
+    text = events.read_text()
+    assert "  string currency = 4;\n" in text
+    events.write_text(text.replace("  string currency = 4;\n", "", 1))
+    result = subprocess.run(
+        [buf, "breaking", "--against", str(RELEASED)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert 'field "4" with name "currency" on message "PaymentSucceeded" was deleted' in result.stdout
