@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
+from choreo.contract import type_name
 from choreo.envelope import Envelope
 
 
@@ -42,7 +43,7 @@ class Dispatch(Generic[E]):
     def __init__(self, entries: Iterable[E]) -> None:
         self._entries: dict[str, E] = {}
         for entry in entries:
-            name = str(entry.message_type.DESCRIPTOR.full_name)
+            name = type_name(entry.message_type)
             if name in self._entries:
                 raise ValueError(f"two entries handle {name}")
             self._entries[name] = entry

@@ -120,7 +120,3 @@ class Route(Generic[M]):
     handle: Callable[[M, HandlerContext], Awaitable[None]]
     emits: tuple[type[Message], ...] = ()
     prepare: Callable[[M, Envelope], Awaitable[Any]] | None = None
-
-    @property
-    def type_name(self) -> str:
-        return str(self.message_type.DESCRIPTOR.full_name)
