@@ -65,13 +65,15 @@ class CreateRequest:
     def fingerprint(self, booking_id: str) -> str:
         """The request's fingerprint, salted with the id of the booking it creates."""
         c = self.command
-        return request_fingerprint(c.amount_cents, c.currency, c.payment_token, salt=booking_id)
+        return request_fingerprint(
+            c.amount_cents, c.currency, c.payment_token, salt=booking_id, email=c.email
+        )
 
     def is_request_of(self, row: Any) -> bool:
         """Whether a stored booking was made by this same request (a retry)."""
         c = self.command
         return same_request(
-            row["request_hash"], row["booking_id"], c.amount_cents, c.currency, c.payment_token
+            row["request_hash"], row["booking_id"], c.amount_cents, c.currency, c.payment_token, c.email
         )
 
 
@@ -92,6 +94,7 @@ def parse_request(msg: Msg) -> CreateRequest | Reply:
         command.currency,
         command.payment_token,
         command.idempotency_key,
+        command.email,
     )
     if error is not None:
         return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, str(error), error.field)
@@ -164,6 +167,7 @@ async def create_bookings(
             created_at=to_timestamp(now),
             idempotency_key=c.idempotency_key,
             request_fingerprint=row["request_hash"],
+            email=c.email,
         )
         facts.append(
             CREATE.wrap(event, source=source, correlation_id=req.correlation_id, causation_id=req.command_id)

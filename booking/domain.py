@@ -45,23 +45,30 @@ def on_payment(succeeded: bool) -> BookingStatus:
     return BookingStatus.CONFIRMED if succeeded else BookingStatus.CANCELLED
 
 
-def request_fingerprint(amount_cents: int, currency: str, payment_token: str, salt: str = "") -> str:
+def request_fingerprint(
+    amount_cents: int, currency: str, payment_token: str, salt: str = "", email: str = ""
+) -> str:
     """What a create request asks for; a key reused with another fingerprint is refused.
 
     It travels in ``BookingCreated`` (so a rebuild by replay restores it without the
     token, which only payment can read), salted with the booking id so that a
     reader of the fact cannot test guesses of a token against a table made once.
-    Bookings made before the salt have an unsalted fingerprint (``salt=""``).
+    Bookings made before the salt have an unsalted fingerprint (``salt=""``). The email
+    counts only when given, so a request without one has the fingerprint it always had.
     """
     text = f"{amount_cents}|{currency}|{payment_token}"
+    if email:
+        text = f"{text}|{email}"
     if salt:
         text = f"{salt}|{text}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def same_request(stored: str, booking_id: str, amount_cents: int, currency: str, payment_token: str) -> bool:
+def same_request(
+    stored: str, booking_id: str, amount_cents: int, currency: str, payment_token: str, email: str = ""
+) -> bool:
     """Whether a stored fingerprint (salted, or unsalted from an older release) is this request's."""
     return stored in (
-        request_fingerprint(amount_cents, currency, payment_token, salt=booking_id),
-        request_fingerprint(amount_cents, currency, payment_token),
+        request_fingerprint(amount_cents, currency, payment_token, salt=booking_id, email=email),
+        request_fingerprint(amount_cents, currency, payment_token, email=email),
     )

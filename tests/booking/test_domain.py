@@ -23,3 +23,16 @@ def test_the_settling_update_is_guarded_by_the_domain() -> None:
     compiled = SETTLE.compile(dialect=sqlite.dialect())
     assert "bookings.status = ?" in str(compiled)
     assert SETTLES_FROM.value in compiled.params.values()
+
+
+def test_the_email_counts_in_the_fingerprint_only_when_given() -> None:
+    from booking.domain import request_fingerprint, same_request
+
+    plain = request_fingerprint(100, "EUR", "tok_visa", salt="b1")
+    with_email = request_fingerprint(100, "EUR", "tok_visa", salt="b1", email="a@example.com")
+    assert plain != with_email
+    assert same_request(with_email, "b1", 100, "EUR", "tok_visa", "a@example.com")
+    assert not same_request(with_email, "b1", 100, "EUR", "tok_visa", "b@example.com")
+    assert not same_request(with_email, "b1", 100, "EUR", "tok_visa")
+    # A booking stored before emails existed still matches a retry without one.
+    assert same_request(plain, "b1", 100, "EUR", "tok_visa")

@@ -40,3 +40,41 @@ def test_each_bad_field_is_named(change: dict[str, object], field: str) -> None:
 def test_over_long_idempotency_key_is_refused() -> None:
     error = validate_booking_request(**GOOD, idempotency_key="k" * 129)
     assert error is not None and error.field == "idempotency_key"
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["ada@example.com", "a.b+tag@mail.example.co.uk", "o'brien@x-y.example.org", "x@d.io", ""],
+)
+def test_valid_emails_pass(email: str) -> None:
+    assert validate_booking_request(**GOOD, email=email) is None
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "no-at-sign",
+        "two@@example.com",
+        "a@b@example.com",
+        "trailing.@example.com",
+        ".leading@example.com",
+        "do..ts@example.com",
+        "user@localhost",
+        "user@-bad.example.com",
+        "user@example.c",
+        "user@example.com\r\nBcc: victim@example.com",
+        "user@example.com\n",
+        "Ada <ada@example.com>",
+        "spa ce@example.com",
+        '"quoted"@example.com',
+        "ünï@example.com",
+        "user@[127.0.0.1]",
+        "x" * 65 + "@example.com",
+        "u@" + "d" * 250 + ".com",
+    ],
+)
+def test_malformed_email_is_refused_naming_the_field(email: str) -> None:
+    error = validate_booking_request(**GOOD, email=email)
+    assert error is not None
+    assert error.field == "email"
+    assert "email" in str(error)

@@ -92,6 +92,24 @@ async def test_create_saves_pending_and_publishes_booking_created(
     )
 
 
+async def test_the_email_travels_in_booking_created_and_a_malformed_one_is_refused(
+    nats_server: NatsServer, database_url: str, nc: NATS, js: JetStreamContext
+) -> None:
+    async with running(build(settings(nats_server, database_url))) as service:
+        refused = await create(nc, email="ada@example.com\r\nBcc: x@example.com")
+        assert refused.error.code == commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT
+        assert refused.error.field == "email"
+        assert await booking_count(service) == 0
+        reply = await create(nc, email="ada@example.com", idempotency_key="k-mail")
+        # A retry with the same key and another address is another request.
+        conflict = await create(nc, email="bob@example.com", idempotency_key="k-mail")
+        assert conflict.error.code == commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT
+        await eventually(lambda: stream_count(js, "BOOKING"))
+        [fact] = await stream_envelopes(js, "BOOKING")
+    created = fact.decode(events_pb2.BookingCreated)
+    assert (created.booking_id, created.email) == (reply.booking.booking_id, "ada@example.com")
+
+
 async def test_invalid_command_names_the_field_and_writes_nothing(
     nats_server: NatsServer, database_url: str, nc: NATS, js: JetStreamContext
 ) -> None:

@@ -86,12 +86,17 @@ class CreateBookingCommand(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     amount_cents: _builtins.int
     currency: _builtins.str
     payment_token: _builtins.str
     idempotency_key: _builtins.str
     """Optional; a retry with the same key (for the same user) returns the first booking."""
+    email: _builtins.str
+    """Optional; where the user's emails about this booking go (validated, see
+    booking/requests.py). Empty: no email is sent.
+    """
     def __init__(
         self,
         *,
@@ -100,10 +105,11 @@ class CreateBookingCommand(_message.Message):
         currency: _builtins.str = ...,
         payment_token: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        email: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

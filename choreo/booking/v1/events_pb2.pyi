@@ -40,6 +40,7 @@ class BookingCreated(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SEALED_PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     REQUEST_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -75,6 +76,11 @@ class BookingCreated(_message.Message):
     """Fingerprint of the request (amount, currency, token, salted with booking_id), so the
     booking service rebuilds its idempotency check by replay without reading the token.
     """
+    email: _builtins.str
+    """Where the user's emails about this booking go (empty: none are sent). It travels in
+    the fact so that a subscriber that emails the user (notification) needs no query;
+    every subscriber of the BOOKING stream can read it.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -89,10 +95,11 @@ class BookingCreated(_message.Message):
         idempotency_key: _builtins.str = ...,
         sealed_payment_token: _builtins.bytes = ...,
         request_fingerprint: _builtins.str = ...,
+        email: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "request_fingerprint", b"request_fingerprint", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "request_fingerprint", b"request_fingerprint", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,39 +27,51 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63horeo/gateway/v1/gateway.proto\x12\x11\x63horeo.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x07\x42ooking\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .choreo.gateway.v1.BookingStatus\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x14\x43reateBookingRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"D\n\x15\x43reateBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"P\n\x11GetBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x12GetBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"\x7f\n\x13ListBookingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .choreo.gateway.v1.BookingStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x14ListBookingsResponse\x12,\n\x08\x62ookings\x18\x01 \x03(\x0b\x32\x1a.choreo.gateway.v1.Booking\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13WatchBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"C\n\x14WatchBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"w\n\x17GetWorkflowTraceRequest\x12\x14\n\nbooking_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0e\x63orrelation_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x05\n\x03key\"\xc3\x01\n\nTraceEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06stream\x18\x05 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61usation_id\x18\x07 \x01(\t\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x18GetWorkflowTraceResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.choreo.gateway.v1.TraceEvent\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*\x87\x01\n\rBookingStatus\x12\x1e\n\x1a\x42OOKING_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42OOKING_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x42OOKING_STATUS_CONFIRMED\x10\x02\x12\x1c\n\x18\x42OOKING_STATUS_CANCELLED\x10\x03\x32\x87\x04\n\x15\x42ookingGatewayService\x12\x62\n\rCreateBooking\x12\'.choreo.gateway.v1.CreateBookingRequest\x1a(.choreo.gateway.v1.CreateBookingResponse\x12Y\n\nGetBooking\x12$.choreo.gateway.v1.GetBookingRequest\x1a%.choreo.gateway.v1.GetBookingResponse\x12_\n\x0cListBookings\x12&.choreo.gateway.v1.ListBookingsRequest\x1a\'.choreo.gateway.v1.ListBookingsResponse\x12\x61\n\x0cWatchBooking\x12&.choreo.gateway.v1.WatchBookingRequest\x1a\'.choreo.gateway.v1.WatchBookingResponse0\x01\x12k\n\x10GetWorkflowTrace\x12*.choreo.gateway.v1.GetWorkflowTraceRequest\x1a+.choreo.gateway.v1.GetWorkflowTraceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63horeo/gateway/v1/gateway.proto\x12\x11\x63horeo.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x07\x42ooking\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .choreo.gateway.v1.BookingStatus\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x14\x43reateBookingRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\"D\n\x15\x43reateBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"P\n\x11GetBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"A\n\x12GetBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"\x7f\n\x13ListBookingsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .choreo.gateway.v1.BookingStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"]\n\x14ListBookingsResponse\x12,\n\x08\x62ookings\x18\x01 \x03(\x0b\x32\x1a.choreo.gateway.v1.Booking\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13WatchBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"C\n\x14WatchBookingResponse\x12+\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x1a.choreo.gateway.v1.Booking\"w\n\x17GetWorkflowTraceRequest\x12\x14\n\nbooking_id\x18\x01 \x01(\tH\x00\x12\x18\n\x0e\x63orrelation_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x05\n\x03key\"\xc3\x01\n\nTraceEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06stream\x18\x05 \x01(\t\x12\x17\n\x0fstream_sequence\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61usation_id\x18\x07 \x01(\t\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x18GetWorkflowTraceResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12-\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1d.choreo.gateway.v1.TraceEvent\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"n\n\x16GetBookingStatsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x04\n\x17GetBookingStatsResponse\x12\x18\n\x10\x62ookings_created\x18\x01 \x01(\x03\x12\x1a\n\x12\x62ookings_confirmed\x18\x02 \x01(\x03\x12\x1a\n\x12\x62ookings_cancelled\x18\x03 \x01(\x03\x12\x61\n\x14\x63\x61ncellation_reasons\x18\x04 \x03(\x0b\x32\x43.choreo.gateway.v1.GetBookingStatsResponse.CancellationReasonsEntry\x12z\n\"confirmed_amount_cents_by_currency\x18\x05 \x03(\x0b\x32N.choreo.gateway.v1.GetBookingStatsResponse.ConfirmedAmountCentsByCurrencyEntry\x12\x15\n\rsettle_p50_ms\x18\x06 \x01(\x01\x12\x15\n\rsettle_p95_ms\x18\x07 \x01(\x01\x12\x15\n\rsettle_p99_ms\x18\x08 \x01(\x01\x12)\n\x05since\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a:\n\x18\x43\x61ncellationReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x45\n#ConfirmedAmountCentsByCurrencyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*\x87\x01\n\rBookingStatus\x12\x1e\n\x1a\x42OOKING_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42OOKING_STATUS_PENDING\x10\x01\x12\x1c\n\x18\x42OOKING_STATUS_CONFIRMED\x10\x02\x12\x1c\n\x18\x42OOKING_STATUS_CANCELLED\x10\x03\x32\xf1\x04\n\x15\x42ookingGatewayService\x12\x62\n\rCreateBooking\x12\'.choreo.gateway.v1.CreateBookingRequest\x1a(.choreo.gateway.v1.CreateBookingResponse\x12Y\n\nGetBooking\x12$.choreo.gateway.v1.GetBookingRequest\x1a%.choreo.gateway.v1.GetBookingResponse\x12_\n\x0cListBookings\x12&.choreo.gateway.v1.ListBookingsRequest\x1a\'.choreo.gateway.v1.ListBookingsResponse\x12\x61\n\x0cWatchBooking\x12&.choreo.gateway.v1.WatchBookingRequest\x1a\'.choreo.gateway.v1.WatchBookingResponse0\x01\x12k\n\x10GetWorkflowTrace\x12*.choreo.gateway.v1.GetWorkflowTraceRequest\x1a+.choreo.gateway.v1.GetWorkflowTraceResponse\x12h\n\x0fGetBookingStats\x12).choreo.gateway.v1.GetBookingStatsRequest\x1a*.choreo.gateway.v1.GetBookingStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'choreo.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BOOKINGSTATUS']._serialized_start=1555
-  _globals['_BOOKINGSTATUS']._serialized_end=1690
+  _globals['_GETBOOKINGSTATSRESPONSE_CANCELLATIONREASONSENTRY']._loaded_options = None
+  _globals['_GETBOOKINGSTATSRESPONSE_CANCELLATIONREASONSENTRY']._serialized_options = b'8\001'
+  _globals['_GETBOOKINGSTATSRESPONSE_CONFIRMEDAMOUNTCENTSBYCURRENCYENTRY']._loaded_options = None
+  _globals['_GETBOOKINGSTATSRESPONSE_CONFIRMEDAMOUNTCENTSBYCURRENCYENTRY']._serialized_options = b'8\001'
+  _globals['_BOOKINGSTATUS']._serialized_start=2302
+  _globals['_BOOKINGSTATUS']._serialized_end=2437
   _globals['_BOOKING']._serialized_start=120
   _globals['_BOOKING']._serialized_end=425
-  _globals['_CREATEBOOKINGREQUEST']._serialized_start=427
-  _globals['_CREATEBOOKINGREQUEST']._serialized_end=554
-  _globals['_CREATEBOOKINGRESPONSE']._serialized_start=556
-  _globals['_CREATEBOOKINGRESPONSE']._serialized_end=624
-  _globals['_GETBOOKINGREQUEST']._serialized_start=626
-  _globals['_GETBOOKINGREQUEST']._serialized_end=706
-  _globals['_GETBOOKINGRESPONSE']._serialized_start=708
-  _globals['_GETBOOKINGRESPONSE']._serialized_end=773
-  _globals['_LISTBOOKINGSREQUEST']._serialized_start=775
-  _globals['_LISTBOOKINGSREQUEST']._serialized_end=902
-  _globals['_LISTBOOKINGSRESPONSE']._serialized_start=904
-  _globals['_LISTBOOKINGSRESPONSE']._serialized_end=997
-  _globals['_WATCHBOOKINGREQUEST']._serialized_start=999
-  _globals['_WATCHBOOKINGREQUEST']._serialized_end=1040
-  _globals['_WATCHBOOKINGRESPONSE']._serialized_start=1042
-  _globals['_WATCHBOOKINGRESPONSE']._serialized_end=1109
-  _globals['_GETWORKFLOWTRACEREQUEST']._serialized_start=1111
-  _globals['_GETWORKFLOWTRACEREQUEST']._serialized_end=1230
-  _globals['_TRACEEVENT']._serialized_start=1233
-  _globals['_TRACEEVENT']._serialized_end=1428
-  _globals['_GETWORKFLOWTRACERESPONSE']._serialized_start=1430
-  _globals['_GETWORKFLOWTRACERESPONSE']._serialized_end=1552
-  _globals['_BOOKINGGATEWAYSERVICE']._serialized_start=1693
-  _globals['_BOOKINGGATEWAYSERVICE']._serialized_end=2212
+  _globals['_CREATEBOOKINGREQUEST']._serialized_start=428
+  _globals['_CREATEBOOKINGREQUEST']._serialized_end=570
+  _globals['_CREATEBOOKINGRESPONSE']._serialized_start=572
+  _globals['_CREATEBOOKINGRESPONSE']._serialized_end=640
+  _globals['_GETBOOKINGREQUEST']._serialized_start=642
+  _globals['_GETBOOKINGREQUEST']._serialized_end=722
+  _globals['_GETBOOKINGRESPONSE']._serialized_start=724
+  _globals['_GETBOOKINGRESPONSE']._serialized_end=789
+  _globals['_LISTBOOKINGSREQUEST']._serialized_start=791
+  _globals['_LISTBOOKINGSREQUEST']._serialized_end=918
+  _globals['_LISTBOOKINGSRESPONSE']._serialized_start=920
+  _globals['_LISTBOOKINGSRESPONSE']._serialized_end=1013
+  _globals['_WATCHBOOKINGREQUEST']._serialized_start=1015
+  _globals['_WATCHBOOKINGREQUEST']._serialized_end=1056
+  _globals['_WATCHBOOKINGRESPONSE']._serialized_start=1058
+  _globals['_WATCHBOOKINGRESPONSE']._serialized_end=1125
+  _globals['_GETWORKFLOWTRACEREQUEST']._serialized_start=1127
+  _globals['_GETWORKFLOWTRACEREQUEST']._serialized_end=1246
+  _globals['_TRACEEVENT']._serialized_start=1249
+  _globals['_TRACEEVENT']._serialized_end=1444
+  _globals['_GETWORKFLOWTRACERESPONSE']._serialized_start=1446
+  _globals['_GETWORKFLOWTRACERESPONSE']._serialized_end=1568
+  _globals['_GETBOOKINGSTATSREQUEST']._serialized_start=1570
+  _globals['_GETBOOKINGSTATSREQUEST']._serialized_end=1680
+  _globals['_GETBOOKINGSTATSRESPONSE']._serialized_start=1683
+  _globals['_GETBOOKINGSTATSRESPONSE']._serialized_end=2299
+  _globals['_GETBOOKINGSTATSRESPONSE_CANCELLATIONREASONSENTRY']._serialized_start=2170
+  _globals['_GETBOOKINGSTATSRESPONSE_CANCELLATIONREASONSENTRY']._serialized_end=2228
+  _globals['_GETBOOKINGSTATSRESPONSE_CONFIRMEDAMOUNTCENTSBYCURRENCYENTRY']._serialized_start=2230
+  _globals['_GETBOOKINGSTATSRESPONSE_CONFIRMEDAMOUNTCENTSBYCURRENCYENTRY']._serialized_end=2299
+  _globals['_BOOKINGGATEWAYSERVICE']._serialized_start=2440
+  _globals['_BOOKINGGATEWAYSERVICE']._serialized_end=3065
 # @@protoc_insertion_point(module_scope)

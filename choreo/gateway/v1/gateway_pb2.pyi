@@ -104,6 +104,7 @@ class CreateBookingRequest(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """With GATEWAY_AUTH=jwt: empty or the caller's (the token's sub); only a
     bookings:admin caller may name another user. Without auth: required.
@@ -114,6 +115,10 @@ class CreateBookingRequest(_message.Message):
     """tok_visa, tok_chargeDeclined, tok_chargeDeclinedInsufficientFunds, ..."""
     idempotency_key: _builtins.str
     """A retry with the same key returns the same booking instead of creating another."""
+    email: _builtins.str
+    """Optional: where the emails about this booking go ("we received your booking", then
+    its outcome). A malformed address is INVALID_ARGUMENT naming `email`.
+    """
     def __init__(
         self,
         *,
@@ -122,10 +127,11 @@ class CreateBookingRequest(_message.Message):
         currency: _builtins.str = ...,
         payment_token: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        email: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,3 +410,132 @@ class GetWorkflowTraceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWorkflowTraceResponse: _TypeAlias = GetWorkflowTraceResponse  # noqa: Y015
+
+@_typing.final
+class GetBookingStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only bookings created at or after this time; unset: from the first booking."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Only bookings created before this time; unset: up to now."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBookingStatsRequest: _TypeAlias = GetBookingStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetBookingStatsResponse(_message.Message):
+    """Counts and times over the bookings created in the window, as analytics has seen them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CancellationReasonsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ConfirmedAmountCentsByCurrencyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BOOKINGS_CREATED_FIELD_NUMBER: _builtins.int
+    BOOKINGS_CONFIRMED_FIELD_NUMBER: _builtins.int
+    BOOKINGS_CANCELLED_FIELD_NUMBER: _builtins.int
+    CANCELLATION_REASONS_FIELD_NUMBER: _builtins.int
+    CONFIRMED_AMOUNT_CENTS_BY_CURRENCY_FIELD_NUMBER: _builtins.int
+    SETTLE_P50_MS_FIELD_NUMBER: _builtins.int
+    SETTLE_P95_MS_FIELD_NUMBER: _builtins.int
+    SETTLE_P99_MS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    bookings_created: _builtins.int
+    bookings_confirmed: _builtins.int
+    bookings_cancelled: _builtins.int
+    settle_p50_ms: _builtins.float
+    """Time from BookingCreated to BookingConfirmed or BookingCancelled (the facts' own
+    times), over the settled bookings of the window; 0 when none is settled.
+    """
+    settle_p95_ms: _builtins.float
+    settle_p99_ms: _builtins.float
+    @_builtins.property
+    def cancellation_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Cancelled bookings by reason (card_declined, insufficient_funds, ...)."""
+
+    @_builtins.property
+    def confirmed_amount_cents_by_currency(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Sum of the confirmed bookings' amounts, in minor units, by ISO 4217 currency."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The window the figures cover (echoes the request; `until` is the answer's time when unset)."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        bookings_created: _builtins.int = ...,
+        bookings_confirmed: _builtins.int = ...,
+        bookings_cancelled: _builtins.int = ...,
+        cancellation_reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        confirmed_amount_cents_by_currency: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        settle_p50_ms: _builtins.float = ...,
+        settle_p95_ms: _builtins.float = ...,
+        settle_p99_ms: _builtins.float = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings_cancelled", b"bookings_cancelled", "bookings_confirmed", b"bookings_confirmed", "bookings_created", b"bookings_created", "cancellation_reasons", b"cancellation_reasons", "confirmed_amount_cents_by_currency", b"confirmed_amount_cents_by_currency", "settle_p50_ms", b"settle_p50_ms", "settle_p95_ms", b"settle_p95_ms", "settle_p99_ms", b"settle_p99_ms", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBookingStatsResponse: _TypeAlias = GetBookingStatsResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class BookingGatewayServiceStub:
                 request_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceRequest.SerializeToString,
                 response_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceResponse.FromString,
                 _registered_method=True)
+        self.GetBookingStats = channel.unary_unary(
+                '/choreo.gateway.v1.BookingGatewayService/GetBookingStats',
+                request_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.SerializeToString,
+                response_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.FromString,
+                _registered_method=True)
 
 
 class BookingGatewayServiceServicer:
@@ -103,6 +108,14 @@ class BookingGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBookingStats(self, request, context):
+        """Booking statistics from the analytics service, over the bookings created in a window.
+        Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingGatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +143,11 @@ def add_BookingGatewayServiceServicer_to_server(servicer, server):
                     servicer.GetWorkflowTrace,
                     request_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceRequest.FromString,
                     response_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceResponse.SerializeToString,
+            ),
+            'GetBookingStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBookingStats,
+                    request_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.FromString,
+                    response_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +286,33 @@ class BookingGatewayService:
             '/choreo.gateway.v1.BookingGatewayService/GetWorkflowTrace',
             choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceRequest.SerializeToString,
             choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetWorkflowTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBookingStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/choreo.gateway.v1.BookingGatewayService/GetBookingStats',
+            choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.SerializeToString,
+            choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

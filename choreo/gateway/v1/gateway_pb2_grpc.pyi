@@ -46,6 +46,10 @@ class BookingGatewayServiceStub:
     """Streams the booking's current state, then each change; ends after a terminal state."""
     GetWorkflowTrace: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetWorkflowTraceRequest, _gateway_pb2.GetWorkflowTraceResponse]
     """Every fact of one workflow, across all services, in causal order, a page at a time."""
+    GetBookingStats: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetBookingStatsRequest, _gateway_pb2.GetBookingStatsResponse]
+    """Booking statistics from the analytics service, over the bookings created in a window.
+    Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+    """
 
 @_typing.type_check_only
 class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
@@ -64,6 +68,10 @@ class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
     """Streams the booking's current state, then each change; ends after a terminal state."""
     GetWorkflowTrace: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetWorkflowTraceRequest, _gateway_pb2.GetWorkflowTraceResponse]  # type: ignore[assignment]
     """Every fact of one workflow, across all services, in causal order, a page at a time."""
+    GetBookingStats: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBookingStatsRequest, _gateway_pb2.GetBookingStatsResponse]  # type: ignore[assignment]
+    """Booking statistics from the analytics service, over the bookings created in a window.
+    Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+    """
 
 class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """Bookings: create them, read them, watch them reach a terminal state, trace their workflow."""
@@ -109,5 +117,15 @@ class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetWorkflowTraceResponse, _abc.Awaitable[_gateway_pb2.GetWorkflowTraceResponse]]:
         """Every fact of one workflow, across all services, in causal order, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def GetBookingStats(
+        self,
+        request: _gateway_pb2.GetBookingStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetBookingStatsResponse, _abc.Awaitable[_gateway_pb2.GetBookingStatsResponse]]:
+        """Booking statistics from the analytics service, over the bookings created in a window.
+        Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+        """
 
 def add_BookingGatewayServiceServicer_to_server(servicer: BookingGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
