@@ -45,8 +45,17 @@ def _created(dialect: str) -> Executable:
     return ins.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=["booking_id"],
         set_={"created_at_us": new.created_at_us, "amount_cents": new.amount_cents, "currency": new.currency},
-        # The earliest creation wins (a second BookingCreated of one booking says the same).
-        where=_t.c.created_at_us.is_(None) | (new.created_at_us < _t.c.created_at_us),
+        # The earliest creation wins (a second BookingCreated of one booking says the same);
+        # equal times are ordered by amount, then currency.
+        where=_t.c.created_at_us.is_(None)
+        | (new.created_at_us < _t.c.created_at_us)
+        | (
+            (new.created_at_us == _t.c.created_at_us)
+            & (
+                (new.amount_cents < _t.c.amount_cents)
+                | ((new.amount_cents == _t.c.amount_cents) & (new.currency < _t.c.currency))
+            )
+        ),
     )
 
 

@@ -4,8 +4,8 @@ The window is the bookings created in ``[since, until)``: ``since`` unset means 
 the first booking, ``until`` unset means now. The reply echoes the window it used
 (``since`` only when it was given, ``until`` always). A window that ends before it
 starts, or a timestamp no calendar holds, is refused with ``INVALID_ARGUMENT`` naming
-the field; a database that cannot answer gives ``UNAVAILABLE`` (the cause goes to the
-log, never to the reply).
+the field; a database that cannot answer gives ``UNAVAILABLE`` (the contract has no
+other code for a failure; the cause goes to the log, never to the reply).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from choreo.analytics.v1 import queries_pb2
 from choreo.clock import from_timestamp, to_timestamp
 from choreo.commands import deadline_of, deadline_passed
 from choreo.db import now_us, read_only
+from choreo.errors import Failure, classify
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,10 @@ async def answer(engine: AsyncEngine, data: bytes) -> Reply:
             stats = await window_stats(conn, since, until)
             await conn.rollback()
     except Exception as exc:
-        log.warning("stats query failed: database unavailable (%r)", exc)
+        if classify(exc) is Failure.TRANSIENT:
+            log.warning("stats query failed: database unavailable (%r)", exc)
+        else:  # not a passing outage: the trace is for whoever fixes it
+            log.exception("stats query failed")
         return error_reply(
             queries_pb2.QUERY_ERROR_CODE_UNAVAILABLE, "the analytics database is unavailable; try again"
         )

@@ -8,14 +8,16 @@ import random
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from sqlalchemy import select
 
 from analytics.build import build
 from analytics.settings import AnalyticsSettings
+from analytics.tables import analytics_bookings
 from choreo.analytics.v1 import queries_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.bus import ensure_stream
 from choreo.clock import from_timestamp
-from choreo.db import now_us
+from choreo.db import make_engine, now_us
 from choreo.envelope import Envelope
 from choreoctl.stack.natsserver import NatsServer
 from tests.analytics.facts import (
@@ -133,9 +135,17 @@ async def test_facts_out_of_order_and_twice_give_the_same_stats(
 ) -> None:
     bookings = larger(40)
     facts = in_order(bookings)
-    shuffled = list(reversed(facts))  # every settlement before its creation
-    random.Random(11).shuffle(shuffled[len(shuffled) // 2 :])
+    shuffled = list(reversed(facts))  # every settlement before its creation...
+    half = len(shuffled) // 2
+    tail = shuffled[half:]
+    random.Random(11).shuffle(tail)  # ...then, for half of them, any order
+    shuffled[half:] = tail
+    # Conflicting settlements, later by their own time, one arriving first and one last: in
+    # both cases the earlier settlement wins (neither "first arrived" nor "last arrived" does).
+    first, last = [b for b in bookings if b.outcome == "confirmed"][:2]
+    late = [late_cancellation(b) for b in (first, last)]
     async with running(build(settings(nats_server, database_url))):
+        await publish(js, late[0])
         for env in shuffled:
             await publish(js, env)
         # The same facts again: copies past JetStream's de-duplication (the inbox skips them),
@@ -144,11 +154,38 @@ async def test_facts_out_of_order_and_twice_give_the_same_stats(
             await publish(js, env, msg_id=f"copy-{i}")
         for env in facts[1::4]:
             await publish(js, dataclasses.replace(env, id=f"{env.id}x"))
-        # A later, conflicting settlement of an already settled booking changes nothing either.
-        first = next(b for b in bookings if b.outcome == "confirmed")
-        late = booking_events.BookingCancelled(booking_id=first.booking_id, reason="late")
-        late.cancelled_at.FromMicroseconds(first.created_us + first.settle_us + 1)
-        await publish(js, wrap(late, "wf-late"))
+        await publish(js, late[1])
         await wait_caught_up(js)
         stats = await stats_of(nc)
     assert figures(stats) == expected(bookings)
+    # Not only the figures: each row is the one the facts in their order give.
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = {r.booking_id: tuple(r) for r in await conn.execute(select(analytics_bookings))}
+    finally:
+        await engine.dispose()
+    assert rows == {b.booking_id: row_of(b) for b in bookings}
+
+
+def late_cancellation(b: Booking) -> Envelope:
+    """A ``BookingCancelled`` of ``b`` dated a microsecond after its real settlement."""
+    late = booking_events.BookingCancelled(booking_id=b.booking_id, reason="late")
+    late.cancelled_at.FromMicroseconds(b.created_us + b.settle_us + 1)
+    return wrap(late, f"wf-late-{b.booking_id}")
+
+
+def row_of(b: Booking) -> tuple[object, ...]:
+    """The row of ``b`` in ``analytics_bookings`` (its columns' order)."""
+    if not b.outcome:
+        return (b.booking_id, b.created_us, b.amount_cents, b.currency, None, "", None)
+    outcome, reason = ("confirmed", "") if b.outcome == "confirmed" else ("cancelled", b.outcome)
+    return (
+        b.booking_id,
+        b.created_us,
+        b.amount_cents,
+        b.currency,
+        outcome,
+        reason,
+        b.created_us + b.settle_us,
+    )
