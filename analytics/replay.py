@@ -4,9 +4,9 @@ Analytics' state is the sum of the booking facts its consumer handled, and where
 consumer stands is kept by NATS (the durable's acknowledgements), not in the database.
 A new, empty database under a durable that has already handled facts would only see
 the facts after them. So at start-up, before the consumer runs: when the service's
-tables hold no row, the durable is deleted, with the database's inbox rows of it; the
-consumer then creates it again, and ``DeliverPolicy.ALL`` replays the stream from its
-first fact. The handlers are idempotent upserts that give the same rows in any order,
+tables hold no row, the durable is deleted, with the database's inbox and delivery-attempt
+rows of it; the consumer then creates it again, and ``DeliverPolicy.ALL`` replays the
+stream from its first fact. The handlers are idempotent upserts that give the same rows in any order,
 so the rebuilt database answers exactly as the lost one did.
 
 Deleting the database (or emptying its tables) is thus how an operator rebuilds it.
@@ -24,6 +24,8 @@ from nats.js.errors import NotFoundError
 from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreo.attempts import attempts_table
+from choreo.db import read_only
 from choreo.inbox import inbox_table
 from choreo.topology import Subscription
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 async def holds_nothing(engine: AsyncEngine, tables: Sequence[Table]) -> bool:
     """Whether none of ``tables`` holds a row."""
-    async with engine.connect() as conn:
+    async with read_only(engine) as conn:
         for table in tables:
             if (await conn.execute(select(1).select_from(table).limit(1))).first() is not None:
                 await conn.rollback()
@@ -53,8 +55,10 @@ async def start_over_if_empty(
         return False
     stream, durable = subscription.stream, subscription.durable
     async with engine.begin() as conn:
-        # The replayed facts must not be skipped as duplicates of what the tables no longer hold.
-        await conn.execute(delete(inbox_table).where(inbox_table.c.consumer == durable))
+        # The replayed facts must not be skipped as duplicates of what the tables no longer hold,
+        # nor judged by the failed runs of an earlier reading.
+        for table in (inbox_table, attempts_table):
+            await conn.execute(delete(table).where(table.c.consumer == durable))
     try:
         info = await js.consumer_info(stream, durable)
     except NotFoundError:  # no durable yet (or no stream): it starts from the first fact anyway
