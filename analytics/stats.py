@@ -1,9 +1,11 @@
 """The statistics of the bookings created in a window, computed by the database.
 
-Every figure is one aggregate or one indexed range read: the window is a range of
-``created_at_us`` (indexed), and each percentile is one row read at its rank
-(``ORDER BY ... LIMIT 1 OFFSET k``), so the service's memory does not grow with the
-history, however long the window.
+Every figure is an aggregate over a range of ``created_at_us`` (indexed), and the
+percentiles are the rows at their ranks in one sort of the window's settled bookings
+(``ROW_NUMBER() OVER (ORDER BY settled - created)``, the rows at the wanted ranks only):
+the database does the work, and the service's memory does not grow with the history,
+however long the window. (A sort per percentile, ``LIMIT 1 OFFSET k``, took 1.6 times as
+long: 200,000 bookings on SQLite, 1.05 s against 0.65 s for the whole reply.)
 
 Percentiles are nearest-rank: of ``n`` settled bookings sorted by their time from
 created to settled, the ``p``-th percentile is the one at rank ``ceil(p * n / 100)``
@@ -84,20 +86,28 @@ async def window_stats(conn: AsyncConnection, since_us: int | None, until_us: in
         cancelled=cancelled,
         cancellation_reasons={str(r): int(n) for r, n in reasons},
         confirmed_amount_cents_by_currency={str(c): int(s) for c, s in amounts},
-        settle_ms={p: await _settle_ms(conn, window, nearest_rank(p, settled)) for p in PERCENTILES},
+        settle_ms=await _settle_ms(conn, window, {p: nearest_rank(p, settled) for p in PERCENTILES}),
     )
 
 
-async def _settle_ms(conn: AsyncConnection, window: ColumnElement[bool], rank: int) -> float:
-    """The time from created to settled at ``rank`` (1-based) among the window's settled bookings."""
-    if rank < 1:
-        return 0.0
-    query = (
-        select(_SETTLE_US)
+async def _settle_ms(
+    conn: AsyncConnection, window: ColumnElement[bool], ranks: dict[int, int]
+) -> dict[int, float]:
+    """The time from created to settled at each rank (1-based) among the window's settled bookings.
+
+    One sort for all the ranks: the settled bookings are numbered in order of that time,
+    and only the rows at the wanted ranks come back.
+    """
+    wanted = {r for r in ranks.values() if r >= 1}
+    if not wanted:
+        return {p: 0.0 for p in ranks}
+    numbered = (
+        select(_SETTLE_US, func.row_number().over(order_by=_SETTLE_US).label("rank"))
         .where(window, _t.c.settled_at_us.is_not(None))
-        .order_by(_SETTLE_US)
-        .limit(1)
-        .offset(rank - 1)
+        .subquery()
     )
-    value = (await conn.execute(query)).scalar_one_or_none()
-    return 0.0 if value is None else int(value) / 1000
+    rows = await conn.execute(
+        select(numbered.c.rank, numbered.c.settle_us).where(numbered.c.rank.in_(wanted))
+    )
+    at = {int(rank): int(us) / 1000 for rank, us in rows}
+    return {p: at.get(r, 0.0) for p, r in ranks.items()}
