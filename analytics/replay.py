@@ -61,9 +61,9 @@ async def start_over_if_empty(
             await conn.execute(delete(table).where(table.c.consumer == durable))
     try:
         info = await js.consumer_info(stream, durable)
-    except NotFoundError:  # no durable yet (or no stream): it starts from the first fact anyway
+        await js.delete_consumer(stream, durable)
+    except NotFoundError:  # no durable (no stream), or a replica deleted it: it starts from the first fact
         return False
-    await js.delete_consumer(stream, durable)
     delivered = int(info.delivered.stream_seq or 0)
     if delivered:
         log.warning(
