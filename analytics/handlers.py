@@ -13,7 +13,7 @@ replay gives the same rows.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,9 +92,12 @@ def fact_time_us(at: Timestamp, env: Envelope) -> int:
     if at.seconds or at.nanos:
         return from_timestamp(at)
     try:
-        return int(datetime.fromisoformat(env.time).timestamp() * 1_000_000)
+        at_time = datetime.fromisoformat(env.time)
     except ValueError:
         raise UnusableFactError(f"fact {env.id} has no time (field unset, ce-time {env.time!r})") from None
+    if at_time.tzinfo is None:  # read as UTC, not as the local time of whichever host replays it
+        at_time = at_time.replace(tzinfo=UTC)
+    return int(at_time.timestamp() * 1_000_000)
 
 
 def _check(booking_id: str, **limited: tuple[str, int]) -> None:
