@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 
@@ -67,8 +68,20 @@ async def test_stats_equal_what_was_created(
 ) -> None:
     bookings = larger()
     async with running(build(settings(nats_server, database_url))):
+        # Queries while the facts are being consumed: each answers, none sees fewer than the last.
+        done = asyncio.Event()
+        seen: list[int] = []
+
+        async def keep_asking() -> None:
+            while not done.is_set():
+                seen.append((await stats_of(nc)).bookings_created)
+
+        asking = asyncio.create_task(keep_asking())
         await publish_all(js, in_order(bookings))
         await wait_caught_up(js)
+        done.set()
+        await asking
+        assert seen and seen == sorted(seen)
         before = now_us()
         stats = await stats_of(nc)
     want = expected(bookings)
