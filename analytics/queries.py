@@ -3,9 +3,10 @@
 The window is the bookings created in ``[since, until)``: ``since`` unset means from
 the first booking, ``until`` unset means now. The reply echoes the window it used
 (``since`` only when it was given, ``until`` always). A window that ends before it
-starts, or a timestamp no calendar holds, is refused with ``INVALID_ARGUMENT`` naming
-the field; a database that cannot answer gives ``UNAVAILABLE`` (the contract has no
-other code for a failure; the cause goes to the log, never to the reply).
+starts (``until``; ``since`` when it is in the future and ``until`` unset), or a
+timestamp no calendar holds, is refused with ``INVALID_ARGUMENT`` naming the field.
+A database that cannot answer gives ``UNAVAILABLE`` (the contract has no other code
+for a failure; the cause goes to the log, never to the reply).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def parse_window(data: bytes, now: int) -> tuple[int | None, int]:
     since = _time_us(query, "since")
     until = _time_us(query, "until")
     if until is None:
-        until = now
+        if since is not None and since > now:
+            raise InvalidQuery("since is in the future (until is unset, so the window ends now)", "since")
+        return since, now
     if since is not None and until < since:
         raise InvalidQuery("until is before since", "until")
     return since, until

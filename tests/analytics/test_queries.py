@@ -17,7 +17,7 @@ from analytics.stats import nearest_rank
 from analytics.topology import STATS
 from choreo.analytics.v1 import queries_pb2
 from choreo.bus import ensure_stream
-from choreo.db import make_engine
+from choreo.db import make_engine, now_us
 from choreoctl.stack.natsserver import NatsServer
 from tests.analytics.facts import SECOND, T0, ask
 from tests.streams import BOOKING
@@ -53,12 +53,14 @@ async def test_a_refused_window_names_its_field(
         malformed = queries_pb2.BookingStatsReply.FromString(
             (await nc.request(STATS.subject, bad.SerializeToString(), timeout=5)).data
         )
+        future = await ask(nc, since_us=now_us() + 3600 * SECOND)
         garbage = queries_pb2.BookingStatsReply.FromString(
             (await nc.request(STATS.subject, b"\xff\xff\xff", timeout=5)).data
         )
     assert (backwards.error.code, backwards.error.field) == (INVALID, "until")
     assert "until" in backwards.error.message
     assert (malformed.error.code, malformed.error.field) == (INVALID, "since")
+    assert (future.error.code, future.error.field) == (INVALID, "since")
     assert garbage.error.code == INVALID
 
 
