@@ -11,7 +11,10 @@ so the rebuilt database answers exactly as the lost one did.
 
 Deleting the database (or emptying its tables) is thus how an operator rebuilds it.
 Replicas starting together on one empty database may each delete the durable: the
-facts are then handled again, with the same result.
+facts are then handled again, with the same result. A stream whose only facts for the
+durable were dead-lettered leaves the tables empty too: each start reads them again (and
+dead-letters them again), which costs a little and changes no figure. The replay is
+complete only while BOOKING keeps every fact (no ``max_age``, as choreo provisions it).
 """
 
 from __future__ import annotations
