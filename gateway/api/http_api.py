@@ -28,12 +28,13 @@ from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from choreo.metrics import Stages
 from gateway.api.auth import AuthenticationFailed, Authenticator, http_caller
-from gateway.api.convert import booking_message, status_from_name, trace_message
+from gateway.api.convert import booking_message, status_from_name, timestamp_from_rfc3339, trace_message
 from gateway.api.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
 from gateway.api.http_errors import CatchAll, error_json
 from gateway.api.http_limits import BodyLimit
 from gateway.api.http_models import (
     BookingJson,
+    BookingStatsJson,
     CreateBookingBody,
     ErrorJson,
     HealthJson,
@@ -44,6 +45,7 @@ from gateway.application.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZ
 from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.application.principal import Principal
 from gateway.application.readiness import Readiness
+from gateway.application.stats import StatsQueries
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +117,21 @@ def create_app(
     readiness: Readiness,
     stages: Stages | None = None,
     *,
+    stats: StatsQueries,
     authenticator: Authenticator,
     docs: bool = True,
     max_body_bytes: int = 16 * 1024,
 ) -> FastAPI:
     """The FastAPI application of the gateway.
 
-    ``authenticator`` identifies the caller of ``/v1``; ``docs`` serves /docs and /redoc
-    (/openapi.json always).
+    ``stats`` answers ``/v1/stats`` (from the analytics service); ``authenticator``
+    identifies the caller of ``/v1``; ``docs`` serves /docs and /redoc (/openapi.json always).
     """
     app = FastAPI(
         title="choreo gateway",
         version="1.0.0",
-        description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
+        description="Bookings: create them, read them, wait for their outcome, trace their workflow; "
+        "booking statistics from the analytics service.",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         # No 307 to the same path without its slash: its Location comes from the Host header.
@@ -214,6 +218,7 @@ def create_app(
             currency=body.currency,
             payment_token=body.payment_token,
             idempotency_key=key,
+            email=body.email,
         )
         created = await core.create(request, caller=caller, correlation_id=x_correlation_id or "")
         booking_id = created.booking.booking_id
@@ -297,6 +302,31 @@ def create_app(
                 caller=caller, correlation_id=correlation_id, page_size=page_size, page_token=page_token
             )
         )
+
+    @app.get(
+        "/v1/stats",
+        response_model=BookingStatsJson,
+        responses={
+            **_BAD_REQUEST,
+            503: {"model": ErrorJson, "description": "The analytics service is unavailable; retry later."},
+        },
+        summary="Booking statistics over the bookings created in a window (needs bookings:admin)",
+    )
+    async def booking_stats(
+        since: Annotated[
+            str, Query(description="RFC 3339, e.g. 2026-01-31T00:00:00Z: bookings created at or after it.")
+        ] = "",
+        until: Annotated[str, Query(description="RFC 3339: bookings created before it (default: now).")] = "",
+        caller: Principal = identify,
+    ) -> Response:
+        window = {}
+        for name, text in (("since", since), ("until", until)):
+            try:
+                window[name] = timestamp_from_rfc3339(text)
+            except ValueError as exc:
+                raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), name) from None
+        answer = await stats.booking_stats(caller=caller, since=window["since"], until=window["until"])
+        return JSONResponse(to_json(answer))
 
     @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
     async def healthz() -> Response:
