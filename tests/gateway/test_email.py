@@ -12,7 +12,12 @@ from choreo.gateway.v1 import gateway_pb2 as gw
 from tests.gateway.fakes import FakeBookingService
 
 Stub = Any
-BODY = {"user_id": "user-1", "amount_cents": 4200, "currency": "EUR", "payment_token": "tok_visa"}
+BODY: dict[str, Any] = {
+    "user_id": "user-1",
+    "amount_cents": 4200,
+    "currency": "EUR",
+    "payment_token": "tok_visa",
+}
 MALFORMED = [
     "not-an-address",
     "two@@example.com",
