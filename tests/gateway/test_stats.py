@@ -24,6 +24,7 @@ from choreo.commands import H_DEADLINE, H_REJECTED, REJECTED_OVERLOADED
 from choreo.envelope import H_CORRELATION, H_ID, H_SOURCE, H_TYPE
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
+from choreoctl.stack.natsserver import NatsServer
 from gateway.api.http_models import BookingStatsJson
 from gateway.application.principal import ADMIN_SCOPE
 from gateway.build import GatewayService
@@ -31,6 +32,7 @@ from tests.gateway.analytics_standin import SUBJECT, StandInAnalytics
 from tests.gateway.conftest import StartGateway
 from tests.gateway.fakes import FakeBookingService
 from tests.gateway.tokens import ALICE, SECRET, bearer, grpc_bearer, hs256
+from tests.support import eventually
 
 Stub = Any
 SINCE = "2026-01-31T08:00:00.123456789Z"
@@ -314,3 +316,22 @@ async def test_stats_need_the_admin_scope(
         allowed = await http.get("/v1/stats", params={"since": SINCE}, headers=bearer(admin))
         assert allowed.status_code == 200 and allowed.json()["bookings_created"] == "5"
     assert len(analytics.queries) == 2
+
+
+async def test_nats_down_is_unavailable_at_once(
+    nats_server: NatsServer, gateway: GatewayService, http: httpx.AsyncClient
+) -> None:
+    nc = gateway.nc
+    assert nc is not None
+    nats_server.kill()
+    try:
+        await eventually(lambda: not nc.is_connected)
+        started = time.monotonic()
+        response = await http.get("/v1/stats")
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 503
+        assert response.json()["error"]["message"] == (
+            "analytics is unavailable: the gateway is not connected to NATS; retry later"
+        )
+    finally:
+        nats_server.start()
