@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
@@ -41,6 +41,7 @@ from gateway.api.http_models import (
     ListBookingsJson,
     WorkflowTraceJson,
 )
+from gateway.api.http_openapi import document_errors_as_400
 from gateway.application.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZE, GatewayCore, TracePage
 from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.application.principal import Principal
@@ -319,13 +320,9 @@ def create_app(
         until: Annotated[str, Query(description="RFC 3339: bookings created before it (default: now).")] = "",
         caller: Principal = identify,
     ) -> Response:
-        window = {}
-        for name, text in (("since", since), ("until", until)):
-            try:
-                window[name] = timestamp_from_rfc3339(text)
-            except ValueError as exc:
-                raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), name) from None
-        answer = await stats.booking_stats(caller=caller, since=window["since"], until=window["until"])
+        answer = await stats.booking_stats(
+            caller=caller, since=_time_parameter("since", since), until=_time_parameter("until", until)
+        )
         return JSONResponse(to_json(answer))
 
     @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
@@ -355,7 +352,7 @@ def create_app(
         async def metrics() -> Response:
             return Response(timings.render(), media_type=METRICS_CONTENT_TYPE)
 
-    _document_errors_as_400(app)
+    document_errors_as_400(app)
     return app
 
 
@@ -363,31 +360,16 @@ def _methods(route: BaseRoute) -> set[str]:
     return set(getattr(route, "methods", None) or ())
 
 
-def _document_errors_as_400(app: FastAPI) -> None:
-    """Makes ``/openapi.json`` say what the API does: invalid input is a 400 ``ErrorJson``, never a 422."""
+def _time_parameter(name: str, text: str) -> Timestamp | None:
+    """The RFC 3339 time of query parameter ``name`` (``None`` when absent or empty).
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    responses = operation.get("responses", {})
-                    if responses.pop("422", None) is not None and "400" not in responses:
-                        responses["400"] = {
-                            "description": "Invalid request; `field` names the culprit.",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorJson"}}
-                            },
-                        }
-            schemas = schema.get("components", {}).get("schemas", {})
-            for unused in ("HTTPValidationError", "ValidationError"):
-                schemas.pop(unused, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    Raises:
+        GatewayError: INVALID_ARGUMENT naming the parameter.
+    """
+    try:
+        return timestamp_from_rfc3339(text)
+    except ValueError as exc:
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), name) from None
 
 
 def _trace_response(page: TracePage) -> Response:
