@@ -1,0 +1,94 @@
+"""What notification knows of each booking, from its ``BookingCreated`` (``notification_bookings``).
+
+``BookingConfirmed`` and ``BookingCancelled`` carry no email address: the address (and
+the amount the emails mention) is remembered when ``BookingCreated`` comes, before its
+own email is sent, so a booking's later emails find it even while the SMTP server is
+down and the first email waits for it. The route's ``prepare`` steps use this store;
+it is bound to the service's database once the runtime has opened it (``attach``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.upserts import insert_new
+from notification.tables import bookings
+
+# Built once: a statement per fact (and its cache key) costs more than running it.
+REMEMBER_ONCE = {dialect: insert_new(bookings, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
+_BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("b_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """A booking as its ``BookingCreated`` described it."""
+
+    booking_id: str
+    email: str
+    user_id: str
+    amount_cents: int
+    currency: str
+
+
+class BookingNotYetKnown(Exception):
+    """A fact about a booking whose ``BookingCreated`` was not handled yet.
+
+    Counted by the consumer (neither transient nor permanent): it is retried with
+    backoff while the ``BookingCreated`` ahead of it is handled, and dead-lettered
+    if that never happens (it was dead-lettered itself), to be re-driven after it.
+    """
+
+
+class Bookings:
+    """The store of known bookings, on the service's database once ``attach``-ed."""
+
+    def __init__(self, engine: AsyncEngine | None = None) -> None:
+        self._engine = engine
+
+    def attach(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the bookings store is not attached to a database yet")
+        return self._engine
+
+    async def remember(self, event: booking_events.BookingCreated, created_at_us: int) -> None:
+        """Records the booking of ``event`` unless it is known (its own short transaction)."""
+        async with self.engine.begin() as conn:
+            await remember_in(conn, event, created_at_us)
+
+    async def find(self, booking_id: str) -> Booking:
+        """The booking, as its ``BookingCreated`` described it.
+
+        Raises:
+            BookingNotYetKnown: Its ``BookingCreated`` was not handled yet.
+        """
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_BOOKING, {"b_id": booking_id})).one_or_none()
+            await conn.rollback()
+        if row is None:
+            raise BookingNotYetKnown(f"booking {booking_id}: its BookingCreated was not handled yet")
+        return Booking(row.booking_id, row.email, row.user_id, row.amount_cents, row.currency)
+
+
+async def remember_in(
+    conn: AsyncConnection, event: booking_events.BookingCreated, created_at_us: int
+) -> None:
+    """Records the booking of ``event`` in the transaction ``conn`` unless it is known."""
+    await conn.execute(
+        REMEMBER_ONCE[conn.dialect.name],
+        {
+            "booking_id": event.booking_id,
+            "email": event.email,
+            "user_id": event.user_id,
+            "amount_cents": event.amount_cents,
+            "currency": event.currency,
+            "created_at_us": created_at_us,
+        },
+    )
