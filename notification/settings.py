@@ -10,7 +10,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from choreo.settings import ConsumerSettings
@@ -113,6 +113,17 @@ class NotificationSettings(ConsumerSettings):
     def _lower_security(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("smtp_password", "smtp_password_file")
+    @classmethod
+    def _no_password_in_clear_text(cls, value: object, info: ValidationInfo) -> object:
+        host, security = info.data.get("smtp_host"), info.data.get("smtp_security")
+        if value is not None and security == "none" and not is_loopback(host or ""):
+            raise ValueError(
+                f"with {PREFIX}SMTP_SECURITY=none the SMTP password would cross the network in clear "
+                f"text to {host or '(unset host)'}: use starttls or tls (none is allowed only on loopback)"
+            )
+        return value
+
     @field_validator("smtp_password_file", "smtp_ca_file")
     @classmethod
     def _readable_file(cls, value: str | None) -> str | None:
@@ -150,11 +161,6 @@ class NotificationSettings(ConsumerSettings):
             raise ValueError(
                 f"{PREFIX}SMTP_USERNAME is set but neither {PREFIX}SMTP_PASSWORD nor "
                 f"{PREFIX}SMTP_PASSWORD_FILE is"
-            )
-        if has_password and self.smtp_security == "none" and not is_loopback(self.smtp_host or ""):
-            raise ValueError(
-                f"{PREFIX}SMTP_SECURITY=none would send the SMTP password in clear text to "
-                f"{self.smtp_host or '(unset host)'}: use starttls or tls (none is allowed only on loopback)"
             )
         return self
 
