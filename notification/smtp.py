@@ -142,17 +142,24 @@ class Mailer:
                 raise SmtpConfigurationError(
                     f"{self.where} refused this service: {_reply(exc.code, exc.message)}"
                 ) from None
-            except aiosmtplib.SMTPNotSupported as exc:  # no STARTTLS, no AUTH
+            except aiosmtplib.SMTPNotSupported as exc:  # no SMTPUTF8
                 raise SmtpConfigurationError(f"{self.where}: {exc.message}") from None
             except (aiosmtplib.SMTPException, OSError) as exc:  # down, timeout, connection lost, TLS
-                unverified = _verification_failed(exc)
-                if unverified is not None:
-                    raise SmtpConfigurationError(
-                        f"{self.where}: its certificate does not verify ({unverified.verify_message}); "
-                        "set NOTIFICATION_SMTP_CA_FILE to the CA that signed it"
-                    ) from None
-                raise SmtpUnavailable(f"{self.where} is unavailable: {type(exc).__name__}: {exc}") from None
+                raise self._failure(exc) from None
         return Accepted(reply)
+
+    def _failure(self, exc: aiosmtplib.SMTPException | OSError) -> Exception:
+        """What a failure to talk with the server at all means: for now, or until a setting changes."""
+        if type(exc) is aiosmtplib.SMTPException:
+            # What this client requires and the server does not offer (STARTTLS, AUTH).
+            return SmtpConfigurationError(f"{self.where}: {exc.message}")
+        unverified = _verification_failed(exc)
+        if unverified is not None:
+            return SmtpConfigurationError(
+                f"{self.where}: its certificate does not verify ({unverified.verify_message}); "
+                "set NOTIFICATION_SMTP_CA_FILE to the CA that signed it"
+            )
+        return SmtpUnavailable(f"{self.where} is unavailable: {type(exc).__name__}: {exc}")
 
 
 def _judge_refusal(replies: list[tuple[int, str]]) -> SendResult:

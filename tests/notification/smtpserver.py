@@ -130,7 +130,8 @@ class SmtpServer:
             kwargs |= {"tls_context": self._tls, "require_starttls": True}
         if self._logins is not None:
             kwargs |= {"authenticator": self._authenticate, "auth_required": True}
-            kwargs["auth_require_tls"] = self._tls is not None
+            # With implicit TLS the whole session is encrypted (aiosmtpd only counts STARTTLS).
+            kwargs["auth_require_tls"] = self._tls is not None and not self._implicit
         self._controller = Controller(
             self.recorder, hostname=self.host, port=self.port, server_hostname="localhost", **kwargs
         )
