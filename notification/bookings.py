@@ -3,24 +3,30 @@
 ``BookingConfirmed`` and ``BookingCancelled`` carry no email address: the address (and
 the amount the emails mention) is remembered when ``BookingCreated`` comes, before its
 own email is sent, so a booking's later emails find it even while the SMTP server is
-down and the first email waits for it. The route's ``prepare`` steps use this store;
-it is bound to the service's database once the runtime has opened it (``attach``).
+down and the first email waits for it. Once that first email is handled (sent, skipped
+or refused) the booking is marked so, and only then are its later emails sent: the
+user reads "received" before "confirmed". The route's ``prepare`` steps use this
+store; it is bound to the service's database once the runtime has opened it (``attach``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.errors import TransientError
 from choreo.upserts import insert_new
 from notification.tables import bookings
 
 # Built once: a statement per fact (and its cache key) costs more than running it.
 REMEMBER_ONCE = {dialect: insert_new(bookings, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
 _BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("b_id"))
+_RECEIVED_HANDLED = (
+    update(bookings).where(bookings.c.booking_id == bindparam("b_id")).values(received_handled=True)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +38,24 @@ class Booking:
     user_id: str
     amount_cents: int
     currency: str
+    #: Its first email ("we received your booking") is handled.
+    received_handled: bool = False
 
 
 class BookingNotYetKnown(Exception):
-    """A fact about a booking whose ``BookingCreated`` was not handled yet.
+    """A fact about a booking whose ``BookingCreated`` was not seen yet.
 
     Counted by the consumer (neither transient nor permanent): it is retried with
     backoff while the ``BookingCreated`` ahead of it is handled, and dead-lettered
-    if that never happens (it was dead-lettered itself), to be re-driven after it.
+    if that never comes (it was dead-lettered itself), to be re-driven after it.
+    """
+
+
+class FirstEmailPending(TransientError):
+    """The booking's "received" email is not handled yet (the SMTP server is down, say).
+
+    Transient: the later email waits, with backoff, for as long as the first one does,
+    so that the user reads them in order; the age limit ends the wait.
     """
 
 
@@ -63,18 +79,25 @@ class Bookings:
         async with self.engine.begin() as conn:
             await remember_in(conn, event, created_at_us)
 
+    async def received_handled(self, booking_id: str) -> None:
+        """Marks the booking's first email handled: its later emails may go."""
+        async with self.engine.begin() as conn:
+            await mark_received_in(conn, booking_id)
+
     async def find(self, booking_id: str) -> Booking:
         """The booking, as its ``BookingCreated`` described it.
 
         Raises:
-            BookingNotYetKnown: Its ``BookingCreated`` was not handled yet.
+            BookingNotYetKnown: Its ``BookingCreated`` was not seen yet.
         """
         async with self.engine.connect() as conn:
             row = (await conn.execute(_BOOKING, {"b_id": booking_id})).one_or_none()
             await conn.rollback()
         if row is None:
             raise BookingNotYetKnown(f"booking {booking_id}: its BookingCreated was not handled yet")
-        return Booking(row.booking_id, row.email, row.user_id, row.amount_cents, row.currency)
+        return Booking(
+            row.booking_id, row.email, row.user_id, row.amount_cents, row.currency, row.received_handled
+        )
 
 
 async def remember_in(
@@ -90,5 +113,11 @@ async def remember_in(
             "amount_cents": event.amount_cents,
             "currency": event.currency,
             "created_at_us": created_at_us,
+            "received_handled": False,
         },
     )
+
+
+async def mark_received_in(conn: AsyncConnection, booking_id: str) -> None:
+    """Marks the booking's first email handled, in the transaction ``conn``."""
+    await conn.execute(_RECEIVED_HANDLED, {"b_id": booking_id})

@@ -27,6 +27,7 @@ async def build(settings: NotificationSettings) -> Service:
         mail_from=settings.mail_from,
         message_id_domain=settings.message_domain,
         max_fact_age_seconds=settings.max_fact_age_seconds,
+        first_email_wait_seconds=smtp.timeout_seconds,
     )
     declared = topology(notifier)
     rt = await open_runtime(settings, declared, migrations=MIGRATIONS)

@@ -10,6 +10,8 @@ the commit sends the email again on redelivery, with the same ``Message-ID``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.upserts import insert_new
-from notification.bookings import Booking, Bookings, remember_in
+from notification.bookings import Booking, Bookings, FirstEmailPending, mark_received_in, remember_in
 from notification.messages import Kind, Letter, compose, message_id_for
 from notification.smtp import Refused, SendResult
 from notification.tables import notifications
@@ -86,6 +88,8 @@ class Notifier:
         mail_from: The ``From`` header.
         message_id_domain: The right-hand side of each ``Message-ID``.
         max_fact_age_seconds: Facts older than this are skipped; 0: no limit.
+        first_email_wait_seconds: Longest a later email of a booking waits, in this process,
+            for its first email being sent (then it is retried with backoff).
     """
 
     def __init__(
@@ -96,19 +100,34 @@ class Notifier:
         mail_from: str,
         message_id_domain: str,
         max_fact_age_seconds: float,
+        first_email_wait_seconds: float = 30.0,
     ) -> None:
         self._sender = sender
         self.store = store
         self._from = mail_from
         self._domain = message_id_domain
         self._max_age_us = int(max_fact_age_seconds * 1_000_000)
+        self._wait_seconds = first_email_wait_seconds
+        self._first_emails: dict[str, asyncio.Event] = {}
 
     async def received(self, event: booking_events.BookingCreated, env: Envelope) -> Outcome:
         """The "we received your booking" email (the booking is remembered first)."""
-        at = fact_time_us(event.created_at, env)
-        await self.store.remember(event, at if at is not None else now_us())
-        booking = Booking(event.booking_id, event.email, event.user_id, event.amount_cents, event.currency)
-        return await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
+        # Registered before the first await: a later fact of the booking handled at the same
+        # time (same batch) waits for this email instead of racing it.
+        done = self._first_emails.setdefault(event.booking_id, asyncio.Event())
+        try:
+            at = fact_time_us(event.created_at, env)
+            await self.store.remember(event, at if at is not None else now_us())
+            booking = Booking(
+                event.booking_id, event.email, event.user_id, event.amount_cents, event.currency
+            )
+            outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
+            await self.store.received_handled(event.booking_id)
+            return outcome
+        finally:
+            done.set()
+            if self._first_emails.get(event.booking_id) is done:
+                del self._first_emails[event.booking_id]
 
     async def confirmed(self, event: booking_events.BookingConfirmed, env: Envelope) -> Outcome:
         """The "your booking is confirmed" email."""
@@ -127,7 +146,13 @@ class Notifier:
         too_old = self._too_old(booking_id, kind, env, at)
         if too_old is not None:  # decided before the lookup: history needs no BookingCreated
             return too_old
+        sending = self._first_emails.get(booking_id)
+        if sending is not None:  # its first email is being sent by this process: after it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sending.wait(), self._wait_seconds)
         booking = await self.store.find(booking_id)  # BookingNotYetKnown: retried, then the DLQ
+        if not booking.received_handled:
+            raise FirstEmailPending(f"booking {booking_id}: its first email is not handled yet")
         return await self._email(booking, kind, env, at, reason=reason)
 
     def _too_old(
@@ -198,6 +223,7 @@ async def record_received(event: booking_events.BookingCreated, ctx: HandlerCont
     """Remembers the booking (if its ``prepare`` step did not) and records its first email."""
     at = fact_time_us(event.created_at, ctx.envelope)
     await remember_in(ctx.conn, event, at if at is not None else now_us())
+    await mark_received_in(ctx.conn, event.booking_id)
     await record(ctx)
 
 

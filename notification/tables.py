@@ -26,6 +26,9 @@ class BookingRow(SQLModel, table=True):
     currency: str = Field(max_length=3)
     #: When the booking was created (the fact's time), microseconds since the epoch.
     created_at_us: int = big_int()
+    #: Its "we received your booking" email is handled (sent, skipped or refused): the later
+    #: emails wait for it, so the user reads them in order.
+    received_handled: bool = False
 
 
 class NotificationRow(SQLModel, table=True):

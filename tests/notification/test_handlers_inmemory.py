@@ -15,12 +15,12 @@ from choreo.errors import Failure, PermanentError, classify
 from choreo.inbox import inbox_table
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.testing import HandlerHarness, handler_harness
-from notification.bookings import BookingNotYetKnown, Bookings
+from notification.bookings import BookingNotYetKnown, Bookings, FirstEmailPending
 from notification.handlers import DURABLE, Notifier, routes
 from notification.messages import format_amount, reason_in_words
 from notification.migrations import MIGRATIONS
 from notification.settings import SmtpConfig
-from notification.smtp import Mailer
+from notification.smtp import Mailer, SmtpUnavailable
 from notification.tables import bookings, notifications
 from tests.notification.facts import DOMAIN, MAIL_FROM, cancelled, confirmed, created, message_id
 from tests.notification.smtpserver import SmtpServer
@@ -160,3 +160,19 @@ def test_reasons_in_words(code: str, words: str) -> None:
 )
 def test_amounts(cents: int, currency: str, text: str) -> None:
     assert format_amount(cents, currency) == text
+
+
+async def test_a_later_email_waits_for_the_first_one(h: HandlerHarness, smtp: SmtpServer) -> None:
+    first, then = created("b-7", "gus@example.com"), confirmed("b-7")
+    smtp.stop()
+    with pytest.raises(SmtpUnavailable):
+        await h.handle(first)
+    with pytest.raises(FirstEmailPending) as waiting:
+        await h.handle(then)  # the booking is known, its first email is not sent
+    assert classify(waiting.value) is Failure.TRANSIENT  # waits as long as the first one does
+    smtp.start()
+    with pytest.raises(FirstEmailPending):
+        await h.handle(then)
+    await h.handle(first)
+    await h.handle(then)
+    assert smtp.message_ids() == [message_id(first), message_id(then)]

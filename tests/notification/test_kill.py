@@ -91,6 +91,8 @@ async def test_sigkill_mid_run_loses_no_email_and_resends_only_with_the_same_mes
     extra = sum(n - 1 for n in copies.values())
     assert len(ids) == len(expected) + extra
     assert kills == 2
+    for first, then in zip(envs[::2], envs[1::2], strict=True):  # "received" first, resends aside
+        assert ids.index(message_id(first)) < ids.index(message_id(then))
     # Exactly one NotificationSent per fact that called for an email, all of them sent.
     published = [
         env.decode(notification_events.NotificationSent) for env in await stream_envelopes(js, "NOTIFICATION")

@@ -175,6 +175,8 @@ async def test_smtp_down_then_back_loses_nothing_and_sends_each_email_once(
         await asyncio.sleep(0.5)
     ids = smtp.message_ids()
     assert sorted(ids) == sorted(message_id(env) for env in envs)  # each once: no duplicate Message-ID
+    for first, then in zip(envs[::2], envs[1::2], strict=True):  # "received" before "confirmed"
+        assert ids.index(message_id(first)) < ids.index(message_id(then))
     assert {sent.status for _, sent in await sent_facts(js)} == {Status.NOTIFICATION_STATUS_SENT}
     assert await stream_count(js, "DLQ") == 0
 

@@ -29,6 +29,7 @@ def define_tables(metadata: sa.MetaData) -> None:
         sa.Column("amount_cents", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("created_at_us", sa.BigInteger(), nullable=False),
+        sa.Column("received_handled", sa.Boolean(), nullable=False),
     )
     sa.Table(
         "notifications",
