@@ -30,7 +30,7 @@ from choreo.handler import HandlerContext, Route
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.upserts import insert_new
 from notification.bookings import Booking, Bookings, FirstEmailPending, mark_received_in, remember_in
-from notification.messages import Kind, Letter, compose, message_id_for
+from notification.messages import Kind, Letter, compose, is_deliverable, message_id_for
 from notification.smtp import Refused, SendResult
 from notification.tables import notifications
 
@@ -190,6 +190,15 @@ class Notifier:
             return Outcome(
                 booking.booking_id, kind, SKIPPED, message_id, detail="the booking has no email address"
             )
+        if not is_deliverable(booking.email):
+            log.warning(
+                "booking %s: its email address is not one to send to: %s email skipped (correlation %s)",
+                booking.booking_id,
+                Kind.Name(kind),
+                env.correlation_id,
+            )
+            detail = "the booking's email address is malformed"
+            return Outcome(booking.booking_id, kind, SKIPPED, message_id, detail=detail)
         letter = Letter(
             kind, booking.booking_id, booking.email, booking.amount_cents, booking.currency, reason
         )

@@ -38,6 +38,16 @@ _ZERO_DECIMALS = frozenset(
     {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND"}
 )
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: What booking accepts as ``email`` (a dot-atom at a domain with a dot, ASCII, at most 254
+#: characters), checked again here: a fact may come from a publisher that did not check it.
+_ADDRESS = re.compile(rf"(?=[^@]{{1,64}}@){_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
+
+
+def is_deliverable(address: str) -> bool:
+    """Whether ``address`` is one plain address this service sends to (never a list, never a header)."""
+    return len(address) <= 254 and _ADDRESS.fullmatch(address) is not None
 
 
 def reason_in_words(reason: str) -> str:

@@ -176,3 +176,16 @@ async def test_a_later_email_waits_for_the_first_one(h: HandlerHarness, smtp: Sm
     await h.handle(first)
     await h.handle(then)
     assert smtp.message_ids() == [message_id(first), message_id(then)]
+
+
+@pytest.mark.parametrize(
+    "address", ["a@b.com, c@d.com", "no-at", "x\r\nBcc: e@f.com", "é@x.com", "a b@c.com"]
+)
+async def test_a_malformed_address_is_skipped_not_sent(
+    h: HandlerHarness, smtp: SmtpServer, address: str
+) -> None:
+    handled = await h.handle(created("b-8", address))
+    [sent] = handled.decoded(notification_events.NotificationSent)
+    assert (sent.status, sent.recipient) == (Status.NOTIFICATION_STATUS_SKIPPED, "")
+    assert "malformed" in sent.detail
+    assert smtp.received == []

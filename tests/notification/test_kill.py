@@ -79,7 +79,7 @@ async def test_sigkill_mid_run_loses_no_email_and_resends_only_with_the_same_mes
         await eventually(
             lambda: set(smtp.message_ids()) >= expected, timeout=90, message="every booking's emails"
         )
-        await eventually(lambda: _at_least(js, len(envs)), timeout=30, message="a NotificationSent per fact")
+        await eventually(partial(_at_least, js, len(envs)), timeout=30, message="a NotificationSent per fact")
         await asyncio.sleep(1)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 import pytest
 from nats.js import JetStreamContext
@@ -74,7 +75,7 @@ async def test_the_three_kinds_of_email_reach_the_right_recipient(
             for env in envs:
                 await publish(js, env)
         await eventually(lambda: len(smtp.received) >= 4, message="four emails")
-        await eventually(lambda: at_least(js, "NOTIFICATION", 4), message="four NotificationSent")
+        await eventually(partial(at_least, js, "NOTIFICATION", 4), message="four NotificationSent")
     by_id = {r.message_id: r for r in smtp.received}
     assert len(by_id) == len(smtp.received) == 4
     expected = {
@@ -142,7 +143,7 @@ async def test_a_booking_without_email_is_skipped_visibly(
     async with running(build(settings(nats_server, database_url, smtp))):
         for env in envs:
             await publish(js, env)
-        await eventually(lambda: at_least(js, "NOTIFICATION", 3), message="three NotificationSent")
+        await eventually(partial(at_least, js, "NOTIFICATION", 3), message="three NotificationSent")
     assert [r.rcpt_tos for r in smtp.received] == [("cy@example.com",)]
     by_cause = {env.causation_id: sent for env, sent in await sent_facts(js)}
     for env in envs[:2]:
@@ -171,7 +172,7 @@ async def test_smtp_down_then_back_loses_nothing_and_sends_each_email_once(
         await asyncio.sleep(2)  # several retries against a closed port
         assert await stream_count(js, "NOTIFICATION") == 0
         smtp.start()
-        await eventually(lambda: at_least(js, "NOTIFICATION", len(envs)), timeout=20, message="every email")
+        await eventually(partial(at_least, js, "NOTIFICATION", len(envs)), timeout=20, message="every email")
         await asyncio.sleep(0.5)
     ids = smtp.message_ids()
     assert sorted(ids) == sorted(message_id(env) for env in envs)  # each once: no duplicate Message-ID
@@ -189,7 +190,7 @@ async def test_a_permanent_refusal_is_recorded_not_retried_and_the_rest_goes_on(
     async with running(build(settings(nats_server, database_url, smtp))):
         await publish(js, bad)
         await publish(js, good)
-        await eventually(lambda: at_least(js, "NOTIFICATION", 2), message="two NotificationSent")
+        await eventually(partial(at_least, js, "NOTIFICATION", 2), message="two NotificationSent")
         await asyncio.sleep(1)  # a retry would come back within this
     assert smtp.recorder.refused["nobody@example.com"] == 1
     assert [r.rcpt_tos for r in smtp.received] == [("dee@example.com",)]
@@ -218,7 +219,7 @@ async def test_a_poison_fact_does_not_block_the_consumer(
         await publish(js, poison)
         await publish(js, good)
         await eventually(lambda: len(smtp.received) >= 1, message="the email after the poison")
-        await eventually(lambda: at_least(js, "DLQ", 1), message="the poison in the DLQ")
+        await eventually(partial(at_least, js, "DLQ", 1), message="the poison in the DLQ")
     assert smtp.message_ids() == [message_id(good)]
 
 
@@ -227,7 +228,7 @@ async def test_a_settled_booking_whose_creation_was_never_seen_is_dead_lettered(
 ) -> None:
     async with running(build(settings(nats_server, database_url, smtp))):
         await publish(js, confirmed("b-orphan"))
-        await eventually(lambda: at_least(js, "DLQ", 1), timeout=15, message="the orphan in the DLQ")
+        await eventually(partial(at_least, js, "DLQ", 1), timeout=15, message="the orphan in the DLQ")
     assert smtp.received == []
     assert await stream_count(js, "NOTIFICATION") == 0
 
@@ -239,7 +240,7 @@ async def test_old_facts_are_not_emailed_about(
     async with running(build(settings(nats_server, database_url, smtp, max_fact_age_seconds=3600))):
         for env in old:
             await publish(js, env)
-        await eventually(lambda: at_least(js, "NOTIFICATION", 2), message="two NotificationSent")
+        await eventually(partial(at_least, js, "NOTIFICATION", 2), message="two NotificationSent")
     assert smtp.received == []
     for _, sent in await sent_facts(js):
         assert sent.status == Status.NOTIFICATION_STATUS_SKIPPED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
+from functools import partial
 
 import pytest
 from nats.js import JetStreamContext
@@ -184,7 +185,7 @@ async def test_a_wrong_password_sends_the_facts_to_the_dlq_where_they_can_be_red
     env = created("b-535", "gus@example.com")
     async with running(build(cfg)):
         await publish(js, env)
-        await eventually(lambda: dlq_count(js), timeout=15, message="the fact in the DLQ")
+        await eventually(partial(dlq_count, js), timeout=15, message="the fact in the DLQ")
     assert starttls_server.received == []
     assert await stream_count(js, "NOTIFICATION") == 0
     dead = await js.get_msg("DLQ", 1)
