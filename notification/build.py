@@ -9,6 +9,7 @@ from choreo.service import Service
 from notification.bookings import Bookings
 from notification.handlers import Notifier
 from notification.migrations import MIGRATIONS
+from notification.recovery import RECOVERY
 from notification.settings import NotificationSettings
 from notification.smtp import Mailer
 from notification.topology import topology
@@ -30,7 +31,7 @@ async def build(settings: NotificationSettings) -> Service:
         first_email_wait_seconds=smtp.timeout_seconds,
     )
     declared = topology(notifier)
-    rt = await open_runtime(settings, declared, migrations=MIGRATIONS)
+    rt = await open_runtime(settings, declared, migrations=MIGRATIONS, recovery=RECOVERY)
     store.attach(rt.engine)
     (facts,) = declared.subscriptions
     log.info("emails go through %s as %s", mailer.where, settings.mail_from_address)

@@ -101,17 +101,20 @@ class Letter:
 
     def paragraphs(self) -> list[str]:
         """The body, one paragraph per item, as plain text (escaped for the HTML part later)."""
-        amount = format_amount(self.amount_cents, self.currency)
+        # The amount is unknown (no currency) for a booking rebuilt by replay (notification.recovery).
+        booking = self.booking_id
+        if self.currency:
+            booking += f" for {format_amount(self.amount_cents, self.currency)}"
         if self.kind == Kind.NOTIFICATION_KIND_BOOKING_RECEIVED:
             lines = [
-                f"We received your booking {self.booking_id} for {amount}.",
+                f"We received your booking {booking}.",
                 "We are taking the payment now; you will get another email when it is settled.",
             ]
         elif self.kind == Kind.NOTIFICATION_KIND_BOOKING_CONFIRMED:
-            lines = [f"Your booking {self.booking_id} for {amount} is confirmed: the payment went through."]
+            lines = [f"Your booking {booking} is confirmed: the payment went through."]
         else:
             lines = [
-                f"Your booking {self.booking_id} for {amount} was cancelled: {reason_in_words(self.reason)}.",
+                f"Your booking {booking} was cancelled: {reason_in_words(self.reason)}.",
                 "Nothing was charged for it.",
             ]
         return ["Hello,", *lines, "This email was sent automatically; please do not reply to it."]
