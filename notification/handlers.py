@@ -171,7 +171,7 @@ class Notifier:
             detail,
             env.correlation_id,
         )
-        return Outcome(booking_id, kind, SKIPPED, message_id_for(env.id, self._domain), detail=detail)
+        return Outcome(booking_id, kind, SKIPPED, "", detail=detail)  # no email, no Message-ID
 
     async def _email(
         self, booking: Booking, kind: Kind.ValueType, env: Envelope, at: int | None, *, reason: str = ""
@@ -187,9 +187,7 @@ class Notifier:
                 Kind.Name(kind),
                 env.correlation_id,
             )
-            return Outcome(
-                booking.booking_id, kind, SKIPPED, message_id, detail="the booking has no email address"
-            )
+            return Outcome(booking.booking_id, kind, SKIPPED, "", detail="the booking has no email address")
         if not is_deliverable(booking.email):
             log.warning(
                 "booking %s: its email address is not one to send to: %s email skipped (correlation %s)",
@@ -198,7 +196,7 @@ class Notifier:
                 env.correlation_id,
             )
             detail = "the booking's email address is malformed"
-            return Outcome(booking.booking_id, kind, SKIPPED, message_id, detail=detail)
+            return Outcome(booking.booking_id, kind, SKIPPED, "", detail=detail)
         letter = Letter(
             kind, booking.booking_id, booking.email, booking.amount_cents, booking.currency, reason
         )

@@ -154,6 +154,7 @@ async def test_a_booking_without_email_is_skipped_visibly(
             "b-mute",
         )
         assert "no email address" in sent.detail
+        assert sent.message_id == ""  # no email, no Message-ID
     assert by_cause[envs[2].id].status == Status.NOTIFICATION_STATUS_SENT
     skips = [r.getMessage() for r in caplog.records if "no email address" in r.getMessage()]
     assert len(skips) == 2 and all("wf-b-mute" in line for line in skips)
