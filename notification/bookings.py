@@ -1,12 +1,13 @@
 """What notification knows of each booking, from its ``BookingCreated`` (``notification_bookings``).
 
 ``BookingConfirmed`` and ``BookingCancelled`` carry no email address: the address (and
-the amount the emails mention) is remembered when ``BookingCreated`` comes, before its
-own email is sent, so a booking's later emails find it even while the SMTP server is
-down and the first email waits for it. Once that first email is handled (sent, skipped
-or refused) the booking is marked so, and only then are its later emails sent: the
-user reads "received" before "confirmed". The route's ``prepare`` steps use this
-store; it is bound to the service's database once the runtime has opened it (``attach``).
+the amount the emails mention) is remembered when ``BookingCreated`` is handled. Once
+its first email is handled (sent, skipped or refused) the booking is marked so, and
+only then are its later emails sent: the user reads "received" before "confirmed".
+When the first email fails (the SMTP server is down), the booking is remembered
+unmarked, so its later emails find it and wait, instead of counting failures. The
+routes' ``prepare`` steps use this store; it is bound to the service's database once the
+runtime has opened it (``attach``).
 """
 
 from __future__ import annotations
@@ -74,15 +75,14 @@ class Bookings:
             raise RuntimeError("the bookings store is not attached to a database yet")
         return self._engine
 
-    async def remember(self, event: booking_events.BookingCreated, created_at_us: int) -> None:
-        """Records the booking of ``event`` unless it is known (its own short transaction)."""
+    async def remember(
+        self, event: booking_events.BookingCreated, created_at_us: int, *, first_email_handled: bool
+    ) -> None:
+        """Records the booking of ``event`` unless it is known, and whether its first email is handled."""
         async with self.engine.begin() as conn:
             await remember_in(conn, event, created_at_us)
-
-    async def received_handled(self, booking_id: str) -> None:
-        """Marks the booking's first email handled: its later emails may go."""
-        async with self.engine.begin() as conn:
-            await mark_received_in(conn, booking_id)
+            if first_email_handled:
+                await mark_received_in(conn, event.booking_id)
 
     async def find(self, booking_id: str) -> Booking:
         """The booking, as its ``BookingCreated`` described it.

@@ -117,12 +117,20 @@ class Notifier:
         done = self._first_emails.setdefault(event.booking_id, asyncio.Event())
         try:
             at = fact_time_us(event.created_at, env)
-            await self.store.remember(event, at if at is not None else now_us())
+            created_at_us = at if at is not None else now_us()
             booking = Booking(
                 event.booking_id, event.email, event.user_id, event.amount_cents, event.currency
             )
-            outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
-            await self.store.received_handled(event.booking_id)
+            try:
+                outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
+            except Exception:
+                # Known from now on: the booking's later emails wait for this one (transiently)
+                # instead of counting failures while the SMTP server is down.
+                with contextlib.suppress(Exception):
+                    await self.store.remember(event, created_at_us, first_email_handled=False)
+                raise
+            # After the send, off the path to the SMTP server: the later emails may go.
+            await self.store.remember(event, created_at_us, first_email_handled=True)
             return outcome
         finally:
             done.set()
