@@ -10,7 +10,8 @@ good. Its failures are classified for the consumer (``choreo.errors``):
   mailbox, a message it will never take): not an error, a ``Refused`` result, which
   the handler records and publishes; it is not retried;
 - the server refuses *us* (5xx to the login, to the sender, to EHLO; STARTTLS
-  missing; a certificate that does not verify): ``SmtpConfigurationError``, a failure
+  missing; a certificate that does not verify; TLS spoken to a plain port):
+  ``SmtpConfigurationError``, a failure
   the consumer counts: retried a few times, then dead-lettered, so the facts wait in
   the DLQ (re-drivable) while an operator fixes the settings.
 """
@@ -71,10 +72,15 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
-def _verification_failed(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+#: TLS errors of a connection cut short, not of a TLS the two sides cannot agree on.
+_TLS_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` that no retry can fix (a certificate, a protocol mismatch), if any."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, _TLS_CUT_SHORT):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -153,11 +159,16 @@ class Mailer:
         if type(exc) is aiosmtplib.SMTPException:
             # What this client requires and the server does not offer (STARTTLS, AUTH).
             return SmtpConfigurationError(f"{self.where}: {exc.message}")
-        unverified = _verification_failed(exc)
-        if unverified is not None:
+        tls = _tls_failure(exc)
+        if isinstance(tls, ssl.SSLCertVerificationError):
             return SmtpConfigurationError(
-                f"{self.where}: its certificate does not verify ({unverified.verify_message}); "
+                f"{self.where}: its certificate does not verify ({tls.verify_message}); "
                 "set NOTIFICATION_SMTP_CA_FILE to the CA that signed it"
+            )
+        if tls is not None:
+            return SmtpConfigurationError(
+                f"{self.where}: no TLS session ({tls.reason or tls}); is NOTIFICATION_SMTP_SECURITY right "
+                "for this port (tls: implicit TLS, usually 465; starttls: usually 587)?"
             )
         return SmtpUnavailable(f"{self.where} is unavailable: {type(exc).__name__}: {exc}")
 

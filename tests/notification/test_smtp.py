@@ -132,6 +132,12 @@ async def test_starttls_required_but_not_offered_is_a_configuration_error(smtp: 
     assert smtp.received == []
 
 
+async def test_tls_spoken_to_a_plain_port_is_a_configuration_error(smtp: SmtpServer) -> None:
+    with pytest.raises(SmtpConfigurationError, match="NOTIFICATION_SMTP_SECURITY") as failed:
+        await mailer(smtp, "tls").send(email(), TO)
+    assert classify(failed.value) is Failure.UNKNOWN
+
+
 async def test_a_server_that_is_down_is_transient() -> None:
     closed = SmtpServer()  # never started: its port refuses connections
     with pytest.raises(SmtpUnavailable) as failed:
