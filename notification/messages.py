@@ -113,10 +113,7 @@ class Letter:
         elif self.kind == Kind.NOTIFICATION_KIND_BOOKING_CONFIRMED:
             lines = [f"Your booking {booking} is confirmed: the payment went through."]
         else:
-            lines = [
-                f"Your booking {booking} was cancelled: {reason_in_words(self.reason)}.",
-                "Nothing was charged for it.",
-            ]
+            lines = [f"Your booking {booking} was cancelled: {reason_in_words(self.reason)}."]
         return ["Hello,", *lines, "This email was sent automatically; please do not reply to it."]
 
 
