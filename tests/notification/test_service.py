@@ -64,8 +64,13 @@ async def at_least(js: JetStreamContext, stream: str, n: int) -> bool:
 
 
 async def test_the_three_kinds_of_email_reach_the_right_recipient(
-    nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
+    nats_server: NatsServer,
+    database_url: str,
+    smtp: SmtpServer,
+    js: JetStreamContext,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     facts = {
         "b-ok": [created("b-ok", "ann@example.com"), confirmed("b-ok")],
         "b-ko": [created("b-ko", "bob@example.org"), cancelled("b-ko", "card_declined")],
@@ -128,6 +133,29 @@ async def test_the_three_kinds_of_email_reach_the_right_recipient(
         "NOTIFICATION_KIND_BOOKING_RECEIVED",
         "NOTIFICATION_KIND_BOOKING_RECEIVED",
     ]
+    assert await stream_count(js, "DLQ") == 0
+    # The service never logs a body (the test's SMTP server, ``mail.log``, is not the service).
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail."))
+    assert "wf-b-ok" in logged
+    assert "your card was declined" not in logged and "25.00 EUR" not in logged
+
+
+async def test_two_replicas_send_each_email_once_and_in_order(
+    nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
+) -> None:
+    smtp.recorder.delay_seconds = 0.01
+    envs = []
+    for i in range(15):
+        envs += [created(f"b-{i}", f"u{i}@example.com"), confirmed(f"b-{i}")]
+    cfg = settings(nats_server, database_url, smtp, batch_size=4)
+    async with running(build(cfg)), running(build(cfg)):
+        for env in envs:
+            await publish(js, env)
+        await eventually(partial(at_least, js, "NOTIFICATION", len(envs)), timeout=30, message="every email")
+    ids = smtp.message_ids()
+    assert sorted(ids) == sorted(message_id(env) for env in envs)
+    for first, then in zip(envs[::2], envs[1::2], strict=True):
+        assert ids.index(message_id(first)) < ids.index(message_id(then))
     assert await stream_count(js, "DLQ") == 0
 
 
