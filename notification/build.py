@@ -29,6 +29,7 @@ async def build(settings: NotificationSettings) -> Service:
         message_id_domain=settings.message_domain,
         max_fact_age_seconds=settings.max_fact_age_seconds,
         first_email_wait_seconds=smtp.timeout_seconds,
+        retry_seconds=settings.smtp_retry_seconds,
     )
     declared = topology(notifier)
     rt = await open_runtime(settings, declared, migrations=MIGRATIONS, recovery=RECOVERY)

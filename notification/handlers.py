@@ -31,7 +31,7 @@ from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.upserts import insert_new
 from notification.bookings import Booking, Bookings, FirstEmailPending, mark_received_in, remember_in
 from notification.messages import Kind, Letter, compose, is_deliverable, message_id_for
-from notification.smtp import Refused, SendResult
+from notification.smtp import Refused, SendResult, SmtpUnavailable
 from notification.tables import notifications
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,13 @@ class Sender(Protocol):
 
 class UnsendableFact(PermanentError):
     """A fact no email can be made of (a header value the email format forbids)."""
+
+
+class SmtpGaveUp(PermanentError):
+    """An email still not sendable ``NOTIFICATION_SMTP_RETRY_SECONDS`` after its fact: dead-lettered.
+
+    The fact waits in the DLQ, to be re-driven (``choreo dlq``) once the SMTP server is back.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,9 @@ class Notifier:
         max_fact_age_seconds: Facts older than this are skipped; 0: no limit.
         first_email_wait_seconds: Longest a later email of a booking waits, in this process,
             for its first email being sent (then it is retried with backoff).
+        retry_seconds: How long after its fact an email is retried while it cannot be sent
+            (the SMTP server down, or the booking's first email not sent); then ``SmtpGaveUp``.
+            0: no limit.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class Notifier:
         message_id_domain: str,
         max_fact_age_seconds: float,
         first_email_wait_seconds: float = 30.0,
+        retry_seconds: float = 0.0,
     ) -> None:
         self._sender = sender
         self.store = store
@@ -108,6 +119,7 @@ class Notifier:
         self._domain = message_id_domain
         self._max_age_us = int(max_fact_age_seconds * 1_000_000)
         self._wait_seconds = first_email_wait_seconds
+        self._retry_us = int(retry_seconds * 1_000_000)
         self._first_emails: dict[str, asyncio.Event] = {}
 
     async def received(self, event: booking_events.BookingCreated, env: Envelope) -> Outcome:
@@ -160,8 +172,22 @@ class Notifier:
                 await asyncio.wait_for(sending.wait(), self._wait_seconds)
         booking = await self.store.find(booking_id)  # BookingNotYetKnown: retried, then the DLQ
         if not booking.received_handled:
-            raise FirstEmailPending(f"booking {booking_id}: its first email is not handled yet")
+            pending = FirstEmailPending(f"booking {booking_id}: its first email is not handled yet")
+            self._give_up_if_late(booking_id, at, pending)
+            raise pending
         return await self._email(booking, kind, env, at, reason=reason)
+
+    def _give_up_if_late(self, booking_id: str, at: int | None, cause: Exception) -> None:
+        """Raises ``SmtpGaveUp`` when the fact is older than the retry window (the cause otherwise stands)."""
+        if not self._retry_us or at is None:
+            return
+        age_us = time.time_ns() // 1000 - at
+        if age_us > self._retry_us:
+            raise SmtpGaveUp(
+                f"booking {booking_id}: still not sent {age_us // 1_000_000}s after its fact, past "
+                f"NOTIFICATION_SMTP_RETRY_SECONDS ({self._retry_us // 1_000_000}s): {cause}; "
+                "re-drive it with `choreo dlq` once the SMTP server takes mail"
+            ) from cause
 
     def _too_old(
         self, booking_id: str, kind: Kind.ValueType, env: Envelope, at: int | None
@@ -214,7 +240,11 @@ class Notifier:
             )
         except ValueError as exc:  # a line break in a header value, a malformed address
             raise UnsendableFact(f"booking {booking.booking_id}: no email can be made of it: {exc}") from None
-        result = await self._sender.send(message, booking.email)
+        try:
+            result = await self._sender.send(message, booking.email)
+        except SmtpUnavailable as exc:
+            self._give_up_if_late(booking.booking_id, at, exc)
+            raise
         if isinstance(result, Refused):
             log.warning(
                 "booking %s: the SMTP server refused the %s email for good: %s (correlation %s)",

@@ -93,6 +93,10 @@ class NotificationSettings(ConsumerSettings):
     #: Facts older than this are not emailed about (recorded as skipped): a new deployment that
     #: replays the booking history must not email last year's users. 0: no limit.
     max_fact_age_seconds: float = Field(default=86_400.0, ge=0)
+    #: How long after its fact an email is retried while the SMTP server is down or answers
+    #: 4xx (with the consumer's backoff); past it the fact is dead-lettered, to be re-driven
+    #: with ``choreo dlq`` once the server is back. 0: retried for as long as it takes.
+    smtp_retry_seconds: float = Field(default=3_600.0, ge=0)
 
     @field_validator(
         "smtp_host", "smtp_username", "smtp_password_file", "smtp_ca_file", "message_id_domain", mode="before"
@@ -149,6 +153,18 @@ class NotificationSettings(ConsumerSettings):
         if value is not None and not _DOMAIN.fullmatch(value):
             raise ValueError("must be a domain name like example.com")
         return value
+
+    @model_validator(mode="after")
+    def _check_retry_window(self) -> NotificationSettings:
+        # Past the age limit an email is skipped as too old: the dead-letter must come first,
+        # or an outage longer than the age limit would drop its emails instead of parking them.
+        age, retry = self.max_fact_age_seconds, self.smtp_retry_seconds
+        if age and (not retry or retry >= age):
+            raise ValueError(
+                f"{PREFIX}SMTP_RETRY_SECONDS must be set and shorter than {PREFIX}MAX_FACT_AGE_SECONDS "
+                f"({age:g}), or an SMTP outage would end in emails skipped as too old"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_credentials(self) -> NotificationSettings:

@@ -211,6 +211,24 @@ async def test_smtp_down_then_back_loses_nothing_and_sends_each_email_once(
     assert await stream_count(js, "DLQ") == 0
 
 
+async def test_an_smtp_outage_longer_than_the_retry_window_dead_letters_the_fact(
+    nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
+) -> None:
+    smtp.stop()
+    late, fresh = created("b-late", "gil@example.com", ago_seconds=30), created("b-fresh", "hal@example.com")
+    config = settings(nats_server, database_url, smtp, smtp_retry_seconds=20, max_fact_age_seconds=60)
+    async with running(build(config)):
+        await publish(js, late)
+        await publish(js, fresh)
+        await eventually(partial(at_least, js, "DLQ", 1), timeout=15, message="the late fact in the DLQ")
+        [parked] = await stream_envelopes(js, "DLQ")
+        assert parked.id == late.id
+        smtp.start()  # the fresh fact, still inside its window, goes out once the server is back
+        await eventually(partial(at_least, js, "NOTIFICATION", 1), timeout=20, message="the fresh email")
+    assert smtp.message_ids() == [message_id(fresh)]
+    assert await stream_count(js, "DLQ") == 1
+
+
 async def test_a_permanent_refusal_is_recorded_not_retried_and_the_rest_goes_on(
     nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
 ) -> None:
@@ -266,7 +284,8 @@ async def test_old_facts_are_not_emailed_about(
     nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
 ) -> None:
     old = [created("b-old", "fay@example.com", ago_seconds=7200), confirmed("b-old", ago_seconds=7100)]
-    async with running(build(settings(nats_server, database_url, smtp, max_fact_age_seconds=3600))):
+    config = settings(nats_server, database_url, smtp, max_fact_age_seconds=3600, smtp_retry_seconds=600)
+    async with running(build(config)):
         for env in old:
             await publish(js, env)
         await eventually(partial(at_least, js, "NOTIFICATION", 2), message="two NotificationSent")

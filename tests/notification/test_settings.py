@@ -154,3 +154,14 @@ def test_a_typo_in_a_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFICATION_SMTP_HOTS", "smtp.example.com")
     with pytest.raises(SettingsError, match="NOTIFICATION_SMTP_HOTS"):
         NotificationSettings()
+
+
+@pytest.mark.parametrize(("age", "retry"), [("3600", "3600"), ("3600", "7200"), ("3600", "0")])
+def test_the_retry_window_must_end_before_the_age_limit(
+    age: str, retry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "mail.example.com")
+    monkeypatch.setenv("NOTIFICATION_MAX_FACT_AGE_SECONDS", age)
+    monkeypatch.setenv("NOTIFICATION_SMTP_RETRY_SECONDS", retry)
+    with pytest.raises(ValidationError, match="NOTIFICATION_SMTP_RETRY_SECONDS"):
+        NotificationSettings()
