@@ -64,8 +64,3 @@ def sink_route(environ: Mapping[str, str], mail_dir: Path, host: str, port: int)
     dropped = tuple(sorted(name for name in environ if name.startswith(SMTP_PREFIX)))
     settings = {"SMTP_HOST": host, "SMTP_PORT": str(port), "SMTP_SECURITY": "none"}
     return MailRoute(server=f"{host}:{port}", mail_dir=mail_dir, settings=settings, dropped=dropped)
-
-
-def without(environ: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
-    """``environ`` without ``names``."""
-    return {key: value for key, value in environ.items() if key not in names}

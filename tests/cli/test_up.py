@@ -40,6 +40,10 @@ ANY_PORT = [
     "0",
     "--payment-health-port",
     "0",
+    "--notification-health-port",
+    "0",
+    "--analytics-health-port",
+    "0",
 ]
 
 
