@@ -1,16 +1,18 @@
-"""``choreo up --demo``: a few bookings through the gateway, their outcomes, one trace.
+"""``choreo up --demo``: a few bookings through the gateway, their outcomes and emails, one trace.
 
 Creates bookings with the payment simulator's test tokens (one success kind,
 each decline reason) through the public gRPC API and one through the HTTP API,
-follows each with ``WatchBooking`` until it is terminal (a server stream: no
-polling), prints a table of outcomes, then the trace of one declined workflow
-(``GetWorkflowTrace``), which shows the compensating ``BookingCancelled``.
+each with an email address, follows each with ``WatchBooking`` until it is
+terminal (a server stream: no polling), prints a table of outcomes with the
+subjects of the emails each booking caused (read from ``choreo up``'s SMTP sink,
+``choreoctl.demo_emails``), then the trace of one declined workflow
+(``GetWorkflowTrace``), which shows the compensating ``BookingCancelled`` and the
+emails, and the stats of the demo's bookings (``GET /v1/stats``, ``choreoctl.demo_stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,8 +24,17 @@ import httpx
 from google.protobuf import json_format
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from choreoctl.demo_emails import (
+    DEMO_EMAIL,
+    EMAILS_PER_BOOKING,
+    describe_emails,
+    mail_note,
+    subjects_by_booking,
+)
+from choreoctl.demo_stats import ExpectedStats, fetch_stats, stats_lines, window_start
 from choreoctl.stack.console import Console
 from choreoctl.stack.devauth import DEV_USER
+from choreoctl.stack.mailroute import MailRoute
 
 CONFIRMED = gateway_pb2.BOOKING_STATUS_CONFIRMED
 CANCELLED = gateway_pb2.BOOKING_STATUS_CANCELLED
@@ -42,6 +53,14 @@ class _Endpoints(Protocol):
     @property
     def bearer_token(self) -> str | None:
         """A token for the gateway when it verifies them (its ``sub`` is ``DEV_USER``)."""
+
+    @property
+    def admin_token(self) -> str | None:
+        """A token with the ``bookings:admin`` scope (the stats), when the gateway verifies them."""
+
+    @property
+    def mail(self) -> MailRoute | None:
+        """Where the emails go (``None``: unknown, none are looked for)."""
 
 
 if TYPE_CHECKING:  # generic in the stubs only
@@ -83,6 +102,8 @@ class DemoCase:
     expected_reason: str = ""
     via: str = "grpc"
     amount_cents: int = 12_500
+    currency: str = "EUR"
+    email: str = DEMO_EMAIL
 
 
 CASES: tuple[DemoCase, ...] = (
@@ -105,6 +126,8 @@ class Outcome:
     reason: str = ""
     elapsed_ms: float | None = None
     error: str = ""
+    #: Subjects of the emails it caused, in arrival order (``None``: not looked for).
+    emails: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,6 +136,11 @@ class Outcome:
             and self.status == self.case.expected_status
             and self.reason == self.case.expected_reason
         )
+
+    @property
+    def emails_ok(self) -> bool:
+        """Every email it should have caused arrived (or emails were not looked for)."""
+        return self.emails is None or len(self.emails) >= EMAILS_PER_BOOKING
 
 
 def status_name(status: int) -> str:
@@ -125,9 +153,10 @@ async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:
     request = gateway_pb2.CreateBookingRequest(
         user_id=DEV_USER,
         amount_cents=case.amount_cents,
-        currency="EUR",
+        currency=case.currency,
         payment_token=case.token,
         idempotency_key=uuid.uuid4().hex,
+        email=case.email,
     )
     response: gateway_pb2.CreateBookingResponse = await stub.CreateBooking(request, timeout=10)
     return response.booking
@@ -139,8 +168,9 @@ async def create_via_http(client: httpx.AsyncClient, case: DemoCase) -> gateway_
         json={
             "user_id": DEV_USER,
             "amount_cents": case.amount_cents,
-            "currency": "EUR",
+            "currency": case.currency,
             "payment_token": case.token,
+            "email": case.email,
         },
         headers={"Idempotency-Key": uuid.uuid4().hex},
     )
@@ -197,6 +227,12 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
         expected = status_name(o.case.expected_status) + (
             f"/{o.case.expected_reason}" if o.case.expected_reason else ""
         )
+        if not o.ok:
+            check = f"EXPECTED {expected}"
+        elif not o.emails_ok:
+            check = "EMAILS MISSING"
+        else:
+            check = "ok"
         rows.append(
             [
                 o.booking_id or "-",
@@ -205,27 +241,32 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
                 status_name(o.status) if not o.error else "ERROR",
                 o.reason or o.error or "-",
                 f"{o.elapsed_ms:.0f}" if o.elapsed_ms is not None else "-",
-                "ok" if o.ok else f"EXPECTED {expected}",
+                describe_emails(o.emails),
+                check,
             ]
         )
-    headers = ["booking id", "via", "token", "status", "reason", "ms", "check"]
+    headers = ["booking id", "via", "token", "status", "reason", "ms", "emails (subjects)", "check"]
     return format_table(headers, rows)
 
 
 def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
-    """What is wrong with a trace of one workflow (empty when each fact was caused by the one before).
+    """What is wrong with a trace of one workflow (empty when each fact was caused by an earlier one).
 
-    The first fact's cause is the command that started the workflow (not a fact
-    in any stream), or nothing; it must not be a fact of the trace itself.
+    A workflow branches (booking's reaction and each email follow the same fact),
+    so a fact's cause is any earlier fact of the trace, not only the one just
+    before. The first fact's cause is the command that started the workflow (not
+    a fact in any stream), or nothing; it must not be a fact of the trace itself.
     """
     if not events:
         return ["the trace is empty"]
     problems = []
     if events[0].causation_id in {e.event_id for e in events}:
         problems.append(f"the first fact {events[0].event_type} was caused by a later one")
-    for before, after in itertools.pairwise(events):
-        if after.causation_id != before.event_id:
-            problems.append(f"{after.event_type} was not caused by {before.event_type}")
+    earlier = {events[0].event_id}
+    for event in events[1:]:
+        if event.causation_id not in earlier:
+            problems.append(f"{event.event_type} was not caused by an earlier fact of the trace")
+        earlier.add(event.event_id)
     return problems
 
 
@@ -285,6 +326,7 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
     console.text(
         f"Demo: {len(CASES)} bookings through {endpoints.grpc_target} (gRPC) and {endpoints.http_base}\n"
     )
+    since = window_start()
     token = endpoints.bearer_token
     # The stubs ask for a cast: their interceptor type is left open.
     interceptors = (
@@ -304,16 +346,56 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
         stub_class: Any = gateway_pb2_grpc.BookingGatewayServiceStub
         stub = stub_class(channel)
         outcomes = await asyncio.gather(*(run_case(stub, http, case) for case in CASES))
+        await attach_emails(outcomes, endpoints.mail)
         console.text(outcomes_table(outcomes))
+        if endpoints.mail is not None:
+            console.text(f"\n{mail_note(endpoints.mail)}")
         declined = next((o for o in outcomes if o.ok and o.status == CANCELLED), None)
         traced = await show_trace(stub, declined, console) if declined is not None else False
+        stats_ok = await show_stats(http, since, outcomes, endpoints.admin_token, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         console.text(f"\n{len(failed)} of {len(outcomes)} bookings did not end as expected.")
+    unmailed = [o for o in outcomes if o.ok and not o.emails_ok]
+    if unmailed:
+        console.text(
+            f"\n{len(unmailed)} of {len(outcomes)} bookings did not get their {EMAILS_PER_BOOKING} emails"
+            " (see the notification log)."
+        )
     if declined is None:
         console.text("\nNo declined booking to trace.")
     elif not traced:
         console.text("\nThe trace is not complete or not in causal order.")
-    ok = not failed and traced
+    ok = not failed and not unmailed and traced and stats_ok
     console.text("\nDemo passed." if ok else "\nDemo FAILED.")
     return 0 if ok else 1
+
+
+async def attach_emails(outcomes: Sequence[Outcome], mail: MailRoute | None) -> None:
+    """Sets each created booking's email subjects, read from the sink (not with an exported server)."""
+    created = [o for o in outcomes if o.booking_id]
+    found = await subjects_by_booking(mail, [o.booking_id for o in created])
+    if found is not None:
+        for outcome in created:
+            outcome.emails = found[outcome.booking_id]
+
+
+async def show_stats(
+    http: httpx.AsyncClient,
+    since: str,
+    outcomes: Sequence[Outcome],
+    admin_token: str | None,
+    console: Console,
+) -> bool:
+    """Prints the stats of the demo's window; True when they count the demo's bookings exactly."""
+    created = [o for o in outcomes if o.booking_id and not o.error]
+    expected = ExpectedStats.of(
+        [(status_name(o.status), o.reason, o.case.amount_cents, o.case.currency) for o in created]
+    )
+    stats, problems = await fetch_stats(http, since, expected, token=admin_token)
+    console.text(f"\nStats of the bookings created since {since} (GET /v1/stats, from analytics):")
+    if stats is not None:
+        console.text("\n".join(stats_lines(stats)))
+    for problem in problems:
+        console.text(f"  problem: {problem}")
+    return not problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from choreo.gateway.v1 import gateway_pb2
 from choreoctl.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table, trace_problems
+from choreoctl.demo_emails import DEMO_EMAIL, describe_emails
 
 
 def event(event_id: str, event_type: str, cause: str = "") -> gateway_pb2.TraceEvent:
@@ -22,7 +23,23 @@ def test_broken_or_empty_traces_are_named() -> None:
     out_of_order = [event("b", "Failed", "a"), event("a", "Created")]
     assert trace_problems(out_of_order) == [
         "the first fact Failed was caused by a later one",
-        "Created was not caused by Failed",
+        "Created was not caused by an earlier fact of the trace",
+    ]
+
+
+def test_a_branching_workflow_is_in_causal_order() -> None:
+    """Booking's reaction and each email follow the same fact: a fact's cause is any earlier one."""
+    branching = [
+        event("a", "BookingCreated", "command-1"),
+        event("n1", "NotificationSent", "a"),
+        event("b", "PaymentFailed", "a"),
+        event("c", "BookingCancelled", "b"),
+        event("n2", "NotificationSent", "c"),
+    ]
+    assert trace_problems(branching) == []
+    email_before_its_cause = [branching[0], event("n2", "NotificationSent", "c"), *branching[2:4]]
+    assert trace_problems(email_before_its_cause) == [
+        "NotificationSent was not caused by an earlier fact of the trace"
     ]
 
 
@@ -38,8 +55,10 @@ def test_table_shows_each_outcome_and_what_was_expected() -> None:
     good = Outcome(CASES[0], "b-1", CONFIRMED, "", 7.4)
     bad = Outcome(CASES[2], "b-2", CONFIRMED, "", 9.0)
     lines = outcomes_table([good, bad]).splitlines()
-    assert lines[0].split() == ["booking", "id", "via", "token", "status", "reason", "ms", "check"]
-    assert lines[2].split() == ["b-1", "grpc", "tok_visa", "CONFIRMED", "-", "7", "ok"]
+    assert lines[0].split() == [
+        *("booking", "id", "via", "token", "status", "reason", "ms", "emails", "(subjects)", "check")
+    ]
+    assert lines[2].split() == ["b-1", "grpc", "tok_visa", "CONFIRMED", "-", "7", "-", "ok"]
     assert lines[3].split()[-2:] == ["EXPECTED", "CANCELLED/card_declined"]
 
 
@@ -47,3 +66,18 @@ def test_the_cases_cover_success_each_decline_and_http() -> None:
     reasons = {case.expected_reason for case in CASES}
     assert reasons == {"", "card_declined", "insufficient_funds", "invalid_payment_token"}
     assert {case.via for case in CASES} == {"grpc", "http"}
+    assert {case.email for case in CASES} == {DEMO_EMAIL}, "every demo booking is emailed about"
+
+
+def test_each_outcome_shows_its_email_subjects_beside_it() -> None:
+    received, confirmed = "We received your booking b-1", "Your booking b-1 is confirmed"
+    mailed = Outcome(CASES[0], "b-1", CONFIRMED, "", 7.4, emails=[received, confirmed])
+    half = Outcome(CASES[2], "b-2", CANCELLED, "card_declined", 9.0, emails=["We received your booking b-2"])
+    none = Outcome(CASES[3], "b-3", CANCELLED, "insufficient_funds", 9.0, emails=[])
+    assert mailed.emails_ok and not half.emails_ok and not none.emails_ok
+    assert Outcome(CASES[0], "b-4", CONFIRMED, "", 1.0).emails_ok, "not looked for (an exported server)"
+    lines = [" ".join(line.split()) for line in outcomes_table([mailed, half, none]).splitlines()]
+    assert lines[2].endswith(f"7 {received} | {confirmed} ok")
+    assert lines[3].endswith("9 We received your booking b-2 (expected 2) EMAILS MISSING")
+    assert lines[4].endswith("9 none (expected 2) EMAILS MISSING")
+    assert describe_emails(None) == "-"
