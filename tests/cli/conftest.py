@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.natsusers import CONFIG_FILES, NatsUsers, write_server_config
 from choreoctl.stack.ports import free_port
 from choreoctl.stack.supervisor import ProcessSpec
+from tests.cli.upprocess import ANY_PORT, ROOT, Up
 from tests.natssession import Session
 
 STANDIN = Path(__file__).with_name("standin_service.py")
@@ -80,3 +81,17 @@ async def connect(up_nats: tuple[NatsServer, NatsUsers]) -> AsyncIterator[Connec
     yield as_user
     for session in sessions:
         await session.nc.close()
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator[type[Up]]:
+    started: list[Up] = []
+
+    class Started(Up):
+        def __init__(self, *args: str, env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> None:
+            super().__init__("--data-dir", str(tmp_path / "var"), *ANY_PORT, *args, env=env, cwd=cwd)
+            started.append(self)
+
+    yield Started
+    for up in started:
+        up.kill()

@@ -24,7 +24,7 @@ import pytest
 from choreo import dbready
 from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.ports import free_port
-from tests.cli.test_up import ANY_PORT, Up
+from tests.cli.upprocess import ANY_PORT, Up
 from tests.conftest import PG_URL, _pg_admin
 
 ROOT = Path(__file__).resolve().parents[2]
