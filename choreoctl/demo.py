@@ -32,7 +32,8 @@ from choreoctl.demo_emails import (
     subjects_by_booking,
 )
 from choreoctl.demo_stats import ExpectedStats, fetch_stats, stats_lines, window_start
-from choreoctl.stack.console import Console
+from choreoctl.demo_trace import describe_error, show_trace
+from choreoctl.stack.console import Console, format_table
 from choreoctl.stack.devauth import DEV_USER
 from choreoctl.stack.mailroute import MailRoute
 
@@ -202,23 +203,8 @@ async def run_case(stub: Any, http: httpx.AsyncClient, case: DemoCase) -> Outcom
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000
         outcome.status, outcome.reason = final.status, final.cancellation_reason
     except (grpc.RpcError, httpx.HTTPError, RuntimeError) as exc:
-        outcome.error = _describe_error(exc)
+        outcome.error = describe_error(exc)
     return outcome
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [headers, ["-" * w for w in widths], *rows]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
 
 
 def outcomes_table(outcomes: Sequence[Outcome]) -> str:
@@ -247,78 +233,6 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
         )
     headers = ["booking id", "via", "token", "status", "reason", "ms", "emails (subjects)", "check"]
     return format_table(headers, rows)
-
-
-def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
-    """What is wrong with a trace of one workflow (empty when each fact was caused by an earlier one).
-
-    A workflow branches (booking's reaction and each email follow the same fact),
-    so a fact's cause is any earlier fact of the trace, not only the one just
-    before. The first fact's cause is the command that started the workflow (not
-    a fact in any stream), or nothing; it must not be a fact of the trace itself.
-    """
-    if not events:
-        return ["the trace is empty"]
-    problems = []
-    if events[0].causation_id in {e.event_id for e in events}:
-        problems.append(f"the first fact {events[0].event_type} was caused by a later one")
-    earlier = {events[0].event_id}
-    for event in events[1:]:
-        if event.causation_id not in earlier:
-            problems.append(f"{event.event_type} was not caused by an earlier fact of the trace")
-        earlier.add(event.event_id)
-    return problems
-
-
-def trace_table(events: Sequence[gateway_pb2.TraceEvent]) -> str:
-    first = events[0].occurred_at.ToDatetime() if events else None
-    facts = {event.event_id for event in events}
-    rows = []
-    for number, event in enumerate(events, 1):
-        offset = (event.occurred_at.ToDatetime() - first).total_seconds() * 1000 if first else 0.0
-        rows.append(
-            [
-                str(number),
-                f"+{offset:.1f}ms",
-                event.event_type,
-                event.source,
-                f"{event.stream}#{event.stream_sequence}",
-                event.subject,
-                event.event_id,
-                _cause(event.causation_id, facts),
-            ]
-        )
-    headers = ["#", "at", "type (ce-type)", "source", "stream#seq", "subject", "event id", "caused by"]
-    return format_table(headers, rows)
-
-
-def _cause(causation_id: str, facts: set[str]) -> str:
-    if not causation_id:
-        return "-"
-    # A cause outside the trace is the command that started the workflow.
-    return causation_id if causation_id in facts else f"{causation_id} (command)"
-
-
-async def show_trace(stub: Any, outcome: Outcome, console: Console) -> bool:
-    """Prints the workflow trace of ``outcome``'s booking; True when it is complete and in causal order."""
-    request = gateway_pb2.GetWorkflowTraceRequest(booking_id=outcome.booking_id)
-    try:
-        response: gateway_pb2.GetWorkflowTraceResponse = await stub.GetWorkflowTrace(request, timeout=10)
-    except grpc.RpcError as exc:
-        console.text(f"GetWorkflowTrace failed: {_describe_error(exc)}")
-        return False
-    events = list(response.events)
-    title = f"Trace of booking {outcome.booking_id} ({outcome.case.token})"
-    console.text(f"\n{title}, correlation id {response.correlation_id}:")
-    console.text(trace_table(events))
-    problems = trace_problems(events)
-    if len(events) < 3:
-        problems.append(
-            f"expected at least 3 facts (created, payment outcome, booking outcome), got {len(events)}"
-        )
-    for problem in problems:
-        console.text(f"  problem: {problem}")
-    return not problems
 
 
 async def run_demo(endpoints: _Endpoints, console: Console) -> int:
@@ -351,7 +265,10 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
         if endpoints.mail is not None:
             console.text(f"\n{mail_note(endpoints.mail)}")
         declined = next((o for o in outcomes if o.ok and o.status == CANCELLED), None)
-        traced = await show_trace(stub, declined, console) if declined is not None else False
+        traced = False
+        if declined is not None:
+            label = f"{declined.booking_id} ({declined.case.token})"
+            traced = await show_trace(stub, declined.booking_id, label, console)
         stats_ok = await show_stats(http, since, outcomes, endpoints.admin_token, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:

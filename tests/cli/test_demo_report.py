@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 from choreo.gateway.v1 import gateway_pb2
-from choreoctl.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table, trace_problems
+from choreoctl.demo import CANCELLED, CASES, CONFIRMED, DemoCase, Outcome, outcomes_table
 from choreoctl.demo_emails import DEMO_EMAIL, describe_emails
+from choreoctl.demo_trace import NOTIFICATION_SENT, fetch_trace, show_trace, trace_problems
+from choreoctl.stack.console import Console
 
 
 def event(event_id: str, event_type: str, cause: str = "") -> gateway_pb2.TraceEvent:
@@ -81,3 +85,43 @@ def test_each_outcome_shows_its_email_subjects_beside_it() -> None:
     assert lines[3].endswith("9 We received your booking b-2 (expected 2) EMAILS MISSING")
     assert lines[4].endswith("9 none (expected 2) EMAILS MISSING")
     assert describe_emails(None) == "-"
+
+
+WORKFLOW = [
+    event("a", "choreo.booking.v1.BookingCreated", "command-1"),
+    event("n1", NOTIFICATION_SENT, "a"),
+    event("b", "choreo.payment.v1.PaymentFailed", "a"),
+    event("c", "choreo.booking.v1.BookingCancelled", "b"),
+    event("n2", NOTIFICATION_SENT, "c"),
+]
+
+
+class Traces:
+    """Answers ``GetWorkflowTrace`` with the given traces in turn, as the projection catches up."""
+
+    def __init__(self, *traces: list[gateway_pb2.TraceEvent]) -> None:
+        self.traces = list(traces)
+        self.calls = 0
+
+    async def GetWorkflowTrace(
+        self, request: gateway_pb2.GetWorkflowTraceRequest, timeout: float
+    ) -> gateway_pb2.GetWorkflowTraceResponse:
+        events = self.traces[min(self.calls, len(self.traces) - 1)]
+        self.calls += 1
+        return gateway_pb2.GetWorkflowTraceResponse(correlation_id="corr-1", events=events)
+
+
+async def test_the_trace_is_asked_again_until_it_shows_both_emails() -> None:
+    stub = Traces(WORKFLOW[:4], WORKFLOW)
+    response = await fetch_trace(stub, "b-1", interval=0.01)
+    assert stub.calls == 2 and len(response.events) == 5
+    out = io.StringIO()
+    assert await show_trace(Traces(WORKFLOW), "b-1", "b-1 (tok_chargeDeclined)", Console(out))
+    assert out.getvalue().count(NOTIFICATION_SENT) == 2
+
+
+async def test_a_trace_without_its_emails_is_a_problem() -> None:
+    out = io.StringIO()
+    complete = await show_trace(Traces(WORKFLOW[:4]), "b-1", "b-1", Console(out), timeout=0.1)
+    assert not complete
+    assert f"problem: expected 2 emails ({NOTIFICATION_SENT}), got 1" in out.getvalue()
