@@ -57,11 +57,16 @@ async def collect_emails(
         await asyncio.sleep(interval)
 
 
+def printable(text: str) -> str:
+    """``text`` without what a terminal would act on (a decoded header may hold escape sequences)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def describe_emails(subjects: list[str] | None, expected: int = EMAILS_PER_BOOKING) -> str:
     """The table cell of one booking's emails: their subjects, or what is missing."""
     if subjects is None:
         return "-"
-    shown = " | ".join(subjects) if subjects else "none"
+    shown = " | ".join(printable(s) for s in subjects) if subjects else "none"
     if len(subjects) < expected:
         return f"{shown} (expected {expected})"
     return shown

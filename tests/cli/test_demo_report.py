@@ -85,6 +85,8 @@ def test_each_outcome_shows_its_email_subjects_beside_it() -> None:
     assert lines[3].endswith("9 We received your booking b-2 (expected 2) EMAILS MISSING")
     assert lines[4].endswith("9 none (expected 2) EMAILS MISSING")
     assert describe_emails(None) == "-"
+    # Anyone on this machine may mail the sink: a subject cannot drive the terminal.
+    assert describe_emails(["\x1b[2Jhi\r\nthere", "ok"]) == "?[2Jhi??there | ok"
 
 
 WORKFLOW = [
