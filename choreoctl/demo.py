@@ -227,7 +227,7 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
                 status_name(o.status) if not o.error else "ERROR",
                 o.reason or o.error or "-",
                 f"{o.elapsed_ms:.0f}" if o.elapsed_ms is not None else "-",
-                describe_emails(o.emails),
+                describe_emails(o.emails, booking_id=o.booking_id),
                 check,
             ]
         )

@@ -62,11 +62,14 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-def describe_emails(subjects: list[str] | None, expected: int = EMAILS_PER_BOOKING) -> str:
-    """The table cell of one booking's emails: their subjects, or what is missing."""
+def describe_emails(
+    subjects: list[str] | None, expected: int = EMAILS_PER_BOOKING, *, booking_id: str = ""
+) -> str:
+    """The table cell of one booking's emails: their subjects (its id, in the row already, as …)."""
     if subjects is None:
         return "-"
-    shown = " | ".join(printable(s) for s in subjects) if subjects else "none"
+    short = [s.replace(booking_id, "…") if booking_id else s for s in subjects]
+    shown = " | ".join(printable(s) for s in short) if subjects else "none"
     if len(subjects) < expected:
         return f"{shown} (expected {expected})"
     return shown

@@ -81,12 +81,16 @@ def test_each_outcome_shows_its_email_subjects_beside_it() -> None:
     assert mailed.emails_ok and not half.emails_ok and not none.emails_ok
     assert Outcome(CASES[0], "b-4", CONFIRMED, "", 1.0).emails_ok, "not looked for (an exported server)"
     lines = [" ".join(line.split()) for line in outcomes_table([mailed, half, none]).splitlines()]
-    assert lines[2].endswith(f"7 {received} | {confirmed} ok")
-    assert lines[3].endswith("9 We received your booking b-2 (expected 2) EMAILS MISSING")
+    assert lines[2].endswith("7 We received your booking … | Your booking … is confirmed ok")
+    assert lines[3].endswith("9 We received your booking … (expected 2) EMAILS MISSING")
     assert lines[4].endswith("9 none (expected 2) EMAILS MISSING")
     assert describe_emails(None) == "-"
     # Anyone on this machine may mail the sink: a subject cannot drive the terminal.
     assert describe_emails(["\x1b[2Jhi\r\nthere", "ok"]) == "?[2Jhi??there | ok"
+    # The booking id is in the row already: its subjects show it as an ellipsis.
+    assert (
+        describe_emails(["Booking b-1 received", "b-1 ok"], booking_id="b-1") == "Booking … received | … ok"
+    )
 
 
 WORKFLOW = [
