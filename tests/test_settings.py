@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import SettingsError
 
+from analytics.settings import AnalyticsSettings
 from booking.settings import BookingSettings
 from choreo.service import load_settings
 from choreo.settings import (
@@ -18,8 +19,10 @@ from choreo.settings import (
     UnknownVariablesError,
     unknown_variables,
 )
+from choreoctl.stack.mailroute import sink_route
 from choreoctl.stack.services import Ports, service_environments
 from gateway.settings import GatewaySettings
+from notification.settings import NotificationSettings
 from payment.settings import PaymentSettings
 from tests.support import TOKEN_KEY_ENV
 
@@ -131,6 +134,8 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "booking": BookingSettings,
     "payment": PaymentSettings,
     "gateway": GatewaySettings,
+    "notification": NotificationSettings,
+    "analytics": AnalyticsSettings,
 }
 #: What the event consumers read and the gateway does not (it had them, ignored, before issue 10).
 CONSUMER_ONLY = (
@@ -168,6 +173,14 @@ COMMON = (
 CONTRACT = {
     "booking": {*COMMON, *CONSUMER_ONLY, "COMMAND_BATCH_SIZE", "PAYMENT_TOKEN_PUBLIC_KEY"},
     "payment": {*COMMON, *CONSUMER_ONLY, "PROVIDER_LATENCY_MS", "PROVIDER_LEDGER_URL", "TOKEN_PRIVATE_KEY"},
+    "notification": {
+        *COMMON,
+        *CONSUMER_ONLY,
+        *(f"SMTP_{name}" for name in ("HOST", "PORT", "SECURITY", "USERNAME", "PASSWORD", "PASSWORD_FILE")),
+        *("SMTP_CA_FILE", "SMTP_TIMEOUT_SECONDS", "SMTP_RETRY_SECONDS"),
+        *("MAIL_FROM", "MESSAGE_ID_DOMAIN", "MAX_FACT_AGE_SECONDS"),
+    },
+    "analytics": {*COMMON, *CONSUMER_ONLY, "QUERY_BATCH_SIZE"},
     "gateway": {
         *COMMON,
         *(name.upper() for name in GatewaySettings.model_fields if name not in ServiceSettings.model_fields),
@@ -260,15 +273,17 @@ def test_choreo_up_gives_each_service_only_variables_it_reads(tmp_path: Path) ->
     envs = service_environments(
         {},
         "nats://127.0.0.1:4222",
-        Ports(50051, 8080, {"booking": 8081, "payment": 8082}),
+        Ports(50051, 8080, {"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084}),
         tmp_path,
         payment_latency_ms=5,
         settings={name: {"NATS_USER": name, "NATS_PASSWORD": "pw"} for name in SERVICES},
+        mail=sink_route({}, tmp_path / "mail", "127.0.0.1", 2525),
         services=tuple(SERVICES),
     )
+    everything = {key: value for env in envs.values() for key, value in env.items()}
     for name, cls in SERVICES.items():
         assert unknown_variables(cls, envs[name]) == [], name
-        assert unknown_variables(cls, {**envs["booking"], **envs["payment"], **envs["gateway"]}) == [], name
+        assert unknown_variables(cls, everything) == [], name
 
 
 @pytest.mark.parametrize("service", SERVICES)

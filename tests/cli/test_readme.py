@@ -6,13 +6,16 @@ import argparse
 import re
 from pathlib import Path
 
+from analytics.settings import AnalyticsSettings
 from booking.settings import BookingSettings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.contract import fact_stream, fact_subject
+from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.settings import ConsumerSettings, ServiceSettings
 from choreoctl.stack import local_stack
 from gateway.settings import GatewaySettings
+from notification.settings import NotificationSettings
 from payment.settings import PaymentSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +25,8 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "BOOKING_": BookingSettings,
     "PAYMENT_": PaymentSettings,
     "GATEWAY_": GatewaySettings,
+    "NOTIFICATION_": NotificationSettings,
+    "ANALYTICS_": AnalyticsSettings,
 }
 
 
@@ -52,7 +57,7 @@ def test_ci_run_runs_the_documented_checks_and_tests() -> None:
 
 #: The paragraph that opens the table of the event consumers' settings (unprefixed rows there
 #: are ``ConsumerSettings``; before it, ``ServiceSettings``).
-CONSUMERS_TABLE = "\nBooking and payment (event consumers"
+CONSUMERS_TABLE = "\nBooking, payment, notification and analytics (event consumers"
 
 
 def documented_settings() -> dict[type[ServiceSettings], set[str]]:
@@ -91,6 +96,7 @@ def test_subject_table_matches_the_code() -> None:
         booking_events.BookingCancelled(),
         payment_events.PaymentSucceeded(),
         payment_events.PaymentFailed(),
+        notification_events.NotificationSent(),
     ):
         subject = fact_subject(type(message))
         stream = fact_stream(type(message))
