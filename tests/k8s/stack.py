@@ -7,10 +7,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.k8s.manifests import Manifests, SecretRef, only_container
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef, only_container
 from tests.k8s.natsconf import FILES, server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
-from tests.support import SERVICES
 from tests.tlscerts import CertificateAuthority
 
 
