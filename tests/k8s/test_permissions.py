@@ -19,16 +19,20 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import SecretStr
 
 from booking.topology import PAYMENTS
 from choreo import bus
+from choreo.analytics.v1 import queries_pb2
 from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
 from choreo.consumer import EventConsumer
+from choreo.contract import command_options, fact_stream, fact_subject
 from choreo.natsidentity import inbox_prefix
+from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.settings import ServiceSettings
+from choreo.topology import Stream
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
 from tests.k8s.manifests import Manifests
@@ -40,6 +44,10 @@ from tests.support import poll
 
 #: How nats-server logs a refused publish or subscription.
 VIOLATION = re.compile(r"(Publish|Subscription) Violation")
+#: notification's stream and fact, and analytics' query, as the contract names them.
+NOTIFICATION_SENT = fact_subject(notification_events.NotificationSent)
+NOTIFICATION = Stream(fact_stream(notification_events.NotificationSent), ("notification.>",))
+STATS_QUERY = command_options(queries_pb2.BookingStatsQuery)
 
 
 @pytest.fixture
@@ -97,10 +105,17 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
     booking: Session = await connect("booking")
     payment: Session = await connect("payment")
     gateway: Session = await connect("gateway")
+    notification: Session = await connect("notification")
+    analytics: Session = await connect("analytics")
     attempts = [
         (payment, "booking.created"),
         (gateway, "booking.created"),
         (gateway, "payment.failed"),
+        (booking, NOTIFICATION_SENT),
+        (gateway, NOTIFICATION_SENT),
+        (analytics, NOTIFICATION_SENT),
+        (booking, STATS_QUERY.subject),
+        (payment, STATS_QUERY.subject),
         (booking, "dlq.booking.payment"),
         (payment, "cmd.booking.create"),
         # JetStream API: another service's stream, another's durable consumer, deleting a stream.
@@ -117,24 +132,142 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
         (gateway, "$JS.API.CONSUMER.CREATE.PAYMENT.booking"),
         (gateway, "$JS.API.CONSUMER.DELETE.PAYMENT.booking"),
         (gateway, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT.booking"),
+        # The new durables on BOOKING are out of reach of the stream's owner and of the gateway.
+        (booking, "$JS.API.CONSUMER.DELETE.BOOKING.notification"),
+        (booking, "$JS.API.CONSUMER.CREATE.BOOKING.analytics"),
+        (gateway, "$JS.API.CONSUMER.DELETE.BOOKING.analytics"),
+        (gateway, "$JS.API.CONSUMER.MSG.NEXT.BOOKING.notification"),
+        (notification, "$JS.API.CONSUMER.DELETE.BOOKING.analytics"),
+        (analytics, "$JS.API.CONSUMER.DELETE.BOOKING.notification"),
+        (analytics, "$JS.API.CONSUMER.DELETE.BOOKING.payment"),
+        (payment, "$JS.API.STREAM.CREATE.NOTIFICATION"),
+        (gateway, "$JS.API.STREAM.PURGE.NOTIFICATION"),
     ]
     for session, subject in attempts:
         await session.nc.publish(subject, b"{}")
-    for session in (booking, payment, gateway):
+    for session in (booking, payment, gateway, notification, analytics):
         await session.nc.flush()
     for session, subject in attempts:
         assert await session.denied(f'"{subject}"'), f"{subject} was not refused: {session.errors}"
     await payment.nc.subscribe("cmd.booking.create")
     await gateway.nc.subscribe("booking.>")
+    # Nobody else may take (and answer) the gateway's stats queries.
+    await payment.nc.subscribe(STATS_QUERY.subject, queue=STATS_QUERY.queue)
+    await notification.nc.subscribe(STATS_QUERY.subject)
     assert await payment.denied('"cmd.booking.create"')
     assert await gateway.denied('"booking.>"')
+    assert await payment.denied(f'"{STATS_QUERY.subject}"')
+    assert await notification.denied(f'"{STATS_QUERY.subject}"')
+
+
+async def test_notification_publishes_only_its_own_facts(connect) -> None:  # type: ignore[no-untyped-def]
+    """notification provisions NOTIFICATION and publishes NotificationSent into it, and nothing
+    that another service owns: no booking or payment fact, no command, no query."""
+    notification: Session = await connect("notification")
+    js = notification.nc.jetstream(timeout=2)
+    await ensure_stream(js, NOTIFICATION)
+    await ensure_stream(js, DLQ)
+    ack = await js.publish(NOTIFICATION_SENT, b"x", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    assert ack.stream == NOTIFICATION.name
+    await notification.nc.publish("dlq.booking.notification", b"{}")
+    await notification.nc.flush()
+    assert notification.errors == []
+    forged = [
+        "booking.created",
+        "booking.confirmed",
+        "booking.cancelled",
+        "payment.succeeded",
+        "cmd.booking.create",
+        STATS_QUERY.subject,
+        "dlq.booking.payment",
+        "$JS.API.STREAM.CREATE.BOOKING",
+        "$JS.API.STREAM.UPDATE.DLQ",
+        "$JS.API.STREAM.DELETE.NOTIFICATION",
+        "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment",
+        "$JS.API.CONSUMER.DELETE.BOOKING.notification",
+    ]
+    for subject in forged:
+        await notification.nc.publish(subject, b"{}")
+    await notification.nc.flush()
+    for subject in forged:
+        assert await notification.denied(f'"{subject}"'), f"notification may publish {subject}"
+    # The gateway reads NOTIFICATION into each booking's trace, as it reads BOOKING.
+    gateway: Session = await connect("gateway")
+    gjs = gateway.nc.jetstream(timeout=2)
+    assert (await gjs.stream_info(NOTIFICATION.name)).state.messages == 1
+    await gjs.add_consumer(NOTIFICATION.name, ConsumerConfig(name="gateway-test", ack_policy=AckPolicy.NONE))
+    await gjs.delete_consumer(NOTIFICATION.name, "gateway-test")
+    assert gateway.errors == []
+
+
+async def test_analytics_publishes_nothing_but_its_answers(connect) -> None:  # type: ignore[no-untyped-def]
+    """analytics answers the gateway's stats queries (one answer per request, on the requester's
+    inbox), in its queue group only, and may publish nothing else but its own dead letters and the
+    JetStream calls of its durable: no fact, no command, no query, no unsolicited reply."""
+    analytics: Session = await connect("analytics")
+    gateway: Session = await connect("gateway")
+    booking: Session = await connect("booking")
+    await ensure_stream(booking.nc.jetstream(timeout=2), BOOKING)
+
+    async def answer(msgs: object) -> list[bytes]:
+        return [b"stats" for _ in msgs]  # type: ignore[attr-defined]
+
+    server = CommandServer(analytics.nc, STATS_QUERY.subject, STATS_QUERY.queue, answer)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.ready.wait(), 5)
+        reply = await gateway.nc.request(STATS_QUERY.subject, b"", timeout=2)
+        assert reply.data == b"stats"
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
+    assert analytics.errors == [] and gateway.errors == []
+    # Its durable on BOOKING, including deleting it to rebuild an empty database by replay.
+    ajs = analytics.nc.jetstream(timeout=2)
+    durable = ConsumerConfig(durable_name="analytics", ack_policy=AckPolicy.EXPLICIT)
+    await ajs.add_consumer(BOOKING.name, durable)
+    await ajs.consumer_info(BOOKING.name, "analytics")
+    await ajs.delete_consumer(BOOKING.name, "analytics")
+    await ensure_stream(ajs, DLQ)
+    await analytics.nc.publish("dlq.booking.analytics", b"{}")
+    await analytics.nc.flush()
+    assert analytics.errors == []
+    forged = [
+        "booking.created",
+        "payment.succeeded",
+        NOTIFICATION_SENT,
+        "cmd.booking.create",
+        STATS_QUERY.subject,
+        f"{inbox_prefix('gateway')}.forged",
+        "dlq.booking.payment",
+        "$JS.API.STREAM.CREATE.ANALYTICS",
+        "$JS.API.STREAM.UPDATE.DLQ",
+        "$JS.API.STREAM.PURGE.BOOKING",
+        "$JS.API.CONSUMER.CREATE.BOOKING.replay",
+        "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment",
+        "$JS.API.CONSUMER.DURABLE.CREATE.PAYMENT.analytics",
+    ]
+    for subject in forged:
+        await analytics.nc.publish(subject, b"{}")
+    await analytics.nc.flush()
+    for subject in forged:
+        assert await analytics.denied(f'"{subject}"'), f"analytics may publish {subject}"
+    # Outside its queue group the query subject is refused (a lone subscriber would see every query).
+    await analytics.nc.subscribe(STATS_QUERY.subject)
+    assert await analytics.denied(f'"{STATS_QUERY.subject}"')
 
 
 #: Each consumer's DLQ subject (``dlq.<stream>.<consumer>``), by the user that consumes.
 DLQ_SUBJECTS = {
     "booking": ["dlq.payment.booking"],
     "payment": ["dlq.booking.payment"],
-    "gateway": ["dlq.booking.gateway-projection", "dlq.payment.gateway-projection"],
+    "notification": ["dlq.booking.notification"],
+    "analytics": ["dlq.booking.analytics"],
+    "gateway": [
+        "dlq.booking.gateway-projection",
+        "dlq.payment.gateway-projection",
+        "dlq.notification.gateway-projection",
+    ],
 }
 
 
@@ -193,17 +326,17 @@ async def test_no_user_may_read_another_users_inbox(  # type: ignore[no-untyped-
     for subject in ("_INBOX.>", "_INBOX_gateway.>", ">"):
         assert await spy.denied(f'"{subject}"'), f"payment may subscribe to {subject}"
     # Every user may subscribe under its own prefix, and under nobody else's.
-    for user in ("booking", "payment", "gateway"):
+    for user in SERVICES:
         session: Session = await connect(user)
         await session.nc.subscribe(f"{inbox_prefix(user)}.>")
         await session.nc.flush()
         assert not await session.denied(f'"{inbox_prefix(user)}.>"', timeout=0.3), session.errors
-        for other in ("booking", "payment", "gateway", "operator"):
+        for other in (*SERVICES, "operator"):
             if other != user:
                 await session.nc.subscribe(f"{inbox_prefix(other)}.>")
         await session.nc.subscribe("_INBOX.>")
         await session.nc.flush()
-        for other in ("booking", "payment", "gateway", "operator"):
+        for other in (*SERVICES, "operator"):
             if other != user:
                 assert await session.denied(f'"{inbox_prefix(other)}.>"'), f"{user} reads {other}'s inbox"
         assert await session.denied('"_INBOX.>"'), f"{user} may subscribe to _INBOX.>"
@@ -268,7 +401,7 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
     await ensure_stream(booking.nc.jetstream(timeout=2), DLQ)
     wanted = stream_config(DLQ)
     hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
-    for user in ("gateway", "payment"):
+    for user in ("gateway", "payment", "notification", "analytics"):
         session: Session = await connect(user)
         js = session.nc.jetstream(timeout=1)
         with pytest.raises(nats.errors.TimeoutError):
