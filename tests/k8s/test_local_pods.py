@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.localpod import LocalPod, sqlite_path
-from tests.k8s.manifests import Manifests, SecretRef
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef
 from tests.k8s.pgsetup import DATABASES, ServiceDatabases, service_databases
-from tests.k8s.stack import SERVICES, nats_passwords, single_nats
+from tests.k8s.stack import mail_sink, nats_passwords, notification_smtp, single_nats
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,15 @@ def test_each_deployment_starts_and_becomes_ready(
 ) -> None:
     dev = overlays["dev"]
     passwords = nats_passwords(dev)
-    with single_nats(dev, tmp_path / "nats", passwords) as nats:
+    with single_nats(dev, tmp_path / "nats", passwords) as nats, mail_sink(dev, tmp_path / "mail") as sink:
         pods = []
         for service in SERVICES:
             env = dev.settings_env(dev.get("Deployment", service))
             secrets: dict[SecretRef, str] = {}
             replace = {f"{service.upper()}_NATS_URL": nats.url}
+            if service == "notification":
+                # The dev mail sink, as its Deployment runs it, on loopback.
+                replace.update(notification_smtp(dev, sink)[0])
             for key, value in env.items():
                 if not isinstance(value, SecretRef):
                     continue

@@ -29,15 +29,24 @@ from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
 from choreo.consumer import EventConsumer
 from choreo.contract import command_options, fact_stream, fact_subject
+from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.natsidentity import inbox_prefix
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.settings import ServiceSettings
 from choreo.topology import Stream
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
-from tests.k8s.manifests import Manifests
+from tests.k8s.manifests import SERVICES, Manifests
 from tests.k8s.natsproc import ConfiguredNats
-from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
+from tests.k8s.stack import (
+    MailSink,
+    mail_sink,
+    nats_passwords,
+    notification_smtp,
+    single_nats,
+    sqlite_urls,
+    user_passwords,
+)
 from tests.natssession import Session
 from tests.streams import BOOKING, DLQ, PAYMENT, STREAMS
 from tests.support import poll
@@ -464,7 +473,7 @@ async def test_unknown_user_and_wrong_password_are_refused(
 async def test_services_work_under_their_permissions(overlays: dict[str, Manifests], tmp_path: Path) -> None:
     dev = overlays["dev"]
     passwords = nats_passwords(dev)
-    with single_nats(dev, tmp_path / "nats", passwords) as node:
+    with single_nats(dev, tmp_path / "nats", passwords) as node, mail_sink(dev, tmp_path / "mail") as sink:
         pods = [
             LocalPod(
                 dev,
@@ -474,6 +483,7 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
                 replace={
                     f"{service.upper()}_NATS_URL": node.url,
                     **sqlite_urls(dev, service, tmp_path / service),
+                    **(notification_smtp(dev, sink)[0] if service == "notification" else {}),
                 },
             )
             for service in SERVICES
@@ -487,12 +497,16 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.ports['grpc']}") as channel:
                 stub = client.stub(channel)
                 created = [
-                    (token, await client.create(stub, token, key=uuid.uuid4().hex))
-                    for token in ("tok_visa", "tok_chargeDeclined", "tok_visa")
+                    (
+                        token,
+                        await client.create(stub, token, key=uuid.uuid4().hex, email=f"k8s{i}@choreo.test"),
+                    )
+                    for i, token in enumerate(("tok_visa", "tok_chargeDeclined", "tok_visa"))
                 ]
                 for token, booking in created:
                     final = await client.wait_terminal(stub, booking.booking_id, timeout=30)
                     assert final.status == client.EXPECTED[token], final
+                await _notified_and_counted(stub, sink, [booking for _, booking in created])
             refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
             assert not refused, "a service was refused something it needs:\n" + "\n".join(refused)
             # The same booking user the service runs as is refused the payment service's subjects.
@@ -536,6 +550,42 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
         finally:
             for pod in pods:
                 pod.kill()
+
+
+async def _notified_and_counted(stub: object, sink: MailSink, bookings: list[gw.Booking]) -> None:
+    """Under their permissions, notification emails each booking twice (received, settled) and
+    publishes each email's fact into NOTIFICATION, which the gateway shows in the booking's trace;
+    analytics answers the gateway's stats query with every booking."""
+    ids = [b.booking_id for b in bookings]
+
+    def mails() -> int:
+        text = sink.log_text()
+        return text.count("MESSAGE FOLLOWS") if all(i in text for i in ids) else 0
+
+    _, sent = await poll(mails, lambda n: n >= 2 * len(ids), 30.0, 0.1)
+    assert sent, f"the mail sink got {mails()} emails:\n{sink.log_text()[-2000:]}"
+
+    async def notification_trace(booking_id: str) -> list[str]:
+        trace = await stub.GetWorkflowTrace(gw.GetWorkflowTraceRequest(booking_id=booking_id), timeout=5)  # type: ignore[attr-defined]
+        return [e.event_type for e in trace.events if e.stream == "NOTIFICATION"]
+
+    async def created() -> int:
+        stats = await stub.GetBookingStats(gw.GetBookingStatsRequest(), timeout=5)  # type: ignore[attr-defined]
+        return int(stats.bookings_created)
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 15.0
+    for booking_id in ids:
+        events = await notification_trace(booking_id)
+        while len(events) < 2 and loop.time() < end:
+            await asyncio.sleep(0.1)
+            events = await notification_trace(booking_id)
+        assert events == [notification_events.NotificationSent.DESCRIPTOR.full_name] * 2, events
+    count = await created()
+    while count != len(ids) and loop.time() < end:
+        await asyncio.sleep(0.1)
+        count = await created()
+    assert count == len(ids), f"analytics counted {count} bookings, not {len(ids)}"
 
 
 @pytest.mark.slow
