@@ -88,3 +88,37 @@ def test_each_deployment_starts_and_becomes_ready(
         finally:
             for pod in pods:
                 pod.kill()
+
+
+def test_prod_notification_waits_for_the_operators_relay(
+    overlays: dict[str, Manifests], tmp_path: Path
+) -> None:
+    """The prod overlay names no SMTP relay: its notification pod refuses to start, naming the
+    variable the operator must set (k8s/overlays/prod/notification-smtp.env), rather than start
+    and fail every email."""
+    prod = overlays["prod"]
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not read: the service stops before it connects\n")
+    pod = LocalPod(
+        prod,
+        "notification",
+        tmp_path / "notification",
+        secrets={},
+        replace={
+            "NOTIFICATION_NATS_URL": "nats://127.0.0.1:1",
+            "NOTIFICATION_NATS_TLS_CA_FILE": str(ca),
+            "NOTIFICATION_NATS_PASSWORD": "test-password",
+            "NOTIFICATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notification.db'}",
+            "NOTIFICATION_SMTP_USERNAME": "relay-user",
+            "NOTIFICATION_SMTP_PASSWORD": "relay-password",
+        },
+    )
+    pod.start()
+    try:
+        assert pod.process is not None
+        assert pod.process.wait(60) != 0
+    finally:
+        pod.kill()
+    log = pod.log_tail()
+    assert "NOTIFICATION_SMTP_HOST is not set" in log, log
+    assert "relay-password" not in log
