@@ -4,6 +4,8 @@ match what the services really read (their settings, ports, grace periods, image
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from tests.k8s.manifests import (
     SecretRef,
     containers,
     only_container,
+    render,
 )
 from tests.k8s.pgsetup import DATABASES
 from tests.k8s.semantics import selector_matches
@@ -362,6 +365,26 @@ def test_notification_reaches_the_smtp_relay_it_is_given(overlays: dict[str, Man
     ]
     assert dev.get("NetworkPolicy", "mail-sink")["spec"]["egress"] == []
     assert overlays["prod"].find("Deployment", "mail-sink") is None, "the mail sink is for dev only"
+
+
+def test_documented_egress_patch_narrows_smtp_to_the_relay(kubectl: str, tmp_path: Path) -> None:
+    """docs/kubernetes.md ("Email") shows how to narrow notification's SMTP egress to one relay:
+    that patch, applied over the prod overlay, replaces the any-address rule and nothing else."""
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    example = re.search(r"for a relay at ([\d.]+) on (\d+):\n\n```yaml\n(.*?)```", doc, re.DOTALL)
+    assert example, "the Email section's example patch"
+    relay, port, patches = example.groups()
+    overlay = tmp_path / "narrowed"
+    overlay.mkdir()
+    prod = os.path.relpath(REPO / "k8s" / "overlays" / "prod", overlay)
+    (overlay / "kustomization.yaml").write_text(f"resources:\n  - {prod}\n{patches}")
+    narrowed = Manifests(render(kubectl, overlay))
+    assert _egress_ports(narrowed, "notification") == {
+        ("nats", 4222),
+        ("postgres", 5432),
+        ("kube-dns", 53),
+        (f"{relay}/32", int(port)),
+    }
 
 
 def test_prod_scales_and_spreads_the_stateless_services(overlays: dict[str, Manifests]) -> None:
