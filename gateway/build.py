@@ -30,8 +30,10 @@ from gateway.api.tls import ServerTls
 from gateway.application.command_client import BookingCommands
 from gateway.application.core import GatewayCore
 from gateway.application.limits import CallerLimits
+from gateway.application.nats_request import NatsRequester
 from gateway.application.paging import PageTokens
 from gateway.application.readiness import Readiness
+from gateway.application.stats import StatsQueries
 from gateway.application.watchers import Watchers
 from gateway.projection.feed import StreamFeed
 from gateway.readmodel.store import ReadModel
@@ -88,9 +90,12 @@ async def build(settings: GatewaySettings) -> GatewayService:
             )
             for name in settings.stream_names
         ]
+        # One way to ask another service: booking's commands and analytics' queries.
+        requester = NatsRequester(nc, settings.service_name, stages)
+        stats = StatsQueries(requester, settings.stats_timeout_seconds)
         core = GatewayCore(
             store=store,
-            commands=BookingCommands(nc, settings.command_timeout_seconds, settings.service_name, stages),
+            commands=BookingCommands(requester, settings.command_timeout_seconds),
             watchers=watchers,
             max_wait_seconds=settings.max_wait_seconds,
             not_found_grace_seconds=settings.not_found_grace_seconds,
@@ -109,6 +114,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
         grpc_server = GrpcServer(
             core,
             readiness,
+            stats=stats,
             host=settings.host,
             port=settings.grpc_port,
             grace=grace,
@@ -126,6 +132,7 @@ async def build(settings: GatewaySettings) -> GatewayService:
                 core,
                 readiness,
                 stages,
+                stats=stats,
                 authenticator=authenticator,
                 docs=settings.http_docs,
                 max_body_bytes=settings.http_max_body_bytes,

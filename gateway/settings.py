@@ -35,9 +35,13 @@ class GatewaySettings(ServiceSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     #: How long CreateBooking waits for the booking service before answering UNAVAILABLE.
     command_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    #: How long GetBookingStats waits for the analytics service before answering UNAVAILABLE.
+    stats_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     #: Streams projected into the read model and indexed for traces, comma-separated.
     #: The trace reads only CloudEvents headers, so a new service's stream is added here.
-    streams: str = "BOOKING,PAYMENT"
+    #: A stream that does not exist yet (its service never ran) is waited for: it does not
+    #: hold readiness back, and its facts are projected once it appears.
+    streams: str = "BOOKING,PAYMENT,NOTIFICATION"
     #: A read of an unknown booking waits this long for it to reach the read model
     #: (created through another replica) before answering NOT_FOUND.
     not_found_grace_seconds: float = Field(default=0.5, ge=0, le=10)

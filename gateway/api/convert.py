@@ -2,11 +2,14 @@
 
 Read-model views and trace records become the public ``Booking`` and
 ``TraceEvent`` messages that both the gRPC and the HTTP API return, and the
-status filters of both APIs become read-model statuses. (The booking
+status filters of both APIs become read-model statuses, and times written in a
+URL become Timestamps. (The booking
 service's command reply becomes a change in ``gateway.application.replies``.)
 """
 
 from __future__ import annotations
+
+import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,6 +24,11 @@ _TO_PROTO: dict[Status, gateway_pb2.BookingStatus.ValueType] = {
     Status.CANCELLED: gateway_pb2.BOOKING_STATUS_CANCELLED,
 }
 _FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
+#: An RFC 3339 date-time: a full date, ``T``, a full time (fraction up to nanoseconds) and an offset.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
 
 
 def timestamp(us: int) -> Timestamp | None:
@@ -28,6 +36,30 @@ def timestamp(us: int) -> Timestamp | None:
     if not us:
         return None
     return to_timestamp(us)
+
+
+def timestamp_from_rfc3339(text: str) -> Timestamp | None:
+    """A time written in RFC 3339 (``2026-01-31T09:00:00Z``, ``...+02:00``); ``None`` for "".
+
+    A space where the offset's sign should be is read as ``+``: an unencoded ``+`` in a
+    URL's query is decoded as a space.
+
+    Raises:
+        ValueError: not an RFC 3339 date-time with an offset, or not a real time.
+    """
+    if not text:
+        return None
+    normal = text.upper()
+    if len(normal) > 6 and normal[-6] == " ":
+        normal = f"{normal[:-6]}+{normal[-5:]}"
+    if not _RFC3339.fullmatch(normal):
+        raise ValueError("must be an RFC 3339 time with an offset, like 2026-01-31T09:00:00Z")
+    value = Timestamp()
+    try:
+        value.FromJsonString(normal)
+    except ValueError:
+        raise ValueError("is not a valid time (RFC 3339)") from None
+    return value
 
 
 def status_from_proto(value: int) -> Status | None:

@@ -27,6 +27,7 @@ from gateway.api.grpc_errors import ERROR_ID_METADATA
 from gateway.application.core import GatewayCore
 from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.application.readiness import Readiness
+from gateway.application.stats import StatsQueries
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,11 @@ def _seconds(duration: Duration) -> float:
 
 
 class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
-    """Implements ``BookingGatewayService`` on top of ``GatewayCore``."""
+    """Implements ``BookingGatewayService`` on top of ``GatewayCore`` (and ``StatsQueries``)."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayCore, stats: StatsQueries) -> None:
         self._core = core
+        self._stats = stats
 
     async def CreateBooking(
         self, request: gateway_pb2.CreateBookingRequest, context: Context
@@ -180,6 +182,20 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
             next_page_token=page.next_page_token,
         )
 
+    async def GetBookingStats(
+        self, request: gateway_pb2.GetBookingStatsRequest, context: Context
+    ) -> gateway_pb2.GetBookingStatsResponse:
+        try:
+            return await self._stats.booking_stats(
+                caller=grpc_caller(),
+                since=request.since if request.HasField("since") else None,
+                until=request.until if request.HasField("until") else None,
+                timeout=_time_left(context),
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise
+
 
 class GrpcServer:
     """The gRPC server as a service component: serves until ``stop``, then drains.
@@ -190,6 +206,7 @@ class GrpcServer:
     Args:
         core: Application logic.
         readiness: Drives the health status.
+        stats: Booking statistics (from the analytics service).
         authenticator: Identifies the caller of each call (``gateway.api.grpc_auth``).
         host: Address to bind.
         port: Port to bind.
@@ -207,6 +224,7 @@ class GrpcServer:
         core: GatewayCore,
         readiness: Readiness,
         *,
+        stats: StatsQueries,
         authenticator: Authenticator,
         host: str,
         port: int,
@@ -230,7 +248,7 @@ class GrpcServer:
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
         gateway_pb2_grpc.add_BookingGatewayServiceServicer_to_server(
-            BookingGatewayServicer(core), self.server
+            BookingGatewayServicer(core, stats), self.server
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

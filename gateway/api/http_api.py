@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
@@ -28,22 +28,25 @@ from choreo.gateway.v1 import gateway_pb2
 from choreo.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from choreo.metrics import Stages
 from gateway.api.auth import AuthenticationFailed, Authenticator, http_caller
-from gateway.api.convert import booking_message, status_from_name, trace_message
+from gateway.api.convert import booking_message, status_from_name, timestamp_from_rfc3339, trace_message
 from gateway.api.http_disconnect import CLIENT_CLOSED_REQUEST, unless_client_leaves
 from gateway.api.http_errors import CatchAll, error_json
 from gateway.api.http_limits import BodyLimit
 from gateway.api.http_models import (
     BookingJson,
+    BookingStatsJson,
     CreateBookingBody,
     ErrorJson,
     HealthJson,
     ListBookingsJson,
     WorkflowTraceJson,
 )
+from gateway.api.http_openapi import document_errors_as_400
 from gateway.application.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZE, GatewayCore, TracePage
 from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.application.principal import Principal
 from gateway.application.readiness import Readiness
+from gateway.application.stats import StatsQueries
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +118,21 @@ def create_app(
     readiness: Readiness,
     stages: Stages | None = None,
     *,
+    stats: StatsQueries,
     authenticator: Authenticator,
     docs: bool = True,
     max_body_bytes: int = 16 * 1024,
 ) -> FastAPI:
     """The FastAPI application of the gateway.
 
-    ``authenticator`` identifies the caller of ``/v1``; ``docs`` serves /docs and /redoc
-    (/openapi.json always).
+    ``stats`` answers ``/v1/stats`` (from the analytics service); ``authenticator``
+    identifies the caller of ``/v1``; ``docs`` serves /docs and /redoc (/openapi.json always).
     """
     app = FastAPI(
         title="choreo gateway",
         version="1.0.0",
-        description="Bookings: create them, read them, wait for their outcome, trace their workflow.",
+        description="Bookings: create them, read them, wait for their outcome, trace their workflow; "
+        "booking statistics from the analytics service.",
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         # No 307 to the same path without its slash: its Location comes from the Host header.
@@ -214,6 +219,7 @@ def create_app(
             currency=body.currency,
             payment_token=body.payment_token,
             idempotency_key=key,
+            email=body.email,
         )
         created = await core.create(request, caller=caller, correlation_id=x_correlation_id or "")
         booking_id = created.booking.booking_id
@@ -298,6 +304,27 @@ def create_app(
             )
         )
 
+    @app.get(
+        "/v1/stats",
+        response_model=BookingStatsJson,
+        responses={
+            **_BAD_REQUEST,
+            503: {"model": ErrorJson, "description": "The analytics service is unavailable; retry later."},
+        },
+        summary="Booking statistics over the bookings created in a window (needs bookings:admin)",
+    )
+    async def booking_stats(
+        since: Annotated[
+            str, Query(description="RFC 3339, e.g. 2026-01-31T00:00:00Z: bookings created at or after it.")
+        ] = "",
+        until: Annotated[str, Query(description="RFC 3339: bookings created before it (default: now).")] = "",
+        caller: Principal = identify,
+    ) -> Response:
+        answer = await stats.booking_stats(
+            caller=caller, since=_time_parameter("since", since), until=_time_parameter("until", until)
+        )
+        return JSONResponse(to_json(answer))
+
     @app.get("/healthz", response_model=HealthJson, summary="Liveness: the process serves HTTP")
     async def healthz() -> Response:
         return JSONResponse({"status": "ok", "failures": {}})
@@ -325,7 +352,7 @@ def create_app(
         async def metrics() -> Response:
             return Response(timings.render(), media_type=METRICS_CONTENT_TYPE)
 
-    _document_errors_as_400(app)
+    document_errors_as_400(app)
     return app
 
 
@@ -333,31 +360,16 @@ def _methods(route: BaseRoute) -> set[str]:
     return set(getattr(route, "methods", None) or ())
 
 
-def _document_errors_as_400(app: FastAPI) -> None:
-    """Makes ``/openapi.json`` say what the API does: invalid input is a 400 ``ErrorJson``, never a 422."""
+def _time_parameter(name: str, text: str) -> Timestamp | None:
+    """The RFC 3339 time of query parameter ``name`` (``None`` when absent or empty).
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    responses = operation.get("responses", {})
-                    if responses.pop("422", None) is not None and "400" not in responses:
-                        responses["400"] = {
-                            "description": "Invalid request; `field` names the culprit.",
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorJson"}}
-                            },
-                        }
-            schemas = schema.get("components", {}).get("schemas", {})
-            for unused in ("HTTPValidationError", "ValidationError"):
-                schemas.pop(unused, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    Raises:
+        GatewayError: INVALID_ARGUMENT naming the parameter.
+    """
+    try:
+        return timestamp_from_rfc3339(text)
+    except ValueError as exc:
+        raise GatewayError(ErrorCode.INVALID_ARGUMENT, str(exc), name) from None
 
 
 def _trace_response(page: TracePage) -> Response:

@@ -77,6 +77,11 @@ class CreateBookingBody(BaseModel):
         default="",
         description="A retry with the same key returns the same booking (or use the Idempotency-Key header).",
     )
+    email: Text = Field(
+        default="",
+        description="Optional: where the emails about this booking go (received, then its outcome). "
+        "A plain address like name@example.com; a malformed one is a 400 naming `email`.",
+    )
 
 
 class BookingJson(BaseModel):
@@ -120,6 +125,25 @@ class WorkflowTraceJson(BaseModel):
     correlation_id: str
     events: list[TraceEventJson]
     next_page_token: str = Field(description="Empty when there are no more pages.")
+
+
+class BookingStatsJson(BaseModel):
+    """A ``choreo.gateway.v1.GetBookingStatsResponse``: the bookings created in the window."""
+
+    bookings_created: str = Field(description="int64, as a decimal string (protobuf JSON mapping).")
+    bookings_confirmed: str = Field(description="int64, as a decimal string.")
+    bookings_cancelled: str = Field(description="int64, as a decimal string.")
+    cancellation_reasons: dict[str, str] = Field(
+        description="Cancelled bookings by reason (card_declined, ...); counts as decimal strings."
+    )
+    confirmed_amount_cents_by_currency: dict[str, str] = Field(
+        description="Sum of the confirmed amounts in minor units by ISO 4217 currency, as decimal strings."
+    )
+    settle_p50_ms: float = Field(description="Created to confirmed or cancelled, milliseconds; 0: none.")
+    settle_p95_ms: float
+    settle_p99_ms: float
+    since: str | None = Field(default=None, description="RFC 3339; absent: from the first booking.")
+    until: str | None = Field(default=None, description="RFC 3339; the answer's time when not asked.")
 
 
 class ErrorDetail(BaseModel):

@@ -158,6 +158,7 @@ class GatewayCore:
             request.currency,
             request.payment_token,
             request.idempotency_key,
+            email=request.email,
         )
         if invalid is not None:
             raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, invalid.field)
@@ -177,6 +178,7 @@ class GatewayCore:
             currency=request.currency,
             payment_token=request.payment_token,
             idempotency_key=request.idempotency_key or f"{GATEWAY_KEY_PREFIX}{new_id()}",
+            email=request.email,
         )
         with log_context(correlation_id=correlation_id, command_id=command_id):
             try:

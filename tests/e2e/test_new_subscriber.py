@@ -1,6 +1,6 @@
 """A new service joins by subscribing: nothing in booking, payment or the gateway changes.
 
-This is the point of choreography. The "analytics" service below is written
+This is the point of choreography. The "audit" service below is written
 against the contracts (proto/) and the runtime (choreo/) only: its own durable
 consumer on the BOOKING stream, its own database (with its table's revisions), its own handler. The running
 services are the same processes as in every other end-to-end test.
@@ -26,7 +26,7 @@ from tests.support import eventually
 
 _metadata = MetaData()
 outcomes = Table(
-    "analytics_outcomes",
+    "audit_outcomes",
     _metadata,
     Column("booking_id", String(64), primary_key=True),
     Column("outcome", String(32), nullable=False),
@@ -35,7 +35,7 @@ outcomes = Table(
 
 
 #: Its table's revisions: its own Alembic branch, next to the runtime's in its database.
-MIGRATIONS = Migrations("analytics", Path(__file__).parent / "analytics_versions", (outcomes,))
+MIGRATIONS = Migrations("audit", Path(__file__).parent / "audit_versions", (outcomes,))
 
 
 async def on_confirmed(event: booking_events.BookingConfirmed, ctx: HandlerContext) -> None:
@@ -56,20 +56,20 @@ async def on_cancelled(event: booking_events.BookingCancelled, ctx: HandlerConte
 
 #: Its consumer of booking outcomes: stream and subjects come from the routes' types (the contract).
 OUTCOMES = Subscription(
-    "analytics",
+    "audit",
     (
         Route(booking_events.BookingConfirmed, on_confirmed),
         Route(booking_events.BookingCancelled, on_cancelled),
     ),
 )
-TOPOLOGY = Topology(service="analytics", subscriptions=(OUTCOMES,))
+TOPOLOGY = Topology(service="audit", subscriptions=(OUTCOMES,))
 
 
-async def test_an_analytics_service_joins_without_touching_the_others(stack: Stack, tmp_path: Path) -> None:
+async def test_an_audit_service_joins_without_touching_the_others(stack: Stack, tmp_path: Path) -> None:
     settings = ConsumerSettings(
-        service_name="analytics",
+        service_name="audit",
         nats_url=stack.nats_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
         log_format="text",
     )
     # It publishes nothing (yet), so it owns no stream; it only reads BOOKING.

@@ -71,6 +71,7 @@ class Booked:
     record: commands_pb2.BookingRecord
     token: str
     command_id: str = ""
+    email: str = ""
     created: Envelope | None = None
     facts: list[Envelope] = field(default_factory=list)
 
@@ -94,6 +95,7 @@ class FakeBookingService:
         self._sub: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.last_headers: dict[str, str] = {}
+        self.last_command: commands_pb2.CreateBookingCommand | None = None
 
     async def start(self) -> None:
         for stream in (BOOKING, PAYMENT, DLQ):
@@ -113,6 +115,7 @@ class FakeBookingService:
         self.last_headers = dict(msg.headers or {})
         command = commands_pb2.CreateBookingCommand()
         command.ParseFromString(msg.data)
+        self.last_command = command
         reply = self._create(command, self.last_headers)
         await msg.respond(reply.SerializeToString())
         if reply.WhichOneof("result") == "booking" and not reply.replayed:
@@ -124,7 +127,7 @@ class FakeBookingService:
         self, c: commands_pb2.CreateBookingCommand, headers: dict[str, str]
     ) -> commands_pb2.CreateBookingReply:
         error = validate_booking_request(
-            c.user_id, c.amount_cents, c.currency, c.payment_token, c.idempotency_key
+            c.user_id, c.amount_cents, c.currency, c.payment_token, c.idempotency_key, email=c.email
         )
         if error is not None:
             return commands_pb2.CreateBookingReply(
@@ -158,7 +161,7 @@ class FakeBookingService:
             created_at=ts(now),
             updated_at=ts(now),
         )
-        self.bookings[record.booking_id] = Booked(record, c.payment_token, headers.get(H_ID, ""))
+        self.bookings[record.booking_id] = Booked(record, c.payment_token, headers.get(H_ID, ""), c.email)
         if c.idempotency_key:
             self._by_key[key] = (record.booking_id, fingerprint)
         return commands_pb2.CreateBookingReply(booking=record)
@@ -173,6 +176,7 @@ class FakeBookingService:
             currency=r.currency,
             payment_token=booked.token,
             created_at=r.created_at,
+            email=booked.email,
         )
         booked.created = await publish(
             self._js,

@@ -8,7 +8,9 @@ import grpc
 import httpx
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
+from choreo.commands import H_REJECTED, REJECTED_EXPIRED, REJECTED_OVERLOADED
 from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.gateway.v1 import gateway_pb2_grpc
 from tests.gateway.conftest import StartGateway
@@ -67,3 +69,29 @@ async def test_a_silent_booking_service_times_out_as_unavailable(
     # Without a key of its own the client learns the one the gateway sent, to retry safely with.
     assert 'retry with idempotency_key "gw-' in details, details
     assert len(received) == 1
+
+
+@pytest.mark.parametrize(
+    ("rejection", "said"),
+    [(REJECTED_OVERLOADED, "is overloaded"), (REJECTED_EXPIRED, "took the request too late")],
+)
+async def test_a_rejected_command_is_unavailable_and_was_not_created(
+    start_gateway: StartGateway, sqlite_url: str, nc: NATS, rejection: str, said: str
+) -> None:
+    async def reject(msg: Msg) -> None:
+        await nc.publish(msg.reply, b"", headers={H_REJECTED: rejection})
+
+    await nc.subscribe(CMD_CREATE_BOOKING, queue="booking", cb=reject)
+    await nc.flush()
+    gateway = await start_gateway(sqlite_url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = gateway_pb2_grpc.BookingGatewayServiceStub(channel)
+        keyed = gw.CreateBookingRequest()
+        keyed.CopyFrom(REQUEST)
+        keyed.idempotency_key = "order-1"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateBooking(keyed, timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details() == (
+        f'the booking service {said}: the booking was not created; retry with idempotency_key "order-1"'
+    )

@@ -1,6 +1,6 @@
-"""The analytics service's first table (what `python -m choreo.migrate` writes for a new branch).
+"""The audit service's first table (what `python -m choreo.migrate` writes for a new branch).
 
-Revision ID: analytics_0001
+Revision ID: audit_0001
 Revises:
 """
 
@@ -11,15 +11,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "analytics_0001"
+revision: str = "audit_0001"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = ("analytics",)
+branch_labels: str | Sequence[str] | None = ("audit",)
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
     op.create_table(
-        "analytics_outcomes",
+        "audit_outcomes",
         sa.Column("booking_id", sa.String(64), primary_key=True),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("correlation_id", sa.String(64), nullable=False),
@@ -27,4 +27,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("analytics_outcomes")
+    op.drop_table("audit_outcomes")

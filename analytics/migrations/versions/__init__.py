@@ -1,0 +1,1 @@
+"""Revisions of the analytics service's tables: Alembic branch ``analytics``."""

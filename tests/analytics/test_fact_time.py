@@ -1,0 +1,32 @@
+"""A fact's time is its own field, else its ``ce-time`` (as UTC), else it cannot be used."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from analytics.handlers import UnusableFactError, fact_time_us
+from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import to_timestamp
+from tests.analytics.facts import T0, wrap
+
+ENV = wrap(booking_events.BookingConfirmed(booking_id="b1"), "wf-1")
+
+
+def test_the_field_wins_over_ce_time() -> None:
+    assert fact_time_us(to_timestamp(T0 + 7), dataclasses.replace(ENV, time="2020-01-01T00:00:00Z")) == T0 + 7
+
+
+@pytest.mark.parametrize(
+    "ce_time", ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00"]
+)
+def test_an_unset_field_falls_back_to_ce_time_in_utc(ce_time: str) -> None:
+    unset = booking_events.BookingConfirmed().confirmed_at
+    assert fact_time_us(unset, dataclasses.replace(ENV, time=ce_time)) == T0
+
+
+def test_no_time_at_all_is_unusable() -> None:
+    unset = booking_events.BookingConfirmed().confirmed_at
+    with pytest.raises(UnusableFactError, match="has no time"):
+        fact_time_us(unset, dataclasses.replace(ENV, time=""))
