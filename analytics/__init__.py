@@ -14,5 +14,5 @@ Settings are ``ANALYTICS_*`` (``analytics.settings``): among them ``ANALYTICS_NA
 
 Rebuilding: its database holds nothing the BOOKING stream does not. Delete it (or empty
 its table) and restart: the durable consumer starts over from BOOKING's first fact
-(``analytics.replay``) and the stats come back identical.
+(``choreo.startover``) and the stats come back identical.
 """

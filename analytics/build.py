@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from analytics.migrations import MIGRATIONS
 from analytics.queries import BookingStatsHandler
-from analytics.replay import start_over_if_empty
 from analytics.settings import AnalyticsSettings
 from analytics.tables import analytics_bookings
 from analytics.topology import BOOKINGS, STATS, TOPOLOGY
 from choreo.commands import CommandServer
 from choreo.runtime import open_runtime
 from choreo.service import Service
+from choreo.startover import start_over_if_empty
 
 
 async def build(settings: AnalyticsSettings) -> Service:

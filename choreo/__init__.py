@@ -95,6 +95,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Closed": ("choreo.groupcommit", "Closed"),
     "Recovery": ("choreo.recovery", "Recovery"),
     "Restore": ("choreo.recovery", "Restore"),
+    "start_over_if_empty": ("choreo.startover", "start_over_if_empty"),
+    "read_only": ("choreo.db", "read_only"),
     "RestoreContext": ("choreo.recovery", "RestoreContext"),
     # Small shared pieces.
     "Backoff": ("choreo.retry", "Backoff"),
@@ -197,7 +199,9 @@ __all__ = [
     "parse_private_keys",
     "parse_public_key",
     "provision_stream",
+    "read_only",
     "run_main",
+    "start_over_if_empty",
     "to_timestamp",
     "type_name",
     "upsert",
@@ -232,7 +236,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         deadline_passed,
     )
     from choreo.contract import ContractError, command_options, fact_stream, fact_subject, type_name
-    from choreo.db import big_int, is_sqlite, lock_schema, make_engine, normalize_url, now_us
+    from choreo.db import big_int, is_sqlite, lock_schema, make_engine, normalize_url, now_us, read_only
     from choreo.dispatch import Dispatch
     from choreo.dlq import DLQ, copy_to_dlq
     from choreo.envelope import (
@@ -273,6 +277,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
     )
     from choreo.service import Component, Service, run_main
     from choreo.settings import ConsumerSettings, ServiceSettings
+    from choreo.startover import start_over_if_empty
     from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError
     from choreo.upserts import dialect_insert, insert_new, upsert
     from choreo.validation import FieldError, check_id

@@ -1,16 +1,18 @@
-"""``choreo up --demo``: a few bookings through the gateway, their outcomes, one trace.
+"""``choreo up --demo``: a few bookings through the gateway, their outcomes and emails, one trace.
 
 Creates bookings with the payment simulator's test tokens (one success kind,
 each decline reason) through the public gRPC API and one through the HTTP API,
-follows each with ``WatchBooking`` until it is terminal (a server stream: no
-polling), prints a table of outcomes, then the trace of one declined workflow
-(``GetWorkflowTrace``), which shows the compensating ``BookingCancelled``.
+each with an email address, follows each with ``WatchBooking`` until it is
+terminal (a server stream: no polling), prints a table of outcomes with the
+subjects of the emails each booking caused (read from ``choreo up``'s SMTP sink,
+``choreoctl.demo_emails``), then the trace of one declined workflow
+(``GetWorkflowTrace``), which shows the compensating ``BookingCancelled`` and the
+emails, and the stats of the demo's bookings (``GET /v1/stats``, ``choreoctl.demo_stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,8 +24,18 @@ import httpx
 from google.protobuf import json_format
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from choreoctl.stack.console import Console
+from choreoctl.demo_emails import (
+    DEMO_EMAIL,
+    EMAILS_PER_BOOKING,
+    describe_emails,
+    mail_note,
+    subjects_by_booking,
+)
+from choreoctl.demo_stats import ExpectedStats, fetch_stats, stats_lines, window_start
+from choreoctl.demo_trace import describe_error, show_trace
+from choreoctl.stack.console import Console, format_table
 from choreoctl.stack.devauth import DEV_USER
+from choreoctl.stack.mailroute import MailRoute
 
 CONFIRMED = gateway_pb2.BOOKING_STATUS_CONFIRMED
 CANCELLED = gateway_pb2.BOOKING_STATUS_CANCELLED
@@ -42,6 +54,14 @@ class _Endpoints(Protocol):
     @property
     def bearer_token(self) -> str | None:
         """A token for the gateway when it verifies them (its ``sub`` is ``DEV_USER``)."""
+
+    @property
+    def admin_token(self) -> str | None:
+        """A token with the ``bookings:admin`` scope (the stats), when the gateway verifies them."""
+
+    @property
+    def mail(self) -> MailRoute | None:
+        """Where the emails go (``None``: unknown, none are looked for)."""
 
 
 if TYPE_CHECKING:  # generic in the stubs only
@@ -83,6 +103,8 @@ class DemoCase:
     expected_reason: str = ""
     via: str = "grpc"
     amount_cents: int = 12_500
+    currency: str = "EUR"
+    email: str = DEMO_EMAIL
 
 
 CASES: tuple[DemoCase, ...] = (
@@ -105,6 +127,8 @@ class Outcome:
     reason: str = ""
     elapsed_ms: float | None = None
     error: str = ""
+    #: Subjects of the emails it caused, in arrival order (``None``: not looked for).
+    emails: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,6 +137,11 @@ class Outcome:
             and self.status == self.case.expected_status
             and self.reason == self.case.expected_reason
         )
+
+    @property
+    def emails_ok(self) -> bool:
+        """Every email it should have caused arrived (or emails were not looked for)."""
+        return self.emails is None or len(self.emails) >= EMAILS_PER_BOOKING
 
 
 def status_name(status: int) -> str:
@@ -125,9 +154,10 @@ async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:
     request = gateway_pb2.CreateBookingRequest(
         user_id=DEV_USER,
         amount_cents=case.amount_cents,
-        currency="EUR",
+        currency=case.currency,
         payment_token=case.token,
         idempotency_key=uuid.uuid4().hex,
+        email=case.email,
     )
     response: gateway_pb2.CreateBookingResponse = await stub.CreateBooking(request, timeout=10)
     return response.booking
@@ -139,8 +169,9 @@ async def create_via_http(client: httpx.AsyncClient, case: DemoCase) -> gateway_
         json={
             "user_id": DEV_USER,
             "amount_cents": case.amount_cents,
-            "currency": "EUR",
+            "currency": case.currency,
             "payment_token": case.token,
+            "email": case.email,
         },
         headers={"Idempotency-Key": uuid.uuid4().hex},
     )
@@ -172,23 +203,8 @@ async def run_case(stub: Any, http: httpx.AsyncClient, case: DemoCase) -> Outcom
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000
         outcome.status, outcome.reason = final.status, final.cancellation_reason
     except (grpc.RpcError, httpx.HTTPError, RuntimeError) as exc:
-        outcome.error = _describe_error(exc)
+        outcome.error = describe_error(exc)
     return outcome
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [headers, ["-" * w for w in widths], *rows]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
 
 
 def outcomes_table(outcomes: Sequence[Outcome]) -> str:
@@ -197,6 +213,12 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
         expected = status_name(o.case.expected_status) + (
             f"/{o.case.expected_reason}" if o.case.expected_reason else ""
         )
+        if not o.ok:
+            check = f"EXPECTED {expected}"
+        elif not o.emails_ok:
+            check = "EMAILS MISSING"
+        else:
+            check = "ok"
         rows.append(
             [
                 o.booking_id or "-",
@@ -205,79 +227,12 @@ def outcomes_table(outcomes: Sequence[Outcome]) -> str:
                 status_name(o.status) if not o.error else "ERROR",
                 o.reason or o.error or "-",
                 f"{o.elapsed_ms:.0f}" if o.elapsed_ms is not None else "-",
-                "ok" if o.ok else f"EXPECTED {expected}",
+                describe_emails(o.emails),
+                check,
             ]
         )
-    headers = ["booking id", "via", "token", "status", "reason", "ms", "check"]
+    headers = ["booking id", "via", "token", "status", "reason", "ms", "emails (subjects)", "check"]
     return format_table(headers, rows)
-
-
-def trace_problems(events: Sequence[gateway_pb2.TraceEvent]) -> list[str]:
-    """What is wrong with a trace of one workflow (empty when each fact was caused by the one before).
-
-    The first fact's cause is the command that started the workflow (not a fact
-    in any stream), or nothing; it must not be a fact of the trace itself.
-    """
-    if not events:
-        return ["the trace is empty"]
-    problems = []
-    if events[0].causation_id in {e.event_id for e in events}:
-        problems.append(f"the first fact {events[0].event_type} was caused by a later one")
-    for before, after in itertools.pairwise(events):
-        if after.causation_id != before.event_id:
-            problems.append(f"{after.event_type} was not caused by {before.event_type}")
-    return problems
-
-
-def trace_table(events: Sequence[gateway_pb2.TraceEvent]) -> str:
-    first = events[0].occurred_at.ToDatetime() if events else None
-    facts = {event.event_id for event in events}
-    rows = []
-    for number, event in enumerate(events, 1):
-        offset = (event.occurred_at.ToDatetime() - first).total_seconds() * 1000 if first else 0.0
-        rows.append(
-            [
-                str(number),
-                f"+{offset:.1f}ms",
-                event.event_type,
-                event.source,
-                f"{event.stream}#{event.stream_sequence}",
-                event.subject,
-                event.event_id,
-                _cause(event.causation_id, facts),
-            ]
-        )
-    headers = ["#", "at", "type (ce-type)", "source", "stream#seq", "subject", "event id", "caused by"]
-    return format_table(headers, rows)
-
-
-def _cause(causation_id: str, facts: set[str]) -> str:
-    if not causation_id:
-        return "-"
-    # A cause outside the trace is the command that started the workflow.
-    return causation_id if causation_id in facts else f"{causation_id} (command)"
-
-
-async def show_trace(stub: Any, outcome: Outcome, console: Console) -> bool:
-    """Prints the workflow trace of ``outcome``'s booking; True when it is complete and in causal order."""
-    request = gateway_pb2.GetWorkflowTraceRequest(booking_id=outcome.booking_id)
-    try:
-        response: gateway_pb2.GetWorkflowTraceResponse = await stub.GetWorkflowTrace(request, timeout=10)
-    except grpc.RpcError as exc:
-        console.text(f"GetWorkflowTrace failed: {_describe_error(exc)}")
-        return False
-    events = list(response.events)
-    title = f"Trace of booking {outcome.booking_id} ({outcome.case.token})"
-    console.text(f"\n{title}, correlation id {response.correlation_id}:")
-    console.text(trace_table(events))
-    problems = trace_problems(events)
-    if len(events) < 3:
-        problems.append(
-            f"expected at least 3 facts (created, payment outcome, booking outcome), got {len(events)}"
-        )
-    for problem in problems:
-        console.text(f"  problem: {problem}")
-    return not problems
 
 
 async def run_demo(endpoints: _Endpoints, console: Console) -> int:
@@ -285,6 +240,7 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
     console.text(
         f"Demo: {len(CASES)} bookings through {endpoints.grpc_target} (gRPC) and {endpoints.http_base}\n"
     )
+    since = window_start()
     token = endpoints.bearer_token
     # The stubs ask for a cast: their interceptor type is left open.
     interceptors = (
@@ -304,16 +260,59 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
         stub_class: Any = gateway_pb2_grpc.BookingGatewayServiceStub
         stub = stub_class(channel)
         outcomes = await asyncio.gather(*(run_case(stub, http, case) for case in CASES))
+        await attach_emails(outcomes, endpoints.mail)
         console.text(outcomes_table(outcomes))
+        if endpoints.mail is not None:
+            console.text(f"\n{mail_note(endpoints.mail)}")
         declined = next((o for o in outcomes if o.ok and o.status == CANCELLED), None)
-        traced = await show_trace(stub, declined, console) if declined is not None else False
+        traced = False
+        if declined is not None:
+            label = f"{declined.booking_id} ({declined.case.token})"
+            traced = await show_trace(stub, declined.booking_id, label, console)
+        stats_ok = await show_stats(http, since, outcomes, endpoints.admin_token, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         console.text(f"\n{len(failed)} of {len(outcomes)} bookings did not end as expected.")
+    unmailed = [o for o in outcomes if o.ok and not o.emails_ok]
+    if unmailed:
+        console.text(
+            f"\n{len(unmailed)} of {len(outcomes)} bookings did not get their {EMAILS_PER_BOOKING} emails"
+            " (see the notification log)."
+        )
     if declined is None:
         console.text("\nNo declined booking to trace.")
     elif not traced:
         console.text("\nThe trace is not complete or not in causal order.")
-    ok = not failed and traced
+    ok = not failed and not unmailed and traced and stats_ok
     console.text("\nDemo passed." if ok else "\nDemo FAILED.")
     return 0 if ok else 1
+
+
+async def attach_emails(outcomes: Sequence[Outcome], mail: MailRoute | None) -> None:
+    """Sets each created booking's email subjects, read from the sink (not with an exported server)."""
+    created = [o for o in outcomes if o.booking_id]
+    found = await subjects_by_booking(mail, [o.booking_id for o in created])
+    if found is not None:
+        for outcome in created:
+            outcome.emails = found[outcome.booking_id]
+
+
+async def show_stats(
+    http: httpx.AsyncClient,
+    since: str,
+    outcomes: Sequence[Outcome],
+    admin_token: str | None,
+    console: Console,
+) -> bool:
+    """Prints the stats of the demo's window; True when they count the demo's bookings exactly."""
+    created = [o for o in outcomes if o.booking_id and not o.error]
+    expected = ExpectedStats.of(
+        [(status_name(o.status), o.reason, o.case.amount_cents, o.case.currency) for o in created]
+    )
+    stats, problems = await fetch_stats(http, since, expected, token=admin_token)
+    console.text(f"\nStats of the bookings created since {since} (GET /v1/stats, from analytics):")
+    if stats is not None:
+        console.text("\n".join(stats_lines(stats)))
+    for problem in problems:
+        console.text(f"  problem: {problem}")
+    return not problems

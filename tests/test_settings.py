@@ -18,7 +18,7 @@ from choreo.settings import (
     UnknownVariablesError,
     unknown_variables,
 )
-from choreoctl.stack.local_stack import Ports, service_environments
+from choreoctl.stack.services import Ports, service_environments
 from gateway.settings import GatewaySettings
 from payment.settings import PaymentSettings
 from tests.support import TOKEN_KEY_ENV
@@ -260,10 +260,11 @@ def test_choreo_up_gives_each_service_only_variables_it_reads(tmp_path: Path) ->
     envs = service_environments(
         {},
         "nats://127.0.0.1:4222",
-        Ports(50051, 8080, 8081, 8082),
+        Ports(50051, 8080, {"booking": 8081, "payment": 8082}),
         tmp_path,
         payment_latency_ms=5,
         settings={name: {"NATS_USER": name, "NATS_PASSWORD": "pw"} for name in SERVICES},
+        services=tuple(SERVICES),
     )
     for name, cls in SERVICES.items():
         assert unknown_variables(cls, envs[name]) == [], name

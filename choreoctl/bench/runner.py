@@ -39,8 +39,7 @@ from choreoctl.bench.load import GrpcBookingClient, HttpBookingClient, count_pen
 from choreoctl.bench.phases import CLIENT, BookingClient, Target, measure
 from choreoctl.bench.procstats import sample_all
 from choreoctl.bench.report import evaluate_targets
-from choreoctl.bench.stack import BenchStack, find_service_pids
-from choreoctl.stack.local_stack import SERVICES
+from choreoctl.bench.stack import SERVICES, BenchStack, find_service_pids
 from payment.topology import STREAM as PAYMENT
 
 #: Reports progress, one line at a time.

@@ -1,6 +1,6 @@
 """The system under test, started the way ``choreo up`` starts it.
 
-``BenchStack`` reuses ``choreoctl.stack.local_stack`` (each service's environment,
+``BenchStack`` reuses ``choreoctl.stack.services`` (each service's environment,
 endpoints and command line) and ``choreoctl.stack.supervisor`` (spawning, readiness
 probes, graceful stops), so the benchmark measures the same processes with the
 same embedded defaults a user gets. It adds what a benchmark needs: every
@@ -18,18 +18,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from choreoctl.stack.local_stack import (
+from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
+from choreoctl.stack.services import (
     LOCALHOST,
-    SERVICES,
     Endpoints,
     Ports,
     endpoints_for,
     process_specs,
     service_environments,
 )
-from choreoctl.stack.natsserver import NatsServer
-from choreoctl.stack.ports import free_port
 from choreoctl.stack.supervisor import ProcessSpec, RestartPolicy, SupervisedProcess
+
+#: The services a benchmark runs: the booking workflow (notification and analytics only
+#: react to it, and an SMTP server's pace is not the system's).
+SERVICES = ("booking", "payment", "gateway")
 
 
 class StackError(RuntimeError):
@@ -86,10 +89,13 @@ class BenchStack:
         taken: list[int] = []
         for _ in range(4):
             taken.append(free_port(LOCALHOST, exclude=taken))
-        ports = Ports(grpc=taken[0], http=taken[1], booking_health=taken[2], payment_health=taken[3])
-        self.endpoints = endpoints_for(self.nats.url, ports, self.data_dir, self.nats.log_file)
+        health = {"booking": taken[2], "payment": taken[3]}
+        ports = Ports(grpc=taken[0], http=taken[1], health=health)
+        self.endpoints = endpoints_for(self.nats.url, ports, self.data_dir, self.nats.log_file, SERVICES)
         base = {**os.environ, **self.env}
-        envs = service_environments(base, self.nats.url, ports, self.data_dir, self.payment_latency_ms)
+        envs = service_environments(
+            base, self.nats.url, ports, self.data_dir, self.payment_latency_ms, services=SERVICES
+        )
         self._specs = {spec.name: spec for spec in process_specs(self.endpoints, envs)}
         for name in SERVICES:
             self._spawn(name)

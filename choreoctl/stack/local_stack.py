@@ -1,9 +1,11 @@
 """``choreo up``: the whole system on one machine, as separate processes.
 
-Starts a JetStream ``nats-server`` (unless ``--nats-url`` names one), then the
-booking, payment and gateway services with ``python -m <service>``, configured
-through their environment variables exactly as a deployment would configure
-them. It waits until each one is ready, prints the endpoints, restarts a service
+Starts a JetStream ``nats-server`` (unless ``--nats-url`` names one), an SMTP
+sink keeping every email in ``DIR/mail`` (unless ``NOTIFICATION_SMTP_HOST`` names
+a server, ``choreoctl.stack.mailroute``), then the booking, payment, notification,
+analytics and gateway services with ``python -m <service>``, configured through
+their environment variables exactly as a deployment would configure them
+(``choreoctl.stack.services``). It waits until each one is ready, prints the endpoints, restarts a service
 that dies, and on Ctrl-C or SIGTERM stops the services gracefully and then
 nats-server. A data directory serves one ``choreo up`` at a time (an OS lock
 held while it runs, ``choreoctl.stack.dirlock``). ``--demo`` drives a few bookings through the gateway once
@@ -22,161 +24,35 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from choreo import dbready
-from choreo.sealing import load_or_create_keypair
 from choreoctl.cli import Subcommand
 from choreoctl.stack.console import Console, print_endpoints
 from choreoctl.stack.devsecrets import SecretFileError
 from choreoctl.stack.dirlock import DirectoryInUseError, DirectoryLock
 from choreoctl.stack.logtail import LogTail
-from choreoctl.stack.natsserver import NatsServerError
+from choreoctl.stack.mailroute import HOST_VARIABLE, MailRoute, exported_server, sink_route
+from choreoctl.stack.mailsink import MAIL_DIR, MailSink
+from choreoctl.stack.natsserver import NatsServer, NatsServerError
 from choreoctl.stack.ports import PortUnavailableError, resolve_port
-from choreoctl.stack.supervisor import ProcessSpec, RestartPolicy, Supervisor, describe_exit
+from choreoctl.stack.services import (
+    HEALTH_PORTS,
+    LOCALHOST,
+    SERVICES,
+    Endpoints,
+    Ports,
+    endpoints_for,
+    process_specs,
+    service_environments,
+)
+from choreoctl.stack.supervisor import RestartPolicy, Supervisor, describe_exit
 from choreoctl.stack.upaccess import open_access
 
-LOCALHOST = "127.0.0.1"
 #: In the data directory; held by the ``choreo up`` using it.
 DATA_DIR_LOCK = "choreo-up.lock"
-
-#: The services, in start order (they do not depend on each other to start).
-SERVICES = ("booking", "payment", "gateway")
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The local ports of the services."""
-
-    grpc: int
-    http: int
-    booking_health: int
-    payment_health: int
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where the running system answers.
-
-    Attributes:
-        nats_url: The NATS server the services use.
-        grpc_target: ``host:port`` of the gateway's gRPC API.
-        http_base: Base URL of the gateway's HTTP API.
-        health: Readiness URL of each service.
-        data_dir: Databases, JetStream store and logs.
-        logs: Log file of each service (and of nats-server, when started here).
-        operator_url: NATS URL with the operator's credentials (when nats-server is ours).
-        gateway_auth: The gateway's ``GATEWAY_AUTH``.
-        tokens: Bearer tokens for the gateway by what they are for (``user``, ``admin``),
-            when it verifies them.
-    """
-
-    nats_url: str
-    grpc_target: str
-    http_base: str
-    health: Mapping[str, str]
-    data_dir: Path
-    logs: Mapping[str, Path]
-    operator_url: str | None = None
-    gateway_auth: str = "none"
-    tokens: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def bearer_token(self) -> str | None:
-        """The user token, for clients of the gateway (the demo)."""
-        return self.tokens.get("user")
-
-
-def service_environments(
-    base: Mapping[str, str],
-    nats_url: str,
-    ports: Ports,
-    data_dir: Path,
-    payment_latency_ms: int | None,
-    *,
-    settings: Mapping[str, Mapping[str, str]] | None = None,
-) -> dict[str, dict[str, str]]:
-    """The environment of each service process.
-
-    What ``choreo up`` decides (NATS URL, ports, latency when given, and
-    ``settings``: by service, settings without its prefix, such as its NATS
-    credentials) overrides the inherited environment; the rest are defaults
-    that an exported variable replaces, e.g.
-    ``BOOKING_DATABASE_URL=postgresql+asyncpg://...`` to run the booking service
-    on PostgreSQL.
-    """
-    defaults: dict[str, dict[str, str]] = {
-        name: {
-            "DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-        }
-        for name in SERVICES
-    }
-    # Booking's and payment's health endpoints; the gateway answers probes on its HTTP port.
-    defaults["booking"]["HEALTH_HOST"] = defaults["payment"]["HEALTH_HOST"] = LOCALHOST
-    # Locally the gateway listens on loopback only; export GATEWAY_HOST=0.0.0.0 to expose it.
-    defaults["gateway"]["HOST"] = LOCALHOST
-    # Anyone reaching the gateway may act as any user, unless `choreo up --auth`.
-    defaults["gateway"]["AUTH"] = "none"
-    defaults["payment"]["PROVIDER_LEDGER_URL"] = f"sqlite+aiosqlite:///{data_dir / 'psp-ledger.db'}"
-    # Payment tokens are sealed to payment's key (choreo.sealing): one pair per data directory.
-    private_key, public_key = load_or_create_keypair(data_dir / "payment-token.key")
-    defaults["payment"]["TOKEN_PRIVATE_KEY"] = private_key
-    defaults["booking"]["PAYMENT_TOKEN_PUBLIC_KEY"] = public_key
-    forced: dict[str, dict[str, str]] = {name: {"NATS_URL": nats_url} for name in SERVICES}
-    forced["booking"]["HEALTH_PORT"] = str(ports.booking_health)
-    forced["payment"]["HEALTH_PORT"] = str(ports.payment_health)
-    forced["gateway"].update(GRPC_PORT=str(ports.grpc), HTTP_PORT=str(ports.http))
-    if payment_latency_ms is not None:
-        forced["payment"]["PROVIDER_LATENCY_MS"] = str(payment_latency_ms)
-    for name, values in (settings or {}).items():
-        forced[name].update(values)
-    envs = {}
-    for name in SERVICES:
-        prefix = f"{name.upper()}_"
-        env = dict(base)
-        for key, value in defaults[name].items():
-            env.setdefault(prefix + key, value)
-        env.update({prefix + key: value for key, value in forced[name].items()})
-        # Log lines reach the file as they are written, not when a buffer fills.
-        env["PYTHONUNBUFFERED"] = "1"
-        envs[name] = env
-    return envs
-
-
-def endpoints_for(nats_url: str, ports: Ports, data_dir: Path, nats_log: Path | None) -> Endpoints:
-    logs = {name: data_dir / "logs" / f"{name}.log" for name in SERVICES}
-    if nats_log is not None:
-        logs["nats"] = nats_log
-    return Endpoints(
-        nats_url=nats_url,
-        grpc_target=f"{LOCALHOST}:{ports.grpc}",
-        http_base=f"http://{LOCALHOST}:{ports.http}",
-        health={
-            "booking": f"http://{LOCALHOST}:{ports.booking_health}/readyz",
-            "payment": f"http://{LOCALHOST}:{ports.payment_health}/readyz",
-            "gateway": f"http://{LOCALHOST}:{ports.http}/readyz",
-        },
-        data_dir=data_dir,
-        logs=logs,
-    )
-
-
-def process_specs(endpoints: Endpoints, envs: Mapping[str, Mapping[str, str]]) -> list[ProcessSpec]:
-    return [
-        ProcessSpec(
-            name=name,
-            argv=[sys.executable, "-m", name],
-            env=envs[name],
-            log_file=endpoints.logs[name],
-            ready_url=endpoints.health[name],
-        )
-        for name in SERVICES
-    ]
 
 
 def resolve_ports(args: argparse.Namespace, console: Console) -> Ports:
@@ -191,12 +67,18 @@ def resolve_ports(args: argparse.Namespace, console: Console) -> Ports:
         chosen.append(port)
         return port
 
-    return Ports(
-        grpc=pick("gRPC port", args.grpc_port, 50051),
-        http=pick("HTTP port", args.http_port, 8080),
-        booking_health=pick("booking health port", args.booking_health_port, 8081),
-        payment_health=pick("payment health port", args.payment_health_port, 8082),
-    )
+    grpc = pick("gRPC port", args.grpc_port, 50051)
+    http = pick("HTTP port", args.http_port, 8080)
+    health = {
+        name: pick(f"{name} health port", getattr(args, health_port_option(name)), default)
+        for name, default in HEALTH_PORTS.items()
+    }
+    return Ports(grpc=grpc, http=http, health=health)
+
+
+def health_port_option(service: str) -> str:
+    """The ``argparse`` destination of ``--<service>-health-port``."""
+    return f"{service}_health_port"
 
 
 def _log_tail(path: Path, lines: int = 15) -> list[str]:
@@ -254,40 +136,51 @@ async def run_stack(
         loop.add_signal_handler(sig, on_signal)
     if not await create_databases(os.environ, console):
         return 2
-    access = await open_access(args.nats_url, args.auth, data_dir, SERVICES, LOCALHOST, console)
-    nats = access.nats
-    envs = service_environments(
-        os.environ, access.nats_url, ports, data_dir, args.payment_latency_ms, settings=access.settings
-    )
-    endpoints = replace(
-        endpoints_for(access.nats_url, ports, data_dir, nats.log_file if nats else None),
-        operator_url=access.operator_url,
-        gateway_auth=envs["gateway"]["GATEWAY_AUTH"],
-        tokens=access.tokens,
-    )
-    tail = LogTail(
-        {name: endpoints.logs[name] for name in SERVICES},
-        console.event,
-        logging.INFO if args.verbose else logging.WARNING,
-    )
-    tail.skip_existing()
+    # Closed in reverse: nats-server, then the SMTP sink (after the services, below).
+    async with contextlib.AsyncExitStack() as resources:
+        mail = await open_mail(os.environ, data_dir, console, resources)
+        access = await open_access(args.nats_url, args.auth, data_dir, SERVICES, LOCALHOST, console)
+        nats = access.nats
+        if nats is not None:
+            resources.push_async_callback(_stop_nats, nats, console)
+        envs = service_environments(
+            os.environ,
+            access.nats_url,
+            ports,
+            data_dir,
+            args.payment_latency_ms,
+            settings=access.settings,
+            mail=mail,
+        )
+        endpoints = replace(
+            endpoints_for(access.nats_url, ports, data_dir, nats.log_file if nats else None),
+            operator_url=access.operator_url,
+            gateway_auth=envs["gateway"]["GATEWAY_AUTH"],
+            tokens=access.tokens,
+            mail=mail,
+        )
+        tail = LogTail(
+            {name: endpoints.logs[name] for name in SERVICES},
+            console.event,
+            logging.INFO if args.verbose else logging.WARNING,
+        )
+        tail.skip_existing()
 
-    def report(name: str, message: str) -> None:
-        tail.poll()  # what the service logged before this event is shown before it
-        console.event(name, message)
+        def report(name: str, message: str) -> None:
+            tail.poll()  # what the service logged before this event is shown before it
+            console.event(name, message)
 
-    policy = RestartPolicy(stop_grace=args.stop_grace)
-    supervisor = Supervisor(process_specs(endpoints, envs), policy, report)
-    tail_task = asyncio.create_task(tail.run())
-    # An interrupted demo did not show what it should: that is not a success.
-    interrupted = 130 if after_ready is not None else 0
-    result = 0
-    try:
-        supervisor.start()
-        ready_then = _ready_then(supervisor, endpoints, console, args, after_ready)
-        result = await _until_stopped(ready_then, stop, interrupted)
-    finally:
+        policy = RestartPolicy(stop_grace=args.stop_grace)
+        supervisor = Supervisor(process_specs(endpoints, envs), policy, report)
+        tail_task = asyncio.create_task(tail.run())
+        # An interrupted demo did not show what it should: that is not a success.
+        interrupted = 130 if after_ready is not None else 0
+        result = 0
         try:
+            supervisor.start()
+            ready_then = _ready_then(supervisor, endpoints, console, args, after_ready)
+            result = await _until_stopped(ready_then, stop, interrupted)
+        finally:
             console.event("choreo", "stopping services")
             # Services warn that NATS disconnected as they drain; only errors matter now.
             tail.min_level = max(tail.min_level, logging.ERROR)
@@ -296,15 +189,37 @@ async def run_stack(
             await asyncio.gather(tail_task, return_exceptions=True)
             for name, code in codes.items():
                 console.event(name, "stopped" if code is None else f"stopped ({describe_exit(code)})")
-        finally:
-            if nats is not None:
-                await asyncio.to_thread(nats.stop)
-                console.event("nats", "stopped")
     unclean = [name for name, code in codes.items() if code not in (None, 0, -signal.SIGTERM)]
     if unclean:
         console.event("choreo", f"did not stop cleanly: {', '.join(unclean)} (see their logs)")
         return result or 1
     return result
+
+
+async def _stop_nats(nats: NatsServer, console: Console) -> None:
+    await asyncio.to_thread(nats.stop)
+    console.event("nats", "stopped")
+
+
+async def open_mail(
+    environ: Mapping[str, str], data_dir: Path, console: Console, resources: contextlib.AsyncExitStack
+) -> MailRoute:
+    """The exported SMTP server, or the sink started here (stopped when ``resources`` closes)."""
+    route = exported_server(environ)
+    if route is None:
+        sink = MailSink(data_dir / MAIL_DIR, LOCALHOST)
+        await sink.start()
+        resources.push_async_callback(_stop_sink, sink, console)
+        route = sink_route(environ, sink.store.directory, sink.host, sink.port)
+        if route.dropped:
+            console.event("mail", f"{HOST_VARIABLE} is not set: ignoring {', '.join(route.dropped)}")
+    console.event("mail", route.describe())
+    return route
+
+
+async def _stop_sink(sink: MailSink, console: Console) -> None:
+    await sink.stop()
+    console.event("mail", f"SMTP sink stopped ({sink.received} emails received)")
 
 
 async def _until_stopped(work: Awaitable[int], stop: asyncio.Event, interrupted: int) -> int:
@@ -364,12 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="./var", help="databases, JetStream store and log files")
     parser.add_argument("--grpc-port", type=int, help="gateway gRPC port (default 50051, or a free one)")
     parser.add_argument("--http-port", type=int, help="gateway HTTP port (default 8080, or a free one)")
-    parser.add_argument(
-        "--booking-health-port", type=int, help="booking /readyz port (default 8081, or a free one)"
-    )
-    parser.add_argument(
-        "--payment-health-port", type=int, help="payment /readyz port (default 8082, or a free one)"
-    )
+    for name, port in HEALTH_PORTS.items():
+        parser.add_argument(
+            f"--{name}-health-port",
+            type=int,
+            dest=health_port_option(name),
+            help=f"{name} /readyz port (default {port}, or a free one)",
+        )
     parser.add_argument(
         "--payment-latency-ms",
         type=int,

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from choreoctl.cli import build_parser, load_subcommands, main
-from choreoctl.stack import local_stack
-from choreoctl.stack.local_stack import Ports, endpoints_for, process_specs, service_environments
+from choreoctl.stack import services
+from choreoctl.stack.services import Ports, endpoints_for, process_specs, service_environments
 
-PORTS = Ports(grpc=50051, http=8080, booking_health=8081, payment_health=8082)
+PORTS = Ports(
+    grpc=50051, http=8080, health={"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084}
+)
 
 
 def test_up_options_parse() -> None:
@@ -29,6 +31,10 @@ def test_up_options_parse() -> None:
             "0",
             "--http-port",
             "1",
+            "--notification-health-port",
+            "2",
+            "--analytics-health-port",
+            "3",
         ]
     )
     assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.http_port) == (
@@ -37,6 +43,11 @@ def test_up_options_parse() -> None:
         "/d",
         0,
         1,
+    )
+    assert (args.notification_health_port, args.analytics_health_port, args.booking_health_port) == (
+        2,
+        3,
+        None,
     )
     args = parser.parse_args(["up"])
     assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.payment_latency_ms) == (
@@ -91,9 +102,38 @@ def test_services_run_as_modules_of_this_interpreter(tmp_path: Path) -> None:
     endpoints = endpoints_for("nats://127.0.0.1:4222", PORTS, tmp_path, tmp_path / "nats" / "nats-server.log")
     envs = service_environments({}, endpoints.nats_url, PORTS, tmp_path, None)
     specs = {spec.name: spec for spec in process_specs(endpoints, envs)}
-    assert list(specs) == list(local_stack.SERVICES)
+    assert list(specs) == list(services.SERVICES)
     assert specs["booking"].argv == [sys.executable, "-m", "booking"]
     assert specs["gateway"].ready_url == "http://127.0.0.1:8080/readyz"
     assert specs["payment"].ready_url == "http://127.0.0.1:8082/readyz"
     assert specs["booking"].log_file == tmp_path / "logs" / "booking.log"
     assert endpoints.logs["nats"] == tmp_path / "nats" / "nats-server.log"
+    assert specs["notification"].argv == [sys.executable, "-m", "notification"]
+    assert specs["notification"].ready_url == "http://127.0.0.1:8083/readyz"
+    assert specs["analytics"].ready_url == "http://127.0.0.1:8084/readyz"
+    assert specs["analytics"].log_file == tmp_path / "logs" / "analytics.log"
+
+
+def test_notification_and_analytics_are_configured_like_a_deployment(tmp_path: Path) -> None:
+    base = {"ANALYTICS_DATABASE_URL": "postgresql+asyncpg://db/analytics", "NOTIFICATION_HEALTH_PORT": "1"}
+    envs = service_environments(base, "nats://127.0.0.1:4333", PORTS, tmp_path, None)
+    notification, analytics = envs["notification"], envs["analytics"]
+    assert notification["NOTIFICATION_NATS_URL"] == analytics["ANALYTICS_NATS_URL"] == "nats://127.0.0.1:4333"
+    assert notification["NOTIFICATION_DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'notification.db'}"
+    assert analytics["ANALYTICS_DATABASE_URL"] == "postgresql+asyncpg://db/analytics", "an exported URL wins"
+    assert (notification["NOTIFICATION_HEALTH_PORT"], analytics["ANALYTICS_HEALTH_PORT"]) == ("8083", "8084")
+    assert notification["NOTIFICATION_HEALTH_HOST"] == analytics["ANALYTICS_HEALTH_HOST"] == "127.0.0.1"
+    assert notification["NOTIFICATION_LOG_FORMAT"] == "json"
+    assert envs["gateway"]["GATEWAY_STREAMS"] == "BOOKING,PAYMENT,NOTIFICATION"
+    exported = service_environments({"GATEWAY_STREAMS": "BOOKING"}, "nats://x:1", PORTS, tmp_path, None)
+    assert exported["gateway"]["GATEWAY_STREAMS"] == "BOOKING", "an exported list wins"
+
+
+def test_the_bench_runs_the_booking_workflow_only(tmp_path: Path) -> None:
+    core = ("booking", "payment", "gateway")
+    ports = Ports(grpc=1, http=2, health={"booking": 3, "payment": 4})
+    envs = service_environments({}, "nats://x:1", ports, tmp_path, None, services=core)
+    assert list(envs) == list(core)
+    assert envs["gateway"]["GATEWAY_STREAMS"] == "BOOKING,PAYMENT"
+    endpoints = endpoints_for("nats://x:1", ports, tmp_path, None, core)
+    assert [spec.name for spec in process_specs(endpoints, envs)] == list(core)

@@ -24,7 +24,7 @@ import pytest
 from choreo import dbready
 from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.ports import free_port
-from tests.cli.test_up import Up
+from tests.cli.upprocess import ANY_PORT, Up
 from tests.conftest import PG_URL, _pg_admin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,18 +228,7 @@ def test_choreo_up_creates_the_databases_exported_urls_name(
     names = {service: unique(f"up_{service}") for service in ("booking", "payment")}
     for service, name in names.items():
         monkeypatch.setenv(f"{service.upper()}_DATABASE_URL", f"{SERVER}/{name}")
-    up = Up(
-        "--data-dir",
-        str(tmp_path / "var"),
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--booking-health-port",
-        "0",
-        "--payment-health-port",
-        "0",
-    )
+    up = Up("--data-dir", str(tmp_path / "var"), *ANY_PORT)
     try:
         for name in names.values():
             up.wait_for(rf"created database '{name}' on 127\.0\.0\.1:5432")

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import stat
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats.errors
 import pytest
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -25,9 +23,9 @@ from choreo.pull import PullReader
 from choreoctl.ops.dlq import read_dead_letters, redrive
 from choreoctl.stack.devsecrets import SecretFileError, SecretStore
 from choreoctl.stack.natsserver import NatsServer
-from choreoctl.stack.natsusers import CONFIG_FILES, USERS, NatsUsers, packaged_config, write_server_config
+from choreoctl.stack.natsusers import USERS, NatsUsers, packaged_config
+from tests.cli.conftest import Connect
 from tests.cli.test_dlq import choreo_cli
-from tests.natssession import Session
 from tests.streams import BOOKING, DLQ, PAYMENT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,48 +79,6 @@ def test_generated_secrets_start_with_a_letter(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "S0").write_text("-Yz0123456789abcdef\n")
     with pytest.raises(SecretFileError, match="a letter"):
         store.get("S0")
-
-
-@pytest.fixture
-def up_nats(tmp_path: Path) -> Iterator[tuple[NatsServer, NatsUsers]]:
-    """nats-server as `choreo up` runs it."""
-    users = NatsUsers.load(SecretStore(tmp_path / "secrets"))
-    config = write_server_config(tmp_path / "config")
-    assert sorted(p.name for p in config.parent.iterdir()) == sorted(CONFIG_FILES)
-    server = NatsServer(tmp_path / "store", config_file=config, env=users.server_env())
-    server.start()
-    yield server, users
-    server.kill()
-
-
-Connect = Callable[[str], Awaitable[Session]]
-
-
-@pytest.fixture
-async def connect(up_nats: tuple[NatsServer, NatsUsers]) -> AsyncIterator[Connect]:
-    server, users = up_nats
-    sessions: list[Session] = []
-
-    async def as_user(user: str) -> Session:
-        session = Session(nc=NATS())
-
-        async def on_error(exc: Exception) -> None:
-            session.errors.append(str(exc))
-
-        session.nc = await natsclient.connect(
-            server.url,
-            user=user,
-            password=users.passwords[user],
-            error_cb=on_error,
-            allow_reconnect=False,
-            inbox_prefix=inbox_prefix(user),
-        )
-        sessions.append(session)
-        return session
-
-    yield as_user
-    for session in sessions:
-        await session.nc.close()
 
 
 async def test_only_payment_may_publish_payment_facts(connect: Connect) -> None:

@@ -1,4 +1,9 @@
-"""``choreo up`` end to end: real nats-server, the real services as processes, real signals."""
+"""``choreo up`` end to end: real nats-server, the real services as processes, real signals.
+
+These run every service, notification and analytics included: they need those
+packages (issue 11's other parts). ``test_up_standins.py`` runs ``choreo up`` with
+stand-ins for those two.
+"""
 
 from __future__ import annotations
 
@@ -7,145 +12,22 @@ import os
 import re
 import signal
 import stat
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
-import httpx
 import jwt
 import nats
 import nats.errors
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from choreo.natsidentity import inbox_prefix
+from choreoctl.stack.mailsink import MailSink, MailStore, read_headers
 from choreoctl.stack.natsserver import NatsServer
 from choreoctl.stack.ports import free_port
+from choreoctl.stack.services import SERVICES
 from tests.cli.test_dlq import choreo_cli
-from tests.support import SERVICES
+from tests.cli.upprocess import Up, alive, assert_ready, assert_stopped_cleanly, process_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-ANY_PORT = [
-    "--grpc-port",
-    "0",
-    "--http-port",
-    "0",
-    "--booking-health-port",
-    "0",
-    "--payment-health-port",
-    "0",
-]
-
-
-class Up:
-    """A running ``choreo up`` whose console output is collected line by line."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "choreoctl", "up", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 60.0, after: int = 0) -> re.Match[str]:
-        """The first line from index ``after`` matching ``pattern``; fails at the deadline or on exit."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
-
-    def endpoint(self, label: str) -> str:
-        return self.wait_for(rf"^  {label}\s+(\S+)").group(1)
-
-    def service_pids(self) -> dict[str, int]:
-        pids = {}
-        for line in self.lines:
-            match = re.search(r" (booking|payment|gateway)\s+started \(pid (\d+)\)", line)
-            if match:
-                pids[match.group(1)] = int(match.group(2))
-        return pids
-
-    def interrupt(self, timeout: float = 60.0) -> int:
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        """Clean-up after a failed test: no process may outlive it."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for pid in self.service_pids().values():
-            if alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@pytest.fixture
-def start_up(tmp_path: Path) -> Iterator[type[Up]]:
-    started: list[Up] = []
-
-    class Started(Up):
-        def __init__(self, *args: str) -> None:
-            super().__init__("--data-dir", str(tmp_path / "var"), *ANY_PORT, *args)
-            started.append(self)
-
-    yield Started
-    for up in started:
-        up.kill()
-
-
-def assert_ready(up: Up) -> None:
-    for name in SERVICES:
-        url = up.wait_for(rf"^  health\s+{name}\s+(\S+)").group(1)
-        assert httpx.get(url, timeout=5).status_code == 200, url
-    with grpc.insecure_channel(up.endpoint("gRPC")) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    openapi = httpx.get(up.endpoint("OpenAPI"), timeout=5)
-    assert "/v1/bookings" in openapi.json()["paths"]
-
-
-def assert_stopped_cleanly(up: Up, code: int) -> None:
-    assert code == 0, up.output
-    for name in SERVICES:
-        assert re.search(rf" {name}\s+stopped \(exit 0\)", up.output), name
-    assert not [pid for pid in up.service_pids().values() if alive(pid)]
 
 
 async def test_up_starts_everything_and_stops_on_sigint(start_up: type[Up], tmp_path: Path) -> None:
@@ -163,13 +45,15 @@ async def test_up_starts_everything_and_stops_on_sigint(start_up: type[Up], tmp_
         streams = {info.config.name for info in await nc.jetstream().streams_info()}
     finally:
         await nc.close()
-    assert {"BOOKING", "PAYMENT", "DLQ"} <= streams
+    assert {"BOOKING", "PAYMENT", "NOTIFICATION", "DLQ"} <= streams
     code, out = await choreo_cli("dlq", "--nats-url", operator_url, "list")
     assert (code, out.strip()) == (0, "the DLQ is empty")
     data = tmp_path / "var"
     for name in SERVICES:
         assert (data / "logs" / f"{name}.log").stat().st_size > 0
     assert (data / "booking.db").exists() and (data / "nats" / "jetstream").is_dir()
+    assert (data / "notification.db").exists() and (data / "analytics.db").exists()
+    assert re.search(rf"^  mail\s+{re.escape(str(data / 'mail'))}\s+\(one \.eml per email\)", up.output, re.M)
     assert re.search(r"auth\s+none: anyone reaching the gateway may act as any user", up.output)
     code = up.interrupt()
     assert_stopped_cleanly(up, code)
@@ -217,11 +101,6 @@ async def test_up_runs_nats_with_a_user_per_service(start_up: type[Up], tmp_path
     again.wait_for("Press Ctrl-C to stop.", timeout=90)
     assert {p.name: p.read_text() for p in secrets.iterdir()} == before
     assert_stopped_cleanly(again, again.interrupt())
-
-
-def process_env(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 def test_a_killed_service_is_restarted(start_up: type[Up], nats_server: NatsServer, tmp_path: Path) -> None:
@@ -285,6 +164,43 @@ def test_demo_prints_every_outcome_and_a_trace(start_up: type[Up], auth: bool, t
     assert "Demo passed." in out
     assert ("auth        jwt" in out) == auth and ("auth        none" in out) == (not auth)
     assert_stopped_cleanly(up, code)
+    # Each booking's two emails: beside its outcome (subjects with its id), and in DIR/mail.
+    mail = tmp_path / "var" / "mail"
+    stored = [read_headers(path) for path in MailStore(mail).paths()]
+    for row in rows:
+        booking_id = row.split()[0]
+        assert row.count(booking_id) >= 3 and " | " in row, row
+        mine = [m for m in stored if m.booking_id == booking_id]
+        assert len(mine) == 2 and {m.to for m in mine} == {"demo@example.com"}, mine
+        assert all(booking_id in m.subject and m.subject in row for m in mine), (mine, row)
+    assert f"Emails: {mail} (one .eml per email" in out
+    assert "choreo.notification.v1.NotificationSent" in trace, "the trace shows the emails"
+    assert "  bookings    created 6, confirmed 3, cancelled 3" in out
+    assert "  cancelled   card_declined 1, insufficient_funds 1, invalid_payment_token 1" in out
+    assert "  confirmed   EUR 292.00" in out
+
+
+async def test_demo_with_an_exported_smtp_server_sends_there(start_up: type[Up], tmp_path: Path) -> None:
+    """With NOTIFICATION_SMTP_HOST exported, no sink runs: the emails reach that server."""
+    async with MailSink(tmp_path / "external") as server:
+        env = {
+            **os.environ,
+            "NOTIFICATION_SMTP_HOST": server.host,
+            "NOTIFICATION_SMTP_PORT": str(server.port),
+            "NOTIFICATION_SMTP_SECURITY": "none",
+        }
+        up = start_up("--demo", env=env)
+        code = await asyncio.to_thread(up.process.wait, 180)
+        await asyncio.to_thread(up._reader.join, 5)
+        received = [read_headers(path) for path in MailStore(tmp_path / "external").paths()]
+    out = up.output
+    assert code == 0, out
+    assert f"emails go to the SMTP server {server.host}:{server.port}" in out
+    assert f"Emails went to the SMTP server {server.host}:{server.port} (NOTIFICATION_SMTP_HOST)" in out
+    assert not (tmp_path / "var" / "mail").exists()
+    rows = [line for line in out.splitlines() if re.search(r"\s(grpc|http)\s+tok_", line)]
+    assert len(rows) == 6 and len(received) == 12, (out, received)
+    assert {m.booking_id for m in received} == {row.split()[0] for row in rows}
 
 
 def test_services_that_never_get_ready_are_reported_with_their_logs(start_up: type[Up]) -> None:

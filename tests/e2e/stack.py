@@ -31,6 +31,10 @@ def service_of(name: str) -> str:
     return name.rsplit("-", 1)[0] if "-" in name else name
 
 
+#: Services that join by subscribing; a stack runs them when asked (``joining``).
+JOINING = ("notification", "analytics")
+
+
 class Stack:
     """booking, payment and gateway processes sharing one nats-server.
 
@@ -42,6 +46,8 @@ class Stack:
         replicas: Processes per worker service (booking, payment; default 1 each).
             Replicas of a service share its database.
         ledger_url: The simulated provider's ledger (default: a SQLite file under ``root``).
+        joining: Services of ``JOINING`` to run as well (one process each, started before
+            the gateway); each needs its own settings in ``env`` where it has required ones.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class Stack:
         env: dict[str, str] | None = None,
         replicas: dict[str, int] | None = None,
         ledger_url: str | None = None,
+        joining: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.nats_url = nats_url
@@ -67,12 +74,15 @@ class Stack:
                 for service in ("booking", "payment")
                 for i in range(1, counts[service] + 1)
             ),
+            *joining,
             "gateway",
         ]
+        if set(joining) - set(JOINING):
+            raise ValueError(f"joining services are among {JOINING}: {joining}")
         self.health_ports = {name: free_port() for name in self.names if name != "gateway"}
-        self.database_urls = {name: f"sqlite+aiosqlite:///{root / f'{name}.db'}" for name in SERVICES} | (
-            database_urls or {}
-        )
+        self.database_urls = {
+            name: f"sqlite+aiosqlite:///{root / f'{name}.db'}" for name in (*SERVICES, *joining)
+        } | (database_urls or {})
         self.ledger_url = ledger_url or f"sqlite+aiosqlite:///{root / 'psp-ledger.db'}"
         self.extra_env = env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -190,9 +190,9 @@ def test_keys_command_prints_a_pair_that_works() -> None:
 
 def test_choreo_up_makes_a_key_pair_in_its_data_dir_and_reuses_it(tmp_path: Path) -> None:
     from choreo.sealing import TokenOpener, parse_private_keys
-    from choreoctl.stack.local_stack import Ports, service_environments
+    from choreoctl.stack.services import HEALTH_PORTS, Ports, service_environments
 
-    ports = Ports(grpc=1, http=2, booking_health=3, payment_health=4)
+    ports = Ports(grpc=1, http=2, health={name: 3 + i for i, name in enumerate(HEALTH_PORTS)})
     first = service_environments({}, "nats://127.0.0.1:1", ports, tmp_path, None)
     again = service_environments({}, "nats://127.0.0.1:1", ports, tmp_path, None)
     private = first["payment"]["PAYMENT_TOKEN_PRIVATE_KEY"]

@@ -1,20 +1,23 @@
-"""A database that holds nothing makes the durable consumer start over from the stream's first fact.
+"""A database that holds nothing makes a durable consumer start over from its stream's first fact.
 
-Analytics' state is the sum of the booking facts its consumer handled, and where the
-consumer stands is kept by NATS (the durable's acknowledgements), not in the database.
-A new, empty database under a durable that has already handled facts would only see
-the facts after them. So at start-up, before the consumer runs: when the service's
-tables hold no row, the durable is deleted, with the database's inbox and delivery-attempt
-rows of it; the consumer then creates it again, and ``DeliverPolicy.ALL`` replays the
-stream from its first fact. The handlers are idempotent upserts that give the same rows in any order,
-so the rebuilt database answers exactly as the lost one did.
+For a service whose tables are only what its consumer made of another service's
+stream (a projection, statistics), where the consumer stands is kept by NATS (the
+durable's acknowledgements), not in the database. A new, empty database under a
+durable that has already handled facts would only see the facts after them. So at
+start-up, before the consumer runs: when the given tables hold no row, the durable is
+deleted, with the database's inbox and delivery-attempt rows of it; the consumer then
+creates it again, and ``DeliverPolicy.ALL`` replays the stream from its first fact.
+This is right only for handlers that give the same rows in any order and any number
+of times (idempotent upserts): the rebuilt database then answers as the lost one did.
 
 Deleting the database (or emptying its tables) is thus how an operator rebuilds it.
 Replicas starting together on one empty database may each delete the durable: the
 facts are then handled again, with the same result. A stream whose only facts for the
 durable were dead-lettered leaves the tables empty too: each start reads them again (and
-dead-letters them again), which costs a little and changes no figure. The replay is
-complete only while BOOKING keeps every fact (no ``max_age``, as choreo provisions it).
+dead-letters them again). The replay is complete only while the stream keeps every fact
+(no ``max_age``, as choreo provisions a service's stream by default).
+
+The consumer's NATS user needs the right to delete its own durable.
 """
 
 from __future__ import annotations

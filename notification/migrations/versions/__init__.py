@@ -1,0 +1,1 @@
+"""Revisions of the notification service's tables: Alembic branch ``notification``."""
