@@ -2,9 +2,11 @@
 #
 #   docker build --build-arg SERVICE=booking -t choreo/booking:0.1.0 .
 #   docker build --build-arg SERVICE=payment -t choreo/payment:0.1.0 .
+#   docker build --build-arg SERVICE=notification -t choreo/notification:0.1.0 .
+#   docker build --build-arg SERVICE=analytics -t choreo/analytics:0.1.0 .
 #   docker build --build-arg SERVICE=gateway -t choreo/gateway:0.1.0 .
 #
-# The three images share every layer but the last; each service is tagged (and so rolled)
+# The images share every layer but the last; each service is tagged (and so rolled)
 # on its own. SERVICE only sets the default command: Kubernetes sets `python -m <service>`
 # explicitly. The runtime stage has no compiler, no pip cache and no source tree.
 
@@ -33,7 +35,7 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip install --no-deps /tmp/dist/choreo-*.whl \
     && python -m compileall -q /opt/venv/lib \
-    && python -c "import choreo, choreoctl, booking, payment, gateway"
+    && python -c "import choreo, choreoctl, booking, payment, notification, analytics, gateway"
 
 FROM python:3.11-slim-bookworm AS runtime
 ARG SERVICE=gateway
@@ -59,8 +61,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     CHOREO_SERVICE=${SERVICE}
 WORKDIR /app
 USER 10001:10001
-# gateway: gRPC 50051, HTTP 8080; booking health 8081; payment health 8082.
-EXPOSE 50051 8080 8081 8082
+# gateway: gRPC 50051, HTTP 8080; health of booking 8081, payment 8082, notification 8083,
+# analytics 8084.
+EXPOSE 50051 8080 8081 8082 8083 8084
 # Kubernetes probes the services itself (see k8s/); an image-level check would need a
 # service-specific port, so the image defines none.
 HEALTHCHECK NONE

@@ -23,11 +23,20 @@ def stub(channel: grpc.aio.Channel) -> gateway_pb2_grpc.BookingGatewayServiceAsy
 
 
 async def create(
-    client: gateway_pb2_grpc.BookingGatewayServiceAsyncStub, token: str, key: str, deadline: float = 60.0
+    client: gateway_pb2_grpc.BookingGatewayServiceAsyncStub,
+    token: str,
+    key: str,
+    deadline: float = 60.0,
+    email: str = "",
 ) -> gw.Booking:
     """CreateBooking, retried with the same idempotency key while the system is unavailable."""
     request = gw.CreateBookingRequest(
-        user_id="k8s-user", amount_cents=1299, currency="EUR", payment_token=token, idempotency_key=key
+        user_id="k8s-user",
+        amount_cents=1299,
+        currency="EUR",
+        payment_token=token,
+        idempotency_key=key,
+        email=email,
     )
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline

@@ -96,6 +96,8 @@ class LocalPod:
         replace: Settings whose rendered value points into the cluster, with the local value
             to use; each must exist in the rendered environment or the secret volume (a file
             of the volume gets the local value as its content).
+        operator: Settings the overlay leaves to the operator (the prod SMTP relay), with the
+            value the operator would set; none may be in the rendered environment.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class LocalPod:
         *,
         secrets: Mapping[SecretRef, str],
         replace: Mapping[str, str],
+        operator: Mapping[str, str] | None = None,
         tls_ca: Path | None = None,
     ) -> None:
         self.name = name
@@ -125,6 +128,9 @@ class LocalPod:
         files = {} if volume is None else volume.files
         missing = sorted(set(replace) - set(rendered) - set(files))
         assert not missing, f"{name}: the manifest has no {missing}; update the test with the manifest"
+        operator = dict(operator or {})
+        preset = sorted(set(operator) & (set(rendered) | set(files)))
+        assert not preset, f"{name}: the manifest sets {preset}, which the test gives as the operator's"
         container_ports = {p["containerPort"]: p["name"] for p in self.container["ports"]}
         #: Container port name -> the local port the process listens on.
         self.ports: dict[str, int] = {}
@@ -166,6 +172,7 @@ class LocalPod:
                 self.env[key] = self._local_sqlite(key, value, path)
             else:
                 self.env[key] = value
+        self.env.update(operator)
         unbound = set(container_ports.values()) - set(self.ports)
         assert not unbound, f"{name}: no setting binds container port(s) {unbound}"
         self.log_file = workdir / f"{name}.log"

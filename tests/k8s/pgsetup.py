@@ -18,7 +18,12 @@ from tests.k8s.manifests import K8S
 SCRIPT = K8S / "base" / "postgres" / "init-databases.sh"
 #: service -> the databases its role owns (the payment simulator keeps its own ledger). The
 #: gateway has none: its read model is SQLite on each of its pods' own volume.
-DATABASES = {"booking": ["booking"], "payment": ["payment", "payment_ledger"]}
+DATABASES = {
+    "booking": ["booking"],
+    "payment": ["payment", "payment_ledger"],
+    "notification": ["notification"],
+    "analytics": ["analytics"],
+}
 
 
 def psql() -> str:

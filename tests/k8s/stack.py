@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.k8s.manifests import Manifests, SecretRef, only_container
+from choreoctl.stack.ports import free_port
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef, only_container
 from tests.k8s.natsconf import FILES, server_env, write_config
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
-from tests.support import SERVICES
 from tests.tlscerts import CertificateAuthority
 
 
@@ -141,3 +146,82 @@ def nats_cluster(
         yield cluster
     finally:
         cluster.stop()
+
+
+@dataclass(frozen=True)
+class MailSink:
+    """The dev overlay's mail sink running on loopback: where notification sends, and its log."""
+
+    host: str
+    port: int
+    log_file: Path
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def smtp_settings(self) -> dict[str, str]:
+        """notification's settings for this sink (plain SMTP, no login), as the dev overlay sets them."""
+        return {
+            "NOTIFICATION_SMTP_HOST": self.host,
+            "NOTIFICATION_SMTP_PORT": str(self.port),
+            "NOTIFICATION_SMTP_SECURITY": "none",
+        }
+
+
+@contextmanager
+def mail_sink(dev: Manifests, workdir: Path, timeout: float = 30.0) -> Iterator[MailSink]:
+    """The dev overlay's ``mail-sink`` container, its command run as it is on a free loopback
+    port (only the listen address changes), ready when its TCP readiness probe would pass."""
+    container = only_container(dev.get("Deployment", "mail-sink"))
+    (port_spec,) = container["ports"]
+    listen = f"0.0.0.0:{port_spec['containerPort']}"
+    assert container["readinessProbe"]["tcpSocket"]["port"] == port_spec["name"]
+    port = free_port()
+    command = [f"127.0.0.1:{port}" if arg == listen else arg for arg in container["command"]]
+    assert command != container["command"], f"the sink does not listen on {listen}: {command}"
+    if command[0] == "python":
+        command[0] = sys.executable
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = workdir / "mail-sink.log"
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, f"the mail sink exited: {log_file.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"the mail sink is not listening: {log_file.read_text()}"
+                time.sleep(0.1)
+        yield MailSink("127.0.0.1", port, log_file)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def notification_smtp(overlay: Manifests, sink: MailSink) -> tuple[dict[str, str], dict[str, str]]:
+    """(replace, operator) for notification's LocalPod: the overlay's SMTP settings pointed at the
+    local sink. What the overlay sets is replaced; what it leaves to the operator (prod: the
+    relay, the sender) is given as the operator would; a relay login (prod's notification-smtp
+    Secret) is emptied, since the sink takes mail without one."""
+    env = overlay.settings_env(overlay.get("Deployment", "notification"))
+    wanted = {**sink.smtp_settings(), "NOTIFICATION_MAIL_FROM": "bookings@choreo.test"}
+    replace = {k: v for k, v in wanted.items() if k in env and k != "NOTIFICATION_MAIL_FROM"}
+    operator = {k: v for k, v in wanted.items() if k not in env}
+    for login in ("NOTIFICATION_SMTP_USERNAME", "NOTIFICATION_SMTP_PASSWORD"):
+        if login in env:
+            replace[login] = ""
+    return replace, operator

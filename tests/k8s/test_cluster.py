@@ -26,9 +26,16 @@ from choreo.natsidentity import inbox_prefix
 from gateway.settings import GatewaySettings
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
-from tests.k8s.manifests import Manifests, SecretRef
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef
 from tests.k8s.natsproc import ConfiguredNats, LocalCluster
-from tests.k8s.stack import SERVICES, nats_cluster, nats_passwords, sqlite_urls, user_passwords
+from tests.k8s.stack import (
+    mail_sink,
+    nats_cluster,
+    nats_passwords,
+    notification_smtp,
+    sqlite_urls,
+    user_passwords,
+)
 from tests.support import eventually
 from tests.tlscerts import CertificateAuthority
 
@@ -45,8 +52,9 @@ INTERVAL = 0.08
 #: The killed node stays down at least this long, so bookings flow on the two others.
 MIN_DOWNTIME = 2.0
 TOKENS = ("tok_visa", "tok_chargeDeclined")
-#: Facts each booking leaves in each stream: created + confirmed/cancelled; one payment outcome.
-FACTS_PER_BOOKING = {"BOOKING": 2, "PAYMENT": 1}
+#: Facts each booking leaves in each stream: created + confirmed/cancelled; one payment outcome;
+#: one NotificationSent for each of the two booking facts (status skipped: no email given).
+FACTS_PER_BOOKING = {"BOOKING": 2, "PAYMENT": 1, "NOTIFICATION": 2}
 
 
 def stream_state(node: ConfiguredNats, stream: str) -> tuple[int, int]:
@@ -75,8 +83,13 @@ async def replicas_agree(cluster: LocalCluster, expected: dict[str, int], timeou
 async def test_bookings_survive_a_nats_node_crash(overlays: dict[str, Manifests], tmp_path: Path) -> None:
     prod = overlays["prod"]
     passwords = nats_passwords(prod)
-    with nats_cluster(prod, tmp_path / "nats", passwords) as cluster:
+    with (
+        nats_cluster(prod, tmp_path / "nats", passwords) as cluster,
+        mail_sink(overlays["dev"], tmp_path / "mail") as sink,
+    ):
         assert len(cluster.nodes) == 3
+        # notification's relay: the operator's in prod, the dev overlay's mail sink here.
+        smtp, operator = notification_smtp(prod, sink)
         urls = ",".join(cluster.urls)
         ca: CertificateAuthority = cluster.ca  # type: ignore[attr-defined]
         gateway_cert = ca.issue("gateway", client=False)
@@ -105,7 +118,9 @@ async def test_bookings_survive_a_nats_node_crash(overlays: dict[str, Manifests]
                     f"{service.upper()}_NATS_URL": urls,
                     **sqlite_urls(prod, service, tmp_path / service),
                     **{k: v for k, v in local.items() if k.startswith(service.upper() + "_")},
+                    **(smtp if service == "notification" else {}),
                 },
+                operator=operator if service == "notification" else {},
                 tls_ca=ca.cert_file,
             )
             for service in SERVICES
@@ -191,9 +206,16 @@ async def _flow(cluster: LocalCluster, gateway: LocalPod, booking_password: str)
             final = await client.wait_terminal(stub, booking.booking_id, timeout=60)
             assert final.status == client.EXPECTED[token], final
         for _, booking in created[:10]:
-            trace = await stub.GetWorkflowTrace(
-                gw.GetWorkflowTraceRequest(booking_id=booking.booking_id), timeout=5
-            )
+            request = gw.GetWorkflowTraceRequest(booking_id=booking.booking_id)
+            # notification's facts may follow the booking's outcome by a moment.
+            trace = await stub.GetWorkflowTrace(request, timeout=5)
+            end = asyncio.get_running_loop().time() + 30
+            while (
+                len(trace.events) < sum(FACTS_PER_BOOKING.values())
+                and asyncio.get_running_loop().time() < end
+            ):
+                await asyncio.sleep(0.2)
+                trace = await stub.GetWorkflowTrace(request, timeout=5)
             assert len(trace.events) == sum(FACTS_PER_BOOKING.values()), trace
     # Every acknowledged booking's facts are on every replica, once (the restarted node caught up).
     await replicas_agree(cluster, {s: n * BOOKINGS for s, n in FACTS_PER_BOOKING.items()} | {"DLQ": 0})

@@ -7,8 +7,7 @@ import re
 import pytest
 
 from tests.k8s.dockerfile import Stage, ignored, parse, read_ignore
-from tests.k8s.manifests import REPO
-from tests.support import SERVICES
+from tests.k8s.manifests import REPO, SERVICES
 
 
 @pytest.fixture(scope="module")

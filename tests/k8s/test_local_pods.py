@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.localpod import LocalPod, sqlite_path
-from tests.k8s.manifests import Manifests, SecretRef
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef
 from tests.k8s.pgsetup import DATABASES, ServiceDatabases, service_databases
-from tests.k8s.stack import SERVICES, nats_passwords, single_nats
+from tests.k8s.stack import mail_sink, nats_passwords, notification_smtp, single_nats
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +32,15 @@ def test_each_deployment_starts_and_becomes_ready(
 ) -> None:
     dev = overlays["dev"]
     passwords = nats_passwords(dev)
-    with single_nats(dev, tmp_path / "nats", passwords) as nats:
+    with single_nats(dev, tmp_path / "nats", passwords) as nats, mail_sink(dev, tmp_path / "mail") as sink:
         pods = []
         for service in SERVICES:
             env = dev.settings_env(dev.get("Deployment", service))
             secrets: dict[SecretRef, str] = {}
             replace = {f"{service.upper()}_NATS_URL": nats.url}
+            if service == "notification":
+                # The dev mail sink, as its Deployment runs it, on loopback.
+                replace.update(notification_smtp(dev, sink)[0])
             for key, value in env.items():
                 if not isinstance(value, SecretRef):
                     continue
@@ -85,3 +88,37 @@ def test_each_deployment_starts_and_becomes_ready(
         finally:
             for pod in pods:
                 pod.kill()
+
+
+def test_prod_notification_waits_for_the_operators_relay(
+    overlays: dict[str, Manifests], tmp_path: Path
+) -> None:
+    """The prod overlay names no SMTP relay: its notification pod refuses to start, naming the
+    variable the operator must set (k8s/overlays/prod/notification-smtp.env), rather than start
+    and fail every email."""
+    prod = overlays["prod"]
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not read: the service stops before it connects\n")
+    pod = LocalPod(
+        prod,
+        "notification",
+        tmp_path / "notification",
+        secrets={},
+        replace={
+            "NOTIFICATION_NATS_URL": "nats://127.0.0.1:1",
+            "NOTIFICATION_NATS_TLS_CA_FILE": str(ca),
+            "NOTIFICATION_NATS_PASSWORD": "test-password",
+            "NOTIFICATION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notification.db'}",
+            "NOTIFICATION_SMTP_USERNAME": "relay-user",
+            "NOTIFICATION_SMTP_PASSWORD": "relay-password",
+        },
+    )
+    pod.start()
+    try:
+        assert pod.process is not None
+        assert pod.process.wait(60) != 0
+    finally:
+        pod.kill()
+    log = pod.log_tail()
+    assert "NOTIFICATION_SMTP_HOST is not set" in log, log
+    assert "relay-password" not in log

@@ -10,10 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from choreoctl.stack.natsserver import find_binary
-from tests.k8s.manifests import K8S, Manifests, Obj, SecretRef, only_container
+from tests.k8s.manifests import K8S, SERVICES, Manifests, Obj, SecretRef, only_container
 from tests.k8s.natsconf import auth_users, routes, server_env, write_config
 from tests.k8s.stack import local_nats_tls
-from tests.support import SERVICES
 
 OVERLAYS = ("dev", "prod")
 EXPECTED_NODES = {"dev": 1, "prod": 3}

@@ -19,27 +19,44 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import SecretStr
 
 from booking.topology import PAYMENTS
 from choreo import bus
+from choreo.analytics.v1 import queries_pb2
 from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
 from choreo.consumer import EventConsumer
+from choreo.contract import command_options, fact_stream, fact_subject
+from choreo.gateway.v1 import gateway_pb2 as gw
 from choreo.natsidentity import inbox_prefix
+from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.settings import ServiceSettings
+from choreo.topology import Stream
 from tests.k8s import client
 from tests.k8s.localpod import LocalPod
-from tests.k8s.manifests import Manifests
+from tests.k8s.manifests import SERVICES, Manifests
 from tests.k8s.natsproc import ConfiguredNats
-from tests.k8s.stack import SERVICES, nats_passwords, single_nats, sqlite_urls, user_passwords
+from tests.k8s.stack import (
+    MailSink,
+    mail_sink,
+    nats_passwords,
+    notification_smtp,
+    single_nats,
+    sqlite_urls,
+    user_passwords,
+)
 from tests.natssession import Session
 from tests.streams import BOOKING, DLQ, PAYMENT, STREAMS
 from tests.support import poll
 
 #: How nats-server logs a refused publish or subscription.
 VIOLATION = re.compile(r"(Publish|Subscription) Violation")
+#: notification's stream and fact, and analytics' query, as the contract names them.
+NOTIFICATION_SENT = fact_subject(notification_events.NotificationSent)
+NOTIFICATION = Stream(fact_stream(notification_events.NotificationSent), ("notification.>",))
+STATS_QUERY = command_options(queries_pb2.BookingStatsQuery)
 
 
 @pytest.fixture
@@ -97,10 +114,17 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
     booking: Session = await connect("booking")
     payment: Session = await connect("payment")
     gateway: Session = await connect("gateway")
+    notification: Session = await connect("notification")
+    analytics: Session = await connect("analytics")
     attempts = [
         (payment, "booking.created"),
         (gateway, "booking.created"),
         (gateway, "payment.failed"),
+        (booking, NOTIFICATION_SENT),
+        (gateway, NOTIFICATION_SENT),
+        (analytics, NOTIFICATION_SENT),
+        (booking, STATS_QUERY.subject),
+        (payment, STATS_QUERY.subject),
         (booking, "dlq.booking.payment"),
         (payment, "cmd.booking.create"),
         # JetStream API: another service's stream, another's durable consumer, deleting a stream.
@@ -117,24 +141,142 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
         (gateway, "$JS.API.CONSUMER.CREATE.PAYMENT.booking"),
         (gateway, "$JS.API.CONSUMER.DELETE.PAYMENT.booking"),
         (gateway, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT.booking"),
+        # The new durables on BOOKING are out of reach of the stream's owner and of the gateway.
+        (booking, "$JS.API.CONSUMER.DELETE.BOOKING.notification"),
+        (booking, "$JS.API.CONSUMER.CREATE.BOOKING.analytics"),
+        (gateway, "$JS.API.CONSUMER.DELETE.BOOKING.analytics"),
+        (gateway, "$JS.API.CONSUMER.MSG.NEXT.BOOKING.notification"),
+        (notification, "$JS.API.CONSUMER.DELETE.BOOKING.analytics"),
+        (analytics, "$JS.API.CONSUMER.DELETE.BOOKING.notification"),
+        (analytics, "$JS.API.CONSUMER.DELETE.BOOKING.payment"),
+        (payment, "$JS.API.STREAM.CREATE.NOTIFICATION"),
+        (gateway, "$JS.API.STREAM.PURGE.NOTIFICATION"),
     ]
     for session, subject in attempts:
         await session.nc.publish(subject, b"{}")
-    for session in (booking, payment, gateway):
+    for session in (booking, payment, gateway, notification, analytics):
         await session.nc.flush()
     for session, subject in attempts:
         assert await session.denied(f'"{subject}"'), f"{subject} was not refused: {session.errors}"
     await payment.nc.subscribe("cmd.booking.create")
     await gateway.nc.subscribe("booking.>")
+    # Nobody else may take (and answer) the gateway's stats queries.
+    await payment.nc.subscribe(STATS_QUERY.subject, queue=STATS_QUERY.queue)
+    await notification.nc.subscribe(STATS_QUERY.subject)
     assert await payment.denied('"cmd.booking.create"')
     assert await gateway.denied('"booking.>"')
+    assert await payment.denied(f'"{STATS_QUERY.subject}"')
+    assert await notification.denied(f'"{STATS_QUERY.subject}"')
+
+
+async def test_notification_publishes_only_its_own_facts(connect) -> None:  # type: ignore[no-untyped-def]
+    """notification provisions NOTIFICATION and publishes NotificationSent into it, and nothing
+    that another service owns: no booking or payment fact, no command, no query."""
+    notification: Session = await connect("notification")
+    js = notification.nc.jetstream(timeout=2)
+    await ensure_stream(js, NOTIFICATION)
+    await ensure_stream(js, DLQ)
+    ack = await js.publish(NOTIFICATION_SENT, b"x", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    assert ack.stream == NOTIFICATION.name
+    await notification.nc.publish("dlq.booking.notification", b"{}")
+    await notification.nc.flush()
+    assert notification.errors == []
+    forged = [
+        "booking.created",
+        "booking.confirmed",
+        "booking.cancelled",
+        "payment.succeeded",
+        "cmd.booking.create",
+        STATS_QUERY.subject,
+        "dlq.booking.payment",
+        "$JS.API.STREAM.CREATE.BOOKING",
+        "$JS.API.STREAM.UPDATE.DLQ",
+        "$JS.API.STREAM.DELETE.NOTIFICATION",
+        "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment",
+        "$JS.API.CONSUMER.DELETE.BOOKING.notification",
+    ]
+    for subject in forged:
+        await notification.nc.publish(subject, b"{}")
+    await notification.nc.flush()
+    for subject in forged:
+        assert await notification.denied(f'"{subject}"'), f"notification may publish {subject}"
+    # The gateway reads NOTIFICATION into each booking's trace, as it reads BOOKING.
+    gateway: Session = await connect("gateway")
+    gjs = gateway.nc.jetstream(timeout=2)
+    assert (await gjs.stream_info(NOTIFICATION.name)).state.messages == 1
+    await gjs.add_consumer(NOTIFICATION.name, ConsumerConfig(name="gateway-test", ack_policy=AckPolicy.NONE))
+    await gjs.delete_consumer(NOTIFICATION.name, "gateway-test")
+    assert gateway.errors == []
+
+
+async def test_analytics_publishes_nothing_but_its_answers(connect) -> None:  # type: ignore[no-untyped-def]
+    """analytics answers the gateway's stats queries (one answer per request, on the requester's
+    inbox), in its queue group only, and may publish nothing else but its own dead letters and the
+    JetStream calls of its durable: no fact, no command, no query, no unsolicited reply."""
+    analytics: Session = await connect("analytics")
+    gateway: Session = await connect("gateway")
+    booking: Session = await connect("booking")
+    await ensure_stream(booking.nc.jetstream(timeout=2), BOOKING)
+
+    async def answer(msgs: object) -> list[bytes]:
+        return [b"stats" for _ in msgs]  # type: ignore[attr-defined]
+
+    server = CommandServer(analytics.nc, STATS_QUERY.subject, STATS_QUERY.queue, answer)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.ready.wait(), 5)
+        reply = await gateway.nc.request(STATS_QUERY.subject, b"", timeout=2)
+        assert reply.data == b"stats"
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
+    assert analytics.errors == [] and gateway.errors == []
+    # Its durable on BOOKING, including deleting it to rebuild an empty database by replay.
+    ajs = analytics.nc.jetstream(timeout=2)
+    durable = ConsumerConfig(durable_name="analytics", ack_policy=AckPolicy.EXPLICIT)
+    await ajs.add_consumer(BOOKING.name, durable)
+    await ajs.consumer_info(BOOKING.name, "analytics")
+    await ajs.delete_consumer(BOOKING.name, "analytics")
+    await ensure_stream(ajs, DLQ)
+    await analytics.nc.publish("dlq.booking.analytics", b"{}")
+    await analytics.nc.flush()
+    assert analytics.errors == []
+    forged = [
+        "booking.created",
+        "payment.succeeded",
+        NOTIFICATION_SENT,
+        "cmd.booking.create",
+        STATS_QUERY.subject,
+        f"{inbox_prefix('gateway')}.forged",
+        "dlq.booking.payment",
+        "$JS.API.STREAM.CREATE.ANALYTICS",
+        "$JS.API.STREAM.UPDATE.DLQ",
+        "$JS.API.STREAM.PURGE.BOOKING",
+        "$JS.API.CONSUMER.CREATE.BOOKING.replay",
+        "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment",
+        "$JS.API.CONSUMER.DURABLE.CREATE.PAYMENT.analytics",
+    ]
+    for subject in forged:
+        await analytics.nc.publish(subject, b"{}")
+    await analytics.nc.flush()
+    for subject in forged:
+        assert await analytics.denied(f'"{subject}"'), f"analytics may publish {subject}"
+    # Outside its queue group the query subject is refused (a lone subscriber would see every query).
+    await analytics.nc.subscribe(STATS_QUERY.subject)
+    assert await analytics.denied(f'"{STATS_QUERY.subject}"')
 
 
 #: Each consumer's DLQ subject (``dlq.<stream>.<consumer>``), by the user that consumes.
 DLQ_SUBJECTS = {
     "booking": ["dlq.payment.booking"],
     "payment": ["dlq.booking.payment"],
-    "gateway": ["dlq.booking.gateway-projection", "dlq.payment.gateway-projection"],
+    "notification": ["dlq.booking.notification"],
+    "analytics": ["dlq.booking.analytics"],
+    "gateway": [
+        "dlq.booking.gateway-projection",
+        "dlq.payment.gateway-projection",
+        "dlq.notification.gateway-projection",
+    ],
 }
 
 
@@ -193,17 +335,17 @@ async def test_no_user_may_read_another_users_inbox(  # type: ignore[no-untyped-
     for subject in ("_INBOX.>", "_INBOX_gateway.>", ">"):
         assert await spy.denied(f'"{subject}"'), f"payment may subscribe to {subject}"
     # Every user may subscribe under its own prefix, and under nobody else's.
-    for user in ("booking", "payment", "gateway"):
+    for user in SERVICES:
         session: Session = await connect(user)
         await session.nc.subscribe(f"{inbox_prefix(user)}.>")
         await session.nc.flush()
         assert not await session.denied(f'"{inbox_prefix(user)}.>"', timeout=0.3), session.errors
-        for other in ("booking", "payment", "gateway", "operator"):
+        for other in (*SERVICES, "operator"):
             if other != user:
                 await session.nc.subscribe(f"{inbox_prefix(other)}.>")
         await session.nc.subscribe("_INBOX.>")
         await session.nc.flush()
-        for other in ("booking", "payment", "gateway", "operator"):
+        for other in (*SERVICES, "operator"):
             if other != user:
                 assert await session.denied(f'"{inbox_prefix(other)}.>"'), f"{user} reads {other}'s inbox"
         assert await session.denied('"_INBOX.>"'), f"{user} may subscribe to _INBOX.>"
@@ -268,7 +410,7 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
     await ensure_stream(booking.nc.jetstream(timeout=2), DLQ)
     wanted = stream_config(DLQ)
     hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
-    for user in ("gateway", "payment"):
+    for user in ("gateway", "payment", "notification", "analytics"):
         session: Session = await connect(user)
         js = session.nc.jetstream(timeout=1)
         with pytest.raises(nats.errors.TimeoutError):
@@ -331,7 +473,7 @@ async def test_unknown_user_and_wrong_password_are_refused(
 async def test_services_work_under_their_permissions(overlays: dict[str, Manifests], tmp_path: Path) -> None:
     dev = overlays["dev"]
     passwords = nats_passwords(dev)
-    with single_nats(dev, tmp_path / "nats", passwords) as node:
+    with single_nats(dev, tmp_path / "nats", passwords) as node, mail_sink(dev, tmp_path / "mail") as sink:
         pods = [
             LocalPod(
                 dev,
@@ -341,6 +483,7 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
                 replace={
                     f"{service.upper()}_NATS_URL": node.url,
                     **sqlite_urls(dev, service, tmp_path / service),
+                    **(notification_smtp(dev, sink)[0] if service == "notification" else {}),
                 },
             )
             for service in SERVICES
@@ -354,12 +497,16 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.ports['grpc']}") as channel:
                 stub = client.stub(channel)
                 created = [
-                    (token, await client.create(stub, token, key=uuid.uuid4().hex))
-                    for token in ("tok_visa", "tok_chargeDeclined", "tok_visa")
+                    (
+                        token,
+                        await client.create(stub, token, key=uuid.uuid4().hex, email=f"k8s{i}@choreo.test"),
+                    )
+                    for i, token in enumerate(("tok_visa", "tok_chargeDeclined", "tok_visa"))
                 ]
                 for token, booking in created:
                     final = await client.wait_terminal(stub, booking.booking_id, timeout=30)
                     assert final.status == client.EXPECTED[token], final
+                await _notified_and_counted(stub, sink, [booking for _, booking in created])
             refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
             assert not refused, "a service was refused something it needs:\n" + "\n".join(refused)
             # The same booking user the service runs as is refused the payment service's subjects.
@@ -403,6 +550,42 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
         finally:
             for pod in pods:
                 pod.kill()
+
+
+async def _notified_and_counted(stub: object, sink: MailSink, bookings: list[gw.Booking]) -> None:
+    """Under their permissions, notification emails each booking twice (received, settled) and
+    publishes each email's fact into NOTIFICATION, which the gateway shows in the booking's trace;
+    analytics answers the gateway's stats query with every booking."""
+    ids = [b.booking_id for b in bookings]
+
+    def mails() -> int:
+        text = sink.log_text()
+        return text.count("MESSAGE FOLLOWS") if all(i in text for i in ids) else 0
+
+    _, sent = await poll(mails, lambda n: n >= 2 * len(ids), 30.0, 0.1)
+    assert sent, f"the mail sink got {mails()} emails:\n{sink.log_text()[-2000:]}"
+
+    async def notification_trace(booking_id: str) -> list[str]:
+        trace = await stub.GetWorkflowTrace(gw.GetWorkflowTraceRequest(booking_id=booking_id), timeout=5)  # type: ignore[attr-defined]
+        return [e.event_type for e in trace.events if e.stream == "NOTIFICATION"]
+
+    async def created() -> int:
+        stats = await stub.GetBookingStats(gw.GetBookingStatsRequest(), timeout=5)  # type: ignore[attr-defined]
+        return int(stats.bookings_created)
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 15.0
+    for booking_id in ids:
+        events = await notification_trace(booking_id)
+        while len(events) < 2 and loop.time() < end:
+            await asyncio.sleep(0.1)
+            events = await notification_trace(booking_id)
+        assert events == [notification_events.NotificationSent.DESCRIPTOR.full_name] * 2, events
+    count = await created()
+    while count != len(ids) and loop.time() < end:
+        await asyncio.sleep(0.1)
+        count = await created()
+    assert count == len(ids), f"analytics counted {count} bookings, not {len(ids)}"
 
 
 @pytest.mark.slow

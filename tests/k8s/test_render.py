@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s import certmanager, tools
-from tests.k8s.manifests import K8S, Manifests, kustomization_dirs, render
+from tests.k8s.manifests import K8S, SERVICES, Manifests, kustomization_dirs, render
 
 kubernetes_validate = tools.import_module("kubernetes_validate", "pip install kubernetes-validate")
 
@@ -33,7 +33,7 @@ def test_kustomization_renders_valid_objects(kubectl: str, directory: Path) -> N
 def test_every_overlay_and_base_is_found() -> None:
     found = {str(p.relative_to(K8S)) for p in kustomization_dirs()}
     assert {"base", "overlays/dev", "overlays/prod"} <= found
-    assert {"base/booking", "base/payment", "base/gateway", "base/nats", "base/postgres"} <= found
+    assert {f"base/{service}" for service in SERVICES} | {"base/nats", "base/postgres"} <= found
 
 
 def test_strict_validation_rejects_an_unknown_field(overlays: dict[str, Manifests]) -> None:

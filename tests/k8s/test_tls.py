@@ -17,9 +17,9 @@ import pytest
 
 from booking.settings import BookingSettings
 from choreo.bus import connect
-from tests.k8s.manifests import Manifests, SecretRef, only_container
+from tests.k8s.manifests import SERVICES, Manifests, SecretRef, only_container
 from tests.k8s.natsproc import ConfiguredNats
-from tests.k8s.stack import SERVICES, nats_cluster, nats_passwords
+from tests.k8s.stack import nats_cluster, nats_passwords
 
 pytestmark = pytest.mark.slow
 

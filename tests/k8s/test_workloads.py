@@ -4,6 +4,8 @@ match what the services really read (their settings, ports, grace periods, image
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,20 @@ from pydantic_settings import BaseSettings
 
 from choreo.settings import unknown_variables
 from tests.k8s.dockerfile import parse
-from tests.k8s.manifests import REPO, Manifests, Obj, SecretRef, containers, only_container
+from tests.k8s.manifests import (
+    DEV_ONLY,
+    REPO,
+    SERVICES,
+    Manifests,
+    Obj,
+    SecretRef,
+    containers,
+    only_container,
+    render,
+)
 from tests.k8s.pgsetup import DATABASES
 from tests.k8s.semantics import selector_matches
-from tests.support import SERVICES, TOKEN_KEY_ENV
+from tests.support import TOKEN_KEY_ENV
 
 OVERLAYS = ("dev", "prod")
 SETTINGS = {
@@ -34,8 +46,20 @@ SETTINGS = {
 SETTINGS = {
     "booking": "booking.settings.BookingSettings",
     "payment": "payment.settings.PaymentSettings",
+    "notification": "notification.settings.NotificationSettings",
+    "analytics": "analytics.settings.AnalyticsSettings",
     "gateway": "gateway.settings.GatewaySettings",
 }
+#: What the prod overlay leaves to the operator (k8s/overlays/prod/notification-smtp.env), with
+#: the kind of value the operator sets; the service refuses to start without the relay.
+OPERATOR_SETTINGS = {
+    "notification": {
+        "NOTIFICATION_SMTP_HOST": "smtp.example.com",
+        "NOTIFICATION_MAIL_FROM": "bookings@example.com",
+    }
+}
+#: The mail ports notification's NetworkPolicy opens to addresses outside the cluster.
+SMTP_PORTS = {25, 465, 587}
 #: Seconds the process needs, after its own grace period, to exit before SIGKILL.
 EXIT_MARGIN = (5, 15)
 
@@ -114,15 +138,18 @@ def test_every_pod_is_isolated_by_network_policies(overlays: dict[str, Manifests
         assert own, f"{w['metadata']['name']} has no NetworkPolicy of its own"
 
 
-def _egress_ports(overlay: Manifests, app: str) -> set[tuple[str, int]]:
-    """(peer app or 'dns', port) pairs a service's NetworkPolicy lets it connect to."""
-    policy = overlay.get("NetworkPolicy", app)
+def _egress_ports(overlay: Manifests, app: str, policy_name: str | None = None) -> set[tuple[str, int]]:
+    """(peer app, 'kube-dns' or an ipBlock CIDR, port) pairs a NetworkPolicy lets the pods connect to."""
+    policy = overlay.get("NetworkPolicy", policy_name or app)
     allowed = set()
     for rule in policy["spec"].get("egress", []):
         for peer in rule["to"]:
-            target = peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name") or peer["podSelector"][
-                "matchLabels"
-            ].get("k8s-app")
+            if "ipBlock" in peer:
+                target = peer["ipBlock"]["cidr"]
+                assert not peer["ipBlock"].get("except"), peer
+            else:
+                labels = peer["podSelector"]["matchLabels"]
+                target = labels.get("app.kubernetes.io/name") or labels.get("k8s-app")
             allowed |= {(target, p["port"]) for p in rule["ports"]}
     return allowed
 
@@ -134,7 +161,13 @@ def test_services_reach_only_nats_their_database_and_dns(
     overlay = overlays["prod"]
     # The gateway's read model is a file in its pod: it reaches no database server.
     database = {("postgres", 5432)} if service in DATABASES else set()
-    assert _egress_ports(overlay, service) == {("nats", 4222), ("kube-dns", 53)} | database
+    # notification's emails leave for the operator's SMTP relay, outside the cluster.
+    smtp = (
+        {(cidr, p) for cidr in ("0.0.0.0/0", "::/0") for p in SMTP_PORTS}
+        if service == "notification"
+        else set()
+    )
+    assert _egress_ports(overlay, service) == {("nats", 4222), ("kube-dns", 53)} | database | smtp
     ingress = overlay.get("NetworkPolicy", service)["spec"].get("ingress", [])
     if service == "gateway":
         assert [sorted(p["port"] for p in rule["ports"]) for rule in ingress] == [["grpc", "http"]]
@@ -200,6 +233,10 @@ def test_configuration_names_real_settings(
     cls = settings_class(service)
     prefix = str(cls.model_config.get("env_prefix", ""))
     env = _env(overlays[overlay_name], service)
+    if overlay_name == "prod":
+        operator = OPERATOR_SETTINGS.get(service, {})
+        assert not set(operator) & set(env), f"prod sets {set(operator) & set(env)}, which are the operator's"
+        env.update(operator)
     unknown = unknown_variables(cls, {name: "" for name in env})
     assert not unknown, f"{service}: {unknown}"
     # Every value is valid for the settings (secrets replaced by placeholders of the right form).
@@ -279,6 +316,75 @@ def test_grace_period_covers_the_graceful_drain(
     assert low <= period <= high, (
         f"{service}: {period}s, expected {low}-{high}s (grace {grace} + preStop {pre_stop})"
     )
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_the_services_are_every_deployment(overlays: dict[str, Manifests], overlay_name: str) -> None:
+    """A Deployment added to the manifests is a service of the tests' list (or dev's mail sink),
+    so every check parametrized by service covers it."""
+    names = {d["metadata"]["name"] for d in overlays[overlay_name].of_kind("Deployment")}
+    extra = set(DEV_ONLY) if overlay_name == "dev" else set()
+    assert names == set(SERVICES) | extra
+
+
+def test_notification_reaches_the_smtp_relay_it_is_given(overlays: dict[str, Manifests]) -> None:
+    """Prod: the relay is the operator's (unset until set: the service refuses to start), on a
+    port the NetworkPolicy opens. Dev: the mail sink, over the dev policy's own rule, as the sink's
+    Service and container serve it."""
+    prod_env, dev_env = _env(overlays["prod"], "notification"), _env(overlays["dev"], "notification")
+    assert "NOTIFICATION_SMTP_HOST" not in prod_env and "NOTIFICATION_MAIL_FROM" not in prod_env
+    assert int(prod_env["NOTIFICATION_SMTP_PORT"]) in SMTP_PORTS
+    assert prod_env["NOTIFICATION_SMTP_SECURITY"] in ("starttls", "tls"), "no plain SMTP to a relay"
+    # The relay's login comes from a Secret, as files; the dev sink takes mail without one.
+    assert {
+        k: v for k, v in prod_env.items() if k.startswith("NOTIFICATION_SMTP_") and isinstance(v, SecretRef)
+    } == {
+        "NOTIFICATION_SMTP_USERNAME": SecretRef("notification-smtp", "username"),
+        "NOTIFICATION_SMTP_PASSWORD": SecretRef("notification-smtp", "password"),
+    }
+    assert not [k for k in dev_env if k in ("NOTIFICATION_SMTP_USERNAME", "NOTIFICATION_SMTP_PASSWORD")]
+    dev = overlays["dev"]
+    service = dev.get("Service", str(dev_env["NOTIFICATION_SMTP_HOST"]))
+    port = int(dev_env["NOTIFICATION_SMTP_PORT"])
+    assert dev_env["NOTIFICATION_SMTP_SECURITY"] == "none", "the sink speaks plain SMTP"
+    (served,) = [p for p in service["spec"]["ports"] if p["port"] == port]
+    sink = dev.get("Deployment", "mail-sink")
+    assert selector_matches(
+        {"matchLabels": service["spec"]["selector"]}, sink["spec"]["template"]["metadata"]["labels"]
+    )
+    container_ports = {p["name"]: p["containerPort"] for p in only_container(sink)["ports"]}
+    assert container_ports[served["targetPort"]] == port
+    assert f"0.0.0.0:{port}" in only_container(sink)["command"], "the sink listens where the Service sends"
+    assert ("mail-sink", port) in _egress_ports(dev, "notification", "notification-mail-sink")
+    ingress = dev.get("NetworkPolicy", "mail-sink")["spec"]["ingress"]
+    assert ingress == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "notification"}}}],
+            "ports": [{"port": served["targetPort"], "protocol": "TCP"}],
+        }
+    ]
+    assert dev.get("NetworkPolicy", "mail-sink")["spec"]["egress"] == []
+    assert overlays["prod"].find("Deployment", "mail-sink") is None, "the mail sink is for dev only"
+
+
+def test_documented_egress_patch_narrows_smtp_to_the_relay(kubectl: str, tmp_path: Path) -> None:
+    """docs/kubernetes.md ("Email") shows how to narrow notification's SMTP egress to one relay:
+    that patch, applied over the prod overlay, replaces the any-address rule and nothing else."""
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    example = re.search(r"for a relay at ([\d.]+) on (\d+):\n\n```yaml\n(.*?)```", doc, re.DOTALL)
+    assert example, "the Email section's example patch"
+    relay, port, patches = example.groups()
+    overlay = tmp_path / "narrowed"
+    overlay.mkdir()
+    prod = os.path.relpath(REPO / "k8s" / "overlays" / "prod", overlay)
+    (overlay / "kustomization.yaml").write_text(f"resources:\n  - {prod}\n{patches}")
+    narrowed = Manifests(render(kubectl, overlay))
+    assert _egress_ports(narrowed, "notification") == {
+        ("nats", 4222),
+        ("postgres", 5432),
+        ("kube-dns", 53),
+        (f"{relay}/32", int(port)),
+    }
 
 
 def test_prod_scales_and_spreads_the_stateless_services(overlays: dict[str, Manifests]) -> None:
