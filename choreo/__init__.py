@@ -97,6 +97,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Restore": ("choreo.recovery", "Restore"),
     "start_over_if_empty": ("choreo.startover", "start_over_if_empty"),
     "read_only": ("choreo.db", "read_only"),
+    "readable_file": ("choreo.settings", "readable_file"),
     "RestoreContext": ("choreo.recovery", "RestoreContext"),
     # Small shared pieces.
     "Backoff": ("choreo.retry", "Backoff"),
@@ -200,6 +201,7 @@ __all__ = [
     "parse_public_key",
     "provision_stream",
     "read_only",
+    "readable_file",
     "run_main",
     "start_over_if_empty",
     "to_timestamp",
@@ -276,7 +278,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         parse_public_key,
     )
     from choreo.service import Component, Service, run_main
-    from choreo.settings import ConsumerSettings, ServiceSettings
+    from choreo.settings import ConsumerSettings, ServiceSettings, readable_file
     from choreo.startover import start_over_if_empty
     from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError
     from choreo.upserts import dialect_insert, insert_new, upsert

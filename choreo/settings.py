@@ -66,6 +66,20 @@ def secrets_dir_from_env() -> Path | None:
     return path
 
 
+def readable_file(value: str | None) -> str | None:
+    """A settings validator's check of a file setting: ``value`` unchanged, if it can be read.
+
+    Checked at start-up: a missing mount stops the service with the variable's name,
+    instead of failing later at each use (a reconnect loop, each email).
+    """
+    if value is not None:
+        try:
+            Path(value).open("rb").close()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value!r}: {exc.strerror or exc}") from None
+    return value
+
+
 class ServiceSettings(BaseSettings):
     """What every service reads. Environment variables are ``<PREFIX>_<FIELD>``."""
 
@@ -165,13 +179,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("nats_tls_ca_file", "nats_tls_cert_file", "nats_tls_key_file")
     @classmethod
     def _readable_file(cls, value: str | None) -> str | None:
-        # Checked at start-up: a missing mount stops the service instead of a reconnect loop.
-        if value is not None:
-            try:
-                Path(value).open("rb").close()
-            except OSError as exc:
-                raise ValueError(f"cannot read {value!r}: {exc.strerror or exc}") from None
-        return value
+        return readable_file(value)
 
     @field_validator("nats_tls_key_file")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
-from choreo.settings import ConsumerSettings
+from choreo.settings import ConsumerSettings, readable_file
 
 PREFIX = "NOTIFICATION_"
 #: The variable naming the SMTP server; the service refuses to start without it.
@@ -131,13 +131,7 @@ class NotificationSettings(ConsumerSettings):
     @field_validator("smtp_password_file", "smtp_ca_file")
     @classmethod
     def _readable_file(cls, value: str | None) -> str | None:
-        # Checked at start-up: a missing mount stops the service instead of failing each email.
-        if value is not None:
-            try:
-                Path(value).open("rb").close()
-            except OSError as exc:
-                raise ValueError(f"cannot read {value!r}: {exc.strerror or exc}") from None
-        return value
+        return readable_file(value)
 
     @field_validator("mail_from")
     @classmethod
