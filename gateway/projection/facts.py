@@ -142,6 +142,8 @@ READERS: Dispatch[Reader[Any]] = Dispatch(
 #: The packages whose facts the projection understands, and the type on each of their subjects.
 KNOWN_PACKAGES = frozenset(type_name(r.message_type).rsplit(".", 1)[0] for r in READERS)
 SUBJECT_TYPES = {fact_subject(r.message_type): type_name(r.message_type) for r in READERS}
+#: The subject each type the projection reads travels on (its contract's option).
+TYPE_SUBJECTS = {type_name: subject for subject, type_name in SUBJECT_TYPES.items()}
 
 
 def _unknown_type(env: Envelope) -> str | None:
@@ -149,11 +151,17 @@ def _unknown_type(env: Envelope) -> str | None:
 
     Facts of the booking and payment contracts must be types the projection
     reads, on their own subject. Facts of other services (streams added by
-    configuration) are indexed for the trace only: they are not errors.
+    configuration) are indexed for the trace only: they are not errors. A type
+    the projection reads anywhere but on its own subject is refused: another
+    service's user, allowed to publish on its own stream only, must not be able
+    to move a booking by sending a ``BookingConfirmed`` there.
     """
     expected = SUBJECT_TYPES.get(env.subject)
     if expected is not None and env.type != expected:
         return f"unknown type {env.type!r} on subject {env.subject} (expected {expected})"
+    own = TYPE_SUBJECTS.get(env.type)
+    if own is not None and env.subject != own:
+        return f"{env.type} on subject {env.subject}: its contract's subject is {own}"
     if env.type not in READERS and env.type.rsplit(".", 1)[0] in KNOWN_PACKAGES:
         return f"unknown type {env.type!r}"
     return None

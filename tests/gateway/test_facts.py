@@ -120,6 +120,21 @@ def test_a_type_on_the_wrong_subject_is_poison() -> None:
     assert fact.change is None
 
 
+def test_a_booking_fact_on_another_services_subject_is_poison() -> None:
+    """A service allowed to publish only on its own stream cannot move a booking from there."""
+    forged = wrap(events_pb2.BookingConfirmed(booking_id="victim", payment_id="p"), "notification.sent")
+    fact = read_fact(
+        stream="NOTIFICATION",
+        sequence=1,
+        subject=forged.subject,
+        headers=forged.headers(),
+        data=forged.data,
+        stored_at_us=1,
+    )
+    assert fact.error is not None and "its contract's subject is booking.confirmed" in fact.error
+    assert fact.change is None
+
+
 def test_another_services_fact_is_traced_only() -> None:
     env = Envelope(
         id="e2",
