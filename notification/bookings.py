@@ -4,8 +4,8 @@
 the amount the emails mention) is remembered when ``BookingCreated`` is handled. Once
 its first email is handled (sent, skipped or refused) the booking is marked so, and
 only then are its later emails sent: the user reads "received" before "confirmed".
-When the first email fails (the SMTP server is down), the booking is remembered
-unmarked, so its later emails find it and wait, instead of counting failures. The
+The booking is remembered unmarked before its first email is sent, so its later emails,
+on any replica, find it and wait while it is sent or retried, instead of counting failures. The
 routes' ``prepare`` steps use this store; it is bound to the service's database once the
 runtime has opened it (``attach``).
 """
@@ -43,12 +43,12 @@ class Booking:
     received_handled: bool = False
 
 
-class BookingNotYetKnown(Exception):
+class BookingNotYetKnown(TransientError):
     """A fact about a booking whose ``BookingCreated`` was not seen yet.
 
-    Counted by the consumer (neither transient nor permanent): it is retried with
-    backoff while the ``BookingCreated`` ahead of it is handled, and dead-lettered
-    if that never comes (it was dead-lettered itself), to be re-driven after it.
+    Transient: retried with backoff while the ``BookingCreated`` ahead of it is handled
+    (by this replica or another), and dead-lettered once the retry window
+    (``NOTIFICATION_SMTP_RETRY_SECONDS``) has passed since the fact, if it never comes.
     """
 
 

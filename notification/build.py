@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 async def build(settings: NotificationSettings) -> Service:
     """Assembles the notification service: SMTP sender, booking consumer, outbox relay."""
     smtp = settings.smtp()  # refuses to start without NOTIFICATION_SMTP_HOST, before touching anything
-    mailer = Mailer(smtp, sender=settings.mail_from_address, local_hostname=settings.message_domain)
+    mailer = Mailer(
+        smtp,
+        sender=settings.mail_from_address,
+        local_hostname=settings.message_domain,
+        deadline_seconds=settings.run_timeout_seconds / 2,
+    )
     store = Bookings()
     notifier = Notifier(
         mailer,

@@ -29,7 +29,14 @@ from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.upserts import insert_new
-from notification.bookings import Booking, Bookings, FirstEmailPending, mark_received_in, remember_in
+from notification.bookings import (
+    Booking,
+    BookingNotYetKnown,
+    Bookings,
+    FirstEmailPending,
+    mark_received_in,
+    remember_in,
+)
 from notification.messages import Kind, Letter, compose, is_deliverable, message_id_for
 from notification.smtp import Refused, SendResult, SmtpUnavailable
 from notification.tables import notifications
@@ -97,9 +104,10 @@ class Notifier:
         max_fact_age_seconds: Facts older than this are skipped; 0: no limit.
         first_email_wait_seconds: Longest a later email of a booking waits, in this process,
             for its first email being sent (then it is retried with backoff).
-        retry_seconds: How long after its fact an email is retried while it cannot be sent
-            (the SMTP server down, or the booking's first email not sent); then ``SmtpGaveUp``.
-            0: no limit.
+        retry_seconds: How long after its fact an email is retried while the SMTP server
+            cannot take it, or while its booking's ``BookingCreated`` is unknown; then
+            ``SmtpGaveUp`` (dead-lettered). 0: no limit. A later email waiting for its booking's
+            first one waits until the age limit: re-driving the first one lets it go.
     """
 
     def __init__(
@@ -133,14 +141,10 @@ class Notifier:
             booking = Booking(
                 event.booking_id, event.email, event.user_id, event.amount_cents, event.currency
             )
-            try:
-                outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
-            except Exception:
-                # Known from now on: the booking's later emails wait for this one (transiently)
-                # instead of counting failures while the SMTP server is down.
-                with contextlib.suppress(Exception):
-                    await self.store.remember(event, created_at_us, first_email_handled=False)
-                raise
+            # Known before the send, to every replica: the booking's later emails wait for this
+            # one (transiently) while it is sent, or retried while the SMTP server is down.
+            await self.store.remember(event, created_at_us, first_email_handled=False)
+            outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
             # After the send, off the path to the SMTP server: the later emails may go.
             await self.store.remember(event, created_at_us, first_email_handled=True)
             return outcome
@@ -170,11 +174,13 @@ class Notifier:
         if sending is not None:  # its first email is being sent by this process: after it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sending.wait(), self._wait_seconds)
-        booking = await self.store.find(booking_id)  # BookingNotYetKnown: retried, then the DLQ
-        if not booking.received_handled:
-            pending = FirstEmailPending(f"booking {booking_id}: its first email is not handled yet")
-            self._give_up_if_late(booking_id, at, pending)
-            raise pending
+        try:
+            booking = await self.store.find(booking_id)
+        except BookingNotYetKnown as unknown:  # retried within the window, then the DLQ
+            self._give_up_if_late(booking_id, at, unknown)
+            raise
+        if not booking.received_handled:  # waits for it, until the age limit at the most
+            raise FirstEmailPending(f"booking {booking_id}: its first email is not handled yet")
         return await self._email(booking, kind, env, at, reason=reason)
 
     def _give_up_if_late(self, booking_id: str, at: int | None, cause: Exception) -> None:

@@ -149,6 +149,17 @@ class NotificationSettings(ConsumerSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_sender_for_a_remote_relay(self) -> NotificationSettings:
+        # A relay elsewhere refuses (or spam-folders) a sender at localhost: 504 5.5.2 "need
+        # fully-qualified address" at RCPT, for every email. Better to say so at start-up.
+        if self.smtp_host and not is_loopback(self.smtp_host) and is_loopback(self.message_domain):
+            raise ValueError(
+                f"{PREFIX}MAIL_FROM ({self.mail_from!r}) must be an address of a domain the relay "
+                f"{self.smtp_host} may send for, not localhost"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_retry_window(self) -> NotificationSettings:
         # Past the age limit an email is skipped as too old: the dead-letter must come first,
         # or an outage longer than the age limit would drop its emails instead of parking them.

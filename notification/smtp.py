@@ -7,9 +7,10 @@ good. Its failures are classified for the consumer (``choreo.errors``):
 - the server is down, slow, drops the connection, or answers 4xx: ``SmtpUnavailable``
   (a ``TransientError``): the fact is retried with backoff for as long as that lasts;
 - the server refuses the recipient or the message with a 5xx reply (an unknown
-  mailbox, a message it will never take): not an error, a ``Refused`` result, which
-  the handler records and publishes; it is not retried;
-- the server refuses *us* (5xx to the login, to the sender, to EHLO; STARTTLS
+  mailbox, a message it will never take; ``about_the_mail``): not an error, a
+  ``Refused`` result, which the handler records and publishes; it is not retried;
+- the server refuses *us* (5xx to the login, to the sender, to EHLO, a policy refusal
+  such as relaying denied (5.7.x) even at RCPT or DATA; STARTTLS
   missing; a certificate that does not verify; TLS spoken to a plain port):
   ``SmtpConfigurationError``, a failure
   the consumer counts: retried a few times, then dead-lettered, so the facts wait in
@@ -19,6 +20,7 @@ good. Its failures are classified for the consumer (``choreo.errors``):
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -64,8 +66,33 @@ class Refused:
 SendResult = Accepted | Refused
 
 
+#: An address in a server's reply (``<alice@example.com>``): kept out of logs, the DLQ and facts.
+_ADDRESS = re.compile(r"<?[^\s<>@;,]+@[^\s<>;,]+>?")
+#: An enhanced status code (RFC 3463): class.subject.detail.
+_ENHANCED = re.compile(r"\b[245]\.(\d{1,3})\.(\d{1,3})\b")
+
+
 def _reply(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"[:500]
+    return _ADDRESS.sub("<address>", f"{code} {' '.join(message.split())}")[:500]
+
+
+def about_the_mail(code: int, message: str) -> bool:
+    """Whether a 5xx reply refuses the recipient or the message itself (not this service).
+
+    With an enhanced code (RFC 3463): addressing (5.1.x, but 5.1.7/5.1.8, the sender's address),
+    the mailbox (5.2.x), a message too big (5.3.4), no route to the recipient's domain (5.4.4)
+    and its content (5.6.x). Policy and security (5.7.x: relaying denied, sender not allowed),
+    protocol (5.5.x) and the rest are about us: a setting to fix, so the fact is dead-lettered
+    and re-drivable rather than recorded as refused for good. Without one: the classic
+    mailbox refusals 550 to 553.
+    """
+    found = _ENHANCED.search(message)
+    if found is None:
+        return code in (550, 551, 552, 553)
+    subject, detail = int(found.group(1)), int(found.group(2))
+    return (
+        (subject == 1 and detail not in (7, 8)) or subject in (2, 6) or (subject, detail) in ((3, 4), (4, 4))
+    )
 
 
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -93,10 +120,22 @@ class Mailer:
         config: The server and how to reach it (``NotificationSettings.smtp()``).
         sender: The envelope sender (the bare ``From`` address).
         local_hostname: The name this client gives in EHLO (default: the machine's).
+        deadline_seconds: Longest one ``send`` may take in all, waiting for a session slot
+            included (each SMTP step has ``timeout_seconds`` of its own); past it the send is
+            ``SmtpUnavailable``. Keep it under the consumer's run timeout, so a relay that
+            swallows connections means "retry later", not a hung run.
     """
 
-    def __init__(self, config: SmtpConfig, *, sender: str, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        sender: str,
+        local_hostname: str | None = None,
+        deadline_seconds: float | None = None,
+    ) -> None:
         self.config = config
+        self._deadline = deadline_seconds
         self._sender = sender
         self._hostname = local_hostname or socket.gethostname() or "localhost"
         self._tls = _tls_context(config.ca_file) if config.security != "none" else None
@@ -114,6 +153,16 @@ class Mailer:
             SmtpUnavailable: The server cannot take it now.
             SmtpConfigurationError: The server refuses this service's login, sender or TLS.
         """
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._send(message, recipient)
+        except TimeoutError:
+            raise SmtpUnavailable(
+                f"{self.where} did not take the message within {self._deadline:g}s "
+                f"(at most {MAX_SESSIONS} sessions at once)"
+            ) from None
+
+    async def _send(self, message: EmailMessage, recipient: str) -> SendResult:
         c = self.config
         async with self._sessions:
             try:
@@ -179,5 +228,7 @@ def _judge_refusal(replies: list[tuple[int, str]]) -> SendResult:
     if any(code == _AUTH_REQUIRED for code, _ in replies):
         raise SmtpConfigurationError(f"the SMTP server wants a login first: {text}") from None
     if all(500 <= code < 600 for code, _ in replies):
-        return Refused(text)
+        if all(about_the_mail(code, message) for code, message in replies):
+            return Refused(text)
+        raise SmtpConfigurationError(f"the SMTP server refused this service's message: {text}") from None
     raise SmtpUnavailable(f"the SMTP server deferred the message: {text}")

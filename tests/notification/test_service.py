@@ -229,6 +229,21 @@ async def test_an_smtp_outage_longer_than_the_retry_window_dead_letters_the_fact
     assert await stream_count(js, "DLQ") == 1
 
 
+async def test_a_slow_first_email_holds_the_outcome_email_without_dead_lettering_it(
+    nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
+) -> None:
+    """The outcome fact, on another replica, finds its booking while "received" is still being sent."""
+    smtp.recorder.delay_seconds = 1.5  # under the 2 s SMTP timeout, far over 3 deliveries x backoff
+    envs = [created("b-slow", "ivy@example.com"), confirmed("b-slow")]
+    cfg = settings(nats_server, database_url, smtp)
+    async with running(build(cfg)), running(build(cfg)):
+        for env in envs:
+            await publish(js, env)
+        await eventually(partial(at_least, js, "NOTIFICATION", 2), timeout=30, message="both emails")
+    assert smtp.message_ids() == [message_id(env) for env in envs]
+    assert await stream_count(js, "DLQ") == 0
+
+
 async def test_a_permanent_refusal_is_recorded_not_retried_and_the_rest_goes_on(
     nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
 ) -> None:
@@ -273,7 +288,9 @@ async def test_a_poison_fact_does_not_block_the_consumer(
 async def test_a_settled_booking_whose_creation_was_never_seen_is_dead_lettered(
     nats_server: NatsServer, database_url: str, smtp: SmtpServer, js: JetStreamContext
 ) -> None:
-    async with running(build(settings(nats_server, database_url, smtp))):
+    # Waited for (transiently) within the retry window, then dead-lettered.
+    config = settings(nats_server, database_url, smtp, smtp_retry_seconds=2, max_fact_age_seconds=60)
+    async with running(build(config)):
         await publish(js, confirmed("b-orphan"))
         await eventually(partial(at_least, js, "DLQ", 1), timeout=15, message="the orphan in the DLQ")
     assert smtp.received == []

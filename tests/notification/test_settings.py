@@ -79,6 +79,7 @@ def test_other_hosts(host: str) -> None:
 
 def test_a_password_in_clear_text_to_a_remote_server_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "smtp.example.com")
+    monkeypatch.setenv("NOTIFICATION_MAIL_FROM", "bookings@example.com")
     monkeypatch.setenv("NOTIFICATION_SMTP_SECURITY", "none")
     monkeypatch.setenv("NOTIFICATION_SMTP_USERNAME", "app")
     monkeypatch.setenv("NOTIFICATION_SMTP_PASSWORD", SECRET)
@@ -132,6 +133,7 @@ def test_the_password_may_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_
     secret = tmp_path / "smtp-password"
     secret.write_text(SECRET + "\n")
     monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "smtp.example.com")
+    monkeypatch.setenv("NOTIFICATION_MAIL_FROM", "bookings@example.com")
     monkeypatch.setenv("NOTIFICATION_SMTP_USERNAME", "app")
     monkeypatch.setenv("NOTIFICATION_SMTP_PASSWORD_FILE", str(secret))
     smtp = NotificationSettings().smtp()
@@ -161,7 +163,19 @@ def test_the_retry_window_must_end_before_the_age_limit(
     age: str, retry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "mail.example.com")
+    monkeypatch.setenv("NOTIFICATION_MAIL_FROM", "bookings@example.com")
     monkeypatch.setenv("NOTIFICATION_MAX_FACT_AGE_SECONDS", age)
     monkeypatch.setenv("NOTIFICATION_SMTP_RETRY_SECONDS", retry)
     with pytest.raises(ValidationError, match="NOTIFICATION_SMTP_RETRY_SECONDS"):
         NotificationSettings()
+
+
+def test_a_sender_at_localhost_is_refused_for_a_remote_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "smtp.example.com")
+    with pytest.raises(ValidationError, match="NOTIFICATION_MAIL_FROM"):
+        NotificationSettings()
+    monkeypatch.setenv("NOTIFICATION_MAIL_FROM", "Bookings <bookings@example.com>")
+    assert NotificationSettings().message_domain == "example.com"
+    monkeypatch.setenv("NOTIFICATION_SMTP_HOST", "127.0.0.1")  # a local relay may take it
+    monkeypatch.setenv("NOTIFICATION_MAIL_FROM", "no-reply@localhost")
+    assert NotificationSettings().smtp_host == "127.0.0.1"

@@ -14,12 +14,20 @@ from pydantic import SecretStr
 from choreo.bus import ensure_stream
 from choreo.errors import Failure, classify
 from choreoctl.stack.natsserver import NatsServer
+from choreoctl.stack.ports import free_port
 from notification.build import build
 from notification.messages import Kind, Letter, compose
 from notification.settings import Security, SmtpConfig
-from notification.smtp import Accepted, Mailer, Refused, SmtpConfigurationError, SmtpUnavailable
+from notification.smtp import (
+    Accepted,
+    Mailer,
+    Refused,
+    SmtpConfigurationError,
+    SmtpUnavailable,
+    about_the_mail,
+)
 from tests.notification.facts import created
-from tests.notification.smtpserver import SmtpServer, free_port
+from tests.notification.smtpserver import SmtpServer
 from tests.notification.test_service import settings
 from tests.streams import BOOKING
 from tests.support import eventually, publish, running, stream_count
@@ -156,7 +164,47 @@ async def test_a_mailbox_refused_for_good_is_a_refusal_with_the_reply(smtp: Smtp
     smtp.refuse("nobody@example.com")
     result = await mailer(smtp, "none").send(email("nobody@example.com"), "nobody@example.com")
     assert isinstance(result, Refused)
-    assert result.reply == "550 5.1.1 <nobody@example.com>: no such user"
+    # The server's reply, without the address in it (logs, the DLQ and facts keep none).
+    assert result.reply == "550 5.1.1 <address>: no such user"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "554 5.7.1 <bob@example.org>: Relay access denied",
+        "504 5.5.2 <no-reply@localhost>: Sender address rejected: need fully-qualified address",
+        "553 5.1.8 <no-reply@localhost>: Sender address rejected: Domain not found",
+        "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+        "554 Transaction failed",
+    ],
+)
+async def test_a_refusal_of_this_service_at_rcpt_is_a_configuration_error(
+    smtp: SmtpServer, reply: str
+) -> None:
+    """Not the recipient's fault: dead-lettered (re-drivable once fixed), never recorded as refused."""
+    smtp.refuse("bob@example.org", reply)
+    with pytest.raises(SmtpConfigurationError, match=reply.split()[0]) as failed:
+        await mailer(smtp, "none").send(email("bob@example.org"), "bob@example.org")
+    assert "@" not in str(failed.value).replace("no-reply@", "")  # the addresses are masked
+    assert classify(failed.value) is Failure.UNKNOWN  # counted: retried a few times, then the DLQ
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "refused"),
+    [
+        (550, "5.1.1 no such user", True),
+        (552, "5.2.2 mailbox full", True),
+        (552, "5.3.4 message too big", True),
+        (550, "5.6.0 content rejected", True),
+        (550, "no such user here", True),
+        (554, "5.7.1 relaying denied", False),
+        (550, "5.1.7 bad sender address", False),
+        (501, "5.5.4 syntax", False),
+        (554, "transaction failed", False),
+    ],
+)
+def test_which_refusals_are_about_the_mail(code: int, message: str, refused: bool) -> None:
+    assert about_the_mail(code, message) is refused
 
 
 async def test_a_login_required_before_mail_is_a_configuration_error(
