@@ -11,6 +11,7 @@ precede it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection
 from pathlib import Path
 
@@ -46,7 +47,8 @@ async def collect_emails(
     while True:
         for path in store.paths():
             if path not in seen:
-                seen[path] = await asyncio.to_thread(read_headers, path)
+                with contextlib.suppress(FileNotFoundError):  # removed since it was listed
+                    seen[path] = await asyncio.to_thread(read_headers, path)
         found: dict[str, list[StoredMail]] = {booking_id: [] for booking_id in booking_ids}
         for path in sorted(seen):
             mail = seen[path]

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: The directory of a data directory holding the messages.
 MAIL_DIR = "mail"
 SUFFIX = ".eml"
+#: Largest message the sink takes (SMTP SIZE); a larger one is refused with 552.
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 class MailStore:
@@ -118,7 +120,14 @@ class _TrackedSession(SMTP):
 
     def __init__(self, handler: _Handler, sessions: set[SMTP]) -> None:
         # A fixed name: the default looks up this host's FQDN, which may wait on DNS.
-        super().__init__(handler, hostname="choreo-up-mail-sink", loop=asyncio.get_running_loop())
+        # At most 1 MiB a message (the service's emails are a few KiB): anyone on this machine
+        # may mail the sink, and aiosmtpd's default (32 MiB) would let them fill the disk fast.
+        super().__init__(
+            handler,
+            hostname="choreo-up-mail-sink",
+            data_size_limit=MAX_MESSAGE_BYTES,
+            loop=asyncio.get_running_loop(),
+        )
         self._sessions = sessions
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from choreoctl.stack.mailsink import MailSink, MailStore, read_headers
+from choreoctl.stack.mailsink import MAX_MESSAGE_BYTES, MailSink, MailStore, read_headers
 from choreoctl.stack.ports import port_is_free
 
 
@@ -95,3 +95,15 @@ async def test_a_store_that_cannot_write_refuses_the_message_for_now(tmp_path: P
         with pytest.raises(aiosmtplib.SMTPDataError) as refused:
             await aiosmtplib.send(message("b-4", "s"), hostname=sink.host, port=sink.port, start_tls=False)
     assert refused.value.code == 451, "a temporary failure: the sender retries"
+
+
+async def test_a_message_over_the_size_limit_is_refused_and_not_stored(tmp_path: Path) -> None:
+    mail = tmp_path / "mail"
+    big = message("b-big", "too big")
+    big.add_attachment(b"x" * (MAX_MESSAGE_BYTES + 1), maintype="application", subtype="octet-stream")
+    async with MailSink(mail) as sink:
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await aiosmtplib.send(big, hostname=sink.host, port=sink.port, start_tls=False, use_tls=False)
+        assert refused.value.code == 552
+        assert sink.received == 0
+    assert MailStore(mail).paths() == []
