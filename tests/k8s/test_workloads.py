@@ -59,7 +59,7 @@ OPERATOR_SETTINGS = {
     }
 }
 #: The mail ports notification's NetworkPolicy opens to addresses outside the cluster.
-SMTP_PORTS = {25, 465, 587}
+SMTP_PORTS = {465, 587}  # not 25: no direct delivery to every mail exchanger
 #: Seconds the process needs, after its own grace period, to exit before SIGKILL.
 EXIT_MARGIN = (5, 15)
 
