@@ -16,7 +16,7 @@ from choreo.inbox import inbox_table
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.testing import HandlerHarness, handler_harness
 from notification.bookings import BookingNotYetKnown, Bookings, FirstEmailPending
-from notification.handlers import DURABLE, Notifier, routes
+from notification.handlers import DURABLE, Notifier, SmtpGaveUp, routes
 from notification.messages import format_amount, reason_in_words
 from notification.migrations import MIGRATIONS
 from notification.settings import SmtpConfig
@@ -34,11 +34,16 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepared_schema(tmp_path_factory, MIGRATIONS, "notification")
 
 
-def notifier(smtp: SmtpServer, max_age: float = 86_400) -> Notifier:
+def notifier(smtp: SmtpServer, max_age: float = 86_400, retry: float = 0.0) -> Notifier:
     config = SmtpConfig(smtp.host, smtp.port, "none", None, None, None, 2)
     mailer = Mailer(config, sender="bookings@example.com", local_hostname=DOMAIN)
     return Notifier(
-        mailer, Bookings(), mail_from=MAIL_FROM, message_id_domain=DOMAIN, max_fact_age_seconds=max_age
+        mailer,
+        Bookings(),
+        mail_from=MAIL_FROM,
+        message_id_domain=DOMAIN,
+        max_fact_age_seconds=max_age,
+        retry_seconds=retry,
     )
 
 
@@ -79,9 +84,24 @@ async def test_a_settled_booking_not_yet_known_fails_and_sends_nothing(
 ) -> None:
     with pytest.raises(BookingNotYetKnown) as failed:
         await h.handle(confirmed("b-unknown"))
-    assert classify(failed.value) is Failure.UNKNOWN  # counted: retried with backoff, then the DLQ
+    # Waited for (its BookingCreated may be handled by another replica right now) ...
+    assert classify(failed.value) is Failure.TRANSIENT
     assert smtp.received == []
     assert [await row_count(h.engine, t) for t in (notifications, inbox_table)] == [0, 0]
+
+
+async def test_a_booking_still_unknown_past_the_retry_window_is_dead_lettered(
+    schema: Path, smtp: SmtpServer
+) -> None:
+    n = notifier(smtp, retry=60)
+    async with handler_harness(routes(n), consumer=DURABLE, schema=schema) as h:
+        n.store.attach(h.engine)
+        with pytest.raises(SmtpGaveUp) as failed:
+            await h.handle(confirmed("b-lost", ago_seconds=120))
+    # ... but not for ever: dead-lettered, re-drivable once its BookingCreated is handled.
+    assert classify(failed.value) is Failure.PERMANENT
+    assert isinstance(failed.value.__cause__, BookingNotYetKnown)
+    assert smtp.received == []
 
 
 async def test_the_cancellation_email_gives_the_reason_in_words(h: HandlerHarness, smtp: SmtpServer) -> None:
