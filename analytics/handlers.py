@@ -13,7 +13,6 @@ replay gives the same rows.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -21,7 +20,7 @@ from sqlalchemy.sql import Executable
 
 from analytics.tables import CANCELLED, CONFIRMED, analytics_bookings
 from choreo.booking.v1 import events_pb2 as booking_events
-from choreo.clock import from_timestamp
+from choreo.clock import from_timestamp, rfc3339_us
 from choreo.envelope import Envelope
 from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
@@ -91,13 +90,10 @@ def fact_time_us(at: Timestamp, env: Envelope) -> int:
     """The fact's own time: its timestamp field, or its ``ce-time`` when the field is unset."""
     if at.seconds or at.nanos:
         return from_timestamp(at)
-    try:
-        at_time = datetime.fromisoformat(env.time)
-    except ValueError:
-        raise UnusableFactError(f"fact {env.id} has no time (field unset, ce-time {env.time!r})") from None
-    if at_time.tzinfo is None:  # read as UTC, not as the local time of whichever host replays it
-        at_time = at_time.replace(tzinfo=UTC)
-    return int(at_time.timestamp() * 1_000_000)
+    at_us = rfc3339_us(env.time)  # None without an offset: no host's local time decides
+    if at_us is None:
+        raise UnusableFactError(f"fact {env.id} has no time (field unset, ce-time {env.time!r})")
+    return at_us
 
 
 def _check(booking_id: str, **limited: tuple[str, int]) -> None:

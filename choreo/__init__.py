@@ -106,6 +106,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "log_context": ("choreo.logs", "log_context"),
     "to_timestamp": ("choreo.clock", "to_timestamp"),
     "from_timestamp": ("choreo.clock", "from_timestamp"),
+    "rfc3339_us": ("choreo.clock", "rfc3339_us"),
     "new_id": ("choreo.ids", "new_id"),
     "uuid7": ("choreo.ids", "uuid7"),
     "FieldError": ("choreo.validation", "FieldError"),
@@ -202,6 +203,7 @@ __all__ = [
     "provision_stream",
     "read_only",
     "readable_file",
+    "rfc3339_us",
     "run_main",
     "start_over_if_empty",
     "to_timestamp",
@@ -227,7 +229,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr__`` resolves them
     from choreo.bus import connect, provision_stream
-    from choreo.clock import from_timestamp, to_timestamp
+    from choreo.clock import from_timestamp, rfc3339_us, to_timestamp
     from choreo.commands import (
         H_DEADLINE,
         H_REJECTED,

@@ -1,6 +1,8 @@
-"""Conversions between stored microsecond times and protobuf Timestamps."""
+"""Conversions between stored microsecond times, protobuf Timestamps and RFC 3339 text."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,3 +17,20 @@ def to_timestamp(us: int) -> Timestamp:
 def from_timestamp(ts: Timestamp) -> int:
     """Integer microseconds since the epoch from a protobuf Timestamp."""
     return int(ts.ToMicroseconds())
+
+
+def rfc3339_us(value: str) -> int | None:
+    """An RFC 3339 time (a fact's ``ce-time``) in microseconds since the epoch, or ``None``.
+
+    ``None`` for text that is no time, and for a time without an offset: RFC 3339 requires
+    one, and reading it as this host's local time would give each host its own answer.
+    """
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond

@@ -15,14 +15,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from choreo.booking.v1 import events_pb2 as booking_events
-from choreo.clock import from_timestamp, to_timestamp
+from choreo.clock import from_timestamp, rfc3339_us, to_timestamp
 from choreo.db import now_us
 from choreo.envelope import Envelope
 from choreo.errors import PermanentError
@@ -87,10 +86,7 @@ def fact_time_us(stamp: Timestamp, env: Envelope) -> int | None:
     """When the fact happened: its own timestamp, else its ``ce-time``; None when it says neither."""
     if stamp.seconds or stamp.nanos:
         return from_timestamp(stamp)
-    try:
-        return int(datetime.fromisoformat(env.time.replace("Z", "+00:00")).timestamp() * 1_000_000)
-    except ValueError:
-        return None
+    return rfc3339_us(env.time)
 
 
 class Notifier:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from choreo.booking.v1 import events_pb2 as booking_events
-from choreo.clock import from_timestamp
+from choreo.clock import from_timestamp, rfc3339_us
 from choreo.contract import fact_subject, type_name
 from choreo.dispatch import Dispatch
 from choreo.envelope import Envelope, EnvelopeError
@@ -45,19 +44,6 @@ class Fact:
     trace: TraceRecord | None
     change: Change | None
     error: str | None = None
-
-
-def parse_time_us(value: str) -> int | None:
-    """An RFC 3339 time (``ce-time``) in microseconds, or ``None`` if unreadable."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 def _booking_created(m: booking_events.BookingCreated, at: int, correlation_id: str) -> Change:
@@ -222,7 +208,7 @@ def read_fact(
     problem = _too_long(env)
     if problem:
         return Fact(None, None, f"not indexable: {problem}")
-    at = parse_time_us(env.time) or stored_at_us
+    at = rfc3339_us(env.time) or stored_at_us
     change: Change | None = None
     error = _unknown_type(env)
     if error is None and env.type in READERS:

@@ -1,4 +1,4 @@
-"""A fact's time is its own field, else its ``ce-time`` (as UTC), else it cannot be used."""
+"""A fact's time is its own field, else its ``ce-time`` (RFC 3339, with an offset), else it is unusable."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ def test_the_field_wins_over_ce_time() -> None:
 
 
 @pytest.mark.parametrize(
-    "ce_time", ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00"]
+    "ce_time", ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+01:00"]
 )
-def test_an_unset_field_falls_back_to_ce_time_in_utc(ce_time: str) -> None:
+def test_an_unset_field_falls_back_to_ce_time(ce_time: str) -> None:
     unset = booking_events.BookingConfirmed().confirmed_at
     assert fact_time_us(unset, dataclasses.replace(ENV, time=ce_time)) == T0
 
 
-def test_no_time_at_all_is_unusable() -> None:
+@pytest.mark.parametrize("ce_time", ["", "2026-01-01T00:00:00", "yesterday"])
+def test_no_time_at_all_is_unusable(ce_time: str) -> None:
+    """Without an offset a ce-time is no RFC 3339 time: each host would read its own local time."""
     unset = booking_events.BookingConfirmed().confirmed_at
     with pytest.raises(UnusableFactError, match="has no time"):
-        fact_time_us(unset, dataclasses.replace(ENV, time=""))
+        fact_time_us(unset, dataclasses.replace(ENV, time=ce_time))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from choreo.booking.v1 import events_pb2
+from choreo.clock import rfc3339_us as parse_time_us
 from choreo.envelope import Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
-from gateway.projection.facts import Fact, parse_time_us, read_fact
+from gateway.projection.facts import Fact, read_fact
 from gateway.readmodel.model import Status
 from tests.gateway.fakes import ts
 
