@@ -1,4 +1,4 @@
-"""Fixtures: real nats-server processes and real databases (SQLite and PostgreSQL).
+"""Fixtures: real nats-server processes, real databases (SQLite and PostgreSQL), a real SMTP server.
 
 The chain follows nats.py's own suite: store_dir -> nats_server -> nc -> js.
 Each test gets its own server on a free port, so a test may kill and restart it.
@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from choreoctl.stack.natsserver import NatsServer
+from tests.notification.smtpserver import SmtpServer
 from tests.support import TOKEN_KEY_ENV
 
 PG_URL = os.environ.get("CHOREO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -97,3 +98,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     """A fresh, empty database: once on SQLite, once on PostgreSQL."""
     async for url in make_database_url(request.param, tmp_path):
         yield url
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it accepts."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()

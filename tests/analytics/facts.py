@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from analytics.settings import AnalyticsSettings
 from analytics.topology import STATS
 from choreo.analytics.v1 import queries_pb2
 from choreo.booking.v1 import events_pb2 as booking_events
@@ -168,3 +169,16 @@ async def wait_caught_up(js: JetStreamContext, durable: str = "analytics", timeo
     while not await caught_up(js, durable):
         assert time.monotonic() < deadline, f"{durable} did not handle every fact within {timeout}s"
         await asyncio.sleep(0.02)
+
+
+def analytics_settings(nats_url: str, database_url: str, **extra: object) -> AnalyticsSettings:
+    """The service on a test's nats-server and database: no health port, text logs, fast retries."""
+    return AnalyticsSettings(
+        nats_url=nats_url,
+        database_url=database_url,
+        health_port=0,
+        log_format="text",
+        max_deliveries=2,
+        retry_backoff_seconds=0.05,
+        **extra,  # type: ignore[arg-type]
+    )

@@ -8,11 +8,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from analytics.build import build
-from analytics.settings import AnalyticsSettings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.bus import ensure_stream
 from choreoctl.stack.natsserver import NatsServer
-from tests.analytics.facts import SMALL, expected, figures, stats_of, wait_caught_up, wrap
+from tests.analytics.facts import SMALL, analytics_settings, expected, figures, stats_of, wait_caught_up, wrap
 from tests.streams import BOOKING, DLQ_STREAM
 from tests.support import publish, running, stream_count
 
@@ -21,14 +20,7 @@ async def test_a_poison_fact_does_not_block(
     nats_server: NatsServer, database_url: str, nc: NATS, js: JetStreamContext
 ) -> None:
     await ensure_stream(js, BOOKING)
-    cfg = AnalyticsSettings(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        health_port=0,
-        max_deliveries=2,
-        retry_backoff_seconds=0.05,
-        log_format="text",
-    )
+    cfg = analytics_settings(nats_server.url, database_url)
     good = SMALL[0].facts()
     undecodable = dataclasses.replace(good[0], id="poison-1", data=b"\xff\xff\xff")
     no_booking = wrap(booking_events.BookingConfirmed(booking_id=""), "wf-poison")

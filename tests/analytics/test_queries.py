@@ -19,7 +19,7 @@ from choreo.analytics.v1 import queries_pb2
 from choreo.bus import ensure_stream
 from choreo.db import make_engine, now_us
 from choreoctl.stack.natsserver import NatsServer
-from tests.analytics.facts import SECOND, T0, ask
+from tests.analytics.facts import SECOND, T0, analytics_settings, ask
 from tests.streams import BOOKING
 from tests.support import running
 
@@ -27,12 +27,7 @@ INVALID = queries_pb2.QUERY_ERROR_CODE_INVALID_ARGUMENT
 
 
 def settings(nats_server: NatsServer, tmp_path: Path) -> AnalyticsSettings:
-    return AnalyticsSettings(
-        nats_url=nats_server.url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}",
-        health_port=0,
-        log_format="text",
-    )
+    return analytics_settings(nats_server.url, f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}")
 
 
 @pytest.mark.parametrize(

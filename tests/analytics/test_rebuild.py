@@ -21,6 +21,7 @@ from tests.analytics.facts import (
     SMALL,
     T0,
     Booking,
+    analytics_settings,
     expected,
     figures,
     larger,
@@ -33,9 +34,7 @@ from tests.support import publish, running
 
 
 def settings(nats_server: NatsServer, database_url: str) -> AnalyticsSettings:
-    return AnalyticsSettings(
-        nats_url=nats_server.url, database_url=database_url, health_port=0, log_format="text"
-    )
+    return analytics_settings(nats_server.url, database_url)
 
 
 @contextlib.asynccontextmanager

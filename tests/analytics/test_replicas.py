@@ -13,16 +13,22 @@ from analytics.build import build
 from analytics.settings import AnalyticsSettings
 from choreo.bus import ensure_stream
 from choreoctl.stack.natsserver import NatsServer
-from tests.analytics.facts import SMALL, expected, figures, larger, stats_of, wait_caught_up
+from tests.analytics.facts import (
+    SMALL,
+    analytics_settings,
+    expected,
+    figures,
+    larger,
+    stats_of,
+    wait_caught_up,
+)
 from tests.analytics.test_rebuild import another_database
 from tests.streams import BOOKING
 from tests.support import publish, running
 
 
 def settings(nats_server: NatsServer, database_url: str) -> AnalyticsSettings:
-    return AnalyticsSettings(
-        nats_url=nats_server.url, database_url=database_url, health_port=0, log_format="text"
-    )
+    return analytics_settings(nats_server.url, database_url)
 
 
 async def test_replicas_rebuilding_together_agree(

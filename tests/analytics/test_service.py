@@ -26,6 +26,7 @@ from tests.analytics.facts import (
     SMALL,
     T0,
     Booking,
+    analytics_settings,
     expected,
     figures,
     larger,
@@ -44,14 +45,7 @@ async def booking_stream(js: JetStreamContext) -> None:
 
 
 def settings(nats_server: NatsServer, database_url: str) -> AnalyticsSettings:
-    return AnalyticsSettings(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        health_port=0,
-        max_deliveries=2,
-        retry_backoff_seconds=0.05,
-        log_format="text",
-    )
+    return analytics_settings(nats_server.url, database_url)
 
 
 async def publish_all(js: JetStreamContext, facts: list[Envelope]) -> None:

@@ -29,14 +29,6 @@ NOTIFICATION_SENT = "choreo.notification.v1.NotificationSent"
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def joined(nats_server: NatsServer, tmp_path: Path, smtp: SmtpServer) -> Iterator[Stack]:
     env = {
         "NOTIFICATION_SMTP_HOST": smtp.host,
