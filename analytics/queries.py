@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from analytics.stats import Stats, window_stats
 from choreo.analytics.v1 import queries_pb2
-from choreo.clock import from_timestamp, to_timestamp
+from choreo.clock import from_timestamp, is_valid_timestamp, to_timestamp
 from choreo.commands import deadline_of, deadline_passed
 from choreo.db import now_us, read_only
 from choreo.errors import Failure, classify
@@ -30,9 +30,6 @@ from choreo.errors import Failure, classify
 log = logging.getLogger(__name__)
 
 Reply = queries_pb2.BookingStatsReply
-
-#: The range of ``google.protobuf.Timestamp`` (0001-01-01 to 9999-12-31, UTC).
-_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
 class InvalidQuery(ValueError):
@@ -51,7 +48,7 @@ def _time_us(query: queries_pb2.BookingStatsQuery, name: Literal["since", "until
     if not query.HasField(name):
         return None
     ts: Timestamp = getattr(query, name)
-    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000):
+    if not is_valid_timestamp(ts):
         raise InvalidQuery(f"{name} is not a valid timestamp", name)
     return from_timestamp(ts)
 

@@ -107,6 +107,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "to_timestamp": ("choreo.clock", "to_timestamp"),
     "from_timestamp": ("choreo.clock", "from_timestamp"),
     "rfc3339_us": ("choreo.clock", "rfc3339_us"),
+    "is_valid_timestamp": ("choreo.clock", "is_valid_timestamp"),
     "new_id": ("choreo.ids", "new_id"),
     "uuid7": ("choreo.ids", "uuid7"),
     "FieldError": ("choreo.validation", "FieldError"),
@@ -190,6 +191,7 @@ __all__ = [
     "generate_keypair",
     "insert_new",
     "is_sqlite",
+    "is_valid_timestamp",
     "lock_schema",
     "log_context",
     "make_engine",
@@ -229,7 +231,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr__`` resolves them
     from choreo.bus import connect, provision_stream
-    from choreo.clock import from_timestamp, rfc3339_us, to_timestamp
+    from choreo.clock import from_timestamp, is_valid_timestamp, rfc3339_us, to_timestamp
     from choreo.commands import (
         H_DEADLINE,
         H_REJECTED,

@@ -19,6 +19,15 @@ def from_timestamp(ts: Timestamp) -> int:
     return int(ts.ToMicroseconds())
 
 
+#: The range of ``google.protobuf.Timestamp``: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_SECONDS, MAX_TIMESTAMP_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def is_valid_timestamp(ts: Timestamp) -> bool:
+    """Whether ``ts`` is a time a Timestamp may hold (a decoded message's may be any numbers)."""
+    return MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS and 0 <= ts.nanos < 1_000_000_000
+
+
 def rfc3339_us(value: str) -> int | None:
     """An RFC 3339 time (a fact's ``ce-time``) in microseconds since the epoch, or ``None``.
 

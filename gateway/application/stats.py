@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from choreo.analytics.v1 import queries_pb2
+from choreo.clock import is_valid_timestamp
 from choreo.contract import command_options
 from choreo.gateway.v1 import gateway_pb2
 from choreo.ids import new_id
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 #: Where analytics answers the query: from the contract (``choreo.options.v1.command``).
 STATS_SUBJECT = command_options(queries_pb2.BookingStatsQuery).subject
 _SERVICE = "the analytics service"
-#: The range of ``google.protobuf.Timestamp``: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
-MIN_SECONDS = -62_135_596_800
-MAX_SECONDS = 253_402_300_799
 
 _QUERY_ERRORS = {
     queries_pb2.QUERY_ERROR_CODE_INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
@@ -43,7 +41,7 @@ def check_timestamp(field: str, value: Timestamp | None) -> None:
     """Raises INVALID_ARGUMENT naming ``field`` unless ``value`` is unset or a valid Timestamp."""
     if value is None:
         return
-    if not MIN_SECONDS <= value.seconds <= MAX_SECONDS or not 0 <= value.nanos < 1_000_000_000:
+    if not is_valid_timestamp(value):
         raise GatewayError(
             ErrorCode.INVALID_ARGUMENT,
             "must be a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
