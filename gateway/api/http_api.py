@@ -46,7 +46,7 @@ from gateway.application.core import DEFAULT_TRACE_PAGE_SIZE, MAX_TRACE_PAGE_SIZ
 from gateway.application.errors import GENERIC_MESSAGE, ErrorCode, GatewayError, report_internal
 from gateway.application.principal import Principal
 from gateway.application.readiness import Readiness
-from gateway.application.stats import StatsQueries
+from gateway.application.stats import StatsQueries, check_may_read_stats
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,7 @@ def create_app(
         until: Annotated[str, Query(description="RFC 3339: bookings created before it (default: now).")] = "",
         caller: Principal = identify,
     ) -> Response:
+        check_may_read_stats(caller)  # before the parameters, as over gRPC
         answer = await stats.booking_stats(
             caller=caller, since=_time_parameter("since", since), until=_time_parameter("until", until)
         )

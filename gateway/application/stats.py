@@ -49,6 +49,15 @@ def check_timestamp(field: str, value: Timestamp | None) -> None:
         )
 
 
+def check_may_read_stats(caller: Principal) -> None:
+    """Raises PERMISSION_DENIED unless ``caller`` may read statistics (every user's bookings).
+
+    Checked before anything of the request is read, so an outsider learns nothing from it.
+    """
+    if not caller.is_admin:
+        raise GatewayError(ErrorCode.PERMISSION_DENIED, f"booking statistics need the {ADMIN_SCOPE} scope")
+
+
 class StatsQueries:
     """Client of the analytics service's ``BookingStatsQuery``.
 
@@ -81,10 +90,7 @@ class StatsQueries:
             GatewayError: PERMISSION_DENIED (not an admin), INVALID_ARGUMENT (naming ``since``
                 or ``until``), UNAVAILABLE (analytics did not answer; retry), INTERNAL.
         """
-        if not caller.is_admin:
-            raise GatewayError(
-                ErrorCode.PERMISSION_DENIED, f"booking statistics need the {ADMIN_SCOPE} scope"
-            )
+        check_may_read_stats(caller)
         check_timestamp("since", since)
         check_timestamp("until", until)
         if since is not None and until is not None and until.ToNanoseconds() < since.ToNanoseconds():

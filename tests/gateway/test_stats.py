@@ -309,6 +309,9 @@ async def test_stats_need_the_admin_scope(
         assert (await http.get("/v1/stats")).status_code == 401
         denied = await http.get("/v1/stats", params={"since": SINCE}, headers=bearer(ALICE))
         assert denied.status_code == 403 and denied.json()["error"]["code"] == "PERMISSION_DENIED"
+        # Refused before its parameters are read: a malformed one tells a non-admin nothing more.
+        malformed = await http.get("/v1/stats", params={"since": "yesterday"}, headers=bearer(ALICE))
+        assert malformed.status_code == 403
         assert analytics.queries == []  # nothing asked for a caller who may not see it
 
         stats = await stub.GetBookingStats(request, metadata=grpc_bearer(admin))
