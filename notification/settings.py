@@ -47,6 +47,9 @@ class SmtpConfig:
         password: Its password (never logged).
         ca_file: PEM bundle of the CA(s) that signed the server's certificate (default: the system's).
         timeout_seconds: Longest wait for the server at each step.
+        password_file: Where the password is read again before each login (a mounted Secret
+            the kubelet updates): a rotated password needs no restart. ``password`` is the
+            value read at start-up, used while the file cannot be read.
     """
 
     host: str
@@ -56,6 +59,7 @@ class SmtpConfig:
     password: SecretStr | None
     ca_file: str | None
     timeout_seconds: float
+    password_file: str | None = None
 
     def __repr__(self) -> str:  # never the password, not even masked by chance
         return (
@@ -224,4 +228,5 @@ class NotificationSettings(ConsumerSettings):
             password=password,
             ca_file=self.smtp_ca_file,
             timeout_seconds=self.smtp_timeout_seconds,
+            password_file=self.smtp_password_file,
         )

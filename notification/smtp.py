@@ -20,16 +20,20 @@ good. Its failures are classified for the consumer (``choreo.errors``):
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 
 from choreo.errors import TransientError
 from notification.settings import SmtpConfig
+
+log = logging.getLogger(__name__)
 
 #: SMTP sessions open at once: a batch's emails are sent concurrently, not all at once.
 MAX_SESSIONS = 8
@@ -173,7 +177,7 @@ class Mailer:
                     hostname=c.host,
                     port=c.port,
                     username=c.username,
-                    password=c.password.get_secret_value() if c.password is not None else None,
+                    password=await self._password(),
                     local_hostname=self._hostname,
                     timeout=c.timeout_seconds,
                     use_tls=c.security == "tls",
@@ -202,6 +206,23 @@ class Mailer:
             except (aiosmtplib.SMTPException, OSError) as exc:  # down, timeout, connection lost, TLS
                 raise self._failure(exc) from None
         return Accepted(reply)
+
+    async def _password(self) -> str | None:
+        """The login's password: the file's current content (a rotation), else the one read at start-up."""
+        c = self.config
+        if c.username is None:
+            return None
+        if c.password_file is not None:
+            try:
+                text = (await asyncio.to_thread(Path(c.password_file).read_text)).strip()
+            except OSError as exc:
+                log.warning(
+                    "cannot read NOTIFICATION_SMTP_PASSWORD_FILE (%s): using the start-up one", exc.strerror
+                )
+            else:
+                if text:
+                    return text
+        return c.password.get_secret_value() if c.password is not None else None
 
     def _failure(self, exc: aiosmtplib.SMTPException | OSError) -> Exception:
         """What a failure to talk with the server at all means: for now, or until a setting changes."""

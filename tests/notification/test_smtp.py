@@ -6,6 +6,7 @@ import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
 from functools import partial
+from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
@@ -248,3 +249,29 @@ async def test_a_wrong_password_sends_the_facts_to_the_dlq_where_they_can_be_red
 
 async def dlq_count(js: JetStreamContext) -> int:
     return await stream_count(js, "DLQ")
+
+
+async def test_a_rotated_password_file_is_read_at_the_next_login(
+    starttls_server: SmtpServer, ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """The kubelet rewrites a mounted Secret in place: the next email logs in with the new password."""
+    secret = tmp_path / "NOTIFICATION_SMTP_PASSWORD"
+    secret.write_text("old-password\n")
+    config = SmtpConfig(
+        host=starttls_server.host,
+        port=starttls_server.port,
+        security="starttls",
+        username="app",
+        password=SecretStr("old-password"),
+        ca_file=str(ca.cert_file),
+        timeout_seconds=2,
+        password_file=str(secret),
+    )
+    sender = Mailer(config, sender=SENDER, local_hostname="client.example.com")
+    with pytest.raises(SmtpConfigurationError, match="535"):
+        await sender.send(email(), TO)
+    secret.write_text("right-password\n")  # rotated, no restart
+    assert isinstance(await sender.send(email(fact_id="f2"), TO), Accepted)
+    secret.unlink()  # unreadable for a while: the start-up password is used
+    with pytest.raises(SmtpConfigurationError, match="535"):
+        await sender.send(email(fact_id="f3"), TO)
