@@ -10,6 +10,7 @@ creating bookings (and charges) nobody is waiting for.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,8 +103,10 @@ async def test_a_create_the_gateway_gave_up_on_is_not_committed_later(
             # Without a key of its own, the client is told the key the gateway sent on its behalf.
             assert "idempotency_key" in no_key and "gw-" in no_key, no_key
             assert "client-key" in with_key, with_key
-            # The gRPC call's own deadline (0.6 s) is shorter than the gateway's timeout: it wins.
-            assert "0.5" in short or "0.6" in short, short
+            # The gRPC call's own deadline (0.6 s) is shorter than the gateway's timeout (1 s): it wins.
+            # What was left of it when the call reached the gateway depends on the machine's load.
+            waited = re.search(r"within ([0-9.]+)s", short)
+            assert waited is not None and 0 < float(waited.group(1)) <= 0.6, short
 
             await asyncio.sleep(1.0)  # the booking service catches up with what it had taken
             assert await booking_rows(database_url) == 1, "a create the gateway gave up on was committed"
