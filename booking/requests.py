@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import re
 
-from choreo.validation import FieldError, check_id
+from choreo.validation import FieldError, check_email, check_id
 
 #: The largest amount accepted, in minor units (10,000,000.00).
 MAX_AMOUNT_CENTS = 1_000_000_000
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _TOKEN = re.compile(r"tok_[A-Za-z0-9]{1,120}")
-#: Longest address SMTP carries (RFC 5321 4.5.3.1.3: a 256-octet path, less its brackets).
-MAX_EMAIL_LENGTH = 254
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-#: A dot-atom local part (at most 64 characters) at a domain name with a dot: what mail
-#: servers accept everywhere. Quoted local parts, IP literals and non-ASCII addresses
-#: (SMTPUTF8) are refused; nothing that could end a mail header (CR, LF) gets through.
-_EMAIL = re.compile(rf"(?=[^@]{{1,64}}@){_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
 
 
 def validate_booking_request(
@@ -52,15 +44,5 @@ def validate_booking_request(
     error = check_id("idempotency_key", idempotency_key, required=False)
     if error:
         return error
-    return check_email(email)
-
-
-def check_email(email: str) -> FieldError | None:
-    """The error of the optional ``email`` field, or ``None`` (empty: no emails are sent)."""
-    if not email:
-        return None
-    if len(email) > MAX_EMAIL_LENGTH:
-        return FieldError("email", f"must be at most {MAX_EMAIL_LENGTH} characters")
-    if not _EMAIL.fullmatch(email):
-        return FieldError("email", "must be an email address like name@example.com (ASCII, no display name)")
-    return None
+    # Optional: without an address no emails are sent.
+    return check_email("email", email, required=False)

@@ -112,6 +112,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "uuid7": ("choreo.ids", "uuid7"),
     "FieldError": ("choreo.validation", "FieldError"),
     "check_id": ("choreo.validation", "check_id"),
+    "check_email": ("choreo.validation", "check_email"),
     # Sealed payment tokens (booking seals, payment opens).
     "TokenSealer": ("choreo.sealing", "TokenSealer"),
     "TokenOpener": ("choreo.sealing", "TokenOpener"),
@@ -175,6 +176,7 @@ __all__ = [
     "UndeclaredEmit",
     "add_to_outbox",
     "big_int",
+    "check_email",
     "check_id",
     "classify",
     "command_options",
@@ -286,4 +288,4 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
     from choreo.startover import start_over_if_empty
     from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError
     from choreo.upserts import dialect_insert, insert_new, upsert
-    from choreo.validation import FieldError, check_id
+    from choreo.validation import FieldError, check_email, check_id

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from choreo.notification.v1 import events_pb2 as notification_events
+from choreo.validation import check_email
 
 Kind = notification_events.NotificationKind
 
@@ -38,16 +39,15 @@ _ZERO_DECIMALS = frozenset(
     {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND"}
 )
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-#: What booking accepts as ``email`` (a dot-atom at a domain with a dot, ASCII, at most 254
-#: characters), checked again here: a fact may come from a publisher that did not check it.
-_ADDRESS = re.compile(rf"(?=[^@]{{1,64}}@){_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
 
 
 def is_deliverable(address: str) -> bool:
-    """Whether ``address`` is one plain address this service sends to (never a list, never a header)."""
-    return len(address) <= 254 and _ADDRESS.fullmatch(address) is not None
+    """Whether ``address`` is one plain address this service sends to (never a list, never a header).
+
+    The rule booking applies to ``email`` (``choreo.validation.check_email``), checked again
+    here: a fact may come from a publisher that did not check it.
+    """
+    return check_email("email", address) is None
 
 
 def reason_in_words(reason: str) -> str:
