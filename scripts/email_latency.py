@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from choreoctl.bench.stats import percentile
 from choreoctl.stack.mailsink import MailStore, read_headers
 
 
@@ -35,13 +36,9 @@ def accepted_at(path: Path) -> float:
     return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-def nearest_rank(ordered: list[float], p: int) -> float:
-    return ordered[max(0, -(-p * len(ordered) // 100) - 1)]
-
-
 def percentiles(values: list[float]) -> str:
     ordered = sorted(values)
-    p50, p95, p99 = (nearest_rank(ordered, p) for p in (50, 95, 99))
+    p50, p95, p99 = (percentile(ordered, p / 100) for p in (50, 95, 99))
     return (
         f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  "
         f"max {ordered[-1]:6.1f} ms  mean {statistics.fmean(ordered):6.1f} ms  (n={len(ordered)})"
