@@ -140,7 +140,10 @@ class Notifier:
             # Known before the send, to every replica: the booking's later emails wait for this
             # one (transiently) while it is sent, or retried while the SMTP server is down.
             await self.store.remember(event, created_at_us, first_email_handled=False)
-            outcome = await self._email(booking, Kind.NOTIFICATION_KIND_BOOKING_RECEIVED, env, at)
+            kind = Kind.NOTIFICATION_KIND_BOOKING_RECEIVED
+            outcome = self._too_old(event.booking_id, kind, env, at) or await self._email(
+                booking, kind, env, at
+            )
             # After the send, off the path to the SMTP server: the later emails may go.
             await self.store.remember(event, created_at_us, first_email_handled=True)
             return outcome
@@ -212,10 +215,8 @@ class Notifier:
     async def _email(
         self, booking: Booking, kind: Kind.ValueType, env: Envelope, at: int | None, *, reason: str = ""
     ) -> Outcome:
+        """The booking's email of ``kind`` (the caller has checked the fact's age)."""
         message_id = message_id_for(env.id, self._domain)
-        skipped = self._too_old(booking.booking_id, kind, env, at)
-        if skipped is not None:
-            return skipped
         if not booking.email:
             log.info(
                 "booking %s has no email address: %s email skipped (correlation %s)",
