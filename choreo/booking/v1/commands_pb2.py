@@ -27,7 +27,7 @@ from choreo.options.v1 import options_pb2 as choreo_dot_options_dot_v1_dot_optio
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n choreo/booking/v1/commands.proto\x12\x11\x63horeo.booking.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x14\x43reateBookingCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t:!\xb2\x9f\x19\x1d\n\x12\x63md.booking.create\x12\x07\x62ooking\"\xb5\x02\n\rBookingRecord\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.choreo.booking.v1.BookingState\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x0c\x43ommandError\x12\x31\n\x04\x63ode\x18\x01 \x01(\x0e\x32#.choreo.booking.v1.CommandErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x97\x01\n\x12\x43reateBookingReply\x12\x33\n\x07\x62ooking\x18\x01 \x01(\x0b\x32 .choreo.booking.v1.BookingRecordH\x00\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1f.choreo.booking.v1.CommandErrorH\x00\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x42\x08\n\x06result*\x82\x01\n\x0c\x42ookingState\x12\x1d\n\x19\x42OOKING_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42OOKING_STATE_PENDING\x10\x01\x12\x1b\n\x17\x42OOKING_STATE_CONFIRMED\x10\x02\x12\x1b\n\x17\x42OOKING_STATE_CANCELLED\x10\x03*\xd1\x01\n\x10\x43ommandErrorCode\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNSPECIFIED\x10\x00\x12\'\n#COMMAND_ERROR_CODE_INVALID_ARGUMENT\x10\x01\x12+\n\'COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT\x10\x02\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_INTERNAL\x10\x03\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNAVAILABLE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n choreo/booking/v1/commands.proto\x12\x11\x63horeo.booking.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x14\x43reateBookingCommand\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12\x13\n\x0bresource_id\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\x05:!\xb2\x9f\x19\x1d\n\x12\x63md.booking.create\x12\x07\x62ooking\"p\n\x14\x43\x61ncelBookingCommand\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x61ny_user\x18\x03 \x01(\x08:!\xb2\x9f\x19\x1d\n\x12\x63md.booking.cancel\x12\x07\x62ooking\"\xdc\x02\n\rBookingRecord\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.choreo.booking.v1.BookingState\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bresource_id\x18\x0b \x01(\t\x12\x10\n\x08quantity\x18\x0c \x01(\x05\"a\n\x0c\x43ommandError\x12\x31\n\x04\x63ode\x18\x01 \x01(\x0e\x32#.choreo.booking.v1.CommandErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\x97\x01\n\x12\x43reateBookingReply\x12\x33\n\x07\x62ooking\x18\x01 \x01(\x0b\x32 .choreo.booking.v1.BookingRecordH\x00\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1f.choreo.booking.v1.CommandErrorH\x00\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x42\x08\n\x06result\"\x85\x01\n\x12\x43\x61ncelBookingReply\x12\x33\n\x07\x62ooking\x18\x01 \x01(\x0b\x32 .choreo.booking.v1.BookingRecordH\x00\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1f.choreo.booking.v1.CommandErrorH\x00\x42\x08\n\x06result*\x82\x01\n\x0c\x42ookingState\x12\x1d\n\x19\x42OOKING_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42OOKING_STATE_PENDING\x10\x01\x12\x1b\n\x17\x42OOKING_STATE_CONFIRMED\x10\x02\x12\x1b\n\x17\x42OOKING_STATE_CANCELLED\x10\x03*\x9f\x02\n\x10\x43ommandErrorCode\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNSPECIFIED\x10\x00\x12\'\n#COMMAND_ERROR_CODE_INVALID_ARGUMENT\x10\x01\x12+\n\'COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT\x10\x02\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_INTERNAL\x10\x03\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNAVAILABLE\x10\x04\x12 \n\x1c\x43OMMAND_ERROR_CODE_NOT_FOUND\x10\x05\x12*\n&COMMAND_ERROR_CODE_FAILED_PRECONDITION\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEBOOKINGCOMMAND']._loaded_options = None
   _globals['_CREATEBOOKINGCOMMAND']._serialized_options = b'\262\237\031\035\n\022cmd.booking.create\022\007booking'
-  _globals['_BOOKINGSTATE']._serialized_start=867
-  _globals['_BOOKINGSTATE']._serialized_end=997
-  _globals['_COMMANDERRORCODE']._serialized_start=1000
-  _globals['_COMMANDERRORCODE']._serialized_end=1209
+  _globals['_CANCELBOOKINGCOMMAND']._loaded_options = None
+  _globals['_CANCELBOOKINGCOMMAND']._serialized_options = b'\262\237\031\035\n\022cmd.booking.cancel\022\007booking'
+  _globals['_BOOKINGSTATE']._serialized_start=1195
+  _globals['_BOOKINGSTATE']._serialized_end=1325
+  _globals['_COMMANDERRORCODE']._serialized_start=1328
+  _globals['_COMMANDERRORCODE']._serialized_end=1615
   _globals['_CREATEBOOKINGCOMMAND']._serialized_start=122
-  _globals['_CREATEBOOKINGCOMMAND']._serialized_end=299
-  _globals['_BOOKINGRECORD']._serialized_start=302
-  _globals['_BOOKINGRECORD']._serialized_end=611
-  _globals['_COMMANDERROR']._serialized_start=613
-  _globals['_COMMANDERROR']._serialized_end=710
-  _globals['_CREATEBOOKINGREPLY']._serialized_start=713
-  _globals['_CREATEBOOKINGREPLY']._serialized_end=864
+  _globals['_CREATEBOOKINGCOMMAND']._serialized_end=338
+  _globals['_CANCELBOOKINGCOMMAND']._serialized_start=340
+  _globals['_CANCELBOOKINGCOMMAND']._serialized_end=452
+  _globals['_BOOKINGRECORD']._serialized_start=455
+  _globals['_BOOKINGRECORD']._serialized_end=803
+  _globals['_COMMANDERROR']._serialized_start=805
+  _globals['_COMMANDERROR']._serialized_end=902
+  _globals['_CREATEBOOKINGREPLY']._serialized_start=905
+  _globals['_CREATEBOOKINGREPLY']._serialized_end=1056
+  _globals['_CANCELBOOKINGREPLY']._serialized_start=1059
+  _globals['_CANCELBOOKINGREPLY']._serialized_end=1192
 # @@protoc_insertion_point(module_scope)

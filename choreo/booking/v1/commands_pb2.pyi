@@ -58,6 +58,10 @@ class _CommandErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Comm
     """The service cannot complete the command now (its database is unavailable); nothing
     was written, and a retry with the same idempotency key is safe.
     """
+    COMMAND_ERROR_CODE_NOT_FOUND: _CommandErrorCode.ValueType  # 5
+    """The command names a booking that does not exist (or that the requester may not act for)."""
+    COMMAND_ERROR_CODE_FAILED_PRECONDITION: _CommandErrorCode.ValueType  # 6
+    """The booking is not in a state the command applies to (e.g. already CANCELLED)."""
 
 class CommandErrorCode(_CommandErrorCode, metaclass=_CommandErrorCodeEnumTypeWrapper):
     """Why a command was refused."""
@@ -73,6 +77,10 @@ COMMAND_ERROR_CODE_UNAVAILABLE: CommandErrorCode.ValueType  # 4
 """The service cannot complete the command now (its database is unavailable); nothing
 was written, and a retry with the same idempotency key is safe.
 """
+COMMAND_ERROR_CODE_NOT_FOUND: CommandErrorCode.ValueType  # 5
+"""The command names a booking that does not exist (or that the requester may not act for)."""
+COMMAND_ERROR_CODE_FAILED_PRECONDITION: CommandErrorCode.ValueType  # 6
+"""The booking is not in a state the command applies to (e.g. already CANCELLED)."""
 Global___CommandErrorCode: _TypeAlias = CommandErrorCode  # noqa: Y015
 
 @_typing.final
@@ -87,6 +95,8 @@ class CreateBookingCommand(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     amount_cents: _builtins.int
     currency: _builtins.str
@@ -97,6 +107,10 @@ class CreateBookingCommand(_message.Message):
     """Optional; where the user's emails about this booking go (validated, see
     booking/requests.py). Empty: no email is sent.
     """
+    resource_id: _builtins.str
+    """Optional: the resource to reserve before payment (inventory). Empty: no reservation."""
+    quantity: _builtins.int
+    """Units of resource_id; 0 means 1. Only with resource_id."""
     def __init__(
         self,
         *,
@@ -106,14 +120,50 @@ class CreateBookingCommand(_message.Message):
         payment_token: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         email: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "quantity", b"quantity", "resource_id", b"resource_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateBookingCommand: _TypeAlias = CreateBookingCommand  # noqa: Y015
+
+@_typing.final
+class CancelBookingCommand(_message.Message):
+    """Ask the booking service to cancel a booking on its user's behalf (reason
+    `cancelled_by_user`). PENDING or CONFIRMED -> CANCELLED with a BookingCancelled, to
+    which payment reacts with a refund and inventory with a release.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ANY_USER_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    user_id: _builtins.str
+    """Who asks (the gateway's authenticated caller). The booking must be this user's,
+    unless any_user is set.
+    """
+    any_user: _builtins.bool
+    """The requester may act for every user (an admin, or a gateway without authentication)."""
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        any_user: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_user", b"any_user", "booking_id", b"booking_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBookingCommand: _TypeAlias = CancelBookingCommand  # noqa: Y015
 
 @_typing.final
 class BookingRecord(_message.Message):
@@ -131,6 +181,8 @@ class BookingRecord(_message.Message):
     CANCELLATION_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -139,6 +191,8 @@ class BookingRecord(_message.Message):
     correlation_id: _builtins.str
     payment_id: _builtins.str
     cancellation_reason: _builtins.str
+    resource_id: _builtins.str
+    quantity: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -156,10 +210,12 @@ class BookingRecord(_message.Message):
         cancellation_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        resource_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "cancellation_reason", b"cancellation_reason", "correlation_id", b"correlation_id", "created_at", b"created_at", "currency", b"currency", "payment_id", b"payment_id", "state", b"state", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "cancellation_reason", b"cancellation_reason", "correlation_id", b"correlation_id", "created_at", b"created_at", "currency", b"currency", "payment_id", b"payment_id", "quantity", b"quantity", "resource_id", b"resource_id", "state", b"state", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -224,3 +280,33 @@ class CreateBookingReply(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___CreateBookingReply: _TypeAlias = CreateBookingReply  # noqa: Y015
+
+@_typing.final
+class CancelBookingReply(_message.Message):
+    """Reply to CancelBookingCommand: the booking (CANCELLED), or why it was refused
+    (NOT_FOUND, FAILED_PRECONDITION when it is already CANCELLED, UNAVAILABLE).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___BookingRecord: ...
+    @_builtins.property
+    def error(self) -> Global___CommandError: ...
+    def __init__(
+        self,
+        *,
+        booking: Global___BookingRecord | None = ...,
+        error: Global___CommandError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking", "error", b"error", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["booking", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___CancelBookingReply: _TypeAlias = CancelBookingReply  # noqa: Y015

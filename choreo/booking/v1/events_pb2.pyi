@@ -41,6 +41,8 @@ class BookingCreated(_message.Message):
     SEALED_PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     REQUEST_FINGERPRINT_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -81,6 +83,13 @@ class BookingCreated(_message.Message):
     the fact so that a subscriber that emails the user (notification) needs no query;
     every subscriber of the BOOKING stream can read it.
     """
+    resource_id: _builtins.str
+    """The resource to reserve before payment (empty: none; payment charges at once).
+    With it, inventory reserves `quantity` units and payment charges only after
+    choreo.inventory.v1.InventoryReserved.
+    """
+    quantity: _builtins.int
+    """Units of resource_id: 1 or more when resource_id is set (a request's 0 is 1), else 0."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -96,10 +105,12 @@ class BookingCreated(_message.Message):
         sealed_payment_token: _builtins.bytes = ...,
         request_fingerprint: _builtins.str = ...,
         email: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "request_fingerprint", b"request_fingerprint", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "quantity", b"quantity", "request_fingerprint", b"request_fingerprint", "resource_id", b"resource_id", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,11 +154,16 @@ class BookingCancelled(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CANCELLED_AT_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     reason: _builtins.str
-    """Machine-readable reason, e.g. card_declined, insufficient_funds."""
+    """Machine-readable reason: the payment's (card_declined, insufficient_funds, ...),
+    sold_out, cancelled_by_user or payment_timeout.
+    """
     payment_id: _builtins.str
     """The declined payment that caused the cancellation, if one did."""
+    resource_id: _builtins.str
+    """The booking's resource, if it reserved one (inventory releases it)."""
     @_builtins.property
     def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -157,10 +173,11 @@ class BookingCancelled(_message.Message):
         reason: _builtins.str = ...,
         cancelled_at: _timestamp_pb2.Timestamp | None = ...,
         payment_id: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancelled_at", b"cancelled_at", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancelled_at", b"cancelled_at", "payment_id", b"payment_id", "reason", b"reason", "resource_id", b"resource_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

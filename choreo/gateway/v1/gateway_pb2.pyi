@@ -58,6 +58,8 @@ class Booking(_message.Message):
     CANCELLATION_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -69,6 +71,10 @@ class Booking(_message.Message):
     """Identifies the whole workflow across services."""
     payment_id: _builtins.str
     cancellation_reason: _builtins.str
+    resource_id: _builtins.str
+    """The reserved resource (empty: a booking without inventory)."""
+    quantity: _builtins.int
+    """Units of resource_id the booking holds (1 or more when resource_id is set, else 0)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -86,10 +92,12 @@ class Booking(_message.Message):
         cancellation_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        resource_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "cancellation_reason", b"cancellation_reason", "correlation_id", b"correlation_id", "created_at", b"created_at", "currency", b"currency", "payment_id", b"payment_id", "status", b"status", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "cancellation_reason", b"cancellation_reason", "correlation_id", b"correlation_id", "created_at", b"created_at", "currency", b"currency", "payment_id", b"payment_id", "quantity", b"quantity", "resource_id", b"resource_id", "status", b"status", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,6 +113,8 @@ class CreateBookingRequest(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """With GATEWAY_AUTH=jwt: empty or the caller's (the token's sub); only a
     bookings:admin caller may name another user. Without auth: required.
@@ -119,6 +129,12 @@ class CreateBookingRequest(_message.Message):
     """Optional: where the emails about this booking go ("we received your booking", then
     its outcome). A malformed address is INVALID_ARGUMENT naming `email`.
     """
+    resource_id: _builtins.str
+    """Optional: the resource to reserve before payment (the inventory saga). Empty: no
+    reservation, the payment is attempted at once.
+    """
+    quantity: _builtins.int
+    """Units of resource_id to reserve; 0 means 1. Only with resource_id."""
     def __init__(
         self,
         *,
@@ -128,10 +144,12 @@ class CreateBookingRequest(_message.Message):
         payment_token: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         email: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "quantity", b"quantity", "resource_id", b"resource_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -410,6 +428,49 @@ class GetWorkflowTraceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWorkflowTraceResponse: _TypeAlias = GetWorkflowTraceResponse  # noqa: Y015
+
+@_typing.final
+class CancelBookingRequest(_message.Message):
+    """Which booking to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBookingRequest: _TypeAlias = CancelBookingRequest  # noqa: Y015
+
+@_typing.final
+class CancelBookingResponse(_message.Message):
+    """The booking, now CANCELLED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking: ...
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBookingResponse: _TypeAlias = CancelBookingResponse  # noqa: Y015
 
 @_typing.final
 class GetBookingStatsRequest(_message.Message):

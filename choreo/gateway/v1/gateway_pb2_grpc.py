@@ -66,6 +66,11 @@ class BookingGatewayServiceStub:
                 request_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.SerializeToString,
                 response_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.FromString,
                 _registered_method=True)
+        self.CancelBooking = channel.unary_unary(
+                '/choreo.gateway.v1.BookingGatewayService/CancelBooking',
+                request_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingRequest.SerializeToString,
+                response_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingResponse.FromString,
+                _registered_method=True)
 
 
 class BookingGatewayServiceServicer:
@@ -116,6 +121,16 @@ class BookingGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelBooking(self, request, context):
+        """Cancels a PENDING or CONFIRMED booking (reason `cancelled_by_user`): a captured payment is
+        refunded and a reservation released, by the services that react to BookingCancelled.
+        FAILED_PRECONDITION when it is already CANCELLED; NOT_FOUND for an unknown id (or one
+        the caller may not act for). HTTP: POST /v1/bookings/{booking_id}:cancel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BookingGatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +163,11 @@ def add_BookingGatewayServiceServicer_to_server(servicer, server):
                     servicer.GetBookingStats,
                     request_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.FromString,
                     response_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.SerializeToString,
+            ),
+            'CancelBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBooking,
+                    request_deserializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingRequest.FromString,
+                    response_serializer=choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +333,33 @@ class BookingGatewayService:
             '/choreo.gateway.v1.BookingGatewayService/GetBookingStats',
             choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsRequest.SerializeToString,
             choreo_dot_gateway_dot_v1_dot_gateway__pb2.GetBookingStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/choreo.gateway.v1.BookingGatewayService/CancelBooking',
+            choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingRequest.SerializeToString,
+            choreo_dot_gateway_dot_v1_dot_gateway__pb2.CancelBookingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,12 @@ class BookingGatewayServiceStub:
     """Booking statistics from the analytics service, over the bookings created in a window.
     Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
     """
+    CancelBooking: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelBookingRequest, _gateway_pb2.CancelBookingResponse]
+    """Cancels a PENDING or CONFIRMED booking (reason `cancelled_by_user`): a captured payment is
+    refunded and a reservation released, by the services that react to BookingCancelled.
+    FAILED_PRECONDITION when it is already CANCELLED; NOT_FOUND for an unknown id (or one
+    the caller may not act for). HTTP: POST /v1/bookings/{booking_id}:cancel.
+    """
 
 @_typing.type_check_only
 class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
@@ -71,6 +77,12 @@ class BookingGatewayServiceAsyncStub(BookingGatewayServiceStub):
     GetBookingStats: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBookingStatsRequest, _gateway_pb2.GetBookingStatsResponse]  # type: ignore[assignment]
     """Booking statistics from the analytics service, over the bookings created in a window.
     Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+    """
+    CancelBooking: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelBookingRequest, _gateway_pb2.CancelBookingResponse]  # type: ignore[assignment]
+    """Cancels a PENDING or CONFIRMED booking (reason `cancelled_by_user`): a captured payment is
+    refunded and a reservation released, by the services that react to BookingCancelled.
+    FAILED_PRECONDITION when it is already CANCELLED; NOT_FOUND for an unknown id (or one
+    the caller may not act for). HTTP: POST /v1/bookings/{booking_id}:cancel.
     """
 
 class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -126,6 +138,18 @@ class BookingGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.GetBookingStatsResponse, _abc.Awaitable[_gateway_pb2.GetBookingStatsResponse]]:
         """Booking statistics from the analytics service, over the bookings created in a window.
         Needs bookings:admin (with GATEWAY_AUTH=jwt); UNAVAILABLE while analytics is down.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelBooking(
+        self,
+        request: _gateway_pb2.CancelBookingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.CancelBookingResponse, _abc.Awaitable[_gateway_pb2.CancelBookingResponse]]:
+        """Cancels a PENDING or CONFIRMED booking (reason `cancelled_by_user`): a captured payment is
+        refunded and a reservation released, by the services that react to BookingCancelled.
+        FAILED_PRECONDITION when it is already CANCELLED; NOT_FOUND for an unknown id (or one
+        the caller may not act for). HTTP: POST /v1/bookings/{booking_id}:cancel.
         """
 
 def add_BookingGatewayServiceServicer_to_server(servicer: BookingGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

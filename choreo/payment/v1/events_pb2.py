@@ -27,7 +27,7 @@ from choreo.options.v1 import options_pb2 as choreo_dot_options_dot_v1_dot_optio
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/payment/v1/events.proto\x12\x11\x63horeo.payment.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x10PaymentSucceeded\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x30\n\x0csucceeded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12provider_charge_id\x18\x06 \x01(\t: \xaa\x9f\x19\x1c\n\x11payment.succeeded\x12\x07PAYMENT\"\xd9\x01\n\rPaymentFailed\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12-\n\tfailed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x1a\n\x12provider_charge_id\x18\x07 \x01(\t:\x1d\xaa\x9f\x19\x19\n\x0epayment.failed\x12\x07PAYMENTb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/payment/v1/events.proto\x12\x11\x63horeo.payment.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x10PaymentSucceeded\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x30\n\x0csucceeded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12provider_charge_id\x18\x06 \x01(\t: \xaa\x9f\x19\x1c\n\x11payment.succeeded\x12\x07PAYMENT\"\xd9\x01\n\rPaymentFailed\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nbooking_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12-\n\tfailed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x1a\n\x12provider_charge_id\x18\x07 \x01(\t:\x1d\xaa\x9f\x19\x19\n\x0epayment.failed\x12\x07PAYMENT\"\xf2\x01\n\x0fPaymentRefunded\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x12\n\nbooking_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12/\n\x0brefunded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12provider_refund_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t:\x1f\xaa\x9f\x19\x1b\n\x10payment.refunded\x12\x07PAYMENTb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTSUCCEEDED']._serialized_options = b'\252\237\031\034\n\021payment.succeeded\022\007PAYMENT'
   _globals['_PAYMENTFAILED']._loaded_options = None
   _globals['_PAYMENTFAILED']._serialized_options = b'\252\237\031\031\n\016payment.failed\022\007PAYMENT'
+  _globals['_PAYMENTREFUNDED']._loaded_options = None
+  _globals['_PAYMENTREFUNDED']._serialized_options = b'\252\237\031\033\n\020payment.refunded\022\007PAYMENT'
   _globals['_PAYMENTSUCCEEDED']._serialized_start=120
   _globals['_PAYMENTSUCCEEDED']._serialized_end=330
   _globals['_PAYMENTFAILED']._serialized_start=333
   _globals['_PAYMENTFAILED']._serialized_end=550
+  _globals['_PAYMENTREFUNDED']._serialized_start=553
+  _globals['_PAYMENTREFUNDED']._serialized_end=795
 # @@protoc_insertion_point(module_scope)

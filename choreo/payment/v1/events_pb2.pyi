@@ -100,3 +100,52 @@ class PaymentFailed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentFailed: _TypeAlias = PaymentFailed  # noqa: Y015
+
+@_typing.final
+class PaymentRefunded(_message.Message):
+    """Compensating fact: a captured payment was refunded in full, because its booking was
+    cancelled (by the user, by the payment timeout before a late charge landed, ...).
+    Published at most once per payment.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REFUNDED_AT_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    payment_id: _builtins.str
+    """The refunded PaymentSucceeded."""
+    booking_id: _builtins.str
+    amount_cents: _builtins.int
+    currency: _builtins.str
+    provider_refund_id: _builtins.str
+    """The provider's id of the refund."""
+    reason: _builtins.str
+    """The booking's cancellation reason (cancelled_by_user, payment_timeout, ...)."""
+    @_builtins.property
+    def refunded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        booking_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        refunded_at: _timestamp_pb2.Timestamp | None = ...,
+        provider_refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refunded_at", b"refunded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "currency", b"currency", "payment_id", b"payment_id", "provider_refund_id", b"provider_refund_id", "reason", b"reason", "refund_id", b"refund_id", "refunded_at", b"refunded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentRefunded: _TypeAlias = PaymentRefunded  # noqa: Y015
