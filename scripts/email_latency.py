@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from choreoctl.bench.stats import percentile
+from choreoctl.bench.stats import LatencySummary
 from choreoctl.stack.mailsink import MailStore, read_headers
 
 
@@ -34,15 +33,6 @@ def accepted_at(path: Path) -> float:
     """When the sink accepted the message: its file name's ``YYYYmmddTHHMMSS.ffffffZ`` prefix."""
     stamp = path.name.split("-", 1)[0]
     return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def percentiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p50, p95, p99 = (percentile(ordered, p / 100) for p in (50, 95, 99))
-    return (
-        f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  "
-        f"max {ordered[-1]:6.1f} ms  mean {statistics.fmean(ordered):6.1f} ms  (n={len(ordered)})"
-    )
 
 
 async def main() -> int:
@@ -85,8 +75,8 @@ async def main() -> int:
         print(f"only {len(received)} of {len(created)} 'received' emails arrived", file=sys.stderr)
         return 1
     print(f"{len(created)} bookings at {args.rate:g}/s through {args.http}; emails from {store.directory}")
-    print(f"BookingCreated -> 'received' email accepted:   {percentiles(received)}")
-    print(f"BookingCreated -> outcome email accepted:      {percentiles(outcome)}")
+    print(f"BookingCreated -> 'received' email accepted:   {LatencySummary.of(received).line()}")
+    print(f"BookingCreated -> outcome email accepted:      {LatencySummary.of(outcome).line()}")
     return 0
 
 

@@ -44,5 +44,12 @@ class LatencySummary:
             max=values[-1] if values else 0.0,
         )
 
+    def line(self) -> str:
+        """One line of the figures, in milliseconds, for a script's report."""
+        return (
+            f"p50 {self.p50:6.1f} ms  p95 {self.p95:6.1f} ms  p99 {self.p99:6.1f} ms  "
+            f"max {self.max:6.1f} ms  mean {self.mean:6.1f} ms  (n={self.count})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
