@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from choreo.db import make_engine
+from choreo.envelope import Envelope
 from choreo.handler import HandlerContext, Route
 from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.testing import Handled, HandlerHarness
@@ -38,17 +40,17 @@ async def pg_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-def slow_routes(inventory: Inventory) -> list[Route[object]]:
+def slow_routes(inventory: Inventory) -> list[Route[Any]]:
     """Inventory's routes, each transaction held open a moment after the handler ran."""
 
-    def held(route: Route[object]) -> Route[object]:
-        async def handle(message: object, ctx: HandlerContext) -> None:
+    def held(route: Route[Any]) -> Route[Any]:
+        async def handle(message: Any, ctx: HandlerContext) -> None:
             await route.handle(message, ctx)
             await asyncio.sleep(random.uniform(0, HOLD_SECONDS))
 
         return Route(route.message_type, handle, emits=route.emits)
 
-    return [held(r) for r in routes(inventory)]  # type: ignore[arg-type]
+    return [held(r) for r in routes(inventory)]
 
 
 async def replicas(url: str, schema: Path) -> list[HandlerHarness]:
@@ -62,10 +64,10 @@ async def replicas(url: str, schema: Path) -> list[HandlerHarness]:
     ]
 
 
-async def handle_everywhere(harnesses: list[HandlerHarness], facts: list[object]) -> list[Handled]:
+async def handle_everywhere(harnesses: list[HandlerHarness], facts: Sequence[Envelope]) -> list[Handled]:
     """Each fact on one of the replicas (round robin), every one at the same time."""
     return list(
-        await asyncio.gather(*(harnesses[i % len(harnesses)].handle(env) for i, env in enumerate(facts)))  # type: ignore[arg-type]
+        await asyncio.gather(*(harnesses[i % len(harnesses)].handle(env) for i, env in enumerate(facts)))
     )
 
 
@@ -110,7 +112,9 @@ async def test_mixed_quantities_bookings_and_cancellations_never_over_reserve(
         assert units == await reserved_units(harnesses[0])  # the counter is the sum of its reservations
         assert units <= capacity
         async with harnesses[0].engine.connect() as conn:
-            states = dict((await conn.execute(select(reservations.c.booking_id, reservations.c.state))).all())
+            states: dict[str, str] = dict(
+                (await conn.execute(select(reservations.c.booking_id, reservations.c.state))).all()
+            )
         # Each cancelled booking's units went back (or it had none), each other one kept its state.
         assert {states[f"a-{i}"] for i in range(0, 20, 2)} <= {"RELEASED", "REFUSED"}
         assert {states[f"a-{i}"] for i in range(1, 20, 2)} | {states[f"b-{i}"] for i in range(20)} <= {

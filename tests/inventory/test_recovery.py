@@ -83,6 +83,6 @@ def test_choreo_recover_reads_the_default_capacity_from_the_environment(
     monkeypatch.setenv("INVENTORY_DEFAULT_CAPACITY", "7")
     recovery = recovery_module.RECOVERY
     assert recovery.stream == "INVENTORY"
-    assert recovery.restores[0].apply.__self__.default_capacity == 7  # type: ignore[attr-defined]
+    assert recovery.restores[0].apply.__self__.default_capacity == 7
     with pytest.raises(AttributeError):
-        _ = recovery_module.NOTHING  # type: ignore[attr-defined]
+        _ = recovery_module.NOTHING
