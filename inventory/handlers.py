@@ -39,7 +39,7 @@ from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.upserts import insert_new
-from inventory.rules import MAX_RESOURCE_ID, RESOURCE_ID_RULE, is_resource_id
+from inventory.rules import RESOURCE_ID_RULE, is_resource_id
 from inventory.tables import ReservationState, reservations, resources
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ DURABLE = "inventory"
 BOOKING_SOURCE = "booking"
 #: ``InventoryReservationFailed.reason`` when too few units are free.
 SOLD_OUT = "sold_out"
+#: The longest booking id the tables hold.
+MAX_BOOKING_ID = 64
 
 _DIALECTS = ("sqlite", "postgresql")
 _r, _v = resources, reservations
@@ -112,7 +114,7 @@ def check_fact(env: Envelope, booking_id: str) -> None:
         )
         log.error("refused booking fact: %s; dead-lettering it", message, extra=_log_extra(env, booking_id))
         raise ForgedFactError(message)
-    if not booking_id or len(booking_id) > MAX_RESOURCE_ID:
+    if not booking_id or len(booking_id) > MAX_BOOKING_ID:
         raise UnusableFactError(f"{env.type} {env.id}: booking id {booking_id[:80]!r} is empty or too long")
 
 
