@@ -3,6 +3,10 @@ same reservations, and the booking facts delivered again are duplicates (nothing
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -12,6 +16,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from choreo.bus import ensure_stream
+from choreo.db import make_engine
 from choreoctl.stack.natsserver import NatsServer
 from inventory import recovery as recovery_module
 from inventory.build import build
@@ -22,6 +27,8 @@ from tests.inventory.facts import cancelled, created, reservation_rows, resource
 from tests.inventory.test_service import at_least, publish_all, settings
 from tests.streams import BOOKING
 from tests.support import eventually, running, stream_count
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -86,3 +93,42 @@ def test_choreo_recover_reads_the_default_capacity_from_the_environment(
     assert recovery.restores[0].apply.__self__.default_capacity == 7
     with pytest.raises(AttributeError):
         _ = recovery_module.NOTHING
+
+
+async def test_choreo_recover_inventory_rebuilds_a_stopped_service(
+    nats_server: NatsServer, js: JetStreamContext, tmp_path: Path
+) -> None:
+    await ensure_stream(js, BOOKING)
+    first_url, second_url = (f"sqlite+aiosqlite:///{tmp_path / name}" for name in ("a.db", "b.db"))
+    async with running(build(settings(nats_server, first_url, default_capacity=3))) as svc:
+        await publish_all(
+            js, [created("b-1", "room-1", 2), created("b-2", "room-1", 2), cancelled("b-1", "room-1")]
+        )
+        await wait_caught_up(js, "inventory")
+        await eventually(partial(at_least, js, "INVENTORY", 3), message="inventory's facts")
+        assert svc.engine is not None
+        before = (await resource_rows(svc.engine), await reservation_rows(svc.engine))
+    assert before[0] == {"room-1": (3, 0)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVENTORY_")}
+    env |= {
+        "PYTHONPATH": str(REPO),
+        "INVENTORY_NATS_URL": nats_server.url,
+        "INVENTORY_DATABASE_URL": second_url,
+        "INVENTORY_DEFAULT_CAPACITY": "3",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "choreoctl", "recover", "inventory"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rebuilt inventory from 3 facts of INVENTORY" in done.stdout
+    engine = make_engine(second_url)
+    try:
+        assert (await resource_rows(engine), await reservation_rows(engine)) == before
+    finally:
+        await engine.dispose()
