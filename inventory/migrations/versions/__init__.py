@@ -1,0 +1,1 @@
+"""Revisions of the inventory service's tables: Alembic branch ``inventory``."""
