@@ -35,7 +35,7 @@ RUN python -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
     && pip install --no-deps /tmp/dist/choreo-*.whl \
     && python -m compileall -q /opt/venv/lib \
-    && python -c "import choreo, choreoctl, booking, payment, notification, analytics, gateway"
+    && python -c "import choreo, choreoctl, booking, payment, notification, analytics, inventory, gateway"
 
 FROM python:3.11-slim-bookworm AS runtime
 ARG SERVICE=gateway
@@ -62,8 +62,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 # gateway: gRPC 50051, HTTP 8080; health of booking 8081, payment 8082, notification 8083,
-# analytics 8084.
-EXPOSE 50051 8080 8081 8082 8083 8084
+# analytics 8084, inventory 8085.
+EXPOSE 50051 8080 8081 8082 8083 8084 8085
 # Kubernetes probes the services itself (see k8s/); an image-level check would need a
 # service-specific port, so the image defines none.
 HEALTHCHECK NONE

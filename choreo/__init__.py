@@ -90,6 +90,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "upsert": ("choreo.upserts", "upsert"),
     "dialect_insert": ("choreo.upserts", "dialect_insert"),
     "Migrations": ("choreo.schema", "Migrations"),
+    # An operator's command opens a service's database as its process does.
+    "prepare_schema": ("choreo.schema", "prepare_schema"),
+    "SchemaRefused": ("choreo.schema", "SchemaRefused"),
+    "load_settings": ("choreo.service", "load_settings"),
     "GroupCommit": ("choreo.groupcommit", "GroupCommit"),
     "Overloaded": ("choreo.groupcommit", "Overloaded"),
     "Closed": ("choreo.groupcommit", "Closed"),
@@ -161,6 +165,7 @@ __all__ = [
     "RestoreContext",
     "Route",
     "Runtime",
+    "SchemaRefused",
     "SealingError",
     "Serves",
     "Service",
@@ -194,6 +199,7 @@ __all__ = [
     "insert_new",
     "is_sqlite",
     "is_valid_timestamp",
+    "load_settings",
     "lock_schema",
     "log_context",
     "make_engine",
@@ -204,6 +210,7 @@ __all__ = [
     "open_runtime",
     "parse_private_keys",
     "parse_public_key",
+    "prepare_schema",
     "provision_stream",
     "read_only",
     "readable_file",
@@ -273,7 +280,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
     from choreo.recovery import Recovery, Restore, RestoreContext
     from choreo.retry import Backoff
     from choreo.runtime import Runtime, open_runtime
-    from choreo.schema import Migrations
+    from choreo.schema import Migrations, SchemaRefused, prepare_schema
     from choreo.sealing import (
         SealingError,
         TokenOpener,
@@ -283,7 +290,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         parse_private_keys,
         parse_public_key,
     )
-    from choreo.service import Component, Service, run_main
+    from choreo.service import Component, Service, load_settings, run_main
     from choreo.settings import ConsumerSettings, ServiceSettings, readable_file
     from choreo.startover import start_over_if_empty
     from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError

@@ -31,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "choreo"
 
-SERVICES = ("booking", "payment", "gateway", "notification", "analytics")
+SERVICES = ("booking", "payment", "gateway", "notification", "analytics", "inventory")
 
 #: What ``python -m <service>`` loads: the wiring, and the entry module itself.
 SERVICE_ENTRIES = tuple(f"{service}.{module}" for service in SERVICES for module in ("build", "__main__"))
@@ -51,11 +51,12 @@ FORBIDDEN_IN_RUNTIME: tuple[str, ...] = ("choreoctl", *SERVICES, *CONTRACTS)
 GENERATED = tuple(path.parent for path in RUNTIME.glob("*/v1/__init__.py"))
 
 #: What only a service may spell: its stream names, and its fact and command subjects.
-SERVICE_NAMES = ("BOOKING", "PAYMENT", "NOTIFICATION")
+SERVICE_NAMES = ("BOOKING", "PAYMENT", "NOTIFICATION", "INVENTORY")
 SERVICE_SUBJECT_PREFIXES = (
     "booking.",
     "payment.",
     "notification.",
+    "inventory.",
     "cmd.booking.",
     "cmd.payment.",
     "query.analytics.",
