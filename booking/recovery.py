@@ -42,6 +42,8 @@ async def created(event: booking_events.BookingCreated, ctx: RestoreContext) -> 
             "request_hash": event.request_fingerprint
             # A fact from before tokens were sealed carries the plaintext token instead.
             or request_fingerprint(event.amount_cents, event.currency, event.payment_token),
+            "resource_id": event.resource_id,
+            "quantity": event.quantity,
             "created_at_us": at,
             "updated_at_us": at,
         },
