@@ -29,7 +29,7 @@ class BookingStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        """Whether no payment outcome (nor a timeout, nor inventory) moves a booking in this status any more."""
+        """Whether no payment outcome (nor the timeout, nor inventory) moves a booking in this status."""
         return self is not SETTLES_FROM
 
     def to_proto(self) -> commands_pb2.BookingState.ValueType:
@@ -112,8 +112,6 @@ def same_request(
 ) -> bool:
     """Whether a stored fingerprint (salted, or unsalted from an older release) is this request's."""
     return stored in (
-        request_fingerprint(
-            amount_cents, currency, payment_token, booking_id, email, resource_id, quantity
-        ),
+        request_fingerprint(amount_cents, currency, payment_token, booking_id, email, resource_id, quantity),
         request_fingerprint(amount_cents, currency, payment_token, "", email, resource_id, quantity),
     )

@@ -59,7 +59,7 @@ PaymentFact = payment_events.PaymentSucceeded | payment_events.PaymentFailed
 
 
 class UnknownBookingError(PermanentError, LookupError):
-    """A payment fact names a booking this service never created: no retry can change that."""
+    """A fact (payment's, inventory's) names a booking this service never created: no retry helps."""
 
 
 class PaymentMismatchError(PermanentError):
