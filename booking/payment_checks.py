@@ -134,7 +134,9 @@ def check_against(outcome: PaymentOutcome, booking: Any) -> None:
             extra={"booking_id": fact.booking_id, "correlation_id": outcome.envelope.correlation_id},
         )
         return
-    same_outcome = (status is BookingStatus.CONFIRMED) == outcome.succeeded
+    # A booking its user cancelled after it was CONFIRMED was not settled by a payment's failure.
+    by_payment = booking["cancellation_reason"] not in CANCELLED_BEFORE_PAYMENT_SETTLED
+    same_outcome = by_payment and (status is BookingStatus.CONFIRMED) == outcome.succeeded
     if same_outcome and fact.payment_id == booking["payment_id"]:
         log.info(
             "booking %s is already %s by %s; repeated payment fact ignored",
