@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -239,3 +240,35 @@ async def test_the_timeout_fires_after_a_restart_of_the_service(
         await asyncio.sleep(0.5)
     assert time.monotonic() - started >= 1.8
     assert len(await cancellations(js)) == 1
+
+
+async def test_a_cancel_while_the_database_refuses_connections_answers_unavailable(
+    nats_server: NatsServer, tmp_path: Path, nc: NATS
+) -> None:
+    """The client is told to retry, nothing leaks, and the retry cancels the booking."""
+    import asyncpg
+
+    from tests.conftest import PG_URL, make_database_url
+
+    urls = make_database_url("postgres", tmp_path)
+    url = await anext(urls)
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        async with running(build(settings(nats_server, url))):
+            made = await create(nc, correlation="wf-down")
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            refused = await cancel(nc, made.booking.booking_id)
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            retried = await cancel(nc, made.booking.booking_id)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await admin.close()
+        with pytest.raises(StopAsyncIteration):
+            await anext(urls)
+    assert refused.error.code == commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE
+    assert refused.error.message == "the booking database is unavailable; the booking was not cancelled"
+    assert retried.booking.state == commands_pb2.BOOKING_STATE_CANCELLED
