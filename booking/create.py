@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from booking.domain import BookingStatus, request_fingerprint, same_request
+from booking.domain import BookingStatus, effective_quantity, request_fingerprint, same_request
 from booking.requests import validate_booking_request
 from booking.tables import bookings
 from booking.topology import CREATE
@@ -66,14 +66,27 @@ class CreateRequest:
         """The request's fingerprint, salted with the id of the booking it creates."""
         c = self.command
         return request_fingerprint(
-            c.amount_cents, c.currency, c.payment_token, salt=booking_id, email=c.email
+            c.amount_cents,
+            c.currency,
+            c.payment_token,
+            salt=booking_id,
+            email=c.email,
+            resource_id=c.resource_id,
+            quantity=c.quantity,
         )
 
     def is_request_of(self, row: Any) -> bool:
         """Whether a stored booking was made by this same request (a retry)."""
         c = self.command
         return same_request(
-            row["request_hash"], row["booking_id"], c.amount_cents, c.currency, c.payment_token, c.email
+            row["request_hash"],
+            row["booking_id"],
+            c.amount_cents,
+            c.currency,
+            c.payment_token,
+            c.email,
+            c.resource_id,
+            c.quantity,
         )
 
 
@@ -95,6 +108,8 @@ def parse_request(msg: Msg) -> CreateRequest | Reply:
         command.payment_token,
         command.idempotency_key,
         command.email,
+        command.resource_id,
+        command.quantity,
     )
     if error is not None:
         return error_reply(commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT, str(error), error.field)
@@ -116,6 +131,8 @@ def record_from_row(row: Any) -> commands_pb2.BookingRecord:
         cancellation_reason=row["cancellation_reason"],
         created_at=to_timestamp(row["created_at_us"]),
         updated_at=to_timestamp(row["updated_at_us"]),
+        resource_id=row["resource_id"],
+        quantity=row["quantity"],
     )
 
 
@@ -152,6 +169,8 @@ async def create_bookings(
             "cancellation_reason": "",
             "idempotency_key": c.idempotency_key or None,
             "request_hash": req.fingerprint(booking_id),
+            "resource_id": c.resource_id,
+            "quantity": effective_quantity(c.resource_id, c.quantity),
             "created_at_us": now,
             "updated_at_us": now,
         }
@@ -168,6 +187,8 @@ async def create_bookings(
             idempotency_key=c.idempotency_key,
             request_fingerprint=row["request_hash"],
             email=c.email,
+            resource_id=row["resource_id"],
+            quantity=row["quantity"],
         )
         facts.append(
             CREATE.wrap(event, source=source, correlation_id=req.correlation_id, causation_id=req.command_id)

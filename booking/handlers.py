@@ -4,12 +4,17 @@ A payment fact settles a booking only if it agrees with it (``booking.payment_ch
 published by payment, for an existing booking of the same workflow, with the
 booked amount and currency. The common case costs one statement: the agreement
 is part of the guarded UPDATE, and only an UPDATE that moved nothing looks the
-booking up to say why (a repeat, a mismatch or a contradiction). A mismatch or a
-contradiction of a terminal state is dead-lettered at once (``PermanentError``),
-never applied: in particular a ``PaymentSucceeded`` for a CANCELLED booking (or a
+booking up to say why (a repeat, a late outcome after a cancellation, a mismatch
+or a contradiction). A mismatch or a contradiction of a terminal state is
+dead-lettered at once (``PermanentError``), never applied: in particular a
+``PaymentSucceeded`` for a booking cancelled because its payment failed (or a
 ``PaymentFailed`` for a CONFIRMED one) leaves the booking as it is and waits in
-the DLQ for an operator, since money may have been taken for a booking the
-customer was told had failed.
+the DLQ for an operator. An outcome that arrives after booking cancelled for its
+own reasons (the user, the timeout, sold out) is late, not contradictory: payment
+saw the ``BookingCancelled`` and refunds what it took.
+
+A cancellation (``BookingCancelled``) names the booking's resource, so that
+inventory releases what it reserved.
 """
 
 from __future__ import annotations
@@ -55,12 +60,14 @@ _SETTLE_MATCHING = SETTLE.where(
     bookings.c.currency == bindparam("b_currency"),
     bookings.c.correlation_id == bindparam("b_correlation"),
 )
+_SETTLE_MATCHING_RETURNING = _SETTLE_MATCHING.returning(bookings.c.resource_id)
 _BOOKING = select(
     bookings.c.status,
     bookings.c.amount_cents,
     bookings.c.currency,
     bookings.c.correlation_id,
     bookings.c.payment_id,
+    bookings.c.cancellation_reason,
 ).where(bookings.c.booking_id == bindparam("b_id"))
 
 
@@ -82,7 +89,8 @@ async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) 
     status = on_payment(outcome.succeeded)
     now = now_us()
     moved = await ctx.conn.execute(
-        _SETTLE_MATCHING,
+        # A cancellation names the booking's resource (inventory releases it): the UPDATE returns it.
+        _SETTLE_MATCHING if status is BookingStatus.CONFIRMED else _SETTLE_MATCHING_RETURNING,
         {
             "b_id": booking_id,
             "b_status": status.value,
@@ -94,9 +102,16 @@ async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) 
             "b_correlation": ctx.envelope.correlation_id,
         },
     )
-    if moved.rowcount == 0:
+    resource_id = ""
+    if status is BookingStatus.CANCELLED:
+        returned = moved.one_or_none()
+        settled = returned is not None
+        resource_id = returned.resource_id if returned is not None else ""
+    else:
+        settled = moved.rowcount == 1
+    if not settled:
         booking = (await ctx.conn.execute(_BOOKING, {"b_id": booking_id})).mappings().one_or_none()
-        check_against(outcome, booking)  # raises unless the fact merely repeats the outcome
+        check_against(outcome, booking)  # raises unless the fact is a repeat, or late after a cancel
         return
     if status is BookingStatus.CONFIRMED:
         ctx.emit(
@@ -111,6 +126,7 @@ async def _settle(ctx: HandlerContext, outcome: PaymentOutcome, *, reason: str) 
                 reason=reason,
                 cancelled_at=to_timestamp(now),
                 payment_id=fact.payment_id,
+                resource_id=resource_id,
             )
         )
     log.debug("booking %s %s", booking_id, status.value, extra={"booking_id": booking_id})

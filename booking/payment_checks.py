@@ -21,13 +21,22 @@ What must agree:
 - ``amount_cents`` and ``currency``: what was charged is what was booked;
 - the correlation id: the fact belongs to the booking's workflow.
 
-A booking in a terminal state is never moved again. The same outcome from the
-same payment (a redelivered copy, e.g. after the inbox was pruned) is a no-op;
-any other outcome (``ContradictingPaymentError``) goes to the DLQ: a
-``PaymentSucceeded`` for a CANCELLED booking means money may have been taken for
-a booking the customer was told failed, which only an operator can settle (a
-refund, or a manual confirmation); a ``PaymentFailed`` for a CONFIRMED booking, or
-a second payment for a settled booking, is either forged or a bug upstream.
+A booking in a terminal state is never moved again. What a fact that agrees
+but finds it settled means:
+
+- the same outcome from the same payment (a redelivered copy, e.g. after the inbox
+  was pruned): a repeat, a no-op;
+- any outcome for a booking cancelled before its payment settled, for booking's own
+  reasons (``cancelled_by_user``, ``payment_timeout``, ``sold_out``; its payment_id is
+  empty): late, a no-op logged at info. Payment saw the ``BookingCancelled`` too and
+  refunds a charge it made (or never makes it); the booking stays CANCELLED;
+- the booking's own successful payment again, for a booking its user cancelled after
+  it was CONFIRMED (it keeps that payment_id): a repeat, a no-op (payment refunds it);
+- anything else (``ContradictingPaymentError``) goes to the DLQ: a ``PaymentSucceeded``
+  for a booking cancelled because its payment failed means money may have been taken
+  for a booking the customer was told failed, which only an operator can settle (a
+  refund, or a manual confirmation); a ``PaymentFailed`` for a CONFIRMED booking, or a
+  second payment for a settled booking, is either forged or a bug upstream.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from booking.domain import BookingStatus
+from booking.domain import CANCELLED_BEFORE_PAYMENT_SETTLED, CANCELLED_BY_USER, BookingStatus
 from choreo.envelope import Envelope
 from choreo.errors import PermanentError
 from choreo.payment.v1 import events_pb2 as payment_events
@@ -50,7 +59,7 @@ PaymentFact = payment_events.PaymentSucceeded | payment_events.PaymentFailed
 
 
 class UnknownBookingError(PermanentError, LookupError):
-    """A payment fact names a booking this service never created: no retry can change that."""
+    """A fact (payment's, inventory's) names a booking this service never created: no retry helps."""
 
 
 class PaymentMismatchError(PermanentError):
@@ -116,7 +125,18 @@ def check_against(outcome: PaymentOutcome, booking: Any) -> None:
     if not status.terminal:
         # Agrees in every field, yet the guarded UPDATE moved nothing: it changed meanwhile.
         raise RuntimeError(f"{outcome.description}: booking changed while it was settled; retrying")
-    same_outcome = (status is BookingStatus.CONFIRMED) == outcome.succeeded
+    if _late_after_cancel(outcome, status, booking):
+        log.info(
+            "booking %s was already cancelled (%s); late %s ignored, payment refunds what it took",
+            fact.booking_id,
+            booking["cancellation_reason"],
+            outcome.description,
+            extra={"booking_id": fact.booking_id, "correlation_id": outcome.envelope.correlation_id},
+        )
+        return
+    # A booking its user cancelled after it was CONFIRMED was not settled by a payment's failure.
+    by_payment = booking["cancellation_reason"] not in CANCELLED_BEFORE_PAYMENT_SETTLED
+    same_outcome = by_payment and (status is BookingStatus.CONFIRMED) == outcome.succeeded
     if same_outcome and fact.payment_id == booking["payment_id"]:
         log.info(
             "booking %s is already %s by %s; repeated payment fact ignored",
@@ -139,6 +159,19 @@ def check_against(outcome: PaymentOutcome, booking: Any) -> None:
         extra={"booking_id": fact.booking_id, "correlation_id": outcome.envelope.correlation_id},
     )
     raise ContradictingPaymentError(message)
+
+
+def _late_after_cancel(outcome: PaymentOutcome, status: BookingStatus, booking: Any) -> bool:
+    """Whether the fact merely comes after booking cancelled for its own reasons (not a contradiction)."""
+    reason = booking["cancellation_reason"]
+    if status is not BookingStatus.CANCELLED or reason not in CANCELLED_BEFORE_PAYMENT_SETTLED:
+        return False
+    if not booking["payment_id"]:
+        return True  # cancelled while PENDING: any outcome of its payment comes late
+    # Cancelled by its user after it was CONFIRMED: only its own payment's success repeats.
+    return (
+        reason == CANCELLED_BY_USER and outcome.succeeded and outcome.fact.payment_id == booking["payment_id"]
+    )
 
 
 def _refuse(outcome: PaymentOutcome, field: str, got: object, want: object) -> None:

@@ -1,17 +1,21 @@
 """How the booking service rebuilds its database from its own stream (``choreo.recovery``).
 
-``BookingCreated`` gives back the PENDING booking with its idempotency key and
-request fingerprint (the token itself is sealed to payment's key: booking never
+``BookingCreated`` gives back the PENDING booking with its idempotency key,
+request fingerprint, resource and quantity (the token itself is sealed to payment's key: booking never
 reads it back), so a client's retry after the rebuild still gets the same booking; ``BookingConfirmed``
-and ``BookingCancelled`` give back the outcome, and the payment fact they reacted
-to goes back into the inbox of the payment consumer.
+and ``BookingCancelled`` give back the outcome (a cancellation from PENDING, or from
+CONFIRMED when its user cancelled it), and the payment fact they reacted to goes back
+into the inbox of the payment consumer. (A cancellation caused by inventory, the
+timeout or a user's command names a fact that consumer never sees: the extra inbox
+record is harmless, and the other consumers' handlers are guarded no-ops on replay.)
 """
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import bindparam, update
 
-from booking.domain import BookingStatus, request_fingerprint
+from booking.domain import USER_CANCELS_FROM, BookingStatus, request_fingerprint
 from booking.handlers import DURABLE, SETTLE
 from booking.settings import BookingSettings
 from booking.tables import bookings
@@ -42,6 +46,8 @@ async def created(event: booking_events.BookingCreated, ctx: RestoreContext) -> 
             "request_hash": event.request_fingerprint
             # A fact from before tokens were sealed carries the plaintext token instead.
             or request_fingerprint(event.amount_cents, event.currency, event.payment_token),
+            "resource_id": event.resource_id,
+            "quantity": event.quantity,
             "created_at_us": at,
             "updated_at_us": at,
         },
@@ -53,8 +59,15 @@ async def confirmed(event: booking_events.BookingConfirmed, ctx: RestoreContext)
 
 
 async def cancelled(event: booking_events.BookingCancelled, ctx: RestoreContext) -> None:
-    await _settle(
-        ctx, event.booking_id, BookingStatus.CANCELLED, event.payment_id, event.reason, event.cancelled_at
+    # A user may cancel a CONFIRMED booking: the fact moves it from PENDING or CONFIRMED.
+    await ctx.conn.execute(
+        _CANCEL,
+        {
+            "b_id": event.booking_id,
+            "b_payment_id": event.payment_id,
+            "b_reason": event.reason,
+            "b_now": from_timestamp(event.cancelled_at),
+        },
     )
 
 
@@ -72,6 +85,22 @@ async def _settle(
             "b_now": from_timestamp(at),
         },
     )
+
+
+#: Any cancellation, as the facts tell it (the reason says from where: ``booking.domain``).
+_CANCEL = (
+    update(bookings)
+    .where(
+        bookings.c.booking_id == bindparam("b_id"),
+        bookings.c.status.in_([s.value for s in USER_CANCELS_FROM]),
+    )
+    .values(
+        status=BookingStatus.CANCELLED.value,
+        payment_id=bindparam("b_payment_id"),
+        cancellation_reason=bindparam("b_reason"),
+        updated_at_us=bindparam("b_now"),
+    )
+)
 
 
 RECOVERY = Recovery(

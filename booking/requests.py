@@ -17,6 +17,10 @@ from choreo.validation import FieldError, check_email, check_id
 MAX_AMOUNT_CENTS = 1_000_000_000
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _TOKEN = re.compile(r"tok_[A-Za-z0-9]{1,120}")
+#: A resource's id (inventory's key): what its operator may name it, and safe in a subject or a log.
+_RESOURCE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: The most units one booking may reserve.
+MAX_QUANTITY = 1000
 
 
 def validate_booking_request(
@@ -26,8 +30,14 @@ def validate_booking_request(
     payment_token: str,
     idempotency_key: str = "",
     email: str = "",
+    resource_id: str = "",
+    quantity: int = 0,
 ) -> FieldError | None:
-    """Returns the first invalid field of a booking request, or ``None``."""
+    """Returns the first invalid field of a booking request, or ``None``.
+
+    ``resource_id`` is optional (no reservation); ``quantity`` counts its units, 0 meaning 1,
+    and may only be given with a resource.
+    """
     error = check_id("user_id", user_id, required=True)
     if error:
         return error
@@ -45,4 +55,18 @@ def validate_booking_request(
     if error:
         return error
     # Optional: without an address no emails are sent.
-    return check_email("email", email, required=False)
+    error = check_email("email", email, required=False)
+    if error:
+        return error
+    return check_resource(resource_id, quantity)
+
+
+def check_resource(resource_id: str, quantity: int) -> FieldError | None:
+    """The error of a request's resource and quantity (both optional), or ``None``."""
+    if resource_id and not _RESOURCE.fullmatch(resource_id):
+        return FieldError("resource_id", "must be 1 to 64 characters of letters, digits and . _ : -")
+    if quantity < 0 or quantity > MAX_QUANTITY:
+        return FieldError("quantity", f"must be between 0 and {MAX_QUANTITY} (0 means 1)")
+    if quantity and not resource_id:
+        return FieldError("quantity", "is only allowed with a resource_id")
+    return None

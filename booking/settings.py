@@ -1,10 +1,13 @@
 """Configuration of the booking service (environment variables ``BOOKING_*``)."""
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from choreo.sealing import TokenSealer, parse_public_key
 from choreo.settings import ConsumerSettings
+
+#: How long a booking waits for its payment by default (``BOOKING_PAYMENT_TIMEOUT_SECONDS``).
+DEFAULT_PAYMENT_TIMEOUT_SECONDS = 300
 
 #: The variable of the key payment tokens are sealed to; the service refuses to start without it.
 PUBLIC_KEY_ENV = "BOOKING_PAYMENT_TOKEN_PUBLIC_KEY"
@@ -20,6 +23,9 @@ class BookingSettings(ConsumerSettings):
     health_port: int = 8081
     #: Most create commands committed in one transaction.
     command_batch_size: int = 256
+    #: Seconds a booking may stay PENDING after its creation before it is CANCELLED with
+    #: reason ``payment_timeout`` (``booking.timeouts``; ``BOOKING_PAYMENT_TIMEOUT_SECONDS``).
+    payment_timeout_seconds: int = Field(default=DEFAULT_PAYMENT_TIMEOUT_SECONDS, ge=1)
     #: The payment service's X25519 public key (base64, from ``python -m payment.keys``):
     #: payment tokens are sealed to it before they leave this service (``choreo.sealing``).
     #: No default: the service refuses to start without it (migrations and recovery do not need it).

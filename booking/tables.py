@@ -28,6 +28,9 @@ class BookingRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, sa_type=String(128))
     #: Fingerprint of the request, to refuse a key reused with other parameters.
     request_hash: str = Field(default="", max_length=64)
+    #: The resource reserved for it (inventory), '' for none; ``quantity`` its units (0 without one).
+    resource_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    quantity: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at_us: int = big_int()
     updated_at_us: int = big_int()
 

@@ -16,12 +16,18 @@ what can never succeed. So every handler failure is one of three kinds:
 
 The handler (the caller) decides what is permanent by raising ``PermanentError``;
 ``classify`` knows the transient failures of the drivers choreo uses.
+
+A route may also say "not yet" (``Deferred``): the fact is not a failure but
+comes too early (a timeout that is not due). The consumer hands it back with
+exactly the delay asked for; JetStream keeps it meanwhile, so the wait survives
+restarts and is shared by replicas, and no attempt is counted against it.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import math
 import socket
 import sqlite3
 
@@ -37,6 +43,24 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """A dependency is unavailable for now (e.g. a provider answered 5xx): retry without a limit."""
+
+
+class Deferred(Exception):
+    """Not yet: the fact is to be handled again in ``seconds``, and is not a failure.
+
+    Raised by a route's ``prepare`` step (or handler): the consumer naks the fact
+    with exactly that delay, records no failed attempt, never dead-letters it for
+    that, and logs it at debug level only.
+
+    Args:
+        seconds: How long from now the fact is due (a negative delay is due now).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not math.isfinite(seconds):
+            raise ValueError(f"a deferral needs a finite delay, not {seconds!r}")
+        self.seconds = max(0.0, float(seconds))
+        super().__init__(f"not due for {self.seconds:.3f}s")
 
 
 class Failure(enum.Enum):

@@ -4,6 +4,8 @@ The consumer (``choreo.consumer``) runs facts; ``Verdicts`` answers JetStream fo
 each one, by what happened to it (``choreo.errors`` says what a failure means):
 
 - success: acknowledged;
+- not yet (``choreo.errors.Deferred``): nak'ed with exactly the delay it asks
+  for; not a failure, so nothing is recorded and it is never dead-lettered for it;
 - a permanent failure, or a reason to give up found before the run: copied to
   the DLQ, then terminated;
 - a transient failure: nak'ed with the backoff's delay, with no limit;
@@ -31,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreo import attempts
 from choreo.dlq import dead_letter
 from choreo.envelope import Envelope
-from choreo.errors import Failure, classify
+from choreo.errors import Deferred, Failure, classify
 from choreo.handler import Route
 from choreo.metrics import Stages
 from choreo.retry import RetryPolicy
@@ -117,6 +119,9 @@ class Verdicts:
             await self._failed(d, d.error)
 
     async def _failed(self, d: Delivery, exc: BaseException) -> None:
+        if isinstance(exc, Deferred):
+            await self._defer(d, exc)
+            return
         error = f"{type(exc).__name__}: {exc}"
         kind = classify(exc)
         if kind is Failure.PERMANENT:
@@ -138,6 +143,22 @@ class Verdicts:
             "handler failed (%s), retry in %.1fs: %s", kind.value, delay, error, extra=self._log_fields(d)
         )
         await answer(d.msg.nak(delay=delay))
+
+    async def _defer(self, d: Delivery, deferred: Deferred) -> None:
+        """Hands a fact that is not due yet back to JetStream, to come back in exactly ``deferred.seconds``.
+
+        Not a failure: nothing counts against it. A fact that came back (a redelivery) had
+        its run recorded when it began (``attempts.begin``); that record is dropped, so a
+        fact deferred many times, across restarts, is never taken for a crash suspect.
+        """
+        if d.record is not None:
+            try:
+                async with self._engine.begin() as conn:
+                    await attempts.clear(conn, self.durable, [d.envelope.id])
+            except Exception as exc:  # the database blinked: the record only makes it run alone
+                log.debug("could not clear the record of a deferred fact: %r", exc)
+        log.debug("not due yet, back in %.3fs", deferred.seconds, extra=self._log_fields(d))
+        await answer(d.msg.nak(delay=deferred.seconds))
 
     async def dead_letter(self, msg: Msg, error: str, d: Delivery | None = None) -> None:
         try:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking.migrations import MIGRATIONS
@@ -174,3 +175,80 @@ async def test_the_health_port_answers_while_a_lost_database_is_rebuilt(
     assert rebuilding, f"no probe saw the rebuild: {seen[:3]}"
     assert all(alive == 200 and ready == 503 for alive, ready, _ in rebuilding)
     assert seen[-1][:2] == (200, 200), "never ready after the rebuild"
+
+
+async def test_a_rebuild_gives_back_the_resource_and_every_way_a_booking_ended(
+    nc: NATS, js: JetStreamContext, database_url: str
+) -> None:
+    """Sold out, timed out, and cancelled by its user after it was CONFIRMED: each as it ended."""
+    await ensure_stream(js, BOOKING)
+    at = to_timestamp(now_us())
+    facts: list[tuple[object, str]] = []
+    for bid in ("b-sold", "b-late", "b-user"):
+        created = events_pb2.BookingCreated(
+            booking_id=bid,
+            user_id="u1",
+            amount_cents=1000,
+            currency="EUR",
+            created_at=at,
+            resource_id="room-12",
+            quantity=2,
+        )
+        facts.append((created, f"wf-{bid}"))
+    facts += [
+        (
+            events_pb2.BookingCancelled(
+                booking_id="b-sold", reason="sold_out", cancelled_at=at, resource_id="room-12"
+            ),
+            "wf-b-sold",
+        ),
+        (
+            events_pb2.BookingCancelled(
+                booking_id="b-late", reason="payment_timeout", cancelled_at=at, resource_id="room-12"
+            ),
+            "wf-b-late",
+        ),
+        (events_pb2.BookingConfirmed(booking_id="b-user", payment_id="p1", confirmed_at=at), "wf-b-user"),
+        (
+            events_pb2.BookingCancelled(
+                booking_id="b-user",
+                reason="cancelled_by_user",
+                cancelled_at=at,
+                payment_id="p1",
+                resource_id="room-12",
+            ),
+            "wf-b-user",
+        ),
+    ]
+    for fact, workflow in facts:
+        subject = {
+            "BookingCreated": "booking.created",
+            "BookingConfirmed": "booking.confirmed",
+            "BookingCancelled": "booking.cancelled",
+        }[type(fact).__name__]
+        env = Envelope.wrap(fact, source="booking", subject=subject, correlation_id=workflow)  # type: ignore[arg-type]
+        await js.publish(env.subject, env.data, headers=env.headers())
+    engine = await open_engine(database_url)
+    try:
+        report = await recover_if_lost(nc, js, engine, RECOVERY, service="booking")
+        assert report is not None and report.facts == len(facts)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        bookings.c.booking_id,
+                        bookings.c.status,
+                        bookings.c.payment_id,
+                        bookings.c.cancellation_reason,
+                        bookings.c.resource_id,
+                        bookings.c.quantity,
+                    ).order_by(bookings.c.booking_id)
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("b-late", "CANCELLED", "", "payment_timeout", "room-12", 2),
+        ("b-sold", "CANCELLED", "", "sold_out", "room-12", 2),
+        ("b-user", "CANCELLED", "p1", "cancelled_by_user", "room-12", 2),
+    ]

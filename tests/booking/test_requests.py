@@ -78,3 +78,35 @@ def test_malformed_email_is_refused_naming_the_field(email: str) -> None:
     assert error is not None
     assert error.field == "email"
     assert "email" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("resource_id", "quantity"),
+    [("", 0), ("room-12", 0), ("room-12", 1), ("a", 1000), ("Hall_A:seat.7-b", 3), ("r" * 64, 2)],
+)
+def test_valid_resources_and_quantities_pass(resource_id: str, quantity: int) -> None:
+    assert validate_booking_request(**GOOD, resource_id=resource_id, quantity=quantity) is None
+
+
+@pytest.mark.parametrize(
+    ("resource_id", "quantity", "field"),
+    [
+        ("r" * 65, 0, "resource_id"),
+        ("room 12", 0, "resource_id"),
+        ("room/12", 1, "resource_id"),
+        ("room>", 1, "resource_id"),
+        ("ünï", 1, "resource_id"),
+        ("room-12", -1, "quantity"),
+        ("room-12", 1001, "quantity"),
+        ("", 1, "quantity"),
+        ("", -1, "quantity"),
+        ("", 2000, "quantity"),
+    ],
+)
+def test_a_bad_resource_or_quantity_is_refused_naming_the_field(
+    resource_id: str, quantity: int, field: str
+) -> None:
+    error = validate_booking_request(**GOOD, resource_id=resource_id, quantity=quantity)
+    assert error is not None
+    assert error.field == field
+    assert field in str(error)

@@ -131,3 +131,12 @@ async def test_postgres_read_only_and_client_bugs() -> None:
         await engine.dispose()
     assert classify(read_only.value) is Failure.TRANSIENT
     assert classify(bad_call.value) is Failure.UNKNOWN
+
+
+def test_a_deferral_is_no_failure_kind_and_keeps_its_delay() -> None:
+    """``Deferred`` says "not yet": the verdicts handle it before classifying; its delay is never negative."""
+    from choreo.errors import Deferred
+
+    assert Deferred(2.5).seconds == 2.5
+    assert Deferred(-1).seconds == 0.0
+    assert not isinstance(Deferred(1), PermanentError | TransientError)
