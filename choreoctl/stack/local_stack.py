@@ -158,6 +158,7 @@ async def run_stack(
             gateway_auth=envs["gateway"]["GATEWAY_AUTH"],
             tokens=access.tokens,
             mail=mail,
+            inventory_env=envs.get("inventory"),
         )
         tail = LogTail(
             {name: endpoints.logs[name] for name in SERVICES},

@@ -71,6 +71,8 @@ class Endpoints:
         tokens: Bearer tokens for the gateway by what they are for (``user``, ``admin``),
             when it verifies them.
         mail: Where the notification service's emails go (when it runs).
+        inventory_env: The inventory service's environment, for its operator CLI
+            (``python -m inventory capacity ...``: the demo's sold-out resource), when it runs.
     """
 
     nats_url: str
@@ -83,6 +85,7 @@ class Endpoints:
     gateway_auth: str = "none"
     tokens: Mapping[str, str] = field(default_factory=dict)
     mail: MailRoute | None = None
+    inventory_env: Mapping[str, str] | None = None
 
     @property
     def bearer_token(self) -> str | None:
