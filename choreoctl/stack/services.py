@@ -85,7 +85,7 @@ class Endpoints:
     gateway_auth: str = "none"
     tokens: Mapping[str, str] = field(default_factory=dict)
     mail: MailRoute | None = None
-    inventory_env: Mapping[str, str] | None = None
+    inventory_env: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def bearer_token(self) -> str | None:
