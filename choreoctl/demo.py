@@ -1,4 +1,4 @@
-"""``choreo up --demo``: a few bookings through the gateway, their outcomes and emails, one trace.
+"""``choreo up --demo``: a few bookings through the gateway, their outcomes and emails, traces.
 
 Creates bookings with the payment simulator's test tokens (one success kind,
 each decline reason) through the public gRPC API and one through the HTTP API,
@@ -8,6 +8,8 @@ subjects of the emails each booking caused (read from ``choreo up``'s SMTP sink,
 ``choreoctl.demo_emails``), then the trace of one declined workflow
 (``GetWorkflowTrace``), which shows the compensating ``BookingCancelled`` and the
 emails, and the stats of the demo's bookings (``GET /v1/stats``, ``choreoctl.demo_stats``).
+Then the saga (``choreoctl.demo_saga``): a sold-out booking and a paid booking its
+user cancels, each with its trace (the inventory facts, the refund).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -24,6 +26,7 @@ import httpx
 from google.protobuf import json_format
 
 from choreo.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from choreoctl.demo_calls import CANCELLED, CONFIRMED, status_name, watch_until_terminal
 from choreoctl.demo_emails import (
     DEMO_EMAIL,
     EMAILS_PER_BOOKING,
@@ -31,17 +34,12 @@ from choreoctl.demo_emails import (
     mail_note,
     subjects_by_booking,
 )
+from choreoctl.demo_saga import run_saga
 from choreoctl.demo_stats import ExpectedStats, fetch_stats, stats_lines, window_start
 from choreoctl.demo_trace import describe_error, show_trace
 from choreoctl.stack.console import Console, format_table
 from choreoctl.stack.devauth import DEV_USER
 from choreoctl.stack.mailroute import MailRoute
-
-CONFIRMED = gateway_pb2.BOOKING_STATUS_CONFIRMED
-CANCELLED = gateway_pb2.BOOKING_STATUS_CANCELLED
-TERMINAL = (CONFIRMED, CANCELLED)
-#: Seconds a booking may take to reach its terminal state (plus the simulated provider latency).
-OUTCOME_TIMEOUT = 30.0
 
 
 class _Endpoints(Protocol):
@@ -62,6 +60,10 @@ class _Endpoints(Protocol):
     @property
     def mail(self) -> MailRoute | None:
         """Where the emails go (``None``: unknown, none are looked for)."""
+
+    @property
+    def inventory_env(self) -> Mapping[str, str] | None:
+        """The inventory service's environment, for its operator CLI (``None``: it does not run)."""
 
 
 if TYPE_CHECKING:  # generic in the stubs only
@@ -144,12 +146,6 @@ class Outcome:
         return self.emails is None or len(self.emails) >= EMAILS_PER_BOOKING
 
 
-def status_name(status: int) -> str:
-    """``CONFIRMED`` for ``BOOKING_STATUS_CONFIRMED``."""
-    value = gateway_pb2.BookingStatus.DESCRIPTOR.values_by_number.get(status)
-    return value.name.removeprefix("BOOKING_STATUS_") if value is not None else str(status)
-
-
 async def create_via_grpc(stub: Any, case: DemoCase) -> gateway_pb2.Booking:
     request = gateway_pb2.CreateBookingRequest(
         user_id=DEV_USER,
@@ -179,18 +175,6 @@ async def create_via_http(client: httpx.AsyncClient, case: DemoCase) -> gateway_
         raise RuntimeError(f"POST /v1/bookings answered {response.status_code}: {response.text[:200]}")
     # The body is the Booking in the protobuf JSON mapping.
     return json_format.ParseDict(response.json(), gateway_pb2.Booking(), ignore_unknown_fields=True)
-
-
-async def watch_until_terminal(stub: Any, booking_id: str) -> gateway_pb2.Booking:
-    """The booking's first terminal state, as streamed by ``WatchBooking``."""
-    last: gateway_pb2.Booking | None = None
-    call = stub.WatchBooking(gateway_pb2.WatchBookingRequest(booking_id=booking_id), timeout=OUTCOME_TIMEOUT)
-    async for message in call:
-        last = message.booking
-        if last.status in TERMINAL:
-            call.cancel()
-            return last
-    raise RuntimeError(f"WatchBooking ended before a terminal state (last: {last})")
 
 
 async def run_case(stub: Any, http: httpx.AsyncClient, case: DemoCase) -> Outcome:
@@ -270,6 +254,8 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
             label = f"{declined.booking_id} ({declined.case.token})"
             traced = await show_trace(stub, declined.booking_id, label, console)
         stats_ok = await show_stats(http, since, outcomes, endpoints.admin_token, console)
+        # After the stats: its bookings are not the payment cases the stats are checked against.
+        saga_ok = await run_saga(stub, http, endpoints.inventory_env, console)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         console.text(f"\n{len(failed)} of {len(outcomes)} bookings did not end as expected.")
@@ -283,7 +269,7 @@ async def run_demo(endpoints: _Endpoints, console: Console) -> int:
         console.text("\nNo declined booking to trace.")
     elif not traced:
         console.text("\nThe trace is not complete or not in causal order.")
-    ok = not failed and not unmailed and traced and stats_ok
+    ok = not failed and not unmailed and traced and stats_ok and saga_ok
     console.text("\nDemo passed." if ok else "\nDemo FAILED.")
     return 0 if ok else 1
 

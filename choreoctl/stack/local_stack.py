@@ -3,7 +3,7 @@
 Starts a JetStream ``nats-server`` (unless ``--nats-url`` names one), an SMTP
 sink keeping every email in ``DIR/mail`` (unless ``NOTIFICATION_SMTP_HOST`` names
 a server, ``choreoctl.stack.mailroute``), then the booking, payment, notification,
-analytics and gateway services with ``python -m <service>``, configured through
+analytics, inventory and gateway services with ``python -m <service>``, configured through
 their environment variables exactly as a deployment would configure them
 (``choreoctl.stack.services``). It waits until each one is ready, prints the endpoints, restarts a service
 that dies, and on Ctrl-C or SIGTERM stops the services gracefully and then
@@ -158,6 +158,7 @@ async def run_stack(
             gateway_auth=envs["gateway"]["GATEWAY_AUTH"],
             tokens=access.tokens,
             mail=mail,
+            inventory_env=envs.get("inventory"),
         )
         tail = LogTail(
             {name: endpoints.logs[name] for name in SERVICES},

@@ -2,9 +2,9 @@
 
 ``choreo up`` runs nats-server with ``choreoctl/stack/natsconf/choreo-up.conf``, which
 includes ``auth.conf`` (a byte-for-byte copy of ``k8s/base/nats/auth.conf``, the
-one source of the permissions) and ``operator.conf``, and lists six users:
-booking, payment, notification, analytics and gateway, each with its Kubernetes
-permissions, and ``operator``, for the operator's tools. Passwords are generated once per data
+one source of the permissions) and ``operator.conf``, and lists seven users:
+booking, payment, notification, analytics, inventory and gateway, each with its
+Kubernetes permissions, and ``operator``, for the operator's tools. Passwords are generated once per data
 directory (``choreoctl.stack.devsecrets``) and reach nats-server as the
 ``<USER>_NATS_PASSWORD`` variables the configuration refers to, and each service
 as its ``<SERVICE>_NATS_USER`` and ``<SERVICE>_NATS_PASSWORD``.
@@ -22,7 +22,7 @@ from choreo.natsidentity import OPERATOR
 from choreoctl.stack.devsecrets import SecretStore
 
 #: The services' users, named like the services (auth.conf).
-SERVICE_USERS = ("booking", "payment", "notification", "analytics", "gateway")
+SERVICE_USERS = ("booking", "payment", "notification", "analytics", "inventory", "gateway")
 USERS = (*SERVICE_USERS, OPERATOR)
 #: The configuration nats-server is started with, and the files it includes.
 MAIN_CONFIG = "choreo-up.conf"

@@ -22,14 +22,21 @@ from choreoctl.stack.supervisor import ProcessSpec
 LOCALHOST = "127.0.0.1"
 
 #: The services, in start order (they do not depend on each other to start).
-SERVICES = ("booking", "payment", "notification", "analytics", "gateway")
+SERVICES = ("booking", "payment", "notification", "analytics", "inventory", "gateway")
 #: The conventional port of each service's own health endpoint (the gateway's is its HTTP port).
-HEALTH_PORTS: Mapping[str, int] = {"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084}
+HEALTH_PORTS: Mapping[str, int] = {
+    "booking": 8081,
+    "payment": 8082,
+    "notification": 8083,
+    "analytics": 8084,
+    "inventory": 8085,
+}
 #: The stream each service owns; the gateway projects those of the services that run.
 OWNED_STREAMS: Mapping[str, str] = {
     "booking": "BOOKING",
     "payment": "PAYMENT",
     "notification": "NOTIFICATION",
+    "inventory": "INVENTORY",
 }
 
 
@@ -64,6 +71,8 @@ class Endpoints:
         tokens: Bearer tokens for the gateway by what they are for (``user``, ``admin``),
             when it verifies them.
         mail: Where the notification service's emails go (when it runs).
+        inventory_env: The inventory service's environment, for its operator CLI
+            (``python -m inventory capacity ...``: the demo's sold-out resource), when it runs.
     """
 
     nats_url: str
@@ -76,6 +85,7 @@ class Endpoints:
     gateway_auth: str = "none"
     tokens: Mapping[str, str] = field(default_factory=dict)
     mail: MailRoute | None = None
+    inventory_env: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def bearer_token(self) -> str | None:

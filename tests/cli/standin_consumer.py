@@ -1,6 +1,6 @@
-"""A stand-in for the notification or analytics service under a real ``choreo up``.
+"""A stand-in for the notification, analytics or inventory service under a real ``choreo up``.
 
-Run as ``python -m notification`` (or ``analytics``) from a directory holding a
+Run as ``python -m notification`` (or ``analytics``, ``inventory``) from a directory holding a
 package of that name whose ``__main__`` calls ``main`` (``tests/cli/test_up_standins.py``
 makes them), so ``choreo up`` starts it exactly as it starts the real service.
 It reads its settings from the environment like the real one (``<SERVICE>_HEALTH_HOST``,

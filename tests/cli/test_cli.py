@@ -13,7 +13,9 @@ from choreoctl.stack import services
 from choreoctl.stack.services import Ports, endpoints_for, process_specs, service_environments
 
 PORTS = Ports(
-    grpc=50051, http=8080, health={"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084}
+    grpc=50051,
+    http=8080,
+    health={"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084, "inventory": 8085},
 )
 
 
@@ -35,6 +37,8 @@ def test_up_options_parse() -> None:
             "2",
             "--analytics-health-port",
             "3",
+            "--inventory-health-port",
+            "4",
         ]
     )
     assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.http_port) == (
@@ -44,11 +48,12 @@ def test_up_options_parse() -> None:
         0,
         1,
     )
-    assert (args.notification_health_port, args.analytics_health_port, args.booking_health_port) == (
-        2,
-        3,
-        None,
-    )
+    assert (
+        args.notification_health_port,
+        args.analytics_health_port,
+        args.inventory_health_port,
+        args.booking_health_port,
+    ) == (2, 3, 4, None)
     args = parser.parse_args(["up"])
     assert (args.demo, args.nats_url, args.data_dir, args.grpc_port, args.payment_latency_ms) == (
         False,
@@ -124,9 +129,28 @@ def test_notification_and_analytics_are_configured_like_a_deployment(tmp_path: P
     assert (notification["NOTIFICATION_HEALTH_PORT"], analytics["ANALYTICS_HEALTH_PORT"]) == ("8083", "8084")
     assert notification["NOTIFICATION_HEALTH_HOST"] == analytics["ANALYTICS_HEALTH_HOST"] == "127.0.0.1"
     assert notification["NOTIFICATION_LOG_FORMAT"] == "json"
-    assert envs["gateway"]["GATEWAY_STREAMS"] == "BOOKING,PAYMENT,NOTIFICATION"
+    assert envs["gateway"]["GATEWAY_STREAMS"] == "BOOKING,PAYMENT,NOTIFICATION,INVENTORY"
     exported = service_environments({"GATEWAY_STREAMS": "BOOKING"}, "nats://x:1", PORTS, tmp_path, None)
     assert exported["gateway"]["GATEWAY_STREAMS"] == "BOOKING", "an exported list wins"
+
+
+def test_inventory_is_configured_like_a_deployment(tmp_path: Path) -> None:
+    """Its own database in the data directory, its health port, the NATS of up; its stream is projected."""
+    base = {"INVENTORY_DEFAULT_CAPACITY": "7", "INVENTORY_HEALTH_PORT": "1"}
+    envs = service_environments(base, "nats://127.0.0.1:4333", PORTS, tmp_path, None)
+    inventory = envs["inventory"]
+    assert inventory["INVENTORY_DATABASE_URL"] == f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}"
+    assert (inventory["INVENTORY_HEALTH_HOST"], inventory["INVENTORY_HEALTH_PORT"]) == ("127.0.0.1", "8085")
+    assert inventory["INVENTORY_NATS_URL"] == "nats://127.0.0.1:4333"
+    assert inventory["INVENTORY_DEFAULT_CAPACITY"] == "7", "its own settings pass through"
+    assert (inventory["INVENTORY_LOG_FORMAT"], inventory["PYTHONUNBUFFERED"]) == ("json", "1")
+    assert services.HEALTH_PORTS["inventory"] == 8085 and services.OWNED_STREAMS["inventory"] == "INVENTORY"
+    endpoints = endpoints_for("nats://x:1", PORTS, tmp_path, None)
+    specs = {spec.name: spec for spec in process_specs(endpoints, envs)}
+    assert specs["inventory"].argv == [sys.executable, "-m", "inventory"]
+    assert specs["inventory"].ready_url == "http://127.0.0.1:8085/readyz"
+    assert specs["inventory"].log_file == tmp_path / "logs" / "inventory.log"
+    assert list(specs)[-1] == "gateway", "the gateway starts last"
 
 
 def test_the_bench_runs_the_booking_workflow_only(tmp_path: Path) -> None:

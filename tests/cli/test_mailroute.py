@@ -18,7 +18,9 @@ from choreoctl.stack.ports import port_is_free
 from choreoctl.stack.services import Ports, endpoints_for, service_environments
 from tests.cli.test_mailsink import message
 
-PORTS = Ports(grpc=1, http=2, health={"booking": 3, "payment": 4, "notification": 5, "analytics": 6})
+PORTS = Ports(
+    grpc=1, http=2, health={"booking": 3, "payment": 4, "notification": 5, "analytics": 6, "inventory": 7}
+)
 EXPORTED = {
     "NOTIFICATION_SMTP_HOST": "smtp.example.com",
     "NOTIFICATION_SMTP_PORT": "465",

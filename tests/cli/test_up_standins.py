@@ -1,12 +1,12 @@
-"""``choreo up`` with stand-ins for notification and analytics: everything else is real.
+"""``choreo up`` with stand-ins for notification, analytics and inventory: everything else is real.
 
 nats-server, booking, payment and gateway are the real ones; ``python -m
-notification`` and ``python -m analytics`` find stand-in packages first (they
-are in the working directory ``choreo up`` runs in), which answer their health
-port and, for notification, send one email through the SMTP server their
-environment names (``standin_consumer.py``). So these check what ``choreo up``
-itself does for the two services (environment, NATS users, ports, the SMTP sink
-or the exported server, restarts, clean stops) without the services.
+notification``, ``python -m analytics`` and ``python -m inventory`` find stand-in
+packages first (they are in the working directory ``choreo up`` runs in), which
+answer their health port and, for notification, send one email through the SMTP
+server their environment names (``standin_consumer.py``). So these check what
+``choreo up`` itself does for those services (environment, NATS users, ports,
+the SMTP sink or the exported server, restarts, clean stops) without the services.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture
 def standins(tmp_path: Path) -> Path:
-    """A working directory whose ``notification`` and ``analytics`` packages are the stand-ins."""
+    """A working directory whose notification, analytics and inventory packages are the stand-ins."""
     directory = tmp_path / "standins"
-    for service in ("notification", "analytics"):
+    for service in ("notification", "analytics", "inventory"):
         package = directory / service
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
@@ -71,6 +71,7 @@ def test_up_runs_them_with_the_sink(start_up: type[Up], standins: Path, tmp_path
     assert_ready(up)
     pids = up.service_pids()
     notification, analytics = process_env(pids["notification"]), process_env(pids["analytics"])
+    inventory = process_env(pids["inventory"])
     assert (
         notification["NOTIFICATION_SMTP_HOST"],
         notification["NOTIFICATION_SMTP_PORT"],
@@ -78,7 +79,7 @@ def test_up_runs_them_with_the_sink(start_up: type[Up], standins: Path, tmp_path
     ) == (host, port, "none")
     assert "NOTIFICATION_SMTP_USERNAME" not in notification
     secrets = data / "secrets"
-    for name, env in (("notification", notification), ("analytics", analytics)):
+    for name, env in (("notification", notification), ("analytics", analytics), ("inventory", inventory)):
         prefix = name.upper()
         assert env[f"{prefix}_NATS_USER"] == name
         assert env[f"{prefix}_NATS_PASSWORD"] == (secrets / f"{prefix}_NATS_PASSWORD").read_text().strip()
@@ -86,7 +87,7 @@ def test_up_runs_them_with_the_sink(start_up: type[Up], standins: Path, tmp_path
         health = up.wait_for(rf"^  health\s+{name}\s+http://127\.0\.0\.1:(\d+)/readyz").group(1)
         assert env[f"{prefix}_HEALTH_PORT"] == health and env[f"{prefix}_HEALTH_HOST"] == "127.0.0.1"
         assert env[f"{prefix}_NATS_URL"] == up.endpoint("NATS")
-    assert process_env(pids["gateway"])["GATEWAY_STREAMS"] == "BOOKING,PAYMENT,NOTIFICATION"
+    assert process_env(pids["gateway"])["GATEWAY_STREAMS"] == "BOOKING,PAYMENT,NOTIFICATION,INVENTORY"
     [hello] = wait_for_mail(data / "mail", 1)
     assert hello.booking_id == STANDIN_BOOKING and f"pid {pids['notification']}" in hello.subject
     # Restarted like the others, with the same configuration: it mails through the sink again.

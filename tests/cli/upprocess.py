@@ -32,6 +32,8 @@ ANY_PORT = [
     "0",
     "--analytics-health-port",
     "0",
+    "--inventory-health-port",
+    "0",
 ]
 
 
