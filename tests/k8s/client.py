@@ -28,8 +28,12 @@ async def create(
     key: str,
     deadline: float = 60.0,
     email: str = "",
+    resource_id: str = "",
+    quantity: int = 0,
 ) -> gw.Booking:
-    """CreateBooking, retried with the same idempotency key while the system is unavailable."""
+    """CreateBooking, retried with the same idempotency key while the system is unavailable.
+
+    With ``resource_id``, inventory reserves ``quantity`` units (0 means 1) before payment charges."""
     request = gw.CreateBookingRequest(
         user_id="k8s-user",
         amount_cents=1299,
@@ -37,6 +41,8 @@ async def create(
         payment_token=token,
         idempotency_key=key,
         email=email,
+        resource_id=resource_id,
+        quantity=quantity,
     )
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline
@@ -68,3 +74,10 @@ async def wait_terminal(
                 raise
         await asyncio.sleep(0.1)
     raise AssertionError(f"booking {booking_id} not terminal after {timeout}s: {last}")
+
+
+async def cancel(client: gateway_pb2_grpc.BookingGatewayServiceAsyncStub, booking_id: str) -> gw.Booking:
+    """CancelBooking once (a retry after a lost answer would be FAILED_PRECONDITION): the booking,
+    now CANCELLED with reason ``cancelled_by_user``."""
+    request = gw.CancelBookingRequest(booking_id=booking_id)
+    return (await client.CancelBooking(request, timeout=10)).booking

@@ -20,7 +20,7 @@ Obj = dict[str, Any]
 #: The services the manifests deploy, each a package (``python -m <service>``), a Deployment, a
 #: ConfigMap, a NetworkPolicy and a NATS user of its own; the gateway, which the tests reach
 #: their pods through, last.
-SERVICES = ("booking", "payment", "notification", "analytics", "gateway")
+SERVICES = ("booking", "payment", "inventory", "notification", "analytics", "gateway")
 #: Workloads of the dev overlay only that are no choreo service: the SMTP sink notification
 #: sends to (k8s/overlays/dev/mail-sink).
 DEV_ONLY = ("mail-sink",)

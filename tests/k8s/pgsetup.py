@@ -21,6 +21,7 @@ SCRIPT = K8S / "base" / "postgres" / "init-databases.sh"
 DATABASES = {
     "booking": ["booking"],
     "payment": ["payment", "payment_ledger"],
+    "inventory": ["inventory"],
     "notification": ["notification"],
     "analytics": ["analytics"],
 }

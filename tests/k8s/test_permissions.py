@@ -25,11 +25,14 @@ from pydantic import SecretStr
 from booking.topology import PAYMENTS
 from choreo import bus
 from choreo.analytics.v1 import queries_pb2
+from choreo.booking.v1 import commands_pb2
 from choreo.bus import ensure_stream, stream_config
 from choreo.commands import H_DEADLINE, CommandServer
 from choreo.consumer import EventConsumer
 from choreo.contract import command_options, fact_stream, fact_subject
 from choreo.gateway.v1 import gateway_pb2 as gw
+from choreo.gateway.v1 import gateway_pb2_grpc
+from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.natsidentity import inbox_prefix
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.settings import ServiceSettings
@@ -57,6 +60,18 @@ VIOLATION = re.compile(r"(Publish|Subscription) Violation")
 NOTIFICATION_SENT = fact_subject(notification_events.NotificationSent)
 NOTIFICATION = Stream(fact_stream(notification_events.NotificationSent), ("notification.>",))
 STATS_QUERY = command_options(queries_pb2.BookingStatsQuery)
+#: inventory's stream and facts (issue 12's contract), and the cancel command.
+INVENTORY_RESERVED = fact_subject(inventory_events.InventoryReserved)
+INVENTORY_RELEASED = fact_subject(inventory_events.InventoryReleased)
+INVENTORY = Stream(fact_stream(inventory_events.InventoryReserved), ("inventory.>",))
+CANCEL_BOOKING = command_options(commands_pb2.CancelBookingCommand)
+#: The saga's durables (issue 12's design): name -> (stream, the only user that may use it).
+SAGA_DURABLES = {
+    "inventory": ("BOOKING", "inventory"),
+    "booking-inventory": ("INVENTORY", "booking"),
+    "booking-timeouts": ("BOOKING", "booking"),
+    "payment-inventory": ("INVENTORY", "payment"),
+}
 
 
 @pytest.fixture
@@ -116,6 +131,7 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
     gateway: Session = await connect("gateway")
     notification: Session = await connect("notification")
     analytics: Session = await connect("analytics")
+    inventory: Session = await connect("inventory")
     attempts = [
         (payment, "booking.created"),
         (gateway, "booking.created"),
@@ -151,10 +167,35 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
         (analytics, "$JS.API.CONSUMER.DELETE.BOOKING.payment"),
         (payment, "$JS.API.STREAM.CREATE.NOTIFICATION"),
         (gateway, "$JS.API.STREAM.PURGE.NOTIFICATION"),
+        # The saga: only inventory states what was reserved or released, only booking cancels,
+        # only payment refunds; only the gateway sends the cancel command.
+        (booking, INVENTORY_RESERVED),
+        (payment, INVENTORY_RELEASED),
+        (gateway, INVENTORY_RESERVED),
+        (analytics, INVENTORY_RESERVED),
+        (inventory, "booking.cancelled"),
+        (inventory, "payment.refunded"),
+        (booking, "payment.refunded"),
+        (payment, CANCEL_BOOKING.subject),
+        (inventory, CANCEL_BOOKING.subject),
+        (inventory, "$JS.API.STREAM.CREATE.PAYMENT"),
+        (booking, "$JS.API.STREAM.CREATE.INVENTORY"),
+        (gateway, "$JS.API.STREAM.PURGE.INVENTORY"),
+        (payment, "$JS.API.STREAM.DELETE.INVENTORY"),
     ]
+    # Each saga durable is out of reach of every other user (the stream's owner and the gateway,
+    # whose consumer rights cover any name on their streams, included).
+    sessions = {"booking": booking, "payment": payment, "gateway": gateway, "inventory": inventory}
+    for name, (stream, owner) in SAGA_DURABLES.items():
+        for user, session in sessions.items():
+            if user != owner:
+                attempts += [
+                    (session, f"$JS.API.CONSUMER.DELETE.{stream}.{name}"),
+                    (session, f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"),
+                ]
     for session, subject in attempts:
         await session.nc.publish(subject, b"{}")
-    for session in (booking, payment, gateway, notification, analytics):
+    for session in (booking, payment, gateway, notification, analytics, inventory):
         await session.nc.flush()
     for session, subject in attempts:
         assert await session.denied(f'"{subject}"'), f"{subject} was not refused: {session.errors}"
@@ -167,6 +208,67 @@ async def test_each_user_is_refused_what_belongs_to_others(connect) -> None:  # 
     assert await gateway.denied('"booking.>"')
     assert await payment.denied(f'"{STATS_QUERY.subject}"')
     assert await notification.denied(f'"{STATS_QUERY.subject}"')
+    # Nobody but booking may take the cancel commands.
+    await inventory.nc.subscribe(CANCEL_BOOKING.subject, queue=CANCEL_BOOKING.queue)
+    assert await inventory.denied(f'"{CANCEL_BOOKING.subject}"')
+
+
+async def test_inventory_publishes_only_its_own_facts(connect) -> None:  # type: ignore[no-untyped-def]
+    """inventory provisions INVENTORY, publishes its facts into it and consumes BOOKING through its
+    durable; booking and payment consume INVENTORY through theirs, booking keeps its timeouts
+    durable on its own stream, and the gateway reads INVENTORY into the traces. inventory may
+    publish nothing another service owns: no booking or payment fact, no command, no query."""
+    inventory: Session = await connect("inventory")
+    booking: Session = await connect("booking")
+    payment: Session = await connect("payment")
+    gateway: Session = await connect("gateway")
+    await ensure_stream(booking.nc.jetstream(timeout=2), BOOKING)
+    js = inventory.nc.jetstream(timeout=2)
+    await ensure_stream(js, INVENTORY)
+    await ensure_stream(js, DLQ)
+    for subject in (INVENTORY_RESERVED, INVENTORY_RELEASED):
+        ack = await js.publish(subject, b"x", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        assert ack.stream == INVENTORY.name
+    await inventory.nc.publish("dlq.booking.inventory", b"{}")
+    await inventory.nc.flush()
+    # Each saga durable, provisioned, read and deleted by its own user.
+    users = {"inventory": inventory, "booking": booking, "payment": payment}
+    for name, (stream, owner) in SAGA_DURABLES.items():
+        ujs = users[owner].nc.jetstream(timeout=2)
+        await ujs.add_consumer(stream, ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT))
+        await ujs.consumer_info(stream, name)
+    for session in users.values():
+        await session.nc.flush()
+    assert inventory.errors == [] and booking.errors == [] and payment.errors == []
+    forged = [
+        "booking.created",
+        "booking.cancelled",
+        "payment.succeeded",
+        "payment.refunded",
+        NOTIFICATION_SENT,
+        "cmd.booking.create",
+        CANCEL_BOOKING.subject,
+        STATS_QUERY.subject,
+        "dlq.booking.payment",
+        "dlq.inventory.booking-inventory",
+        "$JS.API.STREAM.CREATE.BOOKING",
+        "$JS.API.STREAM.UPDATE.DLQ",
+        "$JS.API.STREAM.PURGE.BOOKING",
+        "$JS.API.CONSUMER.DURABLE.CREATE.BOOKING.payment",
+        "$JS.API.CONSUMER.DELETE.BOOKING.booking-timeouts",
+        "$JS.API.CONSUMER.DELETE.INVENTORY.payment-inventory",
+    ]
+    for subject in forged:
+        await inventory.nc.publish(subject, b"{}")
+    await inventory.nc.flush()
+    for subject in forged:
+        assert await inventory.denied(f'"{subject}"'), f"inventory may publish {subject}"
+    # The gateway reads INVENTORY into each booking's trace, as it reads BOOKING.
+    gjs = gateway.nc.jetstream(timeout=2)
+    assert (await gjs.stream_info(INVENTORY.name)).state.messages == 2
+    await gjs.add_consumer(INVENTORY.name, ConsumerConfig(name="gateway-test", ack_policy=AckPolicy.NONE))
+    await gjs.delete_consumer(INVENTORY.name, "gateway-test")
+    assert gateway.errors == []
 
 
 async def test_notification_publishes_only_its_own_facts(connect) -> None:  # type: ignore[no-untyped-def]
@@ -268,14 +370,16 @@ async def test_analytics_publishes_nothing_but_its_answers(connect) -> None:  # 
 
 #: Each consumer's DLQ subject (``dlq.<stream>.<consumer>``), by the user that consumes.
 DLQ_SUBJECTS = {
-    "booking": ["dlq.payment.booking"],
-    "payment": ["dlq.booking.payment"],
+    "booking": ["dlq.payment.booking", "dlq.inventory.booking-inventory", "dlq.booking.booking-timeouts"],
+    "payment": ["dlq.booking.payment", "dlq.inventory.payment-inventory"],
+    "inventory": ["dlq.booking.inventory"],
     "notification": ["dlq.booking.notification"],
     "analytics": ["dlq.booking.analytics"],
     "gateway": [
         "dlq.booking.gateway-projection",
         "dlq.payment.gateway-projection",
         "dlq.notification.gateway-projection",
+        "dlq.inventory.gateway-projection",
     ],
 }
 
@@ -286,7 +390,7 @@ async def test_no_user_may_publish_into_another_consumers_dlq_subject(connect) -
     for user, own in DLQ_SUBJECTS.items():
         session: Session = await connect(user)
         others = [s for u, subjects in DLQ_SUBJECTS.items() if u != user for s in subjects]
-        others += ["dlq.payment.nobody", "dlq.booking.nobody", "dlq.other.x"]
+        others += ["dlq.payment.nobody", "dlq.booking.nobody", "dlq.inventory.nobody", "dlq.other.x"]
         for subject in others:
             await session.nc.publish(subject, b"forged")
         await session.nc.flush()
@@ -410,7 +514,7 @@ async def test_only_booking_may_update_the_dlq(connect) -> None:  # type: ignore
     await ensure_stream(booking.nc.jetstream(timeout=2), DLQ)
     wanted = stream_config(DLQ)
     hostile = dataclasses.replace(wanted, subjects=["nothing.here"], max_msgs=1, sealed=True)
-    for user in ("gateway", "payment", "notification", "analytics"):
+    for user in ("gateway", "payment", "inventory", "notification", "analytics"):
         session: Session = await connect(user)
         js = session.nc.jetstream(timeout=1)
         with pytest.raises(nats.errors.TimeoutError):
@@ -507,6 +611,7 @@ async def test_services_work_under_their_permissions(overlays: dict[str, Manifes
                     final = await client.wait_terminal(stub, booking.booking_id, timeout=30)
                     assert final.status == client.EXPECTED[token], final
                 await _notified_and_counted(stub, sink, [booking for _, booking in created])
+                await _saga_under_permissions(stub, dev)
             refused = [line for line in node.log_text().splitlines() if VIOLATION.search(line)]
             assert not refused, "a service was refused something it needs:\n" + "\n".join(refused)
             # The same booking user the service runs as is refused the payment service's subjects.
@@ -586,6 +691,64 @@ async def _notified_and_counted(stub: object, sink: MailSink, bookings: list[gw.
         await asyncio.sleep(0.1)
         count = await created()
     assert count == len(ids), f"analytics counted {count} bookings, not {len(ids)}"
+
+
+#: What each path of the saga leaves in a booking's trace (the facts of BOOKING, PAYMENT and
+#: INVENTORY, in causal order; notification's emails aside).
+RESERVED_THEN_CANCELLED = [
+    "choreo.booking.v1.BookingCreated",
+    "choreo.inventory.v1.InventoryReserved",
+    "choreo.payment.v1.PaymentSucceeded",
+    "choreo.booking.v1.BookingConfirmed",
+    "choreo.booking.v1.BookingCancelled",
+]
+#: After the user's cancellation, in either order: the refund and the release.
+COMPENSATIONS = {"choreo.payment.v1.PaymentRefunded", "choreo.inventory.v1.InventoryReleased"}
+SOLD_OUT = [
+    "choreo.booking.v1.BookingCreated",
+    "choreo.inventory.v1.InventoryReservationFailed",
+    "choreo.booking.v1.BookingCancelled",
+]
+
+
+async def _saga_under_permissions(
+    stub: gateway_pb2_grpc.BookingGatewayServiceAsyncStub, dev: Manifests
+) -> None:
+    """The inventory saga under the shipped permissions: a booking of a resource is reserved before
+    payment charges it (payment's durable on INVENTORY); one asking for more units than a resource
+    has is cancelled ``sold_out`` (booking's durable on INVENTORY) and never charged; the user's
+    cancellation of the confirmed one (``cmd.booking.cancel``) is refunded and its units released,
+    and the gateway shows every one of these facts in the bookings' traces."""
+    env = dev.settings_env(dev.get("Deployment", "inventory"))
+    capacity = int(str(env.get("INVENTORY_DEFAULT_CAPACITY", "100")))
+    resource = f"room-{uuid.uuid4().hex[:8]}"
+    reserved = await client.create(stub, "tok_visa", key=uuid.uuid4().hex, resource_id=resource, quantity=2)
+    refused = await client.create(
+        stub, "tok_visa", key=uuid.uuid4().hex, resource_id=resource, quantity=capacity + 1
+    )
+    confirmed = await client.wait_terminal(stub, reserved.booking_id, timeout=30)
+    assert confirmed.status == gw.BOOKING_STATUS_CONFIRMED, confirmed
+    assert (confirmed.resource_id, confirmed.quantity) == (resource, 2)
+    sold_out = await client.wait_terminal(stub, refused.booking_id, timeout=30)
+    assert sold_out.status == gw.BOOKING_STATUS_CANCELLED, sold_out
+    assert sold_out.cancellation_reason == "sold_out" and not sold_out.payment_id, sold_out
+    cancelled = await client.cancel(stub, reserved.booking_id)
+    assert cancelled.status == gw.BOOKING_STATUS_CANCELLED, cancelled
+    assert cancelled.cancellation_reason == "cancelled_by_user"
+
+    async def trace(booking_id: str) -> list[str]:
+        answer = await stub.GetWorkflowTrace(gw.GetWorkflowTraceRequest(booking_id=booking_id), timeout=5)
+        return [e.event_type for e in answer.events if e.stream != "NOTIFICATION"]
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30.0
+    events = await trace(reserved.booking_id)
+    while len(events) < len(RESERVED_THEN_CANCELLED) + len(COMPENSATIONS) and loop.time() < end:
+        await asyncio.sleep(0.1)
+        events = await trace(reserved.booking_id)
+    assert events[: len(RESERVED_THEN_CANCELLED)] == RESERVED_THEN_CANCELLED, events
+    assert sorted(events[len(RESERVED_THEN_CANCELLED) :]) == sorted(COMPENSATIONS), events
+    assert await trace(refused.booking_id) == SOLD_OUT
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ SETTINGS = {
 SETTINGS = {
     "booking": "booking.settings.BookingSettings",
     "payment": "payment.settings.PaymentSettings",
+    "inventory": "inventory.settings.InventorySettings",
     "notification": "notification.settings.NotificationSettings",
     "analytics": "analytics.settings.AnalyticsSettings",
     "gateway": "gateway.settings.GatewaySettings",

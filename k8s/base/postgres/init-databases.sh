@@ -1,6 +1,6 @@
 #!/bin/bash
 # Creates one login role and one database per service that keeps its data in PostgreSQL
-# (booking, payment, notification, analytics; the gateway has none: its read model is SQLite inside each of its pods).
+# (booking, payment, inventory, notification, analytics; the gateway has none: its read model is SQLite inside each of its pods).
 # Each database is reachable only by its owner (CONNECT revoked from PUBLIC), so a service
 # cannot open another's data.
 # Run by the postgres image on first start (/docker-entrypoint-initdb.d), as the superuser;
@@ -35,5 +35,6 @@ SQL
 create_owner booking "$BOOKING_DB_PASSWORD" booking
 # payment_ledger: the payment-provider simulator's own ledger (a real PSP keeps it on its side).
 create_owner payment "$PAYMENT_DB_PASSWORD" payment payment_ledger
+create_owner inventory "$INVENTORY_DB_PASSWORD" inventory
 create_owner notification "$NOTIFICATION_DB_PASSWORD" notification
 create_owner analytics "$ANALYTICS_DB_PASSWORD" analytics
