@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ConsumerSettings": ("choreo.settings", "ConsumerSettings"),
     # What a failure means.
     "PermanentError": ("choreo.errors", "PermanentError"),
+    "Deferred": ("choreo.errors", "Deferred"),
     "TransientError": ("choreo.errors", "TransientError"),
     "Failure": ("choreo.errors", "Failure"),
     "classify": ("choreo.errors", "classify"),
@@ -148,6 +149,7 @@ __all__ = [
     "Component",
     "ConsumerSettings",
     "ContractError",
+    "Deferred",
     "Dispatch",
     "Envelope",
     "EnvelopeError",
@@ -268,7 +270,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         EnvelopeError,
         now_rfc3339,
     )
-    from choreo.errors import Failure, PermanentError, TransientError, classify
+    from choreo.errors import Deferred, Failure, PermanentError, TransientError, classify
     from choreo.groupcommit import Closed, GroupCommit, Overloaded
     from choreo.handler import HandlerContext, Route, UndeclaredEmit
     from choreo.ids import new_id, uuid7

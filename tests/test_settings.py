@@ -22,6 +22,7 @@ from choreo.settings import (
 from choreoctl.stack.mailroute import sink_route
 from choreoctl.stack.services import Ports, service_environments
 from gateway.settings import GatewaySettings
+from inventory.settings import InventorySettings
 from notification.settings import NotificationSettings
 from payment.settings import PaymentSettings
 from tests.support import TOKEN_KEY_ENV
@@ -136,6 +137,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "gateway": GatewaySettings,
     "notification": NotificationSettings,
     "analytics": AnalyticsSettings,
+    "inventory": InventorySettings,
 }
 #: What the event consumers read and the gateway does not (it had them, ignored, before issue 10).
 CONSUMER_ONLY = (
@@ -171,7 +173,11 @@ COMMON = (
 )
 #: Every variable each service reads (the contract before this split, less the gateway's ignored ones).
 CONTRACT = {
-    "booking": {*COMMON, *CONSUMER_ONLY, "COMMAND_BATCH_SIZE", "PAYMENT_TOKEN_PUBLIC_KEY"},
+    "booking": {
+        *COMMON,
+        *CONSUMER_ONLY,
+        *("COMMAND_BATCH_SIZE", "PAYMENT_TOKEN_PUBLIC_KEY", "PAYMENT_TIMEOUT_SECONDS"),
+    },
     "payment": {*COMMON, *CONSUMER_ONLY, "PROVIDER_LATENCY_MS", "PROVIDER_LEDGER_URL", "TOKEN_PRIVATE_KEY"},
     "notification": {
         *COMMON,
@@ -181,6 +187,7 @@ CONTRACT = {
         *("MAIL_FROM", "MESSAGE_ID_DOMAIN", "MAX_FACT_AGE_SECONDS"),
     },
     "analytics": {*COMMON, *CONSUMER_ONLY, "QUERY_BATCH_SIZE"},
+    "inventory": {*COMMON, *CONSUMER_ONLY, "DEFAULT_CAPACITY"},
     "gateway": {
         *COMMON,
         *(name.upper() for name in GatewaySettings.model_fields if name not in ServiceSettings.model_fields),
@@ -273,7 +280,11 @@ def test_choreo_up_gives_each_service_only_variables_it_reads(tmp_path: Path) ->
     envs = service_environments(
         {},
         "nats://127.0.0.1:4222",
-        Ports(50051, 8080, {"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084}),
+        Ports(
+            50051,
+            8080,
+            {"booking": 8081, "payment": 8082, "notification": 8083, "analytics": 8084, "inventory": 8085},
+        ),
         tmp_path,
         payment_latency_ms=5,
         settings={name: {"NATS_USER": name, "NATS_PASSWORD": "pw"} for name in SERVICES},

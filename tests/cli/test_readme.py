@@ -10,11 +10,13 @@ from analytics.settings import AnalyticsSettings
 from booking.settings import BookingSettings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.contract import fact_stream, fact_subject
+from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.notification.v1 import events_pb2 as notification_events
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.settings import ConsumerSettings, ServiceSettings
 from choreoctl.stack import local_stack
 from gateway.settings import GatewaySettings
+from inventory.settings import InventorySettings
 from notification.settings import NotificationSettings
 from payment.settings import PaymentSettings
 
@@ -27,6 +29,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "GATEWAY_": GatewaySettings,
     "NOTIFICATION_": NotificationSettings,
     "ANALYTICS_": AnalyticsSettings,
+    "INVENTORY_": InventorySettings,
 }
 
 
@@ -96,6 +99,11 @@ def test_subject_table_matches_the_code() -> None:
         booking_events.BookingCancelled(),
         payment_events.PaymentSucceeded(),
         payment_events.PaymentFailed(),
+        payment_events.PaymentRefunded(),
+        inventory_events.InventoryReserved(),
+        inventory_events.InventoryReservationFailed(),
+        inventory_events.InventoryReleased(),
+        inventory_events.InventoryCapacitySet(),
         notification_events.NotificationSent(),
     ):
         subject = fact_subject(type(message))

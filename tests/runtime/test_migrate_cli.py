@@ -39,12 +39,12 @@ async def test_the_job_upgrades_and_the_check_tells_behind_from_current(database
     assert (code, out.strip()) == (
         1,
         "booking: schema at no revision (empty, or made before migrations); "
-        "this release needs booking_0001, choreo_0003",
+        "this release needs booking_0002, choreo_0003",
     )
     # As the Job runs it: the URL from the service's own settings.
     code, out, err = await run("-m", "choreo.migrate", "booking", env={"BOOKING_DATABASE_URL": database_url})
     assert code == 0, err
-    assert "now at booking_0001, choreo_0003" in out
+    assert "now at booking_0002, choreo_0003" in out
     code, out, _ = await run(*check)
     assert code == 0, out
 
@@ -63,7 +63,7 @@ async def test_a_pod_in_check_mode_refuses_to_start_on_a_database_behind(tmp_pat
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         "booking: database schema is at no revision (empty, or made before migrations), this release "
-        "needs booking_0001, choreo_0003: run `python -m choreo.migrate booking` first, or set "
+        "needs booking_0002, choreo_0003: run `python -m choreo.migrate booking` first, or set "
         "BOOKING_MIGRATE=auto"
     )
 
@@ -88,14 +88,14 @@ async def test_a_new_revision_is_generated_from_the_changed_model(tmp_path: Path
 
         path = await asyncio.to_thread(new_revision, edited, "add bookings.note")
 
-        assert path is not None and path.name == "booking_0002_add_bookings_note.py"
+        assert path is not None and path.name == "booking_0003_add_bookings_note.py"
         script = path.read_text()
-        assert "down_revision: str | Sequence[str] | None = 'booking_0001'" in script
+        assert "down_revision: str | Sequence[str] | None = 'booking_0002'" in script
         assert "batch_op.add_column(sa.Column('note', sa.String(length=200)" in script
         assert "batch_op.add_column(sa.Column('channel', sa.String(length=16)" in script
         assert "sqlmodel" not in script
         state = await upgrade(engine, owners_of(edited))
-        assert state.current == {"booking_0001", "choreo_0003"}
+        assert state.current == {"booking_0002", "choreo_0003"}
         assert await model_differences(engine, owners_of(edited)) == []
         assert await asyncio.to_thread(new_revision, edited, "nothing new") is None
     finally:

@@ -160,9 +160,11 @@ def test_the_reference_services_declarations_hold() -> None:
     from booking.topology import TOPOLOGY
 
     assert TOPOLOGY.stream == BOOKING
-    (payments,) = TOPOLOGY.subscriptions
+    payments, inventory, timeouts = TOPOLOGY.subscriptions
     assert (payments.stream, payments.subjects) == ("PAYMENT", ["payment.failed", "payment.succeeded"])
-    assert TOPOLOGY.serves[0].subject == "cmd.booking.create"
+    assert (inventory.stream, inventory.subjects) == ("INVENTORY", ["inventory.reservation_failed"])
+    assert (timeouts.stream, timeouts.subjects) == ("BOOKING", ["booking.created"])
+    assert [s.subject for s in TOPOLOGY.serves] == ["cmd.booking.create", "cmd.booking.cancel"]
 
 
 def context(emits: tuple[type[booking_events.BookingConfirmed], ...]) -> HandlerContext:
