@@ -21,6 +21,7 @@ from choreo.topology import Stream
 from choreoctl.stack.natsserver import NatsServer
 from payment.build import build
 from payment.simulator import SimulatedProvider, ledger, refunds_ledger
+from payment.tables import cancellations, payments
 from tests.payment.test_service import (  # noqa: F401 (booking_stream: an autouse fixture)
     SESSION_SEALER,
     booking_stream,
@@ -141,3 +142,34 @@ async def _ledger(url: str) -> dict[str, tuple[int, int]]:
     finally:
         await psp.close()
     return {key: (n, refunds.get(key, 0)) for key, n in charges.items()}
+
+
+async def test_a_rebuilt_database_keeps_the_refund_and_the_cancellation(
+    nats_server: NatsServer, database_url: str, tmp_path: Path, js: JetStreamContext
+) -> None:
+    """Recovery by replay gives back the refund: a later cancellation fact refunds nothing again."""
+    await ensure_stream(js, INVENTORY)
+    cancel = cancelled("b-paid")
+    async with running(build(settings(nats_server, database_url, tmp_path))):
+        await publish(js, created("b-paid"))
+        await publish(js, reserved("b-paid"))
+        await eventually(lambda: _at_least(js, 1), message="PaymentSucceeded")
+        await publish(js, cancel)
+        await eventually(lambda: _at_least(js, 2), message="PaymentRefunded")
+    lost = settings(nats_server, f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}", tmp_path)
+    async with running(build(lost)) as service:
+        assert service.engine is not None
+        async with service.engine.connect() as conn:
+            row = (await conn.execute(select(payments).where(payments.c.booking_id == "b-paid"))).one()
+            reason = (await conn.execute(select(cancellations.c.reason))).scalar_one()
+        refunded = (await stream_envelopes(js, "PAYMENT"))[1].decode(payment_events.PaymentRefunded)
+        assert (row.refund_id, row.provider_refund_id, reason) == (
+            refunded.refund_id,
+            refunded.provider_refund_id,
+            "cancelled_by_user",
+        )
+        await publish(js, cancel, msg_id="again")  # the same fact, redelivered: the rebuilt inbox has it
+        await publish(js, cancelled("b-paid"))  # another fact about it: the payment is refunded already
+        await eventually(lambda: _consumed(js, "BOOKING", "payment", 4), message="BOOKING consumed")
+    assert await stream_count(js, "PAYMENT") == 2
+    assert await _ledger(lost.provider_ledger_url) == {"b-paid": (1, 1)}
