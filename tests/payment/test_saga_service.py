@@ -7,6 +7,7 @@ the cancellation, and never charges a booking cancelled first.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from nats.js import JetStreamContext
@@ -173,3 +174,35 @@ async def test_a_rebuilt_database_keeps_the_refund_and_the_cancellation(
         await eventually(lambda: _consumed(js, "BOOKING", "payment", 4), message="BOOKING consumed")
     assert await stream_count(js, "PAYMENT") == 2
     assert await _ledger(lost.provider_ledger_url) == {"b-paid": (1, 1)}
+
+
+async def test_bookings_cancelled_right_after_they_were_created_end_refunded_or_never_charged(
+    nats_server: NatsServer, database_url: str, tmp_path: Path, js: JetStreamContext
+) -> None:
+    """Bookings without a resource, each cancelled at once: their two facts often share a batch."""
+    await ensure_stream(js, INVENTORY)
+    bookings = [f"b-{i}" for i in range(10)]
+    cfg = settings(nats_server, database_url, tmp_path)
+    async with running(build(cfg)):
+        for booking in bookings:
+            plain = created(booking).decode(booking_events.BookingCreated)
+            plain.resource_id, plain.quantity = "", 0
+            await publish(
+                js, Envelope.wrap(plain, source="booking", subject="booking.created", correlation_id=booking)
+            )
+            await publish(js, cancelled(booking))
+        await eventually(
+            lambda: _consumed(js, "BOOKING", "payment", 20), timeout=20, message="BOOKING consumed"
+        )
+        charged = await _ledger(cfg.provider_ledger_url)
+        # The relay publishes what the handlers committed: a charge and a refund per charged booking.
+        await eventually(
+            lambda: _at_least(js, 2 * len(charged)), message="the facts of the committed payments"
+        )
+        await asyncio.sleep(0.3)  # and nothing more
+        facts = await stream_envelopes(js, "PAYMENT")
+    assert all(counts == (1, 1) for counts in charged.values()), charged  # every charge refunded, once
+    kinds = [fact.type.rsplit(".", 1)[1] for fact in facts]
+    assert kinds.count("PaymentSucceeded") == kinds.count("PaymentRefunded") == len(charged)
+    assert len(kinds) == 2 * len(charged)
+    assert await stream_count(js, "DLQ") == 0
