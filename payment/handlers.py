@@ -29,14 +29,13 @@ from payment.charges import (
     record_charge,
 )
 from payment.provider import ChargeRequest, PaymentProvider, RefundResult
-from payment.records import RECORD_ONCE, Bookings, lock_booking, refund_request
+from payment.records import Bookings, lock_booking, refund_request
 from payment.refunds import record_cancellation
 from payment.requests import check_reservation, check_source, record_request
 
 __all__ = [
     "DURABLE",
     "INVENTORY_DURABLE",
-    "RECORD_ONCE",
     "UnreadableTokenError",
     "inventory_routes",
     "routes",

@@ -206,3 +206,27 @@ async def test_bookings_cancelled_right_after_they_were_created_end_refunded_or_
     assert kinds.count("PaymentSucceeded") == kinds.count("PaymentRefunded") == len(charged)
     assert len(kinds) == 2 * len(charged)
     assert await stream_count(js, "DLQ") == 0
+
+
+async def test_the_previous_releases_durable_is_updated_to_receive_cancellations(
+    nats_server: NatsServer, database_url: str, tmp_path: Path, js: JetStreamContext
+) -> None:
+    """A rolling update: durable ``payment`` exists, filtered on booking.created only, as before."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    await ensure_stream(js, INVENTORY)
+    old = ConsumerConfig(
+        durable_name="payment", ack_policy=AckPolicy.EXPLICIT, filter_subject="booking.created"
+    )
+    await js.add_consumer("BOOKING", old)
+    async with running(build(settings(nats_server, database_url, tmp_path))):
+        await publish(js, created("b-paid"))
+        await publish(js, reserved("b-paid"))
+        await eventually(lambda: _at_least(js, 1), message="PaymentSucceeded")
+        await publish(js, cancelled("b-paid"))
+        await eventually(lambda: _at_least(js, 2), message="PaymentRefunded")
+    info = await js.consumer_info("BOOKING", "payment")
+    assert sorted(info.config.filter_subjects or [info.config.filter_subject]) == [
+        "booking.cancelled",
+        "booking.created",
+    ]
