@@ -91,7 +91,7 @@ async def record_charge(ctx: HandlerContext, booking: Booking, amount_cents: int
             await record_refund(ctx, booking_id, refund, booking.cancelled)
         else:
             log.info(
-                "booking %s was cancelled (%s) before it was charged: not charged",
+                "booking %s was cancelled (%s): nothing charged, nothing to refund",
                 booking_id,
                 booking.cancelled,
             )
