@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.errors import PermanentError, TransientError
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.testing import Handled
 from tests.payment.sagaparts import PaymentUnderTest, payment_under_test
+from tests.payment.test_service import SESSION_SEALER
 
 PAID = payment_events.PaymentSucceeded
 FAILED = payment_events.PaymentFailed
@@ -200,8 +202,6 @@ async def test_a_reservation_that_is_not_the_requests_is_refused_and_not_charged
 async def test_a_resource_booking_whose_token_does_not_open_is_refused_when_it_is_created(
     pay: PaymentUnderTest,
 ) -> None:
-    from choreo.booking.v1 import events_pb2 as booking_events
-
     with pytest.raises(PermanentError, match="sealed for another booking"):
         await pay.on_booking.deliver(
             booking_events.BookingCreated(
@@ -210,16 +210,10 @@ async def test_a_resource_booking_whose_token_does_not_open_is_refused_when_it_i
                 currency="EUR",
                 resource_id="room-1",
                 quantity=1,
-                sealed_payment_token=pay_sealed_for("b-other"),
+                sealed_payment_token=SESSION_SEALER.seal("tok_visa", bound_to="b-other"),
             )
         )
     assert await pay.sealed_token("b-1") is None
-
-
-def pay_sealed_for(booking_id: str) -> bytes:
-    from tests.payment.test_service import SESSION_SEALER
-
-    return SESSION_SEALER.seal("tok_visa", bound_to=booking_id)
 
 
 async def test_tokens_are_never_logged(pay: PaymentUnderTest, caplog: pytest.LogCaptureFixture) -> None:
