@@ -7,6 +7,7 @@ enough (one commit costs about as much as a hundred inserts).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -230,3 +231,31 @@ async def durability_settings(conn: AsyncConnection) -> dict[str, str]:
         return {"engine": "sqlite", "journal_mode": str(mode), "synchronous": names.get(int(sync or 0), "?")}
     commit = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
     return {"engine": conn.dialect.name, "synchronous_commit": str(commit)}
+
+
+#: Built once: the statement of ``lock_key``.
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def key_lock_id(namespace: str, key: str) -> int:
+    """A stable signed 64-bit number for ``(namespace, key)``: the id of its advisory lock.
+
+    blake2b, not ``hash()``: every process and every release must compute the same id
+    for the same key (Python's string hash is salted per process). The namespace is
+    length-prefixed so that ``("ab", "c")`` and ``("a", "bc")`` never share a lock.
+    """
+    digest = hashlib.blake2b(f"{len(namespace)}:{namespace}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_key(conn: AsyncConnection, namespace: str, key: str) -> None:
+    """Holds a lock on ``key`` (within ``namespace``) until ``conn``'s transaction ends.
+
+    For read-then-write handlers that must not interleave on one key (a booking's charge
+    and its cancellation): the second transaction waits until the first commits, then
+    reads what it wrote. PostgreSQL: ``pg_advisory_xact_lock`` on ``key_lock_id``; two
+    keys may share an id (a 64-bit hash), which only makes them wait for each other. SQLite:
+    nothing to do, its writers are serialised already (``BEGIN IMMEDIATE``, ``make_engine``).
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_KEY, {"key": key_lock_id(namespace, key)})

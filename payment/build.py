@@ -5,6 +5,7 @@ from __future__ import annotations
 from choreo.runtime import open_runtime
 from choreo.service import Service
 from payment.migrations import MIGRATIONS
+from payment.records import Bookings
 from payment.recovery import RECOVERY
 from payment.settings import PaymentSettings
 from payment.simulator import SimulatedProvider
@@ -12,12 +13,13 @@ from payment.topology import topology
 
 
 async def build(settings: PaymentSettings) -> Service:
-    """Assembles the payment service: provider, booking consumer, outbox relay."""
+    """Assembles the payment service: provider, booking and inventory consumers, outbox relay."""
     opener = settings.token_opener()  # refuses to start without the key, before touching anything
     provider = await SimulatedProvider.open(settings.provider_ledger_url, settings.provider_latency_ms / 1000)
-    declared = topology(provider, opener)
+    bookings = Bookings()
+    declared = topology(provider, opener, bookings)
     rt = await open_runtime(settings, declared, migrations=MIGRATIONS, recovery=RECOVERY)
-    (bookings,) = declared.subscriptions
-    service = rt.service([rt.consumer(bookings)])
+    bookings.bind(rt.engine)
+    service = rt.service([rt.consumer(subscription) for subscription in declared.subscriptions])
     service.on_stop.append(provider.close)
     return service

@@ -1,125 +1,118 @@
-"""Reaction of the payment service to a new booking.
+"""The payment service's routes: what it does with each fact it consumes.
 
-The payment token arrives sealed to this service's key (``choreo.sealing``); it is
-opened right before the charge and never stored or logged. A token that does not
-open (sealed to a key this service lacks, altered, missing) is a permanent failure:
-the fact goes to the DLQ and nothing is charged.
+- durable ``payment`` (BOOKING): ``BookingCreated`` without a resource is charged at
+  once (``payment.charges``); with one, its charge is recorded as a request
+  (``payment.requests``). ``BookingCancelled`` is recorded, and refunds a charge
+  (``payment.refunds``).
+- durable ``payment-inventory`` (INVENTORY): ``InventoryReserved`` charges the
+  booking's request.
+
+The routes' ``prepare`` steps call the provider outside the transaction; their
+handlers record the outcome under the booking's lock (``payment.records``).
 """
 
 from __future__ import annotations
 
-import logging
-
-from sqlalchemy import bindparam, select
+from typing import Any
 
 from choreo.booking.v1 import events_pb2 as booking_events
-from choreo.clock import to_timestamp
-from choreo.db import now_us
 from choreo.envelope import Envelope
-from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
-from choreo.ids import uuid7
+from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.payment.v1 import events_pb2 as payment_events
-from choreo.sealing import SealingError, TokenOpener
-from choreo.upserts import insert_new
-from payment.provider import ChargeRequest, ChargeResult, PaymentProvider
-from payment.tables import payments
+from choreo.sealing import TokenOpener
+from payment.charges import (
+    ChargeAttempt,
+    UnreadableTokenError,
+    charge_unless_cancelled,
+    open_token,
+    record_charge,
+)
+from payment.provider import ChargeRequest, PaymentProvider, RefundResult
+from payment.records import Bookings, lock_booking, refund_request
+from payment.refunds import record_cancellation
+from payment.requests import check_reservation, check_source, record_request
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "DURABLE",
+    "INVENTORY_DURABLE",
+    "UnreadableTokenError",
+    "inventory_routes",
+    "routes",
+]
 
-#: The durable consumer of new bookings; replicas share it.
+#: The durable consumer of BOOKING's facts; replicas share it.
 DURABLE = "payment"
+#: The durable consumer of INVENTORY's reservations.
+INVENTORY_DURABLE = "payment-inventory"
+
+_CHARGE_OUTCOMES = (
+    payment_events.PaymentSucceeded,
+    payment_events.PaymentFailed,
+    payment_events.PaymentRefunded,
+)
 
 
-# Built once: constructing a statement per event (and its cache key) costs more than running it.
-# One statement per event: a booking that already has a payment (the same booking in a
-# second BookingCreated) inserts nothing, and the handler sees that in the row count.
-RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect in ("sqlite", "postgresql")}
-_PAYMENT_OF = select(payments.c.payment_id).where(payments.c.booking_id == bindparam("b_id"))
+def routes(provider: PaymentProvider, opener: TokenOpener, bookings: Bookings) -> list[Route[Any]]:
+    """The routes of durable ``payment``, bound to the provider, the token keys and the database."""
+
+    async def prepare_created(event: booking_events.BookingCreated, _env: Envelope) -> ChargeAttempt | None:
+        if event.resource_id:
+            return None  # charged on InventoryReserved
+        booking = await bookings.read(event.booking_id)
+
+        def request() -> ChargeRequest:
+            token = open_token(opener, event.booking_id, event.sealed_payment_token, event.payment_token)
+            return ChargeRequest(event.booking_id, event.amount_cents, event.currency, token)
+
+        return await charge_unless_cancelled(provider, booking, request)
+
+    async def created(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
+        if event.resource_id:
+            await record_request(opener, event, ctx)
+            return
+        booking = await lock_booking(ctx.conn, event.booking_id)
+        await record_charge(ctx, booking, event.amount_cents, event.currency)
+
+    async def prepare_cancelled(event: booking_events.BookingCancelled, _env: Envelope) -> RefundResult:
+        return await provider.refund(refund_request(event.booking_id))
+
+    return [
+        Route(booking_events.BookingCreated, created, emits=_CHARGE_OUTCOMES, prepare=prepare_created),
+        Route(
+            booking_events.BookingCancelled,
+            record_cancellation,
+            emits=(payment_events.PaymentRefunded,),
+            prepare=prepare_cancelled,
+        ),
+    ]
 
 
-class UnreadableTokenError(PermanentError):
-    """A ``BookingCreated`` whose payment token cannot be read: it is never charged."""
+def inventory_routes(provider: PaymentProvider, opener: TokenOpener, bookings: Bookings) -> list[Route[Any]]:
+    """The routes of durable ``payment-inventory``."""
 
+    async def prepare_reserved(
+        event: inventory_events.InventoryReserved, env: Envelope
+    ) -> ChargeAttempt | None:
+        check_source(env)
+        booking = await bookings.read(event.booking_id)
+        check_reservation(event, booking)
 
-def payment_token(opener: TokenOpener, event: booking_events.BookingCreated) -> str:
-    """The token to charge: opened from ``sealed_payment_token``, or the plaintext of an older fact."""
-    if event.sealed_payment_token:
-        try:
-            return opener.open(event.sealed_payment_token, bound_to=event.booking_id)
-        except SealingError as exc:
-            raise UnreadableTokenError(f"booking {event.booking_id}: payment token {exc}") from None
-    if event.payment_token:  # published before tokens were sealed
-        return event.payment_token
-    raise UnreadableTokenError(f"booking {event.booking_id}: the fact carries no payment token")
+        def request() -> ChargeRequest:
+            req = booking.request
+            token = open_token(opener, req.booking_id, req.sealed_payment_token)
+            return ChargeRequest(req.booking_id, req.amount_cents, req.currency, token)
 
+        return await charge_unless_cancelled(provider, booking, request)
 
-async def charge(
-    provider: PaymentProvider, opener: TokenOpener, event: booking_events.BookingCreated
-) -> ChargeResult:
-    """Charges the booking; the booking id is the idempotency key, so a retry never charges twice."""
-    return await provider.charge(
-        ChargeRequest(
-            idempotency_key=event.booking_id,
-            amount_cents=event.amount_cents,
-            currency=event.currency,
-            payment_token=payment_token(opener, event),
-        )
-    )
+    async def reserved(event: inventory_events.InventoryReserved, ctx: HandlerContext) -> None:
+        check_source(ctx.envelope)
+        booking = await lock_booking(ctx.conn, event.booking_id)
+        check_reservation(event, booking)
+        req = booking.request
+        amount, currency = (req.amount_cents, req.currency) if req is not None else (0, "")
+        await record_charge(ctx, booking, amount, currency)
 
-
-async def record_payment(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
-    """Records the charge's outcome and publishes ``PaymentSucceeded`` or ``PaymentFailed``."""
-    result: ChargeResult = ctx.prepared
-    now = now_us()
-    payment_id = f"pay_{uuid7().hex}"
-    inserted = await ctx.conn.execute(
-        RECORD_ONCE[ctx.conn.dialect.name],
-        {
-            "booking_id": event.booking_id,
-            "payment_id": payment_id,
-            "amount_cents": event.amount_cents,
-            "currency": event.currency,
-            "succeeded": result.succeeded,
-            "failure_reason": result.failure_reason,
-            "provider_charge_id": result.charge_id,
-            "created_at_us": now,
-        },
-    )
-    if inserted.rowcount == 0:
-        existing = (await ctx.conn.execute(_PAYMENT_OF, {"b_id": event.booking_id})).scalar_one_or_none()
-        log.info("booking %s already has payment %s", event.booking_id, existing)
-        return
-    if result.succeeded:
-        ctx.emit(
-            payment_events.PaymentSucceeded(
-                payment_id=payment_id,
-                booking_id=event.booking_id,
-                amount_cents=event.amount_cents,
-                currency=event.currency,
-                succeeded_at=to_timestamp(now),
-                provider_charge_id=result.charge_id,
-            )
-        )
-    else:
-        ctx.emit(
-            payment_events.PaymentFailed(
-                payment_id=payment_id,
-                booking_id=event.booking_id,
-                reason=result.failure_reason,
-                failed_at=to_timestamp(now),
-                amount_cents=event.amount_cents,
-                currency=event.currency,
-                provider_charge_id=result.charge_id,
-            )
-        )
-
-
-def routes(provider: PaymentProvider, opener: TokenOpener) -> list[Route[booking_events.BookingCreated]]:
-    """The payment service's routes, bound to its provider and the keys that open tokens."""
-
-    async def prepare(event: booking_events.BookingCreated, _env: Envelope) -> ChargeResult:
-        return await charge(provider, opener, event)
-
-    outcomes = (payment_events.PaymentSucceeded, payment_events.PaymentFailed)
-    return [Route(booking_events.BookingCreated, record_payment, emits=outcomes, prepare=prepare)]
+    return [
+        Route(inventory_events.InventoryReserved, reserved, emits=_CHARGE_OUTCOMES, prepare=prepare_reserved)
+    ]

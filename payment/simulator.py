@@ -16,14 +16,19 @@ The idempotency key is unique in the ledger and a charge is inserted only if
 its key is new (``INSERT ... ON CONFLICT DO NOTHING``): two payment replicas, or
 two processes of the simulator on one ledger, charging the same key at once
 charge it once, and the loser answers with the winner's result.
+
+Refunds are kept the same way (``psp_refunds``): a refund is made only of a
+succeeded charge, at most once per charge and once per refund key (both unique,
+inserted once), so tests can count the charges and refunds of a booking.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Index, bindparam, make_url, select
+from sqlalchemy import Index, bindparam, make_url, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import Field, SQLModel
@@ -32,7 +37,7 @@ from choreo.db import big_int, lock_schema, make_engine, now_us
 from choreo.groupcommit import GroupCommit
 from choreo.ids import uuid7
 from choreo.upserts import dialect_insert
-from payment.provider import ChargeRequest, ChargeResult
+from payment.provider import ChargeRequest, ChargeResult, RefundRequest, RefundResult
 
 TEST_TOKENS: dict[str, str] = {
     "tok_visa": "",
@@ -64,8 +69,34 @@ ledger = LedgerCharge.__table__  # type: ignore[attr-defined]
 #: One charge per key. An explicit index, so that a ledger created before it existed gets it too.
 _UNIQUE_KEY = Index("uq_psp_charges_idempotency_key", ledger.c.idempotency_key, unique=True)
 
+
+class LedgerRefund(SQLModel, table=True):
+    """One refund the simulated provider made: of one succeeded charge, at most once."""
+
+    __tablename__ = "psp_refunds"
+
+    refund_id: str = Field(primary_key=True, max_length=64)
+    idempotency_key: str = Field(max_length=128, unique=True)
+    charge_id: str = Field(max_length=64, unique=True)
+    charge_key: str = Field(max_length=128)
+    amount_cents: int = big_int()
+    currency: str = Field(max_length=3)
+    created_at_us: int = big_int()
+
+
+refunds_ledger = LedgerRefund.__table__  # type: ignore[attr-defined]
+
 # Built once: constructing a statement (and its cache key) per batch costs more than running it.
 _CHARGES_OF = select(ledger).where(ledger.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+_SUCCEEDED_CHARGE = select(ledger).where(
+    ledger.c.idempotency_key == bindparam("charge_key"), ledger.c.succeeded.is_(True)
+)
+_REFUND_OF = select(refunds_ledger).where(
+    or_(
+        refunds_ledger.c.idempotency_key == bindparam("refund_key"),
+        refunds_ledger.c.charge_id == bindparam("charge_id"),
+    )
+)
 
 
 class LedgerError(RuntimeError):
@@ -93,6 +124,7 @@ class SimulatedProvider:
                 await lock_schema(conn)  # payment replicas start together on one ledger
                 await conn.run_sync(lambda sync: ledger.create(sync, checkfirst=True))
                 await conn.run_sync(lambda sync: _UNIQUE_KEY.create(sync, checkfirst=True))
+                await conn.run_sync(lambda sync: refunds_ledger.create(sync, checkfirst=True))
         except IntegrityError:
             await engine.dispose()
             raise LedgerError(
@@ -156,6 +188,37 @@ class SimulatedProvider:
                 results.append(known[key])
         return results
 
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        """Refunds the key's succeeded charge once; see ``PaymentProvider.refund``."""
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        async with self._engine.begin() as conn:
+            charge = (await conn.execute(_SUCCEEDED_CHARGE, {"charge_key": request.charge_key})).one_or_none()
+            if charge is None:
+                return RefundResult(refunded=False)
+            keys = {"refund_key": request.idempotency_key, "charge_id": charge.charge_id}
+            earlier = (await conn.execute(_REFUND_OF, keys)).first()
+            if earlier is not None:
+                return _refund_result(earlier, replayed=True)
+            row = {
+                "refund_id": f"re_{uuid7().hex}",
+                "idempotency_key": request.idempotency_key,
+                "charge_id": charge.charge_id,
+                "charge_key": request.charge_key,
+                "amount_cents": charge.amount_cents,
+                "currency": charge.currency,
+                "created_at_us": now_us(),
+            }
+            # Insert-once on either unique key: a refund another process made meanwhile wins.
+            insert_once = (
+                dialect_insert(refunds_ledger, conn.dialect.name).values(row).on_conflict_do_nothing()
+            )
+            if (await conn.execute(insert_once)).rowcount == 1:
+                return RefundResult(
+                    True, str(row["refund_id"]), charge.charge_id, charge.amount_cents, charge.currency
+                )
+            return _refund_result((await conn.execute(_REFUND_OF, keys)).one(), replayed=True)
+
     async def close(self) -> None:
         await self._charges.close()  # charges already asked for are written and answered
         await self._engine.dispose()
@@ -168,3 +231,7 @@ async def _charges_of(conn: AsyncConnection, keys: list[str]) -> dict[str, Charg
         row.idempotency_key: ChargeResult(row.charge_id, row.succeeded, row.failure_reason, replayed=True)
         for row in rows
     }
+
+
+def _refund_result(row: Any, *, replayed: bool) -> RefundResult:
+    return RefundResult(True, row.refund_id, row.charge_id, row.amount_cents, row.currency, replayed=replayed)

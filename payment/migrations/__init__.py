@@ -7,9 +7,11 @@ from pathlib import Path
 
 from choreo.schema import Migrations
 from payment.settings import PaymentSettings
-from payment.tables import payments
+from payment.tables import cancellations, payment_requests, payments
 
-MIGRATIONS = Migrations("payment", Path(__file__).parent / "versions", (payments,))
+MIGRATIONS = Migrations(
+    "payment", Path(__file__).parent / "versions", (payments, payment_requests, cancellations)
+)
 
 #: Where ``python -m choreo.migrate payment`` reads the database URL from.
 SETTINGS = PaymentSettings

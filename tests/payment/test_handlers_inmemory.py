@@ -20,7 +20,8 @@ from choreo.sealing import TokenOpener, parse_private_keys
 from choreo.testing import HandlerHarness, handler_harness
 from payment.handlers import DURABLE, UnreadableTokenError, routes
 from payment.migrations import MIGRATIONS
-from payment.provider import ChargeRequest, ChargeResult
+from payment.provider import ChargeRequest, ChargeResult, RefundRequest, RefundResult
+from payment.records import Bookings
 from payment.simulator import SimulatedProvider
 from payment.tables import payments
 from tests.payment.test_service import booking_created
@@ -33,10 +34,15 @@ class CountedProvider:
     def __init__(self, provider: SimulatedProvider) -> None:
         self._provider = provider
         self.charged: list[str] = []
+        self.refunded: list[str] = []
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         self.charged.append(request.idempotency_key)
         return await self._provider.charge(request)
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        self.refunded.append(request.charge_key)
+        return await self._provider.refund(request)
 
     async def close(self) -> None:
         await self._provider.close()
@@ -57,7 +63,9 @@ async def provider(tmp_path: Path) -> AsyncIterator[CountedProvider]:
 @pytest.fixture
 async def h(schema: Path, provider: CountedProvider) -> AsyncIterator[HandlerHarness]:
     opener = TokenOpener(parse_private_keys(TOKEN_PRIVATE_KEY))
-    async with handler_harness(routes(provider, opener), consumer=DURABLE, schema=schema) as h:
+    bookings = Bookings()
+    async with handler_harness(routes(provider, opener, bookings), consumer=DURABLE, schema=schema) as h:
+        bookings.bind(h.engine)
         yield h
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from payment.provider import ChargeRequest
-from payment.simulator import SimulatedProvider, ledger, outcome_for
+from payment.provider import ChargeRequest, RefundRequest, RefundResult
+from payment.simulator import SimulatedProvider, ledger, outcome_for, refunds_ledger
 from tests.support import row_count
 
 
@@ -114,3 +114,72 @@ async def test_a_ledger_that_already_charged_a_key_twice_is_refused_with_what_to
     await engine.dispose()
     with pytest.raises(LedgerError, match="charged more than once"):
         await SimulatedProvider.open(database_url)
+
+
+async def test_a_refund_gives_back_a_succeeded_charge_once(database_url: str) -> None:
+    psp = await SimulatedProvider.open(database_url)
+    try:
+        charge = await psp.charge(ChargeRequest("b-1", 1000, "USD", "tok_visa"))
+        first = await psp.refund(RefundRequest("b-1", "b-1:refund"))
+        again = await psp.refund(RefundRequest("b-1", "b-1:refund"))
+        other_key = await psp.refund(RefundRequest("b-1", "another-key"))  # still one refund per charge
+        refunds = await row_count(psp._engine, refunds_ledger)
+    finally:
+        await psp.close()
+    assert (first.refunded, first.replayed, first.charge_id) == (True, False, charge.charge_id)
+    assert (first.amount_cents, first.currency) == (1000, "USD")
+    assert first.refund_id.startswith("re_")
+    assert (
+        again
+        == other_key
+        == RefundResult(True, first.refund_id, charge.charge_id, 1000, "USD", replayed=True)
+    )
+    assert refunds == 1
+
+
+@pytest.mark.parametrize("token", ["tok_chargeDeclined", None], ids=["declined", "never-charged"])
+async def test_nothing_is_refunded_without_a_succeeded_charge(tmp_path: Path, token: str | None) -> None:
+    psp = await SimulatedProvider.open(f"sqlite+aiosqlite:///{tmp_path / 'psp.db'}")
+    try:
+        if token is not None:
+            await psp.charge(ChargeRequest("b-1", 1000, "USD", token))
+        result = await psp.refund(RefundRequest("b-1", "b-1:refund"))
+        refunds = await row_count(psp._engine, refunds_ledger)
+    finally:
+        await psp.close()
+    assert (result, refunds) == (RefundResult(refunded=False), 0)
+
+
+async def test_concurrent_refunds_of_one_charge_refund_it_once(database_url: str) -> None:
+    """Two payment replicas (two simulators on one ledger) refunding one booking at once, twice each."""
+    replicas = list(await asyncio.gather(*(SimulatedProvider.open(database_url) for _ in range(2))))
+    try:
+        charges = await asyncio.gather(
+            *(replicas[0].charge(ChargeRequest(f"b-{i}", 1000, "EUR", "tok_visa")) for i in range(10))
+        )
+        results = await asyncio.gather(
+            *(
+                psp.refund(RefundRequest(f"b-{i}", f"b-{i}:refund"))
+                for i in range(10)
+                for psp in (*replicas, *replicas)
+            )
+        )
+        async with replicas[0]._engine.connect() as conn:
+            per_charge = dict(
+                (
+                    await conn.execute(
+                        select(refunds_ledger.c.charge_key, func.count()).group_by(
+                            refunds_ledger.c.charge_key
+                        )
+                    )
+                ).all()
+            )
+    finally:
+        for psp in replicas:
+            await psp.close()
+    assert per_charge == {f"b-{i}": 1 for i in range(10)}, "a charge was refunded twice"
+    for i, charge in enumerate(charges):
+        mine = results[i * 4 : (i + 1) * 4]
+        assert {r.refund_id for r in mine} != {""} and len({r.refund_id for r in mine}) == 1
+        assert all(r.refunded and r.charge_id == charge.charge_id for r in mine)
+        assert sum(not r.replayed for r in mine) == 1
