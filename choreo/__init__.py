@@ -85,6 +85,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "normalize_url": ("choreo.db", "normalize_url"),
     "is_sqlite": ("choreo.db", "is_sqlite"),
     "lock_schema": ("choreo.db", "lock_schema"),
+    "lock_key": ("choreo.db", "lock_key"),
     "big_int": ("choreo.db", "big_int"),
     "now_us": ("choreo.db", "now_us"),
     "insert_new": ("choreo.upserts", "insert_new"),
@@ -202,6 +203,7 @@ __all__ = [
     "is_sqlite",
     "is_valid_timestamp",
     "load_settings",
+    "lock_key",
     "lock_schema",
     "log_context",
     "make_engine",
@@ -253,7 +255,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
         deadline_passed,
     )
     from choreo.contract import ContractError, command_options, fact_stream, fact_subject, type_name
-    from choreo.db import big_int, is_sqlite, lock_schema, make_engine, normalize_url, now_us, read_only
+    from choreo.db import (
+        big_int,
+        is_sqlite,
+        lock_key,
+        lock_schema,
+        make_engine,
+        normalize_url,
+        now_us,
+        read_only,
+    )
     from choreo.dispatch import Dispatch
     from choreo.dlq import DLQ, copy_to_dlq
     from choreo.envelope import (

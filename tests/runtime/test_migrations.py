@@ -31,7 +31,7 @@ from payment.migrations import MIGRATIONS as PAYMENT
 
 HEADS = {"choreo_0003", "booking_0002"}
 #: The newest revision of each service branch tested here.
-NEWEST = {"booking": "booking_0002", "payment": "payment_0001"}
+NEWEST = {"booking": "booking_0002", "payment": "payment_0002"}
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ async def test_a_schema_from_a_newer_release_is_used_as_it_is(
 
 async def test_a_database_shared_with_another_service_is_refused(engine: AsyncEngine) -> None:
     await upgrade(engine, owners_of(PAYMENT))
-    with pytest.raises(SchemaRefused, match=r"other services' tables \(payment_0001\)"):
+    with pytest.raises(SchemaRefused, match=r"other services' tables \(payment_0002\)"):
         await upgrade(engine, owners_of(BOOKING))
     with pytest.raises(SchemaRefused, match="each service needs a database of its own"):
         await prepare_schema(engine, BOOKING, mode="check", service="booking", setting="BOOKING_MIGRATE")
