@@ -43,6 +43,7 @@ _STATUS = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -114,6 +115,18 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
         if created.replayed:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
         return gateway_pb2.CreateBookingResponse(booking=booking_message(created.booking))
+
+    async def CancelBooking(
+        self, request: gateway_pb2.CancelBookingRequest, context: Context
+    ) -> gateway_pb2.CancelBookingResponse:
+        try:
+            view = await self._core.cancel(
+                request.booking_id, caller=grpc_caller(), timeout=_time_left(context)
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+        return gateway_pb2.CancelBookingResponse(booking=booking_message(view))
 
     async def GetBooking(
         self, request: gateway_pb2.GetBookingRequest, context: Context
