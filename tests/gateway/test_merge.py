@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from choreo.booking.v1 import commands_pb2
@@ -137,9 +138,7 @@ REFUNDED = Change(booking_id="b1", at_us=6_500, status=Status.PENDING, correlati
 
 
 def test_a_confirmed_booking_cancelled_by_its_user_is_cancelled_in_any_order() -> None:
-    created = Change(
-        **{**{f: getattr(CREATED, f) for f in CREATED.__slots__}, "resource_id": "room-1", "quantity": 2}
-    )
+    created = dataclasses.replace(CREATED, resource_id="room-1", quantity=2)
     facts = [created, RESERVED, PAID, CONFIRMED, USER_CANCELLED, RELEASED, REFUNDED]
     results = {fold(order) for order in itertools.permutations(facts)}
     assert results == {
