@@ -86,6 +86,7 @@ _CREATED_LINKS: dict[str, Any] = {
         ("GetBooking", "get_booking_v1_bookings__booking_id__get", "booking_id"),
         ("GetBookingTrace", "booking_trace_v1_bookings__booking_id__trace_get", "booking_id"),
         ("GetWorkflowTrace", "workflow_trace_v1_traces__correlation_id__get", "correlation_id"),
+        ("CancelBooking", "cancel_booking_v1_bookings__booking_id__cancel_post", "booking_id"),
     )
 }
 TracePageSize = Annotated[

@@ -164,7 +164,8 @@ class BookingStatsJson(BaseModel):
 
 class ErrorDetail(BaseModel):
     code: str = Field(
-        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, "
+        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, "
+        "UNAVAILABLE, "
         "UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ..."
     )
     message: str

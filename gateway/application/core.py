@@ -229,7 +229,11 @@ class GatewayCore:
             except LimitExceeded as exc:
                 raise _exhausted(exc) from None
         check_id("booking_id", booking_id)
-        known = await self._store.get(booking_id)
+        known: BookingView | None = None
+        try:
+            known = await self._store.get(booking_id)
+        except Exception as exc:  # the booking service decides; the read model only names the workflow
+            log.warning("could not read booking %s from the read model: %r", booking_id, exc)
         # The booking's workflow when known, so the command's log lines join its trace.
         correlation_id = known.correlation_id if known is not None and known.correlation_id else new_id()
         command_id = new_id()
