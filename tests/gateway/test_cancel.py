@@ -275,3 +275,19 @@ async def test_cancels_count_against_the_callers_command_rate(
         # Another caller has its own bucket.
         err = await grpc_error(stub.CancelBooking(cancel(created.booking_id), metadata=grpc_bearer(BOB)))
         assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_watch_of_a_pending_booking_ends_with_its_cancellation(
+    stub: Stub, fake_booking: FakeBookingService
+) -> None:
+    fake_booking.auto_complete = False
+    created = (await stub.CreateBooking(create_request())).booking
+    updates = stub.WatchBooking(gw.WatchBookingRequest(booking_id=created.booking_id), timeout=10)
+    first = await updates.read()
+    assert first.booking.status == gw.BOOKING_STATUS_PENDING
+    await stub.CancelBooking(cancel(created.booking_id))
+    rest = []
+    while (update := await updates.read()) is not grpc.aio.EOF:
+        rest.append(update.booking)
+    assert [b.status for b in rest][-1:] == [gw.BOOKING_STATUS_CANCELLED]
+    assert rest[-1].cancellation_reason == "cancelled_by_user"
