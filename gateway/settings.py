@@ -41,7 +41,7 @@ class GatewaySettings(ServiceSettings):
     #: The trace reads only CloudEvents headers, so a new service's stream is added here.
     #: A stream that does not exist yet (its service never ran) is waited for: it does not
     #: hold readiness back, and its facts are projected once it appears.
-    streams: str = "BOOKING,PAYMENT,NOTIFICATION"
+    streams: str = "BOOKING,PAYMENT,NOTIFICATION,INVENTORY"
     #: A read of an unknown booking waits this long for it to reach the read model
     #: (created through another replica) before answering NOT_FOUND.
     not_found_grace_seconds: float = Field(default=0.5, ge=0, le=10)

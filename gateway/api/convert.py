@@ -107,6 +107,8 @@ def booking_message(view: BookingView) -> gateway_pb2.Booking:
         cancellation_reason=view.cancellation_reason,
         created_at=timestamp(view.created_at_us),
         updated_at=timestamp(view.updated_at_us),
+        resource_id=view.resource_id,
+        quantity=view.quantity,
     )
 
 

@@ -43,6 +43,7 @@ _STATUS = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -115,9 +116,25 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
         return gateway_pb2.CreateBookingResponse(booking=booking_message(created.booking))
 
+    async def CancelBooking(
+        self, request: gateway_pb2.CancelBookingRequest, context: Context
+    ) -> gateway_pb2.CancelBookingResponse:
+        """Cancels a PENDING or CONFIRMED booking (``GatewayCore.cancel``): NOT_FOUND for an
+        unknown booking or another user's, FAILED_PRECONDITION for a CANCELLED one."""
+        try:
+            view = await self._core.cancel(
+                request.booking_id, caller=grpc_caller(), timeout=_time_left(context)
+            )
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+        return gateway_pb2.CancelBookingResponse(booking=booking_message(view))
+
     async def GetBooking(
         self, request: gateway_pb2.GetBookingRequest, context: Context
     ) -> gateway_pb2.GetBookingResponse:
+        """The booking; with ``wait``, once it is CONFIRMED or CANCELLED (a CONFIRMED one may
+        still be cancelled by its user later) or when the wait is over."""
         try:
             if request.HasField("wait"):
                 view = await self._core.wait(request.booking_id, _seconds(request.wait), caller=grpc_caller())
@@ -153,6 +170,11 @@ class BookingGatewayServicer(gateway_pb2_grpc.BookingGatewayServiceServicer):
     async def WatchBooking(
         self, request: gateway_pb2.WatchBookingRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.WatchBookingResponse]:
+        """The booking now, then each change; the stream ends once it is CONFIRMED or CANCELLED.
+
+        A CONFIRMED booking may still be cancelled by its user later (CancelBooking); the
+        stream does not stay open for that (see ``GatewayCore.watch``).
+        """
         try:
             watch = self._core.watch(request.booking_id, caller=grpc_caller())
             # aclosing: a cancelled watch leaves its slot at once, not when the generator is collected.

@@ -54,6 +54,7 @@ HTTP_STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.ALREADY_EXISTS: 409,
+    ErrorCode.FAILED_PRECONDITION: 409,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAUTHENTICATED: 401,
@@ -85,6 +86,7 @@ _CREATED_LINKS: dict[str, Any] = {
         ("GetBooking", "get_booking_v1_bookings__booking_id__get", "booking_id"),
         ("GetBookingTrace", "booking_trace_v1_bookings__booking_id__trace_get", "booking_id"),
         ("GetWorkflowTrace", "workflow_trace_v1_traces__correlation_id__get", "correlation_id"),
+        ("CancelBooking", "cancel_booking_v1_bookings__booking_id__cancel_post", "booking_id"),
     )
 }
 TracePageSize = Annotated[
@@ -220,6 +222,8 @@ def create_app(
             payment_token=body.payment_token,
             idempotency_key=key,
             email=body.email,
+            resource_id=body.resource_id,
+            quantity=body.quantity,
         )
         created = await core.create(request, caller=caller, correlation_id=x_correlation_id or "")
         booking_id = created.booking.booking_id
@@ -228,11 +232,35 @@ def create_app(
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(to_json(booking_message(created.booking)), 201, headers=headers)
 
+    @app.post(
+        "/v1/bookings/{booking_id}:cancel",
+        response_model=BookingJson,
+        responses={
+            **_ERRORS,
+            404: {"model": ErrorJson, "description": "No such booking, or not the caller's."},
+            409: {"model": ErrorJson, "description": "The booking is already CANCELLED."},
+            503: {
+                "model": ErrorJson,
+                "description": "The booking service is unavailable; retry (cancelling twice is safe).",
+            },
+        },
+        summary="Cancel a PENDING or CONFIRMED booking (its payment is refunded, its units released)",
+        description="The booking becomes CANCELLED with reason `cancelled_by_user`; the answer is the "
+        "booking as GET /v1/bookings/{booking_id} shows it. A captured payment is refunded and a "
+        "reservation released by the services that react to BookingCancelled (see the trace). Only "
+        "the booking's user may cancel it (or a bookings:admin caller). No body.",
+    )
+    async def cancel_booking(booking_id: str, caller: Principal = identify) -> Response:
+        view = await core.cancel(booking_id, caller=caller)
+        return JSONResponse(to_json(booking_message(view)))
+
     @app.get(
         "/v1/bookings/{booking_id}",
         response_model=BookingJson,
         responses=_ERRORS,
-        summary="Read a booking; with ?wait=SECONDS, hold until it is terminal or the time passes",
+        summary="Read a booking; with ?wait=SECONDS, hold until it is settled or the time passes",
+        description="`?wait` answers once the booking is CONFIRMED or CANCELLED (or the time passed). "
+        "A CONFIRMED booking may still be cancelled later by its user (POST .../{booking_id}:cancel).",
     )
     async def get_booking(
         request: Request,

@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
 _INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")
 
 
@@ -82,6 +84,18 @@ class CreateBookingBody(BaseModel):
         description="Optional: where the emails about this booking go (received, then its outcome). "
         "A plain address like name@example.com; a malformed one is a 400 naming `email`.",
     )
+    resource_id: Text = Field(
+        default="",
+        description="Optional: the resource to reserve before payment (1 to 64 characters of "
+        "A-Z a-z 0-9 . _ : -). Empty: no reservation, the payment is attempted at once.",
+    )
+    quantity: int = Field(
+        default=0,
+        strict=True,
+        ge=INT32_MIN,
+        le=INT32_MAX,
+        description="Units of resource_id to reserve, 0 to 1000; 0 means 1. Only with resource_id.",
+    )
 
 
 class BookingJson(BaseModel):
@@ -97,6 +111,8 @@ class BookingJson(BaseModel):
     cancellation_reason: str
     created_at: str | None = Field(default=None, description="RFC 3339.")
     updated_at: str | None = Field(default=None, description="RFC 3339.")
+    resource_id: str = Field(description="The reserved resource; empty for a booking without inventory.")
+    quantity: int = Field(description="Units of resource_id it holds (1 or more with a resource, else 0).")
 
 
 class ListBookingsJson(BaseModel):
@@ -148,7 +164,8 @@ class BookingStatsJson(BaseModel):
 
 class ErrorDetail(BaseModel):
     code: str = Field(
-        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, "
+        description="gRPC status name: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, "
+        "UNAVAILABLE, "
         "UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ..."
     )
     message: str

@@ -23,10 +23,11 @@ from gateway.application.errors import ErrorCode, GatewayError, check_id
 from gateway.application.limits import CallerLimits, LimitExceeded
 from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.application.principal import Principal
-from gateway.application.replies import change_from_record
+from gateway.application.replies import change_from_record, refusal
+from gateway.application.reservation import validate_reservation
 from gateway.application.watchers import Watchers
 from gateway.readmodel.merge import merge
-from gateway.readmodel.model import BookingView, Cursor, Status, TraceCursor, TraceRecord
+from gateway.readmodel.model import BookingView, Change, Cursor, Status, TraceCursor, TraceRecord
 from gateway.readmodel.store import ReadModel, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,6 @@ class Created:
 
     booking: BookingView
     replayed: bool
-
-
-_COMMAND_ERRORS = {
-    commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
-    # The key was used for a different booking: the existing one wins, this request conflicts.
-    commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT: ErrorCode.ALREADY_EXISTS,
-    commands_pb2.COMMAND_ERROR_CODE_INTERNAL: ErrorCode.INTERNAL,
-    commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE: ErrorCode.UNAVAILABLE,
-}
 
 
 class GatewayCore:
@@ -159,7 +151,7 @@ class GatewayCore:
             request.payment_token,
             request.idempotency_key,
             email=request.email,
-        )
+        ) or validate_reservation(request.resource_id, request.quantity)
         if invalid is not None:
             raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, invalid.field)
         if not caller.may_act_for(user_id):
@@ -179,6 +171,8 @@ class GatewayCore:
             payment_token=request.payment_token,
             idempotency_key=request.idempotency_key or f"{GATEWAY_KEY_PREFIX}{new_id()}",
             email=request.email,
+            resource_id=request.resource_id,
+            quantity=request.quantity,
         )
         with log_context(correlation_id=correlation_id, command_id=command_id):
             try:
@@ -193,22 +187,12 @@ class GatewayCore:
                 raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
             if reply.WhichOneof("result") == "error":
                 error = reply.error
-                code = _COMMAND_ERRORS.get(error.code, ErrorCode.INTERNAL)
                 log.info("booking service refused the booking: %s %s", error.field, error.message)
-                # The booking service may prefix the message with the field name; say it once.
-                message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
-                if code is ErrorCode.UNAVAILABLE:
-                    message += f"; retry with idempotency_key {command.idempotency_key!r}"
-                raise GatewayError(code, message or "the booking service refused the command", error.field)
+                raise refusal(error, retry_hint=f"retry with idempotency_key {command.idempotency_key!r}")
             if reply.WhichOneof("result") != "booking" or not reply.booking.booking_id:
                 raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty reply")
             change = change_from_record(reply.booking)
-            try:
-                # Before answering, so a read right after this create finds the booking.
-                await self._store.write(WriteBatch(changes=[change]))
-            except Exception as exc:
-                # The booking exists; the projection will bring it in from the stream.
-                log.warning("could not record booking %s in the read model: %r", change.booking_id, exc)
+            await self._record(change)
             # DEBUG: one line per booking costs real CPU at load; the trace API is the per-workflow view.
             log.debug(
                 "booking %s created%s",
@@ -217,6 +201,81 @@ class GatewayCore:
                 extra={"correlation_id": change.correlation_id or correlation_id},
             )
             return Created(merge(None, change), reply.replayed)
+
+    async def cancel(
+        self, booking_id: str, *, caller: Principal, timeout: float | None = None
+    ) -> BookingView:
+        """Asks the booking service to cancel the booking for its user; returns it CANCELLED.
+
+        The booking service decides (it holds the truth): the caller must be the booking's
+        user unless it acts for every user (``Principal.is_admin``: ``bookings:admin``, or
+        no authentication). The cancelled booking goes into the read model before the
+        answer, as a created one does, so a read right after sees it CANCELLED; the merge's
+        status order keeps a ``BookingConfirmed`` projected later from un-cancelling it.
+
+        Args:
+            booking_id: The booking to cancel.
+            caller: Who asks (the command's ``user_id``).
+            timeout: Seconds the client still waits (its call's deadline), if it said.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (the caller's command rate),
+                NOT_FOUND (unknown, or not the caller's), FAILED_PRECONDITION (already
+                CANCELLED), UNAVAILABLE (retry: cancelling twice is safe), INTERNAL.
+        """
+        if self._limits is not None:
+            try:
+                self._limits.check_cancel(caller)
+            except LimitExceeded as exc:
+                raise _exhausted(exc) from None
+        check_id("booking_id", booking_id)
+        known: BookingView | None = None
+        try:
+            known = await self._store.get(booking_id)
+        except Exception as exc:  # the booking service decides; the read model only names the workflow
+            log.warning("could not read booking %s from the read model: %r", booking_id, exc)
+        # The booking's workflow when known, so the command's log lines join its trace.
+        correlation_id = known.correlation_id if known is not None and known.correlation_id else new_id()
+        command_id = new_id()
+        command = commands_pb2.CancelBookingCommand(
+            booking_id=booking_id, user_id=caller.subject, any_user=caller.is_admin
+        )
+        with log_context(correlation_id=correlation_id, command_id=command_id):
+            try:
+                reply = await self._commands.cancel(
+                    command, command_id=command_id, correlation_id=correlation_id, timeout=timeout
+                )
+            except CommandUnavailable as exc:
+                log.warning("cancel booking unavailable: %s", exc)
+                raise GatewayError(ErrorCode.UNAVAILABLE, str(exc)) from None
+            except CommandReplyInvalid as exc:
+                log.error("%s", exc)
+                raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
+            if reply.WhichOneof("result") == "error":
+                error = reply.error
+                log.info("booking service refused the cancel: %s %s", error.field, error.message)
+                failure = refusal(error, retry_hint="retry: cancelling twice is safe")
+                if failure.code is ErrorCode.NOT_FOUND:
+                    # As ``get`` says it, whatever the service wrote: nothing about other users.
+                    failure = GatewayError(
+                        ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id"
+                    )
+                raise failure
+            if reply.WhichOneof("result") != "booking" or reply.booking.booking_id != booking_id:
+                raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty or foreign reply")
+            change = change_from_record(reply.booking)
+            await self._record(change)
+            log.info("booking %s cancelled by %s", booking_id, caller.subject or "an anonymous caller")
+            return merge(known, change)
+
+    async def _record(self, change: Change) -> None:
+        """Writes the booking service's reply into the read model (read-your-writes)."""
+        try:
+            # Before answering, so a read right after the command finds its effect.
+            await self._store.write(WriteBatch(changes=[change]))
+        except Exception as exc:
+            # The booking service committed it; the projection will bring it in from the stream.
+            log.warning("could not record booking %s in the read model: %r", change.booking_id, exc)
 
     async def _check_correlation(self, correlation_id: str, caller: Principal) -> None:
         """Lets a caller choose a correlation id only if it is new or names the caller's workflow.
@@ -316,7 +375,12 @@ class GatewayCore:
         return views, token
 
     async def watch(self, booking_id: str, *, caller: Principal) -> AsyncGenerator[BookingView, None]:
-        """The booking now, then after each change; ends after a terminal state.
+        """The booking now, then after each change; ends once it is settled (CONFIRMED or CANCELLED).
+
+        A CONFIRMED booking may still be cancelled by its user later (``cancel``); the
+        watch does not wait for that, because most bookings stay CONFIRMED for good and a
+        watch held open on each would hold its slot (and connection) forever. A client that
+        cares reads the booking again (or watches it again: a CANCELLED one ends at once).
 
         Raises:
             GatewayError: NOT_FOUND, RESOURCE_EXHAUSTED (too many watches open), or
@@ -337,7 +401,10 @@ class GatewayCore:
                     yield view
 
     async def wait(self, booking_id: str, seconds: float, *, caller: Principal) -> BookingView:
-        """The booking once terminal, or as it is after ``seconds`` (or at shutdown).
+        """The booking once settled (CONFIRMED or CANCELLED), or as it is after ``seconds``.
+
+        Also answers at shutdown. As for ``watch``, CONFIRMED ends the wait though the
+        user may cancel the booking later.
 
         Raises:
             GatewayError: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED (too many waits open).

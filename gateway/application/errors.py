@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
     ALREADY_EXISTS = "ALREADY_EXISTS"
+    #: The target is not in a state the call applies to (HTTP 409), e.g. already CANCELLED.
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
     #: No valid bearer token (HTTP 401 with ``WWW-Authenticate: Bearer``).

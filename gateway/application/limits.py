@@ -6,8 +6,10 @@ the same ``ANONYMOUS`` and only the global limit on watches applies (a
 per-caller limit would then throttle everybody together, ``choreo bench``
 included).
 
-* Creates: a token bucket per caller (``rate`` per second on average, up to
-  ``burst`` at once). A refused create learns when the next one will pass.
+* Creates (and cancels): a token bucket per caller (``rate`` per second on average,
+  up to ``burst`` at once). A refused create learns when the next one will pass.
+  Creates and cancels draw on the same bucket: both are commands the booking
+  service executes, and the limit bounds what one caller makes it do.
 * Watches: WatchBooking streams and waits (GetBooking with ``wait``, HTTP
   ``?wait=``) held open at once, per caller and in total. Each holds a
   connection's worth of memory for as long as the client likes, so their number
@@ -132,11 +134,22 @@ class CallerLimits:
         Raises:
             LimitExceeded: The caller's rate is used up.
         """
+        self._take(caller, "too many bookings created; slow down")
+
+    def check_cancel(self, caller: Principal) -> None:
+        """Counts a cancel of ``caller`` (in the same bucket as its creates).
+
+        Raises:
+            LimitExceeded: The caller's rate is used up.
+        """
+        self._take(caller, "too many booking commands; slow down")
+
+    def _take(self, caller: Principal, refusal: str) -> None:
         if not caller.authenticated:
             return
         wait = self._creates.take(caller.subject)
         if wait > 0:
-            raise LimitExceeded("too many bookings created; slow down", wait)
+            raise LimitExceeded(refusal, wait)
 
     @contextmanager
     def watching(self, caller: Principal) -> Iterator[None]:

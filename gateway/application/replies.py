@@ -1,8 +1,9 @@
 """The booking service's command reply as a read-model change.
 
-``CreateBooking`` hands the booking the service just committed straight to the
-read model, so the caller reads its own write before the ``BookingCreated``
-fact has come round through the projection. The reply is the service's own
+``CreateBooking`` and ``CancelBooking`` hand the booking the service just committed
+straight to the read model, so the caller reads its own write before the
+``BookingCreated`` (or ``BookingCancelled``) fact has come round through the
+projection; the merge's status order keeps an older fact from regressing it. The reply is the service's own
 state, so its cancellation reason is final, as a ``BookingCancelled``'s is.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from choreo.booking.v1 import commands_pb2
 from choreo.clock import from_timestamp
+from gateway.application.errors import ErrorCode, GatewayError
 from gateway.readmodel.model import Change, Status
 
 _FROM_STATE: dict[commands_pb2.BookingState.ValueType, Status] = {
@@ -35,4 +37,33 @@ def change_from_record(record: commands_pb2.BookingRecord) -> Change:
         cancellation_reason=record.cancellation_reason,
         reason_is_final=True,
         created_at_us=from_timestamp(record.created_at),
+        resource_id=record.resource_id,
+        quantity=record.quantity,
     )
+
+
+_COMMAND_ERRORS = {
+    commands_pb2.COMMAND_ERROR_CODE_INVALID_ARGUMENT: ErrorCode.INVALID_ARGUMENT,
+    # The key was used for a different booking: the existing one wins, this request conflicts.
+    commands_pb2.COMMAND_ERROR_CODE_IDEMPOTENCY_CONFLICT: ErrorCode.ALREADY_EXISTS,
+    commands_pb2.COMMAND_ERROR_CODE_INTERNAL: ErrorCode.INTERNAL,
+    commands_pb2.COMMAND_ERROR_CODE_UNAVAILABLE: ErrorCode.UNAVAILABLE,
+    # Unknown, or not the requester's: the same answer, so it tells nothing about other users.
+    commands_pb2.COMMAND_ERROR_CODE_NOT_FOUND: ErrorCode.NOT_FOUND,
+    commands_pb2.COMMAND_ERROR_CODE_FAILED_PRECONDITION: ErrorCode.FAILED_PRECONDITION,
+}
+
+
+def refusal(error: commands_pb2.CommandError, *, retry_hint: str = "") -> GatewayError:
+    """The ``GatewayError`` of a command the booking service refused.
+
+    Args:
+        error: The service's reason.
+        retry_hint: Appended to an UNAVAILABLE's message (how to retry safely).
+    """
+    code = _COMMAND_ERRORS.get(error.code, ErrorCode.INTERNAL)
+    # The booking service may prefix the message with the field name; say it once.
+    message = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+    if code is ErrorCode.UNAVAILABLE and retry_hint:
+        message += f"; {retry_hint}"
+    return GatewayError(code, message or "the booking service refused the command", error.field)

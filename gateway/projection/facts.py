@@ -3,7 +3,9 @@
 Pure functions of a message's subject, headers, body and stream position, so
 the projection's decisions are unit-testable without NATS. The trace needs only
 the CloudEvents headers, so a fact of any type (from any service's stream) is
-indexed; only the types below also change a booking.
+indexed; the types below are the ones the projection reads: most also change a
+booking (``InventoryCapacitySet`` names none), and every one is checked against
+its contract's subject.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from choreo.clock import from_timestamp, rfc3339_us
 from choreo.contract import fact_subject, type_name
 from choreo.dispatch import Dispatch
 from choreo.envelope import Envelope, EnvelopeError
+from choreo.inventory.v1 import events_pb2 as inventory_events
 from choreo.payment.v1 import events_pb2 as payment_events
 from gateway.readmodel.model import Change, Status, TraceRecord
 
@@ -57,6 +60,8 @@ def _booking_created(m: booking_events.BookingCreated, at: int, correlation_id: 
         amount_cents=m.amount_cents,
         currency=m.currency,
         created_at_us=created,
+        resource_id=m.resource_id,
+        quantity=m.quantity,
     )
 
 
@@ -105,15 +110,66 @@ def _payment_failed(m: payment_events.PaymentFailed, at: int, correlation_id: st
     )
 
 
+def _payment_refunded(m: payment_events.PaymentRefunded, at: int, correlation_id: str) -> Change:
+    # A refund follows a cancellation; the BookingCancelled says so (the status is at least PENDING).
+    return Change(
+        booking_id=m.booking_id,
+        correlation_id=correlation_id,
+        at_us=from_timestamp(m.refunded_at) or at,
+        status=Status.PENDING,
+    )
+
+
+def _reservation(
+    m: inventory_events.InventoryReserved
+    | inventory_events.InventoryReservationFailed
+    | inventory_events.InventoryReleased,
+    at_us: int,
+    correlation_id: str,
+) -> Change:
+    """Inventory's facts about a booking: it exists (at least PENDING), on this resource."""
+    return Change(
+        booking_id=m.booking_id,
+        correlation_id=correlation_id,
+        at_us=at_us,
+        status=Status.PENDING,
+        resource_id=m.resource_id,
+        quantity=m.quantity,
+    )
+
+
+def _inventory_reserved(m: inventory_events.InventoryReserved, at: int, correlation_id: str) -> Change:
+    return _reservation(m, from_timestamp(m.reserved_at) or at, correlation_id)
+
+
+def _reservation_failed(
+    m: inventory_events.InventoryReservationFailed, at: int, correlation_id: str
+) -> Change:
+    # The booking's BookingCancelled (reason sold_out) cancels it; this fact only places it.
+    return _reservation(m, from_timestamp(m.failed_at) or at, correlation_id)
+
+
+def _inventory_released(m: inventory_events.InventoryReleased, at: int, correlation_id: str) -> Change:
+    return _reservation(m, from_timestamp(m.released_at) or at, correlation_id)
+
+
+def _no_booking(_m: Message, _at: int, _correlation_id: str) -> None:
+    """A fact of a known contract that is about no booking (indexed for its trace only)."""
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Reader(Generic[M]):
-    """How a fact of one type changes a booking: ``read(fact, at_us, correlation_id)``."""
+    """How a fact of one type changes a booking: ``read(fact, at_us, correlation_id)``.
+
+    ``read`` returns ``None`` for a fact that names no booking.
+    """
 
     message_type: type[M]
-    read: Callable[[M, int, str], Change]
+    read: Callable[[M, int, str], Change | None]
 
 
-#: The fact types that change a booking, by ``ce-type`` (the runtime's one typed dispatch).
+#: The fact types the projection reads, by ``ce-type`` (the runtime's one typed dispatch).
 READERS: Dispatch[Reader[Any]] = Dispatch(
     [
         Reader(booking_events.BookingCreated, _booking_created),
@@ -121,6 +177,11 @@ READERS: Dispatch[Reader[Any]] = Dispatch(
         Reader(booking_events.BookingCancelled, _booking_cancelled),
         Reader(payment_events.PaymentSucceeded, _payment_succeeded),
         Reader(payment_events.PaymentFailed, _payment_failed),
+        Reader(payment_events.PaymentRefunded, _payment_refunded),
+        Reader(inventory_events.InventoryReserved, _inventory_reserved),
+        Reader(inventory_events.InventoryReservationFailed, _reservation_failed),
+        Reader(inventory_events.InventoryReleased, _inventory_released),
+        Reader(inventory_events.InventoryCapacitySet, _no_booking),
     ]
 )
 
@@ -135,7 +196,7 @@ TYPE_SUBJECTS = {type_name: subject for subject, type_name in SUBJECT_TYPES.item
 def _unknown_type(env: Envelope) -> str | None:
     """Why a fact's type is unknown, or ``None``.
 
-    Facts of the booking and payment contracts must be types the projection
+    Facts of the booking, payment and inventory contracts must be types the projection
     reads, on their own subject. Facts of other services (streams added by
     configuration) are indexed for the trace only: they are not errors. A type
     the projection reads anywhere but on its own subject is refused: another
@@ -170,12 +231,15 @@ def _too_long(env: Envelope) -> str | None:
 def _check_change(change: Change) -> str | None:
     if not change.booking_id:
         return "booking_id is empty"
+    if change.quantity < 0:
+        return "quantity is negative"
     for name, value, limit in (
         ("booking_id", change.booking_id, MAX_ID_LENGTH),
         ("user_id", change.user_id, MAX_ID_LENGTH),
         ("payment_id", change.payment_id, MAX_ID_LENGTH),
         ("currency", change.currency, 8),
         ("cancellation_reason", change.cancellation_reason, MAX_REASON_LENGTH),
+        ("resource_id", change.resource_id, MAX_ID_LENGTH),
     ):
         if len(value) > limit:
             return f"{name} is longer than {limit} characters"
@@ -218,7 +282,7 @@ def read_fact(
         except DecodeError as exc:
             error = f"undecodable {env.type}: {exc}"
         else:
-            error = _check_change(change)
+            error = _check_change(change) if change is not None else None
             if error is not None:
                 error, change = f"invalid {env.type}: {error}", None
     trace = TraceRecord(

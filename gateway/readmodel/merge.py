@@ -1,11 +1,15 @@
 """How facts fold into a booking's state: small pure functions, order-independent.
 
-Facts about one booking come from several streams (BOOKING, PAYMENT), so the
-read model may see them in any order. The merge is therefore built to give the
-same result whatever the order:
+Facts about one booking come from several streams (BOOKING, PAYMENT, INVENTORY),
+and the booking service's own replies are written too, so the read model may see
+them in any order. The merge is therefore built to give the same result whatever
+the order:
 
 - a field is filled when a fact carries it, and facts agree on every field they share;
-- a terminal status (CONFIRMED, CANCELLED) is never replaced;
+- the status only moves forward in one order, UNSPECIFIED < PENDING < CONFIRMED <
+  CANCELLED: the highest status any fact implies wins. A CONFIRMED booking may become
+  CANCELLED (its user cancelled it), and a ``BookingConfirmed`` seen after its
+  ``BookingCancelled`` never un-cancels it;
 - the cancellation reason of ``BookingCancelled`` is final; the one of
   ``PaymentFailed`` only fills the reason until then;
 - ``updated_at`` is the latest time of any fact.
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 from gateway.readmodel.model import BookingView, Change, Status
 
+#: The one reason for which a CONFIRMED booking becomes CANCELLED (the booking service's).
+CANCELLED_BY_USER = "cancelled_by_user"
+
 
 def merge_status(current: Status, new: Status) -> Status:
-    """A terminal status stays; otherwise the fact's status (if any) applies."""
-    if current.is_terminal or new is Status.UNSPECIFIED:
-        return current
-    return new
+    """The later of the two statuses in the order a booking moves in (max: commutative)."""
+    return new if new.rank > current.rank else current
 
 
 def merge_reason(current: str, new: str, *, final: bool) -> str:
@@ -48,17 +53,22 @@ def merge(current: BookingView | None, change: Change) -> BookingView:
         ),
         created_at_us=change.created_at_us or base.created_at_us,
         updated_at_us=max(base.updated_at_us, change.at_us),
+        resource_id=change.resource_id or base.resource_id,
+        quantity=change.quantity or base.quantity,
     )
 
 
 def conflicting(current: BookingView | None, change: Change) -> bool:
-    """True when a fact claims a different terminal status than the one recorded.
+    """True when a CONFIRMED and a CANCELLED meet that no transition of the booking service explains.
 
-    The booking service never does this; the read model keeps the first and logs it.
+    The booking service moves a CONFIRMED booking to CANCELLED only when its user cancels
+    it; a CONFIRMED next to a cancellation for another reason (a declined card, a sold-out
+    resource) is a contradiction. The merge still applies its order (CANCELLED wins, so the
+    result does not depend on the order); the store logs it.
     """
-    return (
-        current is not None
-        and current.is_terminal
-        and change.status.is_terminal
-        and change.status is not current.status
-    )
+    if current is None or not (current.is_terminal and change.status.is_terminal):
+        return False
+    if current.status is change.status:
+        return False
+    cancelled = current if current.status is Status.CANCELLED else change
+    return cancelled.cancellation_reason != CANCELLED_BY_USER

@@ -23,7 +23,19 @@ class Status(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Settled: CONFIRMED or CANCELLED (waits and watches end here).
+
+        Only CANCELLED is final: the user may still cancel a CONFIRMED booking.
+        """
         return self in (Status.CONFIRMED, Status.CANCELLED)
+
+    @property
+    def rank(self) -> int:
+        """Position in the one order a booking moves in: UNSPECIFIED, PENDING, CONFIRMED, CANCELLED."""
+        return _RANK[self]
+
+
+_RANK = {Status.UNSPECIFIED: 0, Status.PENDING: 1, Status.CONFIRMED: 2, Status.CANCELLED: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,8 @@ class BookingView:
     cancellation_reason: str = ""
     created_at_us: int = 0
     updated_at_us: int = 0
+    resource_id: str = ""
+    quantity: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -68,6 +82,8 @@ class Change:
     cancellation_reason: str = ""
     reason_is_final: bool = False
     created_at_us: int = 0
+    resource_id: str = ""
+    quantity: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ def _view(row: Any) -> BookingView:
         cancellation_reason=row.cancellation_reason,
         created_at_us=row.created_at_us,
         updated_at_us=row.updated_at_us,
+        resource_id=row.resource_id,
+        quantity=row.quantity,
     )
 
 
@@ -259,9 +261,11 @@ class ReadModel:
             current = after.get(change.booking_id)
             if conflicting(current, change):
                 log.warning(
-                    "booking %s is %s; ignoring %s",
+                    "booking %s is %s (%s) and a fact says %s: the booking service never does this; "
+                    "CANCELLED wins",
                     change.booking_id,
                     current.status if current else "?",
+                    current.cancellation_reason if current else "",
                     change.status,
                     extra={"correlation_id": change.correlation_id},
                 )

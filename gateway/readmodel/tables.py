@@ -45,6 +45,9 @@ class BookingRow(ReadModelBase, table=True):
     cancellation_reason: str = Field(default="", max_length=256)
     created_at_us: int = big_int(default=0)
     updated_at_us: int = big_int(default=0)
+    #: The reserved resource ("" for a booking without inventory) and its units (0 then).
+    resource_id: str = Field(default="", max_length=128)
+    quantity: int = Field(default=0)
 
 
 class TraceEventRow(ReadModelBase, table=True):
@@ -93,8 +96,9 @@ read_model_meta_table: Table = ReadModelMetaRow.__table__  # type: ignore[attr-d
 
 #: Version of the read model's tables and of what the projection writes into them. Bump it
 #: with every such change: gateways rebuild a database of another version by replay.
-#: 1: before versions were recorded; 2: checkpoints record the stream's identity.
-SCHEMA_VERSION = 2
+#: 1: before versions were recorded; 2: checkpoints record the stream's identity;
+#: 3: bookings have resource_id and quantity (and a CONFIRMED booking may become CANCELLED).
+SCHEMA_VERSION = 3
 
 TABLES: list[Table] = [bookings_table, trace_events_table, checkpoints_table, read_model_meta_table]
 #: The tables the projection fills from the streams (emptied by a rebuild).

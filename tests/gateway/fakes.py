@@ -1,7 +1,10 @@
 """A stand-in for the booking and payment services, small enough to read in one go.
 
 It answers ``cmd.booking.create`` like the booking service does (validation,
-idempotency keys, a PENDING ``BookingRecord``) and publishes the workflow's
+idempotency keys, a PENDING ``BookingRecord``), and ``cmd.booking.cancel``
+(NOT_FOUND for an unknown booking or another user's unless ``any_user``,
+FAILED_PRECONDITION for a CANCELLED one, else CANCELLED ``cancelled_by_user``
+and a ``BookingCancelled``), and publishes the workflow's
 facts with proper CloudEvents headers: ``BookingCreated`` (caused by the
 command), then ``PaymentSucceeded``/``PaymentFailed`` (caused by it) and
 ``BookingConfirmed``/``BookingCancelled`` (caused by the payment fact). Tests
@@ -24,6 +27,7 @@ from booking.requests import validate_booking_request
 from choreo.booking.v1 import commands_pb2, events_pb2
 from choreo.bus import ensure_stream
 from choreo.clock import to_timestamp
+from choreo.contract import command_options
 from choreo.db import now_us
 from choreo.envelope import H_CORRELATION, H_ID, Envelope
 from choreo.payment.v1 import events_pb2 as payment_events
@@ -42,6 +46,8 @@ from tests.streams import (
 
 #: Microseconds to a protobuf Timestamp, as the services stamp their facts.
 ts = to_timestamp
+
+CMD_CANCEL_BOOKING = command_options(commands_pb2.CancelBookingCommand).subject
 
 DECLINES = {
     "tok_chargeDeclined": "card_declined",
@@ -74,6 +80,11 @@ class Booked:
     email: str = ""
     created: Envelope | None = None
     facts: list[Envelope] = field(default_factory=list)
+    #: The payment's outcome: its id when it succeeded, the decline's reason when it failed.
+    payment_id: str = ""
+    declined: str = ""
+    #: The booking once cancelled (the create's record stays as it was, for replays).
+    cancelled: commands_pb2.BookingRecord | None = None
 
 
 class FakeBookingService:
@@ -93,6 +104,8 @@ class FakeBookingService:
         self.bookings: dict[str, Booked] = {}
         self._by_key: dict[tuple[str, str], tuple[str, str]] = {}
         self._sub: Subscription | None = None
+        self._cancel_sub: Subscription | None = None
+        self.cancels: list[commands_pb2.CancelBookingCommand] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.last_headers: dict[str, str] = {}
         self.last_command: commands_pb2.CreateBookingCommand | None = None
@@ -101,12 +114,25 @@ class FakeBookingService:
         for stream in (BOOKING, PAYMENT, DLQ):
             await ensure_stream(self._js, stream)
         self._sub = await self._nc.subscribe(CMD_CREATE_BOOKING, queue="booking", cb=self._on_request)
+        await self.answer_cancels()
+
+    async def answer_cancels(self) -> None:
+        """Serves ``cmd.booking.cancel`` (again, after ``stop_cancels``)."""
+        self._cancel_sub = await self._nc.subscribe(CMD_CANCEL_BOOKING, queue="booking", cb=self._on_cancel)
         await self._nc.flush()
+
+    async def stop_cancels(self) -> None:
+        """Stops serving ``cmd.booking.cancel`` (a booking service that cannot be reached)."""
+        if self._cancel_sub is not None:
+            await self._cancel_sub.unsubscribe()
+            self._cancel_sub = None
+            await self._nc.flush()
 
     async def stop(self) -> None:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+        await self.stop_cancels()
         for task in list(self._tasks):
             await task
 
@@ -138,6 +164,8 @@ class FakeBookingService:
                 )
             )
         fingerprint = f"{c.amount_cents}|{c.currency}|{c.payment_token}"
+        if c.resource_id or c.quantity:
+            fingerprint += f"|{c.resource_id}|{c.quantity}"
         key = (c.user_id, c.idempotency_key)
         if c.idempotency_key and key in self._by_key:
             booking_id, first = self._by_key[key]
@@ -160,6 +188,8 @@ class FakeBookingService:
             correlation_id=headers.get(H_CORRELATION) or str(uuid.uuid4()),
             created_at=ts(now),
             updated_at=ts(now),
+            resource_id=c.resource_id,
+            quantity=max(c.quantity, 1) if c.resource_id else 0,
         )
         self.bookings[record.booking_id] = Booked(record, c.payment_token, headers.get(H_ID, ""), c.email)
         if c.idempotency_key:
@@ -177,6 +207,8 @@ class FakeBookingService:
             payment_token=booked.token,
             created_at=r.created_at,
             email=booked.email,
+            resource_id=r.resource_id,
+            quantity=r.quantity,
         )
         booked.created = await publish(
             self._js,
@@ -227,7 +259,9 @@ class FakeBookingService:
                 booking_id=r.booking_id, payment_id=payment_id, confirmed_at=ts(now)
             )
             outcome_subject = BOOKING_CONFIRMED
+            booked.payment_id = payment_id
         else:
+            booked.declined = reason
             outcome = events_pb2.BookingCancelled(
                 booking_id=r.booking_id, reason=reason, cancelled_at=ts(now)
             )
@@ -241,6 +275,57 @@ class FakeBookingService:
             causation_id=paid.id,
         )
         booked.facts += [paid, done]
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        command = commands_pb2.CancelBookingCommand()
+        command.ParseFromString(msg.data)
+        self.cancels.append(command)
+        self.last_headers = dict(msg.headers or {})
+        reply = self._cancel(command)
+        await msg.respond(reply.SerializeToString())
+        if reply.WhichOneof("result") == "booking":
+            booked = self.bookings[command.booking_id]
+            r = reply.booking
+            cancelled = events_pb2.BookingCancelled(
+                booking_id=r.booking_id,
+                reason=r.cancellation_reason,
+                cancelled_at=r.updated_at,
+                payment_id=r.payment_id,
+                resource_id=r.resource_id,
+            )
+            env = await publish(
+                self._js,
+                cancelled,
+                subject=BOOKING_CANCELLED,
+                source="booking",
+                correlation_id=r.correlation_id,
+                causation_id=self.last_headers.get(H_ID, ""),
+            )
+            booked.facts.append(env)
+
+    def _cancel(self, c: commands_pb2.CancelBookingCommand) -> commands_pb2.CancelBookingReply:
+        def refused(
+            code: commands_pb2.CommandErrorCode.ValueType, message: str
+        ) -> commands_pb2.CancelBookingReply:
+            return commands_pb2.CancelBookingReply(
+                error=commands_pb2.CommandError(code=code, message=message, field="booking_id")
+            )
+
+        booked = self.bookings.get(c.booking_id)
+        if booked is None or (not c.any_user and booked.record.user_id != c.user_id):
+            return refused(commands_pb2.COMMAND_ERROR_CODE_NOT_FOUND, f"booking {c.booking_id} not found")
+        if booked.cancelled is not None or booked.declined:
+            return refused(
+                commands_pb2.COMMAND_ERROR_CODE_FAILED_PRECONDITION, "the booking is already CANCELLED"
+            )
+        r = commands_pb2.BookingRecord()
+        r.CopyFrom(booked.record)
+        r.state = commands_pb2.BOOKING_STATE_CANCELLED
+        r.cancellation_reason = "cancelled_by_user"
+        r.payment_id = booked.payment_id
+        r.updated_at.CopyFrom(ts(now_us()))
+        booked.cancelled = r
+        return commands_pb2.CancelBookingReply(booking=r)
 
     async def settled(self) -> None:
         """Waits until every fact queued so far is published."""

@@ -218,7 +218,7 @@ async def test_health_readiness_and_openapi(http: httpx.AsyncClient) -> None:
     # The links from a created booking name real operations (FastAPI derives their ids).
     operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
     links = create["responses"]["201"]["links"]
-    assert set(links) == {"GetBooking", "GetBookingTrace", "GetWorkflowTrace"}
+    assert set(links) == {"GetBooking", "GetBookingTrace", "GetWorkflowTrace", "CancelBooking"}
     for link in links.values():
         [parameter] = link["parameters"]
         assert parameter in {p["name"] for p in operations[link["operationId"]]["parameters"]}

@@ -36,7 +36,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     defaults = GatewaySettings()
     assert (defaults.grpc_port, defaults.http_port, defaults.service_name) == (50051, 8080, "gateway")
     assert defaults.database_url == "sqlite+aiosqlite:///./var/gateway.db"
-    assert defaults.stream_names == ["BOOKING", "PAYMENT", "NOTIFICATION"]
+    assert defaults.stream_names == ["BOOKING", "PAYMENT", "NOTIFICATION", "INVENTORY"]
     monkeypatch.setenv("GATEWAY_STREAMS", " BOOKING , PAYMENT,NOTIFICATION ")
     monkeypatch.setenv("GATEWAY_GRPC_PORT", "6000")
     monkeypatch.setenv("GATEWAY_COMMAND_TIMEOUT_SECONDS", "1.5")

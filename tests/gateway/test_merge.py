@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 from choreo.booking.v1 import commands_pb2
@@ -108,12 +109,85 @@ def test_reason_rules() -> None:
     assert merge_reason("kept", "", final=True) == "kept"
 
 
-def test_conflicting_terminal_facts_are_detected_and_the_first_wins() -> None:
+def test_conflicting_terminal_facts_are_detected_and_cancelled_wins() -> None:
     confirmed = fold([CREATED, CONFIRMED])
-    assert conflicting(confirmed, CANCELLED)
+    assert conflicting(confirmed, CANCELLED)  # a declined payment's cancellation of a confirmed booking
+    assert conflicting(fold([CREATED, CANCELLED]), CONFIRMED)
     assert not conflicting(confirmed, CONFIRMED)
     assert not conflicting(None, CANCELLED)
-    assert merge(confirmed, CANCELLED).status is Status.CONFIRMED
+    # Whatever the order, the result is the same: the later status in the booking's order.
+    assert merge(confirmed, CANCELLED).status is Status.CANCELLED
+    assert merge(fold([CREATED, CANCELLED]), CONFIRMED).status is Status.CANCELLED
+
+
+RESERVED = Change(
+    booking_id="b1", at_us=1_500, status=Status.PENDING, resource_id="room-1", quantity=2, correlation_id="c1"
+)
+USER_CANCELLED = Change(
+    booking_id="b1",
+    at_us=5_000,
+    status=Status.CANCELLED,
+    cancellation_reason="cancelled_by_user",
+    reason_is_final=True,
+    correlation_id="c1",
+)
+RELEASED = Change(
+    booking_id="b1", at_us=6_000, status=Status.PENDING, resource_id="room-1", quantity=2, correlation_id="c1"
+)
+REFUNDED = Change(booking_id="b1", at_us=6_500, status=Status.PENDING, correlation_id="c1")
+
+
+def test_a_confirmed_booking_cancelled_by_its_user_is_cancelled_in_any_order() -> None:
+    created = dataclasses.replace(CREATED, resource_id="room-1", quantity=2)
+    facts = [created, RESERVED, PAID, CONFIRMED, USER_CANCELLED, RELEASED, REFUNDED]
+    results = {fold(order) for order in itertools.permutations(facts)}
+    assert results == {
+        BookingView(
+            booking_id="b1",
+            user_id="u1",
+            amount_cents=4200,
+            currency="EUR",
+            status=Status.CANCELLED,
+            correlation_id="c1",
+            payment_id="pay_1",
+            cancellation_reason="cancelled_by_user",
+            created_at_us=1_000,
+            updated_at_us=6_500,
+            resource_id="room-1",
+            quantity=2,
+        )
+    }
+    # CONFIRMED -> CANCELLED by the user is a transition of the booking service, not a conflict.
+    confirmed = fold([created, CONFIRMED])
+    assert merge_status(Status.CONFIRMED, Status.CANCELLED) is Status.CANCELLED
+    assert not conflicting(confirmed, USER_CANCELLED)
+    cancelled = fold([created, USER_CANCELLED])
+    assert not conflicting(cancelled, CONFIRMED)
+    # A BookingConfirmed seen after its BookingCancelled does not un-cancel it.
+    assert merge(cancelled, CONFIRMED).status is Status.CANCELLED
+    assert merge_status(Status.CANCELLED, Status.CONFIRMED) is Status.CANCELLED
+
+
+def test_the_cancel_reply_is_not_regressed_by_older_facts() -> None:
+    record = commands_pb2.BookingRecord(
+        booking_id="b1",
+        user_id="u1",
+        amount_cents=4200,
+        currency="EUR",
+        state=commands_pb2.BOOKING_STATE_CANCELLED,
+        correlation_id="c1",
+        payment_id="pay_1",
+        cancellation_reason="cancelled_by_user",
+        created_at=ts(1_000),
+        updated_at=ts(5_000),
+        resource_id="room-1",
+        quantity=2,
+    )
+    reply = change_from_record(record)
+    assert reply.resource_id == "room-1" and reply.quantity == 2
+    view = fold([reply, CREATED, RESERVED, PAID, CONFIRMED])
+    assert view.status is Status.CANCELLED and view.cancellation_reason == "cancelled_by_user"
+    assert (view.resource_id, view.quantity, view.updated_at_us) == ("room-1", 2, 5_000)
 
 
 def test_the_command_reply_merges_like_a_fact() -> None:

@@ -254,11 +254,12 @@ async def test_a_restart_resumes_from_the_checkpoint(
     assert again.store is not None
     # Only the facts published while it was down were read: nothing is applied twice.
     assert sum(f.applied for f in again.feeds) == 3
-    # NOTIFICATION (in the default GATEWAY_STREAMS) does not exist here: nothing read from it.
+    # NOTIFICATION and INVENTORY (in the default GATEWAY_STREAMS) do not exist here: nothing read.
     assert {f.stream: f.position for f in again.feeds} == {
         BOOKING_STREAM: 4,
         PAYMENT_STREAM: 2,
         "NOTIFICATION": 0,
+        "INVENTORY": 0,
     }
     second = await again.store.get("second")
     assert second is not None and second.status is Status.CANCELLED

@@ -25,7 +25,7 @@ NOTIFICATION = Stream(fact_stream(notification_events.NotificationSent), ("notif
 
 def test_notification_is_projected_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEWAY_STREAMS", raising=False)
-    assert GatewaySettings().stream_names == ["BOOKING", "PAYMENT", "NOTIFICATION"]
+    assert GatewaySettings().stream_names == ["BOOKING", "PAYMENT", "NOTIFICATION", "INVENTORY"]
     assert NOTIFICATION.name == "NOTIFICATION"
 
 
