@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 
-from choreo.validation import FieldError, check_email, check_id
+from choreo.validation import FieldError, check_email, check_id, check_name
 
 #: The largest amount accepted, in minor units (10,000,000.00).
 MAX_AMOUNT_CENTS = 1_000_000_000
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _TOKEN = re.compile(r"tok_[A-Za-z0-9]{1,120}")
-#: A resource's id (inventory's key): what its operator may name it, and safe in a subject or a log.
-_RESOURCE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: The longest resource id (inventory's key, named by its operator).
+MAX_RESOURCE_ID = 64
 #: The most units one booking may reserve.
 MAX_QUANTITY = 1000
 
@@ -63,8 +63,9 @@ def validate_booking_request(
 
 def check_resource(resource_id: str, quantity: int) -> FieldError | None:
     """The error of a request's resource and quantity (both optional), or ``None``."""
-    if resource_id and not _RESOURCE.fullmatch(resource_id):
-        return FieldError("resource_id", "must be 1 to 64 characters of letters, digits and . _ : -")
+    error = check_name("resource_id", resource_id, max_length=MAX_RESOURCE_ID, required=False)
+    if error:
+        return error
     if quantity < 0 or quantity > MAX_QUANTITY:
         return FieldError("quantity", f"must be between 0 and {MAX_QUANTITY} (0 means 1)")
     if quantity and not resource_id:

@@ -119,6 +119,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "FieldError": ("choreo.validation", "FieldError"),
     "check_id": ("choreo.validation", "check_id"),
     "check_email": ("choreo.validation", "check_email"),
+    "check_name": ("choreo.validation", "check_name"),
+    "NAME_CHARACTERS": ("choreo.validation", "NAME_CHARACTERS"),
     # Sealed payment tokens (booking seals, payment opens).
     "TokenSealer": ("choreo.sealing", "TokenSealer"),
     "TokenOpener": ("choreo.sealing", "TokenOpener"),
@@ -142,6 +144,7 @@ __all__ = [
     "H_TIME",
     "H_TYPE",
     "METRICS_CONTENT_TYPE",
+    "NAME_CHARACTERS",
     "REJECTED_OVERLOADED",
     "SPEC_VERSION",
     "Backoff",
@@ -186,6 +189,7 @@ __all__ = [
     "big_int",
     "check_email",
     "check_id",
+    "check_name",
     "classify",
     "command_options",
     "connect",
@@ -308,4 +312,4 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time ``__getattr
     from choreo.startover import start_over_if_empty
     from choreo.topology import Serves, Stream, Subscription, Topology, TopologyError
     from choreo.upserts import dialect_insert, insert_new, upsert
-    from choreo.validation import FieldError, check_email, check_id
+    from choreo.validation import NAME_CHARACTERS, FieldError, check_email, check_id, check_name

@@ -46,7 +46,7 @@ from choreo.outbox import add_to_outbox
 from choreo.schema import Migrations, prepare_schema
 from choreo.verdicts import guarded
 
-__all__ = ["Handled", "HandlerHarness", "handler_harness", "prepare_database"]
+__all__ = ["Handled", "HandlerHarness", "Prepared", "handler_harness", "prepare_database"]
 
 M = TypeVar("M", bound=Message)
 
@@ -69,6 +69,22 @@ class Handled:
         """The emitted facts of ``message_type``, decoded from their bytes as a subscriber would."""
         name = type_name(message_type)
         return [env.decode(message_type) for env in self.emitted if env.type == name]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A fact whose route's ``prepare`` step ran (``HandlerHarness.prepare``), waiting for its commit.
+
+    Attributes:
+        result: What ``prepare`` returned (``None`` for a route without one).
+        duplicate: The event id was already processed: ``prepare`` did not run.
+    """
+
+    envelope: Envelope
+    route: Route[Any]
+    message: Message
+    result: Any = None
+    duplicate: bool = False
 
 
 class HandlerHarness:
@@ -119,15 +135,33 @@ class HandlerHarness:
         Raises:
             LookupError: no route handles ``env.type`` (the consumer dead-letters it).
         """
+        prepared = await self.prepare(env)
+        if prepared.duplicate:
+            return Handled(env, (), duplicate=True)
+        return await self.commit(prepared, stream_sequence=stream_sequence)
+
+    async def prepare(self, env: Envelope) -> Prepared:
+        """The first half of ``handle``: the route's ``prepare`` step, outside any transaction.
+
+        A test may run other deliveries before ``commit``, as concurrent consumers (or
+        replicas) do between one fact's call to the outside world and its transaction.
+
+        Raises:
+            LookupError: no route handles ``env.type``.
+        """
         try:
             route, message = self._routes.decode(env)
         except UnknownFactType as exc:
             raise LookupError(f"{exc} in consumer {self._consumer}") from None
-        prepared = None
-        if route.prepare is not None:
-            if await self._seen(env):  # a committed fact never calls the outside world again
-                return Handled(env, (), duplicate=True)
-            prepared = await guarded(route.prepare(message, env))
+        if route.prepare is None:
+            return Prepared(env, route, message)
+        if await self._seen(env):  # a committed fact never calls the outside world again
+            return Prepared(env, route, message, duplicate=True)
+        return Prepared(env, route, message, await guarded(route.prepare(message, env)))
+
+    async def commit(self, prepared: Prepared, *, stream_sequence: int = 1) -> Handled:
+        """The second half of ``handle``: the handler, the inbox and the outbox in one transaction."""
+        env = prepared.envelope
         async with self.engine.begin() as conn:
             if await already_processed(conn, self._consumer, [env.id]):
                 return Handled(env, (), duplicate=True)
@@ -136,10 +170,10 @@ class HandlerHarness:
                 envelope=env,
                 source=self._source,
                 stream_sequence=stream_sequence,
-                prepared=prepared,
-                emits=route.emits,
+                prepared=prepared.result,
+                emits=prepared.route.emits,
             )
-            await guarded(route.handle(message, ctx))
+            await guarded(prepared.route.handle(prepared.message, ctx))
             await record_processed(conn, self._consumer, [(env.id, stream_sequence)])
             await add_to_outbox(conn, ctx.outgoing)
         return Handled(env, tuple(ctx.outgoing))

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 MAX_ID_LENGTH = 128
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
+#: A name's characters: safe in a subject token, a URL path segment, a log line and a table key.
+NAME_CHARACTERS = "A-Z a-z 0-9 . _ : -"
+_NAME = re.compile(r"[A-Za-z0-9._:-]+")
 #: Longest address SMTP carries (RFC 5321 4.5.3.1.3: a 256-octet path, less its brackets).
 MAX_EMAIL_LENGTH = 254
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -41,6 +44,15 @@ def check_id(name: str, value: str, *, required: bool = True) -> FieldError | No
         return FieldError(name, f"must be at most {MAX_ID_LENGTH} characters")
     if not _PRINTABLE.fullmatch(value):
         return FieldError(name, "must be printable ASCII without spaces")
+    return None
+
+
+def check_name(name: str, value: str, *, max_length: int, required: bool = True) -> FieldError | None:
+    """The error of a name field (1 to ``max_length`` of ``NAME_CHARACTERS``), or ``None``."""
+    if not value:
+        return FieldError(name, "is required") if required else None
+    if len(value) > max_length or not _NAME.fullmatch(value):
+        return FieldError(name, f"must be 1 to {max_length} characters of {NAME_CHARACTERS}")
     return None
 
 

@@ -9,18 +9,17 @@ tables. A capacity is a whole number of units from 0 (nothing can be booked) to
 
 from __future__ import annotations
 
-import re
+from choreo.validation import NAME_CHARACTERS, check_name
 
 MAX_RESOURCE_ID = 64
 MAX_CAPACITY = 1_000_000_000
-_RESOURCE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: How a valid resource id looks, for error messages.
-RESOURCE_ID_RULE = f"1 to {MAX_RESOURCE_ID} characters of A-Z a-z 0-9 . _ : -"
+RESOURCE_ID_RULE = f"1 to {MAX_RESOURCE_ID} characters of {NAME_CHARACTERS}"
 
 
 def is_resource_id(value: str) -> bool:
-    """Whether ``value`` is a valid resource id."""
-    return _RESOURCE_ID.fullmatch(value) is not None
+    """Whether ``value`` is a valid resource id (``choreo.validation.check_name``)."""
+    return check_name("resource_id", value, max_length=MAX_RESOURCE_ID) is None
 
 
 def is_capacity(value: int) -> bool:

@@ -24,7 +24,6 @@ from gateway.application.limits import CallerLimits, LimitExceeded
 from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.application.principal import Principal
 from gateway.application.replies import change_from_record, refusal
-from gateway.application.reservation import validate_reservation
 from gateway.application.watchers import Watchers
 from gateway.readmodel.merge import merge
 from gateway.readmodel.model import BookingView, Change, Cursor, Status, TraceCursor, TraceRecord
@@ -151,7 +150,9 @@ class GatewayCore:
             request.payment_token,
             request.idempotency_key,
             email=request.email,
-        ) or validate_reservation(request.resource_id, request.quantity)
+            resource_id=request.resource_id,
+            quantity=request.quantity,
+        )
         if invalid is not None:
             raise GatewayError(ErrorCode.INVALID_ARGUMENT, invalid.message, invalid.field)
         if not caller.may_act_for(user_id):

@@ -8,8 +8,8 @@ import grpc
 import httpx
 import pytest
 
+from booking.requests import check_resource as validate_reservation
 from choreo.gateway.v1 import gateway_pb2 as gw
-from gateway.application.reservation import validate_reservation
 from gateway.build import GatewayService
 from tests.gateway.fakes import FakeBookingService
 from tests.support import eventually
