@@ -15,8 +15,13 @@ The fact must be the booking's own: the UPDATE also matches its workflow
 ``created_at`` cannot cancel a booking early; one that names a booking with other
 values is refused for good (``PermanentError``).
 
-JetStream holds each waiting fact as unacknowledged (``max_ack_pending`` bounds how
-many wait at once); they come due in the order they were created.
+JetStream holds each waiting fact as unacknowledged, and ``max_ack_pending`` (K, at
+least 1000) bounds how many wait at once: past K/timeout bookings a second, the next
+fact is fetched late. That delays the fetch, never the timeout: facts come in creation
+order and all wait the same time, so a slot frees when the oldest waiting fact comes
+due, and the fact fetched then is the oldest not yet fetched. At a rate r it is fetched
+about timeout - K/r seconds after its creation and waits the rest: it still fires when
+due. A burst held back fires as fast as the handler settles facts once they are due.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def service_of(name: str) -> str:
 
 
 #: Services that join by subscribing; a stack runs them when asked (``joining``).
-JOINING = ("notification", "analytics")
+JOINING = ("notification", "analytics", "inventory")
 
 
 class Stack:
@@ -43,11 +43,11 @@ class Stack:
         nats_url: The server the services use.
         database_urls: Per-service database URL (default: SQLite files under ``root``).
         env: Extra environment for every service.
-        replicas: Processes per worker service (booking, payment; default 1 each).
-            Replicas of a service share its database.
+        replicas: Processes per worker service (booking, payment, or a joining one; default 1
+            each). Replicas of a service share its database.
         ledger_url: The simulated provider's ledger (default: a SQLite file under ``root``).
-        joining: Services of ``JOINING`` to run as well (one process each, started before
-            the gateway); each needs its own settings in ``env`` where it has required ones.
+        joining: Services of ``JOINING`` to run as well (started before the gateway); each
+            needs its own settings in ``env`` where it has required ones.
     """
 
     def __init__(
@@ -64,17 +64,17 @@ class Stack:
         self.nats_url = nats_url
         self.grpc_port = free_port()
         self.http_port = free_port()
-        counts = {"booking": 1, "payment": 1} | (replicas or {})
-        if set(counts) - {"booking", "payment"} or min(counts.values()) < 1:
-            raise ValueError(f"replicas are for booking and payment, at least 1 each: {replicas}")
+        workers = ("booking", "payment", *joining)
+        counts = dict.fromkeys(workers, 1) | (replicas or {})
+        if set(counts) - set(workers) or min(counts.values()) < 1:
+            raise ValueError(f"replicas are for {workers}, at least 1 each: {replicas}")
         #: Every process name, in start order.
         self.names: list[str] = [
             *(
                 service if i == 1 else f"{service}-{i}"
-                for service in ("booking", "payment")
+                for service in workers
                 for i in range(1, counts[service] + 1)
             ),
-            *joining,
             "gateway",
         ]
         if set(joining) - set(JOINING):

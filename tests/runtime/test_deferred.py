@@ -104,3 +104,48 @@ def test_a_deferral_needs_a_finite_delay_and_a_past_one_is_due_now() -> None:
     assert Deferred(1.5).seconds == 1.5
     with pytest.raises(ValueError, match="finite"):
         Deferred(float("nan"))
+
+
+class DueAt:
+    """A ``prepare`` step that defers each fact until its own due time (as booking's payment timeout does)."""
+
+    def __init__(self, probe: Probe, wait: float) -> None:
+        self.probe = probe
+        self.wait = wait
+        #: ``time.monotonic()`` each booking was published at.
+        self.published: dict[str, float] = {}
+
+    async def __call__(self, message: booking_events.BookingCreated, envelope: Envelope) -> str:
+        left = self.published[message.booking_id] + self.wait - time.monotonic()
+        if left > 0:
+            raise Deferred(left)
+        return await self.probe.prepare(message, envelope)
+
+
+async def test_more_waiting_facts_than_max_ack_pending_still_come_due_on_time(
+    make_runtime: MakeRuntime, js: JetStreamContext, probe: Probe
+) -> None:
+    """3000 facts that each wait 3 s, published faster than ``max_ack_pending`` (1024) / 3 s.
+
+    A waiting fact holds a slot of ``max_ack_pending``, so most are fetched late; each is
+    fetched with less left to wait, so none fires late (beyond the handling itself). Were
+    the wait counted from the fetch, the last would fire about 5 s late.
+    """
+    total, wait = 3000, 3.0
+    rt = await make_runtime()
+    due = DueAt(probe, wait)
+    route = Route(
+        booking_events.BookingCreated, probe.handle, emits=(payment_events.PaymentSucceeded,), prepare=due
+    )
+    consumer = consumer_for(rt, [route])
+    assert consumer.config().max_ack_pending < total / 2
+    async with running(consumer):
+        for i in range(total):
+            booking_id = f"b-{i}"
+            due.published[booking_id] = time.monotonic()
+            await publish(js, envelope_for(booking_id))
+        await eventually(lambda: consumer.processed == total, timeout=60, message="every fact handled")
+    late = sorted(t - due.published[b] - wait for b, t in probe.calls)
+    assert len(probe.calls) == total
+    assert late[0] >= 0, "a fact was handled before it was due"
+    assert late[-1] < 3.0, f"handled up to {late[-1]:.1f} s after due (median {late[total // 2]:.2f} s)"
