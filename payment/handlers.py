@@ -30,6 +30,7 @@ from payment.charges import (
 )
 from payment.provider import ChargeRequest, PaymentProvider, RefundResult
 from payment.records import Bookings, lock_booking, refund_request
+from payment.refunds import check_source as check_cancellation_source
 from payment.refunds import record_cancellation
 from payment.requests import check_reservation, check_source, record_request
 
@@ -74,7 +75,8 @@ def routes(provider: PaymentProvider, opener: TokenOpener, bookings: Bookings) -
         booking = await lock_booking(ctx.conn, event.booking_id)
         await record_charge(ctx, booking, event.amount_cents, event.currency)
 
-    async def prepare_cancelled(event: booking_events.BookingCancelled, _env: Envelope) -> RefundResult:
+    async def prepare_cancelled(event: booking_events.BookingCancelled, env: Envelope) -> RefundResult:
+        check_cancellation_source(env.source, env.id)
         return await provider.refund(refund_request(event.booking_id))
 
     return [

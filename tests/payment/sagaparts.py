@@ -103,11 +103,16 @@ class PaymentUnderTest:
         )
 
     async def cancelled(
-        self, booking_id: str, reason: str = "cancelled_by_user", *, event_id: str | None = None
+        self,
+        booking_id: str,
+        reason: str = "cancelled_by_user",
+        *,
+        event_id: str | None = None,
+        source: str = "booking",
     ) -> Handled:
         return await self.on_booking.deliver(
             booking_events.BookingCancelled(booking_id=booking_id, reason=reason, resource_id="room-1"),
-            source="booking",
+            source=source,
             correlation_id=f"wf-{booking_id}",
             event_id=event_id,
         )

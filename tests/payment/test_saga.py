@@ -255,3 +255,22 @@ async def test_charges_and_cancellations_in_any_interleaving_keep_the_rules(pay:
             assert row.refund_id, f"{booking} was charged and not refunded"
     assert emitted.count("PaymentRefunded") == emitted.count("PaymentSucceeded")
     assert sum([(await pay.ledger(b))[0] for b in bookings]) == emitted.count("PaymentSucceeded")
+
+
+async def test_a_cancellation_not_published_by_booking_refunds_nothing(pay: PaymentUnderTest) -> None:
+    created = await pay.created("b-1", resource_id="")
+    assert facts(created) == ["PaymentSucceeded"]
+    with pytest.raises(PermanentError, match="not 'booking'"):
+        await pay.cancelled("b-1", source="notification")
+    assert await pay.ledger("b-1") == (1, 0)
+    assert await pay.cancellation("b-1") is None
+
+
+async def test_a_long_reason_is_kept_to_its_column(pay: PaymentUnderTest) -> None:
+    """Reasons are short words; a longer one (booking keeps 128 characters) must not poison the fact."""
+    await pay.created("b-1", resource_id="")
+    cancelled = await pay.cancelled("b-1", "x" * 128)
+    [refunded] = cancelled.decoded(REFUNDED)
+    assert refunded.reason == "x" * 64
+    assert await pay.cancellation("b-1") == "x" * 64
+    assert await pay.ledger("b-1") == (1, 1)
