@@ -22,7 +22,12 @@ async def build(settings: BookingSettings) -> Service:
         settings, topology(timeout), migrations=MIGRATIONS, recovery=RECOVERY, owns_dlq=True
     )
     creator = CreateBookingHandler(
-        rt.engine, settings.service_name, rt.relay.notify, rt.stages, sealer=sealer
+        rt.engine,
+        settings.service_name,
+        rt.relay.notify,
+        rt.stages,
+        sealer=sealer,
+        payment_timeout_seconds=timeout,
     )
     canceller = CancelBookingHandler(rt.engine, settings.service_name, rt.relay.notify)
     batch = settings.command_batch_size

@@ -137,11 +137,18 @@ def record_from_row(row: Any) -> commands_pb2.BookingRecord:
 
 
 async def create_bookings(
-    conn: AsyncConnection, requests: Sequence[CreateRequest], source: str, sealer: TokenSealer
+    conn: AsyncConnection,
+    requests: Sequence[CreateRequest],
+    source: str,
+    sealer: TokenSealer,
+    *,
+    payment_timeout_seconds: int | None = None,
 ) -> list[Reply]:
     """Saves the new bookings of a batch and their ``BookingCreated`` facts, in the caller's transaction.
 
-    Each fact carries the payment token sealed by ``sealer``, never the token itself.
+    Each fact carries the payment token sealed by ``sealer``, never the token itself, and,
+    with ``payment_timeout_seconds``, its ``pay_by``: when the booking times out if still
+    PENDING, after which payment starts no charge (``booking.timeouts``).
 
     A request whose idempotency key was already used by the same user replays
     the stored booking (or is refused if its parameters differ).
@@ -184,6 +191,9 @@ async def create_bookings(
             currency=c.currency,
             sealed_payment_token=sealer.seal(c.payment_token, bound_to=row["booking_id"]),
             created_at=to_timestamp(now),
+            pay_by=to_timestamp(now + payment_timeout_seconds * 1_000_000)
+            if payment_timeout_seconds
+            else None,
             idempotency_key=c.idempotency_key,
             request_fingerprint=row["request_hash"],
             email=c.email,
@@ -254,6 +264,7 @@ class CreateBookingHandler:
         sealer: Seals each payment token to the payment service's key.
         on_commit: Called after a commit that queued facts (wakes the outbox relay).
         stages: Where to add each batch's ``command_transaction`` (``choreo.metrics``).
+        payment_timeout_seconds: The payment timeout, for each fact's ``pay_by``.
     """
 
     def __init__(
@@ -264,8 +275,10 @@ class CreateBookingHandler:
         stages: Stages | None = None,
         *,
         sealer: TokenSealer,
+        payment_timeout_seconds: int | None = None,
     ) -> None:
         self._engine = engine
+        self._pay_within = payment_timeout_seconds
         self._source = source
         self._sealer = sealer
         self._on_commit = on_commit
@@ -293,7 +306,11 @@ class CreateBookingHandler:
                 with self._stages.timed("command_transaction"):
                     async with self._engine.begin() as conn:
                         results = await create_bookings(
-                            conn, list(accepted.values()), self._source, self._sealer
+                            conn,
+                            list(accepted.values()),
+                            self._source,
+                            self._sealer,
+                            payment_timeout_seconds=self._pay_within,
                         )
                         _check_deadlines(accepted.values())
             except _DeadlinePassed:
@@ -311,7 +328,11 @@ class CreateBookingHandler:
     async def _create_one(self, req: CreateRequest) -> Reply | None:
         try:
             async with self._engine.begin() as conn:
-                reply = (await create_bookings(conn, [req], self._source, self._sealer))[0]
+                reply = (
+                    await create_bookings(
+                        conn, [req], self._source, self._sealer, payment_timeout_seconds=self._pay_within
+                    )
+                )[0]
                 _check_deadlines([req])
                 return reply
         except _DeadlinePassed:

@@ -1,6 +1,8 @@
 """Configuration of the booking service (environment variables ``BOOKING_*``)."""
 
-from pydantic import Field, field_validator
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict, SettingsError
 
 from choreo.sealing import TokenSealer, parse_public_key
@@ -38,6 +40,19 @@ class BookingSettings(ConsumerSettings):
             return None
         parse_public_key(value)
         return value.strip()
+
+    @model_validator(mode="after")
+    def _check_the_timeout_outlives_nothing(self) -> BookingSettings:
+        # The timeout waits in JetStream as booking's own BookingCreated: a stream that drops
+        # it first (its age limit) would leave the booking PENDING for ever.
+        age = self.stream_max_age_seconds
+        if age and age <= self.payment_timeout_seconds:
+            raise ValueError(
+                f"BOOKING_STREAM_MAX_AGE_SECONDS ({age:g}) must be longer than "
+                f"BOOKING_PAYMENT_TIMEOUT_SECONDS ({self.payment_timeout_seconds}): a booking's payment "
+                "timeout waits in the BOOKING stream until it is due"
+            )
+        return self
 
     def token_sealer(self) -> TokenSealer:
         """What seals payment tokens; ``SettingsError`` naming the variable when the key is unset."""

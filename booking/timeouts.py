@@ -86,7 +86,11 @@ class PaymentTimeout:
     seconds: int
 
     async def __call__(self, event: booking_events.BookingCreated, envelope: Envelope) -> None:
-        due = from_timestamp(event.created_at) / 1_000_000 + self.seconds
+        # The due time the fact announced (payment charges nothing after it), else the setting's.
+        if event.HasField("pay_by"):
+            due = from_timestamp(event.pay_by) / 1_000_000
+        else:
+            due = from_timestamp(event.created_at) / 1_000_000 + self.seconds
         left = due - time.time()
         if left > 0:
             raise Deferred(left)

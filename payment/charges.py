@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from choreo.db import now_us
 from choreo.errors import PermanentError, TransientError
 from choreo.handler import HandlerContext
 from choreo.sealing import SealingError, TokenOpener
@@ -58,16 +59,22 @@ class ChargeAttempt:
 
     charge: ChargeResult | None = None
     refund: RefundResult | None = None
+    #: Nothing was charged: the booking's ``pay_by`` had passed (booking times it out).
+    too_late: bool = False
 
 
 async def charge_unless_cancelled(
-    provider: PaymentProvider, booking: Booking, request: Callable[[], ChargeRequest]
+    provider: PaymentProvider, booking: Booking, request: Callable[[], ChargeRequest], pay_by_us: int = 0
 ) -> ChargeAttempt | None:
-    """Charges ``booking`` unless it has a payment (None) or a cancellation (refund instead)."""
+    """Charges ``booking`` unless it has a payment (None), a cancellation (refund instead), or
+    its ``pay_by`` has passed (``too_late``: a charge now would only be refunded after the timeout).
+    """
     if booking.payment is not None:
         return None
     if booking.cancelled is not None:
         return ChargeAttempt(refund=await provider.refund(refund_request(booking.booking_id)))
+    if pay_by_us and now_us() >= pay_by_us:
+        return ChargeAttempt(too_late=True)
     return ChargeAttempt(charge=await provider.charge(request()))
 
 
@@ -95,6 +102,10 @@ async def record_charge(ctx: HandlerContext, booking: Booking, amount_cents: int
                 booking_id,
                 booking.cancelled,
             )
+        await clear_token(ctx.conn, booking_id)
+        return
+    if attempt is not None and attempt.too_late:
+        log.info("booking %s: not charged, its pay_by passed; booking times it out", booking_id)
         await clear_token(ctx.conn, booking_id)
         return
     if attempt is None or attempt.charge is None:

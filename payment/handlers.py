@@ -30,8 +30,9 @@ from payment.charges import (
 )
 from payment.provider import ChargeRequest, PaymentProvider, RefundResult
 from payment.records import Bookings, lock_booking, refund_request
+from payment.refunds import check_source as check_cancellation_source
 from payment.refunds import record_cancellation
-from payment.requests import check_reservation, check_source, record_request
+from payment.requests import check_reservation, check_source, pay_by_us, record_request
 
 __all__ = [
     "DURABLE",
@@ -65,7 +66,7 @@ def routes(provider: PaymentProvider, opener: TokenOpener, bookings: Bookings) -
             token = open_token(opener, event.booking_id, event.sealed_payment_token, event.payment_token)
             return ChargeRequest(event.booking_id, event.amount_cents, event.currency, token)
 
-        return await charge_unless_cancelled(provider, booking, request)
+        return await charge_unless_cancelled(provider, booking, request, pay_by_us(event))
 
     async def created(event: booking_events.BookingCreated, ctx: HandlerContext) -> None:
         if event.resource_id:
@@ -74,7 +75,8 @@ def routes(provider: PaymentProvider, opener: TokenOpener, bookings: Bookings) -
         booking = await lock_booking(ctx.conn, event.booking_id)
         await record_charge(ctx, booking, event.amount_cents, event.currency)
 
-    async def prepare_cancelled(event: booking_events.BookingCancelled, _env: Envelope) -> RefundResult:
+    async def prepare_cancelled(event: booking_events.BookingCancelled, env: Envelope) -> RefundResult:
+        check_cancellation_source(env.source, env.id)
         return await provider.refund(refund_request(event.booking_id))
 
     return [
@@ -103,7 +105,8 @@ def inventory_routes(provider: PaymentProvider, opener: TokenOpener, bookings: B
             token = open_token(opener, req.booking_id, req.sealed_payment_token)
             return ChargeRequest(req.booking_id, req.amount_cents, req.currency, token)
 
-        return await charge_unless_cancelled(provider, booking, request)
+        pay_by = booking.request.pay_by_us if booking.request is not None else 0
+        return await charge_unless_cancelled(provider, booking, request, pay_by)
 
     async def reserved(event: inventory_events.InventoryReserved, ctx: HandlerContext) -> None:
         check_source(ctx.envelope)

@@ -17,22 +17,32 @@ import logging
 
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.db import now_us
-from choreo.errors import TransientError
+from choreo.errors import PermanentError, TransientError
 from choreo.handler import HandlerContext
 from payment.provider import RefundResult
 from payment.records import CANCEL_ONCE, clear_token, lock_booking, record_refund
 
 log = logging.getLogger(__name__)
 
+#: The ``ce-source`` of the cancellations payment refunds on: the booking service's.
+BOOKING_SOURCE = "booking"
+#: The longest reason kept (the columns' size); reasons are short machine words.
+MAX_REASON = 64
+
+
+class ForeignCancellationError(PermanentError):
+    """A ``BookingCancelled`` not published by booking: nothing is refunded on it."""
+
 
 async def record_cancellation(event: booking_events.BookingCancelled, ctx: HandlerContext) -> None:
     """Records the cancellation once and the refund ``prepare`` made (``ctx.prepared``) once."""
+    check_source(ctx.envelope.source, ctx.envelope.id)
     booking = await lock_booking(ctx.conn, event.booking_id)
-    reason = booking.cancelled if booking.cancelled is not None else event.reason
+    reason = booking.cancelled if booking.cancelled is not None else event.reason[:MAX_REASON]
     if booking.cancelled is None:
         await ctx.conn.execute(
             CANCEL_ONCE[ctx.conn.dialect.name],
-            {"booking_id": event.booking_id, "reason": event.reason, "cancelled_at_us": now_us()},
+            {"booking_id": event.booking_id, "reason": reason, "cancelled_at_us": now_us()},
         )
     await clear_token(ctx.conn, event.booking_id)
     refund: RefundResult = ctx.prepared
@@ -46,3 +56,11 @@ async def record_cancellation(event: booking_events.BookingCancelled, ctx: Handl
             f"booking {event.booking_id} was charged while it was cancelled: the retry refunds"
         )
     await record_refund(ctx, event.booking_id, refund, reason)
+
+
+def check_source(source: str, event_id: str) -> None:
+    """Only booking cancels a booking (NATS permissions are the first guard, this the second)."""
+    if source != BOOKING_SOURCE:
+        raise ForeignCancellationError(
+            f"BookingCancelled {event_id} comes from {source!r}, not {BOOKING_SOURCE!r}: nothing refunded"
+        )

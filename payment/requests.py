@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import from_timestamp
 from choreo.db import now_us
 from choreo.envelope import Envelope
 from choreo.errors import PermanentError, TransientError
@@ -61,6 +62,7 @@ async def record_request(
             "amount_cents": event.amount_cents,
             "currency": event.currency,
             "sealed_payment_token": event.sealed_payment_token,
+            "pay_by_us": pay_by_us(event),
             "created_at_us": now_us(),
         },
     )
@@ -88,3 +90,8 @@ def check_reservation(event: inventory_events.InventoryReserved, booking: Bookin
             f"booking {event.booking_id}: reserved {units(event.quantity)} of {event.resource_id!r}, "
             f"but it asks for {request.quantity} of {request.resource_id!r}"
         )
+
+
+def pay_by_us(event: booking_events.BookingCreated) -> int:
+    """When payment stops starting charges for the booking (Unix microseconds; 0: never)."""
+    return from_timestamp(event.pay_by) if event.HasField("pay_by") else 0

@@ -47,6 +47,8 @@ class PaymentRequestRow(SQLModel, table=True):
     amount_cents: int = big_int()
     currency: str = Field(max_length=3)
     sealed_payment_token: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    #: ``BookingCreated.pay_by``: no charge is started at or after it (0: no limit).
+    pay_by_us: int = big_int(default=0)
     created_at_us: int = big_int()
 
 

@@ -311,3 +311,14 @@ def test_every_setting_is_still_read_from_its_variable(service: str, monkeypatch
     settings = cls()
     assert {name: getattr(settings, name) for name in given} == given
     assert len(given) >= 10
+
+
+def test_booking_refuses_a_stream_that_forgets_bookings_before_they_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BOOKING_PAYMENT_TIMEOUT_SECONDS", "300")
+    monkeypatch.setenv("BOOKING_STREAM_MAX_AGE_SECONDS", "300")
+    with pytest.raises(ValueError, match=r"BOOKING_STREAM_MAX_AGE_SECONDS .* must be longer than"):
+        BookingSettings()
+    monkeypatch.setenv("BOOKING_STREAM_MAX_AGE_SECONDS", "86400")
+    assert BookingSettings().stream_max_age_seconds == 86400

@@ -241,7 +241,9 @@ def create_app(
             409: {"model": ErrorJson, "description": "The booking is already CANCELLED."},
             503: {
                 "model": ErrorJson,
-                "description": "The booking service is unavailable; retry (cancelling twice is safe).",
+                "description": (
+                    "The booking service is unavailable; retry (a cancel that did commit answers 409)."
+                ),
             },
         },
         summary="Cancel a PENDING or CONFIRMED booking (its payment is refunded, its units released)",

@@ -222,7 +222,8 @@ class GatewayCore:
         Raises:
             GatewayError: INVALID_ARGUMENT, RESOURCE_EXHAUSTED (the caller's command rate),
                 NOT_FOUND (unknown, or not the caller's), FAILED_PRECONDITION (already
-                CANCELLED), UNAVAILABLE (retry: cancelling twice is safe), INTERNAL.
+                CANCELLED), UNAVAILABLE (retry: a cancel that did commit answers
+                FAILED_PRECONDITION), INTERNAL.
         """
         if self._limits is not None:
             try:
@@ -255,7 +256,9 @@ class GatewayCore:
             if reply.WhichOneof("result") == "error":
                 error = reply.error
                 log.info("booking service refused the cancel: %s %s", error.field, error.message)
-                failure = refusal(error, retry_hint="retry: cancelling twice is safe")
+                failure = refusal(
+                    error, retry_hint="retry; a cancel that did commit answers FAILED_PRECONDITION"
+                )
                 if failure.code is ErrorCode.NOT_FOUND:
                     # As ``get`` says it, whatever the service wrote: nothing about other users.
                     failure = GatewayError(

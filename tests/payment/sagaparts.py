@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -86,6 +87,7 @@ class PaymentUnderTest:
         resource_id: str = "room-1",
         quantity: int = 1,
         event_id: str | None = None,
+        pay_by: Timestamp | None = None,
     ) -> Handled:
         return await self.on_booking.deliver(
             booking_events.BookingCreated(
@@ -96,6 +98,7 @@ class PaymentUnderTest:
                 sealed_payment_token=SESSION_SEALER.seal(token, bound_to=booking_id),
                 resource_id=resource_id,
                 quantity=quantity if resource_id else 0,
+                pay_by=pay_by,
             ),
             source="booking",
             correlation_id=f"wf-{booking_id}",
@@ -103,11 +106,16 @@ class PaymentUnderTest:
         )
 
     async def cancelled(
-        self, booking_id: str, reason: str = "cancelled_by_user", *, event_id: str | None = None
+        self,
+        booking_id: str,
+        reason: str = "cancelled_by_user",
+        *,
+        event_id: str | None = None,
+        source: str = "booking",
     ) -> Handled:
         return await self.on_booking.deliver(
             booking_events.BookingCancelled(booking_id=booking_id, reason=reason, resource_id="room-1"),
-            source="booking",
+            source=source,
             correlation_id=f"wf-{booking_id}",
             event_id=event_id,
         )

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from choreo.booking.v1 import events_pb2 as booking_events
+from choreo.clock import to_timestamp
+from choreo.db import now_us
 from choreo.errors import PermanentError, TransientError
 from choreo.payment.v1 import events_pb2 as payment_events
 from choreo.testing import Handled
@@ -255,3 +257,42 @@ async def test_charges_and_cancellations_in_any_interleaving_keep_the_rules(pay:
             assert row.refund_id, f"{booking} was charged and not refunded"
     assert emitted.count("PaymentRefunded") == emitted.count("PaymentSucceeded")
     assert sum([(await pay.ledger(b))[0] for b in bookings]) == emitted.count("PaymentSucceeded")
+
+
+async def test_a_cancellation_not_published_by_booking_refunds_nothing(pay: PaymentUnderTest) -> None:
+    created = await pay.created("b-1", resource_id="")
+    assert facts(created) == ["PaymentSucceeded"]
+    with pytest.raises(PermanentError, match="not 'booking'"):
+        await pay.cancelled("b-1", source="notification")
+    assert await pay.ledger("b-1") == (1, 0)
+    assert await pay.cancellation("b-1") is None
+
+
+async def test_a_long_reason_is_kept_to_its_column(pay: PaymentUnderTest) -> None:
+    """Reasons are short words; a longer one (booking keeps 128 characters) must not poison the fact."""
+    await pay.created("b-1", resource_id="")
+    cancelled = await pay.cancelled("b-1", "x" * 128)
+    [refunded] = cancelled.decoded(REFUNDED)
+    assert refunded.reason == "x" * 64
+    assert await pay.cancellation("b-1") == "x" * 64
+    assert await pay.ledger("b-1") == (1, 1)
+
+
+@pytest.mark.parametrize("resource_id", ["room-1", ""], ids=["resource", "no-resource"])
+async def test_nothing_is_charged_once_the_bookings_pay_by_passed(
+    pay: PaymentUnderTest, resource_id: str
+) -> None:
+    """A backlog older than the payment timeout is not charged and then refunded: it is not charged."""
+    past = to_timestamp(now_us() - 1_000_000)
+    created = await pay.created("b-1", resource_id=resource_id, pay_by=past)
+    late = await pay.reserved("b-1") if resource_id else created
+    assert facts(created, late) == []
+    assert await pay.ledger("b-1") == (0, 0)
+    assert await pay.payment("b-1") is None
+    cancelled = await pay.cancelled("b-1", "payment_timeout")  # booking times it out
+    assert facts(cancelled) == []
+    assert await pay.ledger("b-1") == (0, 0)
+    future = to_timestamp(now_us() + 60_000_000)
+    in_time = await pay.created("b-2", resource_id=resource_id, pay_by=future)
+    charged = await pay.reserved("b-2") if resource_id else in_time
+    assert facts(charged) == ["PaymentSucceeded"]

@@ -27,7 +27,7 @@ from choreo.options.v1 import options_pb2 as choreo_dot_options_dot_v1_dot_optio
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/booking/v1/events.proto\x12\x11\x63horeo.booking.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n\x0e\x42ookingCreated\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x19\n\rpayment_token\x18\x05 \x01(\tB\x02\x18\x01\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x1c\n\x14sealed_payment_token\x18\x08 \x01(\x0c\x12\x1b\n\x13request_fingerprint\x18\t \x01(\t\x12\r\n\x05\x65mail\x18\n \x01(\t\x12\x13\n\x0bresource_id\x18\x0b \x01(\t\x12\x10\n\x08quantity\x18\x0c \x01(\x05:\x1e\xaa\x9f\x19\x1a\n\x0f\x62ooking.created\x12\x07\x42OOKING\"\x8e\x01\n\x10\x42ookingConfirmed\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirmed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp: \xaa\x9f\x19\x1c\n\x11\x62ooking.confirmed\x12\x07\x42OOKING\"\xb3\x01\n\x10\x42ookingCancelled\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npayment_id\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t: \xaa\x9f\x19\x1c\n\x11\x62ooking.cancelled\x12\x07\x42OOKINGb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63horeo/booking/v1/events.proto\x12\x11\x63horeo.booking.v1\x1a\x1f\x63horeo/options/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n\x0e\x42ookingCreated\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x19\n\rpayment_token\x18\x05 \x01(\tB\x02\x18\x01\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x1c\n\x14sealed_payment_token\x18\x08 \x01(\x0c\x12\x1b\n\x13request_fingerprint\x18\t \x01(\t\x12\r\n\x05\x65mail\x18\n \x01(\t\x12\x13\n\x0bresource_id\x18\x0b \x01(\t\x12\x10\n\x08quantity\x18\x0c \x01(\x05\x12*\n\x06pay_by\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1e\xaa\x9f\x19\x1a\n\x0f\x62ooking.created\x12\x07\x42OOKING\"\x8e\x01\n\x10\x42ookingConfirmed\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirmed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp: \xaa\x9f\x19\x1c\n\x11\x62ooking.confirmed\x12\x07\x42OOKING\"\xb3\x01\n\x10\x42ookingCancelled\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0c\x63\x61ncelled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\npayment_id\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t: \xaa\x9f\x19\x1c\n\x11\x62ooking.cancelled\x12\x07\x42OOKINGb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,9 +43,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOOKINGCANCELLED']._loaded_options = None
   _globals['_BOOKINGCANCELLED']._serialized_options = b'\252\237\031\034\n\021booking.cancelled\022\007BOOKING'
   _globals['_BOOKINGCREATED']._serialized_start=120
-  _globals['_BOOKINGCREATED']._serialized_end=458
-  _globals['_BOOKINGCONFIRMED']._serialized_start=461
-  _globals['_BOOKINGCONFIRMED']._serialized_end=603
-  _globals['_BOOKINGCANCELLED']._serialized_start=606
-  _globals['_BOOKINGCANCELLED']._serialized_end=785
+  _globals['_BOOKINGCREATED']._serialized_end=502
+  _globals['_BOOKINGCONFIRMED']._serialized_start=505
+  _globals['_BOOKINGCONFIRMED']._serialized_end=647
+  _globals['_BOOKINGCANCELLED']._serialized_start=650
+  _globals['_BOOKINGCANCELLED']._serialized_end=829
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,7 @@ class BookingCreated(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     RESOURCE_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
+    PAY_BY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     user_id: _builtins.str
     amount_cents: _builtins.int
@@ -92,6 +93,13 @@ class BookingCreated(_message.Message):
     """Units of resource_id: 1 or more when resource_id is set (a request's 0 is 1), else 0."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pay_by(self) -> _timestamp_pb2.Timestamp:
+        """When booking times the booking out (created_at + BOOKING_PAYMENT_TIMEOUT_SECONDS) if it
+        is still PENDING: payment does not start a charge at or after it (a charge then would
+        only be refunded). Unset in facts published before it existed: no limit.
+        """
+
     def __init__(
         self,
         *,
@@ -107,10 +115,11 @@ class BookingCreated(_message.Message):
         email: _builtins.str = ...,
         resource_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
+        pay_by: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "pay_by", b"pay_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "quantity", b"quantity", "request_fingerprint", b"request_fingerprint", "resource_id", b"resource_id", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "booking_id", b"booking_id", "created_at", b"created_at", "currency", b"currency", "email", b"email", "idempotency_key", b"idempotency_key", "pay_by", b"pay_by", "payment_token", b"payment_token", "quantity", b"quantity", "request_fingerprint", b"request_fingerprint", "resource_id", b"resource_id", "sealed_payment_token", b"sealed_payment_token", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("amount_cents", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("sealed_payment_token", sa.LargeBinary(), nullable=False),
+        sa.Column("pay_by_us", sa.BigInteger(), nullable=False),
         sa.Column("created_at_us", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("booking_id"),
     )
