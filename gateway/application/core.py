@@ -18,12 +18,12 @@ from choreo.gateway.v1 import gateway_pb2
 from choreo.ids import new_id
 from choreo.logs import log_context
 from gateway.application.causal import causal_order
-from gateway.application.command_client import BookingCommands, CommandReplyInvalid, CommandUnavailable
+from gateway.application.command_client import BookingCommands
 from gateway.application.errors import ErrorCode, GatewayError, check_id
 from gateway.application.limits import CallerLimits, LimitExceeded
 from gateway.application.paging import InvalidPageToken, PageTokens
 from gateway.application.principal import Principal
-from gateway.application.replies import change_from_record, refusal
+from gateway.application.replies import booking_reply, change_from_record
 from gateway.application.watchers import Watchers
 from gateway.readmodel.merge import merge
 from gateway.readmodel.model import BookingView, Change, Cursor, Status, TraceCursor, TraceRecord
@@ -176,22 +176,13 @@ class GatewayCore:
             quantity=request.quantity,
         )
         with log_context(correlation_id=correlation_id, command_id=command_id):
-            try:
-                reply = await self._commands.create(
+            reply = await booking_reply(
+                "create booking",
+                self._commands.create(
                     command, command_id=command_id, correlation_id=correlation_id, timeout=timeout
-                )
-            except CommandUnavailable as exc:
-                log.warning("create booking unavailable: %s", exc)
-                raise GatewayError(ErrorCode.UNAVAILABLE, str(exc)) from None
-            except CommandReplyInvalid as exc:
-                log.error("%s", exc)
-                raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
-            if reply.WhichOneof("result") == "error":
-                error = reply.error
-                log.info("booking service refused the booking: %s %s", error.field, error.message)
-                raise refusal(error, retry_hint=f"retry with idempotency_key {command.idempotency_key!r}")
-            if reply.WhichOneof("result") != "booking" or not reply.booking.booking_id:
-                raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty reply")
+                ),
+                retry_hint=f"retry with idempotency_key {command.idempotency_key!r}",
+            )
             change = change_from_record(reply.booking)
             await self._record(change)
             # DEBUG: one line per booking costs real CPU at load; the trace API is the per-workflow view.
@@ -244,29 +235,22 @@ class GatewayCore:
         )
         with log_context(correlation_id=correlation_id, command_id=command_id):
             try:
-                reply = await self._commands.cancel(
-                    command, command_id=command_id, correlation_id=correlation_id, timeout=timeout
+                reply = await booking_reply(
+                    "cancel booking",
+                    self._commands.cancel(
+                        command, command_id=command_id, correlation_id=correlation_id, timeout=timeout
+                    ),
+                    retry_hint="retry; a cancel that did commit answers FAILED_PRECONDITION",
                 )
-            except CommandUnavailable as exc:
-                log.warning("cancel booking unavailable: %s", exc)
-                raise GatewayError(ErrorCode.UNAVAILABLE, str(exc)) from None
-            except CommandReplyInvalid as exc:
-                log.error("%s", exc)
-                raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
-            if reply.WhichOneof("result") == "error":
-                error = reply.error
-                log.info("booking service refused the cancel: %s %s", error.field, error.message)
-                failure = refusal(
-                    error, retry_hint="retry; a cancel that did commit answers FAILED_PRECONDITION"
-                )
+            except GatewayError as failure:
                 if failure.code is ErrorCode.NOT_FOUND:
                     # As ``get`` says it, whatever the service wrote: nothing about other users.
-                    failure = GatewayError(
+                    raise GatewayError(
                         ErrorCode.NOT_FOUND, f"booking {booking_id} not found", "booking_id"
-                    )
-                raise failure
-            if reply.WhichOneof("result") != "booking" or reply.booking.booking_id != booking_id:
-                raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty or foreign reply")
+                    ) from None
+                raise
+            if reply.booking.booking_id != booking_id:
+                raise GatewayError(ErrorCode.INTERNAL, "the booking service sent a foreign reply")
             change = change_from_record(reply.booking)
             await self._record(change)
             log.info("booking %s cancelled by %s", booking_id, caller.subject or "an anonymous caller")

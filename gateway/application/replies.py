@@ -9,10 +9,20 @@ state, so its cancellation reason is final, as a ``BookingCancelled``'s is.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from choreo.booking.v1 import commands_pb2
 from choreo.clock import from_timestamp
+from gateway.application.command_client import CommandReplyInvalid, CommandUnavailable
 from gateway.application.errors import ErrorCode, GatewayError
 from gateway.readmodel.model import Change, Status
+
+log = logging.getLogger(__name__)
+
+#: A command's reply: the booking, or the service's refusal (``oneof result``).
+Reply = TypeVar("Reply", commands_pb2.CreateBookingReply, commands_pb2.CancelBookingReply)
 
 _FROM_STATE: dict[commands_pb2.BookingState.ValueType, Status] = {
     commands_pb2.BOOKING_STATE_UNSPECIFIED: Status.UNSPECIFIED,
@@ -67,3 +77,28 @@ def refusal(error: commands_pb2.CommandError, *, retry_hint: str = "") -> Gatewa
     if code is ErrorCode.UNAVAILABLE and retry_hint:
         message += f"; {retry_hint}"
     return GatewayError(code, message or "the booking service refused the command", error.field)
+
+
+async def booking_reply(what: str, call: Awaitable[Reply], *, retry_hint: str) -> Reply:
+    """The reply of a command that carries a booking; ``GatewayError`` for everything else.
+
+    Args:
+        what: The command, for logs ("create booking", "cancel booking").
+        call: The command's request (``gateway.application.command_client``).
+        retry_hint: How to retry safely, said with an UNAVAILABLE.
+    """
+    try:
+        reply = await call
+    except CommandUnavailable as exc:
+        log.warning("%s unavailable: %s", what, exc)
+        raise GatewayError(ErrorCode.UNAVAILABLE, str(exc)) from None
+    except CommandReplyInvalid as exc:
+        log.error("%s", exc)
+        raise GatewayError(ErrorCode.INTERNAL, str(exc)) from None
+    if reply.WhichOneof("result") == "error":
+        error = reply.error
+        log.info("booking service refused the %s: %s %s", what, error.field, error.message)
+        raise refusal(error, retry_hint=retry_hint)
+    if reply.WhichOneof("result") != "booking" or not reply.booking.booking_id:
+        raise GatewayError(ErrorCode.INTERNAL, "the booking service sent an empty reply")
+    return reply
