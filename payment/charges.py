@@ -102,14 +102,14 @@ async def record_charge(ctx: HandlerContext, booking: Booking, amount_cents: int
                 booking_id,
                 booking.cancelled,
             )
-        await clear_token(ctx.conn, booking_id)
+        await clear_token(ctx.conn, booking)
         return
     if attempt is not None and attempt.too_late:
         log.info("booking %s: not charged, its pay_by passed; booking times it out", booking_id)
-        await clear_token(ctx.conn, booking_id)
+        await clear_token(ctx.conn, booking)
         return
     if attempt is None or attempt.charge is None:
         # prepare saw a payment or a cancellation that is not there now (a rebuilt database).
         raise TransientError(f"booking {booking_id} changed since its charge was prepared")
     await record_payment(ctx, booking_id, amount_cents, currency, attempt.charge)
-    await clear_token(ctx.conn, booking_id)
+    await clear_token(ctx.conn, booking)

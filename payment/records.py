@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreo.clock import to_timestamp
@@ -42,8 +43,18 @@ RECORD_ONCE = {dialect: insert_new(payments, dialect, "booking_id") for dialect 
 CANCEL_ONCE = {dialect: insert_new(cancellations, dialect, "booking_id") for dialect in _DIALECTS}
 REQUEST_ONCE = {dialect: insert_new(payment_requests, dialect, "booking_id") for dialect in _DIALECTS}
 _PAYMENT = select(payments).where(payments.c.booking_id == bindparam("b_id"))
-_CANCELLATION = select(cancellations.c.reason).where(cancellations.c.booking_id == bindparam("b_id"))
-_REQUEST = select(payment_requests).where(payment_requests.c.booking_id == bindparam("b_id"))
+#: What payment knows of a booking in one statement: the booking id, outer-joined to its
+#: payment (``p_*``), its cancellation (``c_reason``) and its request (``r_*``).
+_KEY = select(cast(bindparam("b_id"), String(64)).label("booking_id")).subquery("k")
+_BOOKING = select(
+    *(c.label(f"p_{c.name}") for c in payments.c),
+    cancellations.c.reason.label("c_reason"),
+    *(c.label(f"r_{c.name}") for c in payment_requests.c),
+).select_from(
+    _KEY.outerjoin(payments, payments.c.booking_id == _KEY.c.booking_id)
+    .outerjoin(cancellations, cancellations.c.booking_id == _KEY.c.booking_id)
+    .outerjoin(payment_requests, payment_requests.c.booking_id == _KEY.c.booking_id)
+)
 _CLEAR_TOKEN = (
     update(payment_requests)
     .where(payment_requests.c.booking_id == bindparam("b_id"), payment_requests.c.sealed_payment_token != b"")
@@ -83,13 +94,20 @@ class Booking:
 
 
 async def read_booking(conn: AsyncConnection, booking_id: str) -> Booking:
-    params = {"b_id": booking_id}
+    row = (await conn.execute(_BOOKING, {"b_id": booking_id})).mappings().one()
     return Booking(
         booking_id,
-        (await conn.execute(_PAYMENT, params)).one_or_none(),
-        (await conn.execute(_CANCELLATION, params)).scalar_one_or_none(),
-        (await conn.execute(_REQUEST, params)).one_or_none(),
+        _part(row, "p_", payments.c.keys()),
+        row["c_reason"],
+        _part(row, "r_", payment_requests.c.keys()),
     )
+
+
+def _part(row: Any, prefix: str, names: Any) -> SimpleNamespace | None:
+    """One table's columns of the joined row (attributes named as the table's), or None when it had no row."""
+    if row[f"{prefix}booking_id"] is None:
+        return None
+    return SimpleNamespace(**{name: row[f"{prefix}{name}"] for name in names})
 
 
 async def lock_booking(conn: AsyncConnection, booking_id: str) -> Booking:
@@ -130,9 +148,10 @@ def refund_request(booking_id: str) -> RefundRequest:
     return RefundRequest(charge_key=booking_id, idempotency_key=f"{booking_id}:refund")
 
 
-async def clear_token(conn: AsyncConnection, booking_id: str) -> None:
-    """Forgets the sealed token of the booking's request: it is charged or cancelled."""
-    await conn.execute(_CLEAR_TOKEN, {"b_id": booking_id})
+async def clear_token(conn: AsyncConnection, booking: Booking) -> None:
+    """Forgets the sealed token of the booking's request (read under its lock): charged or cancelled."""
+    if booking.request is not None and booking.request.sealed_payment_token:
+        await conn.execute(_CLEAR_TOKEN, {"b_id": booking.booking_id})
 
 
 async def record_payment(

@@ -44,7 +44,7 @@ async def record_cancellation(event: booking_events.BookingCancelled, ctx: Handl
             CANCEL_ONCE[ctx.conn.dialect.name],
             {"booking_id": event.booking_id, "reason": reason, "cancelled_at_us": now_us()},
         )
-    await clear_token(ctx.conn, event.booking_id)
+    await clear_token(ctx.conn, booking)
     refund: RefundResult = ctx.prepared
     payment = booking.payment
     if payment is None or not payment.succeeded or payment.refund_id:
