@@ -133,11 +133,8 @@ class Bookings:
         if self._engine is None:
             raise RuntimeError("Bookings is not bound to the service's database yet")
         async with read_only(self._engine) as conn:
-            if conn.dialect.name == "postgresql":
-                # One snapshot for the three reads (SQLite's read transaction has one already):
-                # READ COMMITTED could see a request's token cleared by a cancellation whose
-                # row it read as missing a statement earlier.
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            # One statement, so one snapshot: a request's token and the cancellation that
+            # cleared it are seen together (``_BOOKING``).
             booking = await read_booking(conn, booking_id)
             await conn.rollback()
         return booking
