@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from booking.domain import CANCELLED_BEFORE_PAYMENT_SETTLED, CANCELLED_BY_USER, BookingStatus
 from choreo.envelope import Envelope
@@ -62,16 +62,25 @@ class UnknownBookingError(PermanentError, LookupError):
     """A fact (payment's, inventory's) names a booking this service never created: no retry helps."""
 
 
-class PaymentMismatchError(PermanentError):
-    """A payment fact disagrees with its booking (or was not published by payment).
+class FactMismatchError(PermanentError):
+    """A fact of another service disagrees with its booking (or was not published by that service).
 
     Attributes:
         field: The fact's field that disagrees (``ce-source``, ``amount_cents``, ...).
+        publisher: Whose facts the subclass refuses, for the log line.
     """
+
+    publisher = "a service's"
 
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class PaymentMismatchError(FactMismatchError):
+    """A payment fact disagrees with its booking (or was not published by payment)."""
+
+    publisher = "payment"
 
 
 class ContradictingPaymentError(PermanentError):
@@ -174,15 +183,34 @@ def _late_after_cancel(outcome: PaymentOutcome, status: BookingStatus, booking: 
     )
 
 
-def _refuse(outcome: PaymentOutcome, field: str, got: object, want: object) -> None:
-    message = f"{outcome.description} does not match the booking: {field} is {got!r}, expected {want!r}"
-    log.error(
-        "refused payment fact: %s; dead-lettering it",
-        message,
-        extra={
-            "booking_id": outcome.fact.booking_id,
-            "correlation_id": outcome.envelope.correlation_id,
-            "field": field,
-        },
+def _refuse(outcome: PaymentOutcome, field: str, got: object, want: object) -> NoReturn:
+    refuse(
+        PaymentMismatchError,
+        outcome.description,
+        field,
+        got,
+        want,
+        booking_id=outcome.fact.booking_id,
+        correlation_id=outcome.envelope.correlation_id,
     )
-    raise PaymentMismatchError(message, field)
+
+
+def refuse(
+    error: type[FactMismatchError],
+    what: str,
+    field: str,
+    got: object,
+    want: object,
+    *,
+    booking_id: str,
+    correlation_id: str,
+) -> NoReturn:
+    """Logs why ``what`` (a fact) disagrees with its booking in ``field``, then raises ``error``."""
+    message = f"{what} does not match the booking: {field} is {got!r}, expected {want!r}"
+    log.error(
+        "refused %s fact: %s; dead-lettering it",
+        error.publisher,
+        message,
+        extra={"booking_id": booking_id, "correlation_id": correlation_id, "field": field},
+    )
+    raise error(message, field)

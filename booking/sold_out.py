@@ -19,17 +19,16 @@ that moved nothing reads the booking to say why.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import bindparam, select, update
 
 from booking.domain import SETTLES_FROM, SOLD_OUT, BookingStatus
-from booking.payment_checks import UnknownBookingError
+from booking.payment_checks import FactMismatchError, UnknownBookingError, refuse
 from booking.tables import bookings
 from choreo.booking.v1 import events_pb2 as booking_events
 from choreo.clock import to_timestamp
 from choreo.db import now_us
-from choreo.errors import PermanentError
 from choreo.handler import HandlerContext, Route
 from choreo.inventory.v1 import events_pb2 as inventory_events
 
@@ -43,16 +42,10 @@ INVENTORY_SOURCE = "inventory"
 _MAX_REASON = 128
 
 
-class InventoryMismatchError(PermanentError):
-    """An inventory fact disagrees with its booking (or was not published by inventory).
+class InventoryMismatchError(FactMismatchError):
+    """An inventory fact disagrees with its booking (or was not published by inventory)."""
 
-    Attributes:
-        field: The fact's field that disagrees (``ce-source``, ``resource_id``, ...).
-    """
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+    publisher = "inventory"
 
 
 _CANCEL = (
@@ -82,7 +75,7 @@ async def on_reservation_failed(
     """PENDING -> CANCELLED (the fact's reason) and ``BookingCancelled``; otherwise a no-op or the DLQ."""
     what = f"InventoryReservationFailed for booking {event.booking_id!r} (event {ctx.envelope.id!r})"
     if ctx.envelope.source != INVENTORY_SOURCE:
-        _refuse(what, "ce-source", ctx.envelope.source, INVENTORY_SOURCE, ctx)
+        _refuse(what, "ce-source", ctx.envelope.source, INVENTORY_SOURCE, event, ctx)
     reason = (event.reason or SOLD_OUT)[:_MAX_REASON]
     now = now_us()
     moved = (
@@ -126,7 +119,7 @@ def _check_unmoved(
         ("correlation_id", ctx.envelope.correlation_id, booking["correlation_id"]),
     ):
         if got != want:
-            _refuse(what, field, got, want, ctx)
+            _refuse(what, field, got, want, event, ctx)
     if booking["status"] == SETTLES_FROM.value:
         # Agrees in every field, yet the guarded UPDATE moved nothing: it changed meanwhile.
         raise RuntimeError(f"{what}: booking changed while it was cancelled; retrying")
@@ -139,14 +132,23 @@ def _check_unmoved(
     )
 
 
-def _refuse(what: str, field: str, got: object, want: object, ctx: HandlerContext) -> None:
-    message = f"{what} does not match the booking: {field} is {got!r}, expected {want!r}"
-    log.error(
-        "refused inventory fact: %s; dead-lettering it",
-        message,
-        extra={"correlation_id": ctx.envelope.correlation_id, "field": field},
+def _refuse(
+    what: str,
+    field: str,
+    got: object,
+    want: object,
+    event: inventory_events.InventoryReservationFailed,
+    ctx: HandlerContext,
+) -> NoReturn:
+    refuse(
+        InventoryMismatchError,
+        what,
+        field,
+        got,
+        want,
+        booking_id=event.booking_id,
+        correlation_id=ctx.envelope.correlation_id,
     )
-    raise InventoryMismatchError(message, field)
 
 
 ROUTES: list[Route[Any]] = [
